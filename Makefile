@@ -1,0 +1,35 @@
+# synthsat — `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXPERIMENT ?= paper
+
+.PHONY: setup test demo lint bench reproduce clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest tests
+
+demo: setup
+	$(PY) -m synthsat.pipeline experiment=demo
+
+lint: setup
+	$(PY) -m ruff check synthsat tests benchmarks
+	$(PY) -m ruff format --check synthsat tests benchmarks
+
+bench: setup
+	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+reproduce: setup
+	$(PY) -m synthsat.pipeline experiment=$(EXPERIMENT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache outputs multirun

@@ -1,0 +1,3 @@
+"""synthsat: mask-conditional synthetic satellite imagery."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,15 @@
+"""Shared fixtures: a small toy world generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synthsat.data import toyworld
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-tile, 128 px toy world (2 train, 1 val, 1 test)."""
+    return toyworld.generate(tmp_path_factory.mktemp("toyworld"), tiles=4, size=128, seed=0)
