@@ -1,0 +1,134 @@
+"""A validated, memory-mapped cache of whole tiles.
+
+Reading random patches through GDAL for every sample is slow (torchgeo's
+``RandomGeoSampler`` gives tens of patches per second). Each tile is therefore
+checked and decoded once into two ``.npy`` files (image C x H x W in its native
+dtype, mask H x W as class indices) plus per-band statistics; training patches are
+then slices of memory maps. The cache key covers the files' paths, sizes and
+modification times and the label map, so editing a file invalidates its entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthsat.data.checks import check_mask_values, check_pair_headers, label_lut
+from synthsat.data.raster_io import read_raster, save_npy_atomic
+from synthsat.data.tiles import TilePair
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CachedTile:
+    """A tile's arrays (memory-mapped) and per-band statistics of its labelled pixels."""
+
+    name: str
+    pair: TilePair
+    image: np.ndarray  # (C, H, W), native dtype
+    mask: np.ndarray  # (H, W), uint8 or uint16 class indices
+    band_sum: np.ndarray  # (C,) float64
+    band_sumsq: np.ndarray  # (C,) float64
+    count: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.mask.shape  # type: ignore[return-value]
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class TileCache:
+    """Checks and caches tiles under ``root``.
+
+    Args:
+        root: cache directory (created).
+        bands: expected image band count.
+        num_classes: number of classes (mask values 0..num_classes-1).
+        ignore_index: mask value that is not a class (or None).
+        label_map: raw mask value -> class index, applied before the value check.
+    """
+
+    def __init__(self, root: str | Path, bands: int, num_classes: int,
+                 ignore_index: int | None, label_map: dict[int, int] | None = None) -> None:
+        self.root = Path(root)
+        self.bands = bands
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.label_map = label_map
+
+    def _entry(self, pair: TilePair) -> Path:
+        key = json.dumps([CACHE_VERSION, _file_key(pair.image), _file_key(pair.mask),
+                          sorted((self.label_map or {}).items()), self.bands,
+                          self.num_classes, self.ignore_index])
+        return self.root / f"{pair.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+    def load(self, pair: TilePair) -> CachedTile:
+        """The cached tile, checking and decoding it first if needed."""
+        for path in (pair.image, pair.mask):
+            if not path.exists():
+                from synthsat.data.errors import DataError
+
+                raise DataError(f"{path}: file does not exist")
+        entry = self._entry(pair)
+        meta_path = entry / "meta.json"
+        if not meta_path.exists():
+            self._build(pair, entry)
+        meta = json.loads(meta_path.read_text())
+        return CachedTile(
+            name=pair.name,
+            pair=pair,
+            image=np.load(entry / "image.npy", mmap_mode="r"),
+            mask=np.load(entry / "mask.npy", mmap_mode="r"),
+            band_sum=np.asarray(meta["band_sum"], dtype=np.float64),
+            band_sumsq=np.asarray(meta["band_sumsq"], dtype=np.float64),
+            count=int(meta["count"]),
+        )
+
+    def _build(self, pair: TilePair, entry: Path) -> None:
+        check_pair_headers(pair, self.bands)
+        mask = read_raster(pair.mask)[0]
+        lut = label_lut(self.label_map)
+        if lut is not None:
+            mask = lut[mask]
+        check_mask_values(mask, self.num_classes, self.ignore_index, str(pair.mask))
+        mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
+        image = read_raster(pair.image)
+        labelled = mask != self.ignore_index if self.ignore_index is not None else None
+        pixels = image[:, labelled] if labelled is not None else image.reshape(image.shape[0], -1)
+        pixels = pixels.astype(np.float64)
+        meta = {
+            "image": str(pair.image),
+            "mask": str(pair.mask),
+            "band_sum": pixels.sum(1).tolist(),
+            "band_sumsq": (pixels**2).sum(1).tolist(),
+            "count": int(pixels.shape[1]),
+        }
+        entry.mkdir(parents=True, exist_ok=True)
+        save_npy_atomic(entry / "image.npy", np.ascontiguousarray(image))
+        save_npy_atomic(entry / "mask.npy", np.ascontiguousarray(mask))
+        tmp = entry / f".meta.{os.getpid()}.json"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, entry / "meta.json")
+
+
+def band_statistics(tiles: list[CachedTile]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation over the labelled pixels of ``tiles``."""
+    total = sum(t.count for t in tiles)
+    if total == 0:
+        raise ValueError("cannot compute band statistics: no labelled pixels")
+    s = sum(t.band_sum for t in tiles)
+    sq = sum(t.band_sumsq for t in tiles)
+    mean = s / total
+    std = np.sqrt(np.maximum(sq / total - mean**2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)

@@ -1,0 +1,210 @@
+"""``LandCoverDataModule``: any tile source -> batches of one sample format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from synthsat.data.cache import CachedTile, TileCache, band_statistics
+from synthsat.data.datasets import GridChipDataset, Normalizer, RandomPatchDataset
+from synthsat.data.sources import TileSource
+
+
+class LandCoverDataModule(L.LightningDataModule):
+    """Image / land-cover mask tiles from a :class:`~synthsat.data.sources.TileSource`.
+
+    All tiles are checked (sizes, CRS, band count, mask values) and cached on
+    :meth:`setup`, before any training starts. Training draws random patches with
+    flips and 90-degree rotations; validation and test cover whole real tiles.
+
+    Args:
+        source: where the tiles come from.
+        classes: class names; mask value ``i`` is ``classes[i]``.
+        bands: image band count.
+        band_names: names of the bands (for reports).
+        rgb_bands: indices of the bands shown as an RGB composite.
+        ignore_index: mask value excluded from losses and metrics (no-data).
+        scored_classes: classes averaged into mIoU (default: all but ``ignore_index``).
+        patch_size: training patch side in pixels.
+        batch_size: training batch size.
+        eval_batch_size: validation / test batch size.
+        num_workers: data loader workers.
+        patches_per_epoch: random training patches per epoch.
+        val_mode: ``chips`` (whole tiles, for segmentation) or ``patches`` (fixed random
+            patches of ``patch_size``, for the generator).
+        val_patches: number of fixed validation patches in ``patches`` mode.
+        eval_chip_size: largest validation / test chip side in pixels.
+        augment: flips and rotations for training patches.
+        mean: per-band mean of raw values; computed from the training tiles if None.
+        std: per-band standard deviation; computed with ``mean`` if None.
+        cache_dir: where decoded tiles and statistics are cached.
+        seed: seed for fixed validation patches.
+        mix: real / synthetic mixing of training patches (see :mod:`synthsat.data.mixing`);
+            None or ratio 0 trains on real imagery only. Validation and test are always real.
+    """
+
+    def __init__(
+        self,
+        source: TileSource,
+        classes: Sequence[str],
+        bands: int,
+        band_names: Sequence[str] | None = None,
+        rgb_bands: Sequence[int] = (0, 1, 2),
+        ignore_index: int = 255,
+        scored_classes: Sequence[int] | None = None,
+        patch_size: int = 256,
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        patches_per_epoch: int = 1000,
+        val_mode: str = "chips",
+        val_patches: int = 64,
+        eval_chip_size: int = 1024,
+        augment: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        cache_dir: str | Path = ".cache/synthsat",
+        seed: int = 0,
+        mix: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if val_mode not in ("chips", "patches"):
+            raise ValueError(f"val_mode must be 'chips' or 'patches', got '{val_mode}'")
+        if (mean is None) != (std is None):
+            raise ValueError("give both data.mean and data.std, or neither")
+        if mean is not None and (len(mean) != bands or len(std) != bands):  # type: ignore[arg-type]
+            raise ValueError(f"data.mean and data.std need {bands} values (one per band)")
+        self.source = source
+        self.classes = list(classes)
+        self.bands = bands
+        self.band_names = list(band_names) if band_names else [f"b{i}" for i in range(bands)]
+        self.rgb_bands = list(rgb_bands)
+        self.ignore_index = ignore_index
+        self.scored_classes = (list(scored_classes) if scored_classes is not None
+                               else [c for c in range(len(self.classes)) if c != ignore_index])
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.patches_per_epoch = patches_per_epoch
+        self.val_mode = val_mode
+        self.val_patches = val_patches
+        self.eval_chip_size = eval_chip_size
+        self.augment = augment
+        self._mean = None if mean is None else np.asarray(mean, np.float32)
+        self._std = None if std is None else np.asarray(std, np.float32)
+        self.cache = TileCache(cache_dir, bands, len(self.classes), ignore_index,
+                               source.label_map)
+        self.seed = seed
+        self.mix = dict(mix) if mix else None
+        self.tiles: dict[str, list[CachedTile]] = {}
+        self.normalizer: Normalizer | None = None
+
+    # -- description -----------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (mask values 0..num_classes-1)."""
+        return len(self.classes)
+
+    def metadata(self) -> dict[str, Any]:
+        """What downstream jobs need to interpret this data (saved in checkpoints)."""
+        self._require_setup()
+        assert self.normalizer is not None
+        return {
+            "classes": self.classes,
+            "bands": self.bands,
+            "band_names": self.band_names,
+            "rgb_bands": self.rgb_bands,
+            "ignore_index": self.ignore_index,
+            "scored_classes": self.scored_classes,
+            "mean": self.normalizer.mean.tolist(),
+            "std": self.normalizer.std.tolist(),
+        }
+
+    # -- Lightning hooks -----------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download or generate the source data (rank 0 only)."""
+        self.source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check and cache every tile, then fix the band normalisation."""
+        if self.tiles:
+            return
+        self.source.prepare()
+        for split in ("train", "val", "test"):
+            self.tiles[split] = [self.cache.load(p) for p in self.source.pairs(split)]
+        if self._mean is None:
+            self._mean, self._std = band_statistics(self.tiles["train"])
+        self.normalizer = Normalizer(self._mean, self._std)
+
+    def _require_setup(self) -> None:
+        if not self.tiles:
+            self.setup()
+
+    def train_dataset(self) -> Dataset:
+        """Random augmented patches from the training tiles."""
+        self._require_setup()
+        assert self.normalizer is not None
+        if self.mix:
+            from synthsat.data.mixing import build_mixed_dataset
+
+            return build_mixed_dataset(self, self.mix)
+        return RandomPatchDataset(self.tiles["train"], self.patch_size, self.patches_per_epoch,
+                                  self.normalizer, self.ignore_index, augment=self.augment)
+
+    def eval_dataset(self, split: str) -> Dataset:
+        """Validation or test data: whole-tile chips, or fixed patches (``val_mode``)."""
+        self._require_setup()
+        assert self.normalizer is not None
+        if split == "val" and self.val_mode == "patches":
+            return RandomPatchDataset(self.tiles["val"], self.patch_size, self.val_patches,
+                                      self.normalizer, self.ignore_index, augment=False,
+                                      fixed=True, seed=self.seed)
+        return GridChipDataset(self.tiles[split], self.eval_chip_size, self.normalizer,
+                               self.ignore_index)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, drop_last=False,
+                          persistent_workers=self.num_workers > 0,
+                          pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset(), self.batch_size, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        bs = self.batch_size if self.val_mode == "patches" else self.eval_batch_size
+        return self._loader(self.eval_dataset("val"), bs, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_dataset("test"), self.eval_batch_size, shuffle=False)
+
+    def summary(self) -> str:
+        """A human-readable summary of the data."""
+        self._require_setup()
+        assert self.normalizer is not None
+        lines = [f"source: {type(self.source).__name__} at {self.source.describe()}",
+                 f"bands: {self.bands} ({', '.join(self.band_names)}), "
+                 f"classes: {self.num_classes}, ignore index: {self.ignore_index}"]
+        for split, tiles in self.tiles.items():
+            px = sum(t.shape[0] * t.shape[1] for t in tiles)
+            lines.append(f"{split:5s}: {len(tiles):3d} tiles, {px / 1e6:.2f} Mpx")
+        counts = np.zeros(max(self.num_classes, self.ignore_index + 1), np.int64)
+        for t in self.tiles["train"]:
+            counts += np.bincount(np.asarray(t.mask).ravel(), minlength=len(counts))[: len(counts)]
+        share = counts / max(counts.sum(), 1)
+        lines.append("train class shares: " + ", ".join(
+            f"{i} {name} {share[i]:.1%}" for i, name in enumerate(self.classes)))
+        lines.append(f"band mean: {np.round(self.normalizer.mean, 2).tolist()}, "
+                     f"std: {np.round(self.normalizer.std, 2).tolist()}")
+        return "\n".join(lines)
+
+    def save_metadata(self, path: str | Path) -> None:
+        """Write :meth:`metadata` as JSON."""
+        Path(path).write_text(json.dumps(self.metadata(), indent=2))

@@ -1,0 +1,80 @@
+"""Reading and writing rasters: GeoTIFF, PNG, JPEG and anything else GDAL reads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from synthsat.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """Header of a raster file: shape, band count, dtype and georeference (if any)."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: rasterio.crs.CRS | None
+    transform: rasterio.Affine
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open ``path`` for reading; an unreadable file raises :class:`DataError`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except rasterio.RasterioIOError as err:
+        raise DataError(f"{path}: cannot read raster ({err})") from err
+
+
+def raster_info(path: str | Path) -> RasterInfo:
+    """Read only the header of ``path``."""
+    with open_raster(path) as src:
+        return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0],
+                          src.crs, src.transform)
+
+
+def read_raster(path: str | Path, window: Window | None = None) -> np.ndarray:
+    """Read all bands of ``path`` (optionally a window) as a (C, H, W) array."""
+    with open_raster(path) as src:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return src.read(window=window)
+        except rasterio.RasterioIOError as err:
+            raise DataError(f"{path}: cannot read raster data ({err})") from err
+
+
+def atomic_path(final: Path) -> Path:
+    """A fresh temporary path next to ``final`` (same file system, so rename is atomic)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix + ".part",
+                               dir=final.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file, then rename onto ``path``."""
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
