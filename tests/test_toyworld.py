@@ -32,8 +32,10 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 def test_georeference_and_layout(toy_root: Path) -> None:
     origins = set()
     for i in range(4):
-        with rasterio.open(toy_root / "images" / f"tile_{i:03d}.tif") as img, \
-                rasterio.open(toy_root / "masks" / f"tile_{i:03d}.tif") as msk:
+        with (
+            rasterio.open(toy_root / "images" / f"tile_{i:03d}.tif") as img,
+            rasterio.open(toy_root / "masks" / f"tile_{i:03d}.tif") as msk,
+        ):
             assert img.count == 4 and msk.count == 1
             assert img.dtypes[0] == "uint8" and msk.dtypes[0] == "uint8"
             assert img.crs.to_epsg() == toyworld.CRS_EPSG and img.crs.is_projected

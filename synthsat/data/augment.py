@@ -18,7 +18,8 @@ def dihedral(image: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, n
     return image, mask
 
 
-def random_dihedral(image: np.ndarray, mask: np.ndarray,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_dihedral(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Random flips and 90-degree rotations (one of the 8 dihedral transforms)."""
     return dihedral(image, mask, int(rng.integers(8)))

@@ -59,8 +59,14 @@ class TileCache:
         label_map: raw mask value -> class index, applied before the value check.
     """
 
-    def __init__(self, root: str | Path, bands: int, num_classes: int,
-                 ignore_index: int | None, label_map: dict[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        bands: int,
+        num_classes: int,
+        ignore_index: int | None,
+        label_map: dict[int, int] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.bands = bands
         self.num_classes = num_classes
@@ -68,9 +74,17 @@ class TileCache:
         self.label_map = label_map
 
     def _entry(self, pair: TilePair) -> Path:
-        key = json.dumps([CACHE_VERSION, _file_key(pair.image), _file_key(pair.mask),
-                          sorted((self.label_map or {}).items()), self.bands,
-                          self.num_classes, self.ignore_index])
+        key = json.dumps(
+            [
+                CACHE_VERSION,
+                _file_key(pair.image),
+                _file_key(pair.mask),
+                sorted((self.label_map or {}).items()),
+                self.bands,
+                self.num_classes,
+                self.ignore_index,
+            ]
+        )
         return self.root / f"{pair.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 
     def load(self, pair: TilePair) -> CachedTile:
@@ -126,7 +140,12 @@ def band_statistics(tiles: list[CachedTile]) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation over the labelled pixels of ``tiles``."""
     total = sum(t.count for t in tiles)
     if total == 0:
-        raise ValueError("cannot compute band statistics: no labelled pixels")
+        from synthsat.data.errors import DataError
+
+        raise DataError(
+            "cannot compute band statistics: the training tiles have no labelled "
+            "pixels (every mask value is the ignore index); set data.mean/data.std"
+        )
     s = sum(t.band_sum for t in tiles)
     sq = sum(t.band_sumsq for t in tiles)
     mean = s / total

@@ -25,11 +25,14 @@ def check_pair_headers(pair: TilePair, bands: int) -> tuple[RasterInfo, RasterIn
             f"({pair.mask}); reproject one onto the other's grid"
         )
     if image.crs is not None and not image.transform.almost_equals(mask.transform):
-        raise DataError(f"{pair.image}: image and mask {pair.mask} are not aligned "
-                        f"(transforms {tuple(image.transform)[:6]} vs {tuple(mask.transform)[:6]})")
+        raise DataError(
+            f"{pair.image}: image and mask {pair.mask} are not aligned "
+            f"(transforms {tuple(image.transform)[:6]} vs {tuple(mask.transform)[:6]})"
+        )
     if image.count != bands:
-        raise DataError(f"{pair.image}: image has {image.count} band(s) but the data config "
-                        f"says bands={bands}")
+        raise DataError(
+            f"{pair.image}: image has {image.count} band(s) but the data config says bands={bands}"
+        )
     if mask.count != 1:
         raise DataError(f"{pair.mask}: mask has {mask.count} bands, expected 1 (class index)")
     return image, mask
@@ -45,8 +48,9 @@ def label_lut(label_map: dict[int, int] | None) -> np.ndarray | None:
     return lut
 
 
-def check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int | None,
-                      where: str) -> None:
+def check_mask_values(
+    mask: np.ndarray, num_classes: int, ignore_index: int | None, where: str
+) -> None:
     """All mask values are class indices 0..num_classes-1 or the ignore index."""
     values = np.unique(mask)
     allowed = set(range(num_classes)) | ({ignore_index} if ignore_index is not None else set())

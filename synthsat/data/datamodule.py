@@ -86,8 +86,11 @@ class LandCoverDataModule(L.LightningDataModule):
         self.band_names = list(band_names) if band_names else [f"b{i}" for i in range(bands)]
         self.rgb_bands = list(rgb_bands)
         self.ignore_index = ignore_index
-        self.scored_classes = (list(scored_classes) if scored_classes is not None
-                               else [c for c in range(len(self.classes)) if c != ignore_index])
+        self.scored_classes = (
+            list(scored_classes)
+            if scored_classes is not None
+            else [c for c in range(len(self.classes)) if c != ignore_index]
+        )
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -99,8 +102,7 @@ class LandCoverDataModule(L.LightningDataModule):
         self.augment = augment
         self._mean = None if mean is None else np.asarray(mean, np.float32)
         self._std = None if std is None else np.asarray(std, np.float32)
-        self.cache = TileCache(cache_dir, bands, len(self.classes), ignore_index,
-                               source.label_map)
+        self.cache = TileCache(cache_dir, bands, len(self.classes), ignore_index, source.label_map)
         self.seed = seed
         self.mix = dict(mix) if mix else None
         self.tiles: dict[str, list[CachedTile]] = {}
@@ -155,25 +157,44 @@ class LandCoverDataModule(L.LightningDataModule):
             from synthsat.data.mixing import build_mixed_dataset
 
             return build_mixed_dataset(self, self.mix)
-        return RandomPatchDataset(self.tiles["train"], self.patch_size, self.patches_per_epoch,
-                                  self.normalizer, self.ignore_index, augment=self.augment)
+        return RandomPatchDataset(
+            self.tiles["train"],
+            self.patch_size,
+            self.patches_per_epoch,
+            self.normalizer,
+            self.ignore_index,
+            augment=self.augment,
+        )
 
     def eval_dataset(self, split: str) -> Dataset:
         """Validation or test data: whole-tile chips, or fixed patches (``val_mode``)."""
         self._require_setup()
         assert self.normalizer is not None
         if split == "val" and self.val_mode == "patches":
-            return RandomPatchDataset(self.tiles["val"], self.patch_size, self.val_patches,
-                                      self.normalizer, self.ignore_index, augment=False,
-                                      fixed=True, seed=self.seed)
-        return GridChipDataset(self.tiles[split], self.eval_chip_size, self.normalizer,
-                               self.ignore_index)
+            return RandomPatchDataset(
+                self.tiles["val"],
+                self.patch_size,
+                self.val_patches,
+                self.normalizer,
+                self.ignore_index,
+                augment=False,
+                fixed=True,
+                seed=self.seed,
+            )
+        return GridChipDataset(
+            self.tiles[split], self.eval_chip_size, self.normalizer, self.ignore_index
+        )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, drop_last=False,
-                          persistent_workers=self.num_workers > 0,
-                          pin_memory=False)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            drop_last=False,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset(), self.batch_size, shuffle=False)
@@ -189,9 +210,11 @@ class LandCoverDataModule(L.LightningDataModule):
         """A human-readable summary of the data."""
         self._require_setup()
         assert self.normalizer is not None
-        lines = [f"source: {type(self.source).__name__} at {self.source.describe()}",
-                 f"bands: {self.bands} ({', '.join(self.band_names)}), "
-                 f"classes: {self.num_classes}, ignore index: {self.ignore_index}"]
+        lines = [
+            f"source: {type(self.source).__name__} at {self.source.describe()}",
+            f"bands: {self.bands} ({', '.join(self.band_names)}), "
+            f"classes: {self.num_classes}, ignore index: {self.ignore_index}",
+        ]
         for split, tiles in self.tiles.items():
             px = sum(t.shape[0] * t.shape[1] for t in tiles)
             lines.append(f"{split:5s}: {len(tiles):3d} tiles, {px / 1e6:.2f} Mpx")
@@ -199,10 +222,14 @@ class LandCoverDataModule(L.LightningDataModule):
         for t in self.tiles["train"]:
             counts += np.bincount(np.asarray(t.mask).ravel(), minlength=len(counts))[: len(counts)]
         share = counts / max(counts.sum(), 1)
-        lines.append("train class shares: " + ", ".join(
-            f"{i} {name} {share[i]:.1%}" for i, name in enumerate(self.classes)))
-        lines.append(f"band mean: {np.round(self.normalizer.mean, 2).tolist()}, "
-                     f"std: {np.round(self.normalizer.std, 2).tolist()}")
+        lines.append(
+            "train class shares: "
+            + ", ".join(f"{i} {name} {share[i]:.1%}" for i, name in enumerate(self.classes))
+        )
+        lines.append(
+            f"band mean: {np.round(self.normalizer.mean, 2).tolist()}, "
+            f"std: {np.round(self.normalizer.std, 2).tolist()}"
+        )
         return "\n".join(lines)
 
     def save_metadata(self, path: str | Path) -> None:

@@ -38,8 +38,9 @@ class Normalizer:
         return image * std + mean
 
 
-def _pad(image: np.ndarray, mask: np.ndarray, height: int, width: int,
-         fill: int) -> tuple[np.ndarray, np.ndarray]:
+def _pad(
+    image: np.ndarray, mask: np.ndarray, height: int, width: int, fill: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pad (C, h, w) / (h, w) at the bottom-right to (height, width); mask with ``fill``."""
     h, w = mask.shape
     if (h, w) == (height, width):
@@ -49,8 +50,15 @@ def _pad(image: np.ndarray, mask: np.ndarray, height: int, width: int,
     return image, mask
 
 
-def to_sample(image: np.ndarray, mask: np.ndarray, normalize: Normalizer, tile: str,
-              row: int, col: int, synthetic: bool = False) -> dict[str, Any]:
+def to_sample(
+    image: np.ndarray,
+    mask: np.ndarray,
+    normalize: Normalizer,
+    tile: str,
+    row: int,
+    col: int,
+    synthetic: bool = False,
+) -> dict[str, Any]:
     """Arrays -> the sample dict."""
     return {
         "image": torch.from_numpy(np.ascontiguousarray(normalize(image))),
@@ -76,9 +84,17 @@ class RandomPatchDataset(Dataset):
         seed: seed for ``fixed`` patches.
     """
 
-    def __init__(self, tiles: list[CachedTile], patch_size: int, length: int,
-                 normalize: Normalizer, ignore_index: int, augment: bool = True,
-                 fixed: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        tiles: list[CachedTile],
+        patch_size: int,
+        length: int,
+        normalize: Normalizer,
+        ignore_index: int,
+        augment: bool = True,
+        fixed: bool = False,
+        seed: int = 0,
+    ) -> None:
         if not tiles:
             raise ValueError("RandomPatchDataset needs at least one tile")
         self.tiles = tiles
@@ -130,8 +146,14 @@ class GridChipDataset(Dataset):
     whole tile as one chip.
     """
 
-    def __init__(self, tiles: list[CachedTile], chip_size: int, normalize: Normalizer,
-                 ignore_index: int, pad_multiple: int = 32) -> None:
+    def __init__(
+        self,
+        tiles: list[CachedTile],
+        chip_size: int,
+        normalize: Normalizer,
+        ignore_index: int,
+        pad_multiple: int = 32,
+    ) -> None:
         self.tiles = tiles
         self.chip_size = chip_size
         self.normalize = normalize
@@ -151,6 +173,11 @@ class GridChipDataset(Dataset):
         ti, r, c, h, w = self.index[index]
         tile = self.tiles[ti]
         m = self.pad_multiple
-        image, mask = _pad(tile.image[:, r : r + h, c : c + w], tile.mask[r : r + h, c : c + w],
-                           math.ceil(h / m) * m, math.ceil(w / m) * m, self.ignore_index)
+        image, mask = _pad(
+            tile.image[:, r : r + h, c : c + w],
+            tile.mask[r : r + h, c : c + w],
+            math.ceil(h / m) * m,
+            math.ceil(w / m) * m,
+            self.ignore_index,
+        )
         return to_sample(image, mask, self.normalize, tile.name, r, c)

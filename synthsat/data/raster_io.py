@@ -45,8 +45,9 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
 def raster_info(path: str | Path) -> RasterInfo:
     """Read only the header of ``path``."""
     with open_raster(path) as src:
-        return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0],
-                          src.crs, src.transform)
+        return RasterInfo(
+            Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform
+        )
 
 
 def read_raster(path: str | Path, window: Window | None = None) -> np.ndarray:
@@ -63,8 +64,9 @@ def read_raster(path: str | Path, window: Window | None = None) -> np.ndarray:
 def atomic_path(final: Path) -> Path:
     """A fresh temporary path next to ``final`` (same file system, so rename is atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix + ".part",
-                               dir=final.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.stem}.", suffix=final.suffix + ".part", dir=final.parent
+    )
     os.close(fd)
     return Path(tmp)
 

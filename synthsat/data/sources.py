@@ -26,8 +26,9 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
-def _load_splits(splits: Mapping[str, Sequence[str]] | str | Path | None,
-                 root: Path) -> dict[str, list[str]] | None:
+def _load_splits(
+    splits: Mapping[str, Sequence[str]] | str | Path | None, root: Path
+) -> dict[str, list[str]] | None:
     """Splits given inline, as a JSON file (absolute or relative to ``root``), or None."""
     if splits is None:
         return None
@@ -92,10 +93,14 @@ class PairedRasterSource(TileSource):
         label_map: raw mask value -> class index, applied when masks are read.
     """
 
-    def __init__(self, root: str | Path, image_glob: str = "images/*.tif",
-                 mask_glob: str = "masks/*.tif",
-                 splits: Mapping[str, Sequence[str]] | str | None = None,
-                 label_map: Mapping[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        image_glob: str = "images/*.tif",
+        mask_glob: str = "masks/*.tif",
+        splits: Mapping[str, Sequence[str]] | str | None = None,
+        label_map: Mapping[int, int] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.image_glob = image_glob
         self.mask_glob = mask_glob
@@ -104,8 +109,10 @@ class PairedRasterSource(TileSource):
 
     def _check_root(self) -> None:
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: data directory does not exist (expected "
-                            f"'{self.image_glob}' and '{self.mask_glob}' under it)")
+            raise DataError(
+                f"{self.root}: data directory does not exist (expected "
+                f"'{self.image_glob}' and '{self.mask_glob}' under it)"
+            )
 
     def all_pairs(self) -> list[TilePair]:
         self._check_root()
@@ -119,8 +126,7 @@ class PairedRasterSource(TileSource):
 
     def split_names(self) -> dict[str, list[str]]:
         splits = _load_splits(self._splits, self.root)
-        return splits if splits is not None else _default_splits(
-            [p.name for p in self.all_pairs()])
+        return splits if splits is not None else _default_splits([p.name for p in self.all_pairs()])
 
     def geo_dataset(self, split: str) -> Any:
         """The split as torchgeo ``RasterDataset`` s (image & mask) intersected.
@@ -165,8 +171,11 @@ class ToyWorldSource(PairedRasterSource):
             return False
         m = json.loads(meta.read_text())
         n = sum(len(m.get(s, [])) for s in ("train", "val", "test"))
-        return m.get("seed") == self.seed and m.get("size") == self.size and (
-            n == self.tiles or (self.tiles < 3 and n >= self.tiles))
+        return (
+            m.get("seed") == self.seed
+            and m.get("size") == self.size
+            and (n == self.tiles or (self.tiles < 3 and n >= self.tiles))
+        )
 
     def prepare(self) -> None:
         if not self._is_current():
@@ -177,6 +186,10 @@ class ToyWorldSource(PairedRasterSource):
     def all_pairs(self) -> list[TilePair]:
         self.prepare()
         return super().all_pairs()
+
+    def split_names(self) -> dict[str, list[str]]:
+        self.prepare()
+        return super().split_names()
 
 
 class ChesapeakeSource(TileSource):
@@ -195,8 +208,9 @@ class ChesapeakeSource(TileSource):
 
     label_map = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 15: 0}
 
-    def __init__(self, root: str | Path, state: str = "md", download: bool = False,
-                 checksum: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, state: str = "md", download: bool = False, checksum: bool = False
+    ) -> None:
         self.root = Path(root)
         self.state = state
         self.download = download
@@ -234,8 +248,14 @@ class ChesapeakeSource(TileSource):
 
     def all_pairs(self) -> list[TilePair]:
         rows = self._rows()
-        return [TilePair(Path(r["lc"]).stem.removesuffix("_lc"), self.root / r["naip-new"],
-                         self.root / r["lc"]) for _, r in rows.iterrows()]
+        return [
+            TilePair(
+                Path(r["lc"]).stem.removesuffix("_lc"),
+                self.root / r["naip-new"],
+                self.root / r["lc"],
+            )
+            for _, r in rows.iterrows()
+        ]
 
     def split_names(self) -> dict[str, list[str]]:
         rows = self._rows()
@@ -259,9 +279,14 @@ class ImageFolderSource(TileSource):
         label_map: raw mask value -> class index.
     """
 
-    def __init__(self, root: str | Path, images: str = "images", masks: str = "masks",
-                 splits: Mapping[str, Sequence[str]] | str | None = None,
-                 label_map: Mapping[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        images: str = "images",
+        masks: str = "masks",
+        splits: Mapping[str, Sequence[str]] | str | None = None,
+        label_map: Mapping[int, int] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.images, self.masks = images, masks
         self._splits = splits
@@ -270,12 +295,13 @@ class ImageFolderSource(TileSource):
     def _files(self, sub: str) -> list[Path]:
         folder = self.root / sub
         if not folder.is_dir():
-            raise DataError(f"{folder}: folder does not exist (expected {self.root}/"
-                            f"{self.images}/ and {self.root}/{self.masks}/ with matching stems)")
+            raise DataError(
+                f"{folder}: folder does not exist (expected {self.root}/"
+                f"{self.images}/ and {self.root}/{self.masks}/ with matching stems)"
+            )
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DataError(f"{folder}: folder holds no image files "
-                            f"({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"{folder}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         return files
 
     def all_pairs(self) -> list[TilePair]:
@@ -283,5 +309,4 @@ class ImageFolderSource(TileSource):
 
     def split_names(self) -> dict[str, list[str]]:
         splits = _load_splits(self._splits, self.root)
-        return splits if splits is not None else _default_splits(
-            [p.name for p in self.all_pairs()])
+        return splits if splits is not None else _default_splits([p.name for p in self.all_pairs()])

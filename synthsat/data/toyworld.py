@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from scipy import fft as sfft
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
+from scipy import fft as sfft
 
 CLASSES: tuple[str, ...] = (
     "no-data",
@@ -84,7 +84,9 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float)
     fy = np.fft.fftfreq(shape[0]).astype(np.float32)[:, None]
     fx = np.fft.rfftfreq(shape[1]).astype(np.float32)[None, :]
     kernel = np.exp(-2.0 * (np.pi * scale) ** 2 * (fx**2 + fy**2))
-    field = sfft.irfft2(sfft.rfft2(noise, workers=-1) * kernel, s=shape, workers=-1).astype(np.float32)
+    field = sfft.irfft2(sfft.rfft2(noise, workers=-1) * kernel, s=shape, workers=-1).astype(
+        np.float32
+    )
     field -= field.mean()
     std = field.std()
     return field / std if std > 0 else field
@@ -220,8 +222,11 @@ def default_splits(names: list[str]) -> dict[str, list[str]]:
     if n < 3:
         return {"train": names, "val": names[-1:], "test": names[-1:]}
     n_test = max(1, n // 8)
-    return {"train": names[: n - n_test - 1], "val": names[n - n_test - 1 : n - n_test],
-            "test": names[n - n_test :]}
+    return {
+        "train": names[: n - n_test - 1],
+        "val": names[n - n_test - 1 : n - n_test],
+        "test": names[n - n_test :],
+    }
 
 
 def _write_atomic(path: Path, array: np.ndarray, profile: dict) -> None:
@@ -272,11 +277,17 @@ def generate(out: str | Path, tiles: int = 8, size: int = 1024, seed: int = 0) -
         mask = make_mask(rng, size)
         image = make_image(rng, mask)
         col, row = i % columns, i // columns
-        transform = from_origin(ORIGIN[0] + col * (size + 128), ORIGIN[1] - row * (size + 128), 1, 1)
-        _write_atomic(out / "images" / f"{name}.tif", image,
-                      {**base, "count": 4, "transform": transform, "photometric": "minisblack"})
-        _write_atomic(out / "masks" / f"{name}.tif", mask[None],
-                      {**base, "count": 1, "transform": transform})
+        transform = from_origin(
+            ORIGIN[0] + col * (size + 128), ORIGIN[1] - row * (size + 128), 1, 1
+        )
+        _write_atomic(
+            out / "images" / f"{name}.tif",
+            image,
+            {**base, "count": 4, "transform": transform, "photometric": "minisblack"},
+        )
+        _write_atomic(
+            out / "masks" / f"{name}.tif", mask[None], {**base, "count": 1, "transform": transform}
+        )
     meta = {
         **default_splits(names),
         "classes": {str(i): c for i, c in enumerate(CLASSES)},

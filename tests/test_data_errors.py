@@ -1,0 +1,154 @@
+"""Every bad input gives a clear DataError naming the file, before training starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from synthsat.data import DataError, ImageFolderSource, LandCoverDataModule, PairedRasterSource
+
+CLASSES = ["a", "b", "c"]
+
+
+def write_tif(path: Path, array: np.ndarray, epsg: int = 32618, x0: float = 0.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, h, w = array.shape
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=count,
+        dtype=array.dtype,
+        crs=CRS.from_epsg(epsg),
+        transform=from_origin(x0, 1000, 1, 1),
+    ) as dst:
+        dst.write(array)
+
+
+def geo_pair(
+    root: Path,
+    name: str = "t0",
+    image_shape: tuple[int, int, int] = (4, 40, 40),
+    mask_shape: tuple[int, int] = (40, 40),
+    mask_epsg: int = 32618,
+    mask_value: int = 1,
+) -> None:
+    write_tif(root / "images" / f"{name}.tif", np.full(image_shape, 7, np.uint8))
+    write_tif(
+        root / "masks" / f"{name}.tif",
+        np.full((1, *mask_shape), mask_value, np.uint8),
+        epsg=mask_epsg,
+    )
+
+
+def setup_dm(root: Path, tmp_path: Path, bands: int = 4, **src: object) -> None:
+    source = PairedRasterSource(
+        root, splits={"train": ["t0"], "val": ["t0"], "test": ["t0"]}, **src
+    )  # type: ignore[arg-type]
+    LandCoverDataModule(
+        source, classes=CLASSES, bands=bands, patch_size=16, cache_dir=tmp_path / "cache"
+    ).setup()
+
+
+def test_size_mismatch(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d", mask_shape=(40, 39))
+    with pytest.raises(DataError, match=r"t0\.tif.*40x40 px.*39x40"):
+        setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_crs_mismatch(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d", mask_epsg=32617)
+    with pytest.raises(DataError, match=r"t0\.tif.*CRS"):
+        setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_misaligned_grids(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d")
+    write_tif(tmp_path / "d" / "masks" / "t0.tif", np.ones((1, 40, 40), np.uint8), x0=5.0)
+    with pytest.raises(DataError, match="not aligned"):
+        setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_mask_values_outside_class_list(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d", mask_value=9)
+    with pytest.raises(DataError, match=r"masks/t0\.tif.*value\(s\) \[9\] outside the class"):
+        setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_ignore_index_is_allowed(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d")
+    mask = np.full((1, 40, 40), 255, np.uint8)
+    mask[0, :10] = 2
+    write_tif(tmp_path / "d" / "masks" / "t0.tif", mask)
+    setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_all_unlabelled_training_data(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d", mask_value=255)
+    with pytest.raises(DataError, match="no labelled pixels"):
+        setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_band_count_unlike_config(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d", image_shape=(3, 40, 40))
+    with pytest.raises(DataError, match=r"images/t0\.tif.*3 band\(s\).*bands=4"):
+        setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d")
+    (tmp_path / "d" / "images" / "t0.tif").write_bytes(b"not a tiff at all")
+    with pytest.raises(DataError, match=r"images/t0\.tif.*cannot read"):
+        setup_dm(tmp_path / "d", tmp_path)
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    with pytest.raises(DataError, match=r"d/images: folder holds no image files"):
+        ImageFolderSource(tmp_path / "d").pairs("train")
+    with pytest.raises(DataError, match="no image files match"):
+        PairedRasterSource(tmp_path / "d").pairs("train")
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        ImageFolderSource(tmp_path / "nope").pairs("train")
+
+
+def test_split_names_missing_files(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d")
+    (tmp_path / "d" / "splits.json").write_text(
+        json.dumps({"train": ["t0"], "val": ["tile9"], "test": ["t0"]})
+    )
+    with pytest.raises(DataError, match="split 'val' names 'tile9'"):
+        PairedRasterSource(tmp_path / "d", splits="splits.json").pairs("val")
+    with pytest.raises(DataError, match="split file does not exist"):
+        PairedRasterSource(tmp_path / "d", splits="other.json").pairs("val")
+
+
+def test_unpaired_files(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d")
+    write_tif(tmp_path / "d" / "images" / "lonely.tif", np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="no mask for image.*lonely.tif"):
+        PairedRasterSource(tmp_path / "d").pairs("train")
+
+
+def test_folder_mask_values(tmp_path: Path) -> None:
+    root = tmp_path / "f"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "images" / "x.jpg")
+    Image.fromarray(np.full((20, 20), 4, np.uint8)).save(root / "masks" / "x.png")
+    src = ImageFolderSource(root, splits={"train": ["x"], "val": ["x"], "test": ["x"]})
+    with pytest.raises(DataError, match=r"x\.png.*\[4\]"):
+        LandCoverDataModule(src, classes=CLASSES, bands=3, cache_dir=tmp_path / "c").setup()

@@ -1,0 +1,136 @@
+"""Datamodule behaviour: augmentation alignment, normalisation, statistics cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthsat.data import LandCoverDataModule, Normalizer, ToyWorldSource
+from synthsat.data.augment import dihedral
+from synthsat.data.toyworld import CLASSES
+
+
+@pytest.fixture()
+def dm(toy_root: Path, tmp_path: Path) -> LandCoverDataModule:
+    module = LandCoverDataModule(
+        ToyWorldSource(toy_root, tiles=4, size=128),
+        classes=CLASSES,
+        bands=4,
+        ignore_index=0,
+        patch_size=64,
+        batch_size=4,
+        cache_dir=tmp_path / "cache",
+        eval_chip_size=128,
+    )
+    module.setup()
+    return module
+
+
+def test_dihedral_group_keeps_image_and_mask_aligned() -> None:
+    mask = np.arange(12, dtype=np.int64).reshape(3, 4)
+    image = np.stack([mask * 10, mask * 100]).astype(np.float32)
+    seen = set()
+    for k in range(8):
+        im, m = dihedral(image, mask, k)
+        assert np.array_equal(im[0], m * 10) and np.array_equal(im[1], m * 100)
+        seen.add(m.tobytes() + bytes(m.shape))
+    assert len(seen) == 8  # all eight transforms differ
+
+
+def test_augmented_patches_match_their_source(dm: LandCoverDataModule) -> None:
+    ds = dm.train_dataset()
+    tiles = {t.name: t for t in dm.tiles["train"]}
+    for i in range(8):
+        s = ds[i]
+        tile = tiles[s["tile"]]
+        raw = dm.normalizer.denormalize(s["image"]).round().numpy()  # type: ignore[union-attr]
+        r, c = int(s["row"]), int(s["col"])
+        src_img = np.asarray(tile.image[:, r : r + 64, c : c + 64], np.float32)
+        src_mask = np.asarray(tile.mask[r : r + 64, c : c + 64])
+        found = False
+        for k in range(8):
+            im, m = dihedral(src_img, src_mask, k)
+            if np.array_equal(m, s["mask"].numpy()) and np.allclose(im, raw, atol=0.01):
+                found = True
+        assert found, "patch is not a dihedral transform of its source window"
+
+
+def test_normalisation_uses_training_statistics(dm: LandCoverDataModule) -> None:
+    pixels = np.concatenate(
+        [np.asarray(t.image)[:, np.asarray(t.mask) != 0] for t in dm.tiles["train"]], axis=1
+    ).astype(np.float64)
+    assert dm.normalizer is not None
+    np.testing.assert_allclose(dm.normalizer.mean, pixels.mean(1), rtol=1e-4)
+    np.testing.assert_allclose(dm.normalizer.std, pixels.std(1), rtol=1e-3)
+    batch = next(iter(dm.train_dataloader()))
+    labelled = batch["image"].permute(1, 0, 2, 3)[:, batch["mask"] != 0]
+    assert labelled.mean().abs() < 0.6 and 0.5 < labelled.std() < 1.6
+
+
+def test_configured_normalisation(toy_root: Path, tmp_path: Path) -> None:
+    dm = LandCoverDataModule(
+        ToyWorldSource(toy_root, tiles=4, size=128),
+        classes=CLASSES,
+        bands=4,
+        ignore_index=0,
+        patch_size=64,
+        mean=[10, 20, 30, 40],
+        std=[2, 2, 2, 2],
+        cache_dir=tmp_path / "c",
+    )
+    dm.setup()
+    tile = dm.tiles["test"][0]
+    sample = dm.eval_dataset("test")[0]
+    expected = (np.asarray(tile.image[1, :5, :5], np.float32) - 20) / 2
+    np.testing.assert_allclose(sample["image"][1, :5, :5].numpy(), expected)
+    with pytest.raises(ValueError, match="one per band"):
+        LandCoverDataModule(dm.source, classes=CLASSES, bands=4, mean=[1, 2], std=[1, 2])
+
+
+def test_normaliser_round_trip() -> None:
+    norm = Normalizer(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 5, 5)).astype(np.float32)
+    back = norm.denormalize(torch.from_numpy(norm(x))).numpy()
+    np.testing.assert_allclose(back, x, rtol=1e-5)
+
+
+def test_cache_is_reused_and_invalidated(dm: LandCoverDataModule, tmp_path: Path) -> None:
+    pair = dm.tiles["train"][0].pair
+    entry = dm.cache._entry(pair)
+    assert (entry / "meta.json").exists()
+    before = (entry / "image.npy").stat().st_mtime_ns
+    dm.cache.load(pair)
+    assert (entry / "image.npy").stat().st_mtime_ns == before
+    import os
+
+    st = pair.mask.stat()
+    os.utime(pair.mask, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert dm.cache._entry(pair) != entry
+
+
+def test_val_patches_mode_is_fixed(toy_root: Path, tmp_path: Path) -> None:
+    dm = LandCoverDataModule(
+        ToyWorldSource(toy_root, tiles=4, size=128),
+        classes=CLASSES,
+        bands=4,
+        ignore_index=0,
+        patch_size=32,
+        val_mode="patches",
+        val_patches=5,
+        cache_dir=tmp_path / "c",
+    )
+    dm.setup()
+    a = [dm.eval_dataset("val")[i]["image"] for i in range(5)]
+    b = [dm.eval_dataset("val")[i]["image"] for i in range(5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert a[0].shape == (4, 32, 32)
+
+
+def test_metadata(dm: LandCoverDataModule) -> None:
+    meta = dm.metadata()
+    assert meta["classes"] == list(CLASSES) and meta["bands"] == 4
+    assert len(meta["mean"]) == 4 and meta["ignore_index"] == 0
+    assert "train" in dm.summary()
