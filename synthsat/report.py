@@ -1,0 +1,234 @@
+"""Aggregate a study's runs into ``summary.csv``, ``report.md`` and PNG plots.
+
+The pipeline leaves one ``done.json`` per finished stage (its parameters and output
+paths); segmentation stages hold a ``metrics.json`` with the test scores on real
+imagery, synthetic-metric stages a ``metrics.json`` with fidelity and diversity.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+#: Le et al. 2023, Chesapeake Maryland test mIoU: real-only and the 50 % synthetic mix.
+PAPER_REFERENCE = {"real-only": 0.5235, "50 % synthetic": 0.5834}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_stages(results_dir: Path, stage: str) -> list[dict[str, Any]]:
+    """``done.json`` records of one stage, each with its ``metrics`` when present."""
+    records = []
+    for done in sorted((results_dir / stage).glob("*/done.json")):
+        rec = json.loads(done.read_text())
+        metrics = done.parent / "metrics.json"
+        rec["metrics"] = json.loads(metrics.read_text()) if metrics.exists() else {}
+        rec["dir"] = str(done.parent)
+        records.append(rec)
+    return records
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def run_label(params: dict[str, Any]) -> str:
+    """Human-readable name of a segmentation run's training imagery."""
+    if params.get("mode") == "add" and params.get("ratio") == 1:
+        return f"synthetic-only x{params['copies']}"
+    r = float(params["ratio"])
+    return "real-only" if r == 0 else ("synthetic-only" if r == 1 else f"{r:.0%} synthetic")
+
+
+def summarise(
+    results_dir: str | Path, class_names: Sequence[str] | None = None, mark_paper: bool = False
+) -> Path:
+    """Write summary.csv, report.md and plots for the study in ``results_dir``."""
+    results_dir = Path(results_dir)
+    seg = [r for r in load_stages(results_dir, "segmentation") if r["metrics"]]
+    rows = []
+    for rec in seg:
+        p, m = rec["params"], rec["metrics"]
+        row = {
+            "lambda_div": p.get("lambda_div"),
+            "ratio": p["ratio"],
+            "mode": p["mode"],
+            "copies": p.get("copies", 0),
+            "seed": p["seed"],
+            "label": run_label(p),
+            "miou": m["miou"],
+            "pixel_accuracy": m.get("pixel_accuracy"),
+        }
+        for name, iou in (m.get("per_class_iou") or {}).items():
+            row[f"iou/{name}"] = iou
+        rows.append(row)
+    if rows:
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        tmp = results_dir / ".summary.csv.part"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, results_dir / "summary.csv")
+
+    # Group over seeds: (label, lambda) -> rows. Real-only runs don't depend on lambda.
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        lam = None if r["ratio"] == 0 else r["lambda_div"]
+        groups[(r["label"], lam)].append(r)
+
+    lines = [f"# Results: {results_dir.name}", ""]
+    lines += [
+        "Test mIoU on real imagery (mean ± std over seeds; n = number of seeds).",
+        "",
+        "| training imagery | lambda_div | mIoU | n |",
+        "|---|---|---|---|",
+    ]
+
+    def order(key: tuple[str, Any]) -> tuple[float, float, str]:
+        label, lam = key
+        recs = groups[key]
+        mode_rank = 1.0 if recs[0]["mode"] == "add" else 0.0
+        return (
+            mode_rank,
+            float(recs[0]["ratio"]) + 0.01 * recs[0]["copies"],
+            "" if lam is None else f"{float(lam):08.3f}",
+        )
+
+    for key in sorted(groups, key=order):
+        label, lam = key
+        mean, std = _mean_std([r["miou"] for r in groups[key]])
+        lam_s = "—" if lam is None else f"{float(lam):g}"
+        lines.append(f"| {label} | {lam_s} | {mean:.4f} ± {std:.4f} | {len(groups[key])} |")
+    if mark_paper:
+        lines += [
+            "",
+            "Paper (Le et al. 2023, Chesapeake Maryland): real-only "
+            f"{PAPER_REFERENCE['real-only']}, 50 % synthetic "
+            f"{PAPER_REFERENCE['50 % synthetic']}.",
+        ]
+
+    iou_keys = [k for k in (rows[0] if rows else {}) if k.startswith("iou/")]
+    if iou_keys:
+        lines += [
+            "",
+            "## Per-class IoU (mean over seeds)",
+            "",
+            "| training imagery | lambda_div | " + " | ".join(k[4:] for k in iou_keys) + " |",
+            "|---|---|" + "---|" * len(iou_keys),
+        ]
+        for key in sorted(groups, key=order):
+            label, lam = key
+            vals = [np.mean([r[k] for r in groups[key]]) for k in iou_keys]
+            lam_s = "—" if lam is None else f"{float(lam):g}"
+            lines.append(f"| {label} | {lam_s} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+
+    synth = [r for r in load_stages(results_dir, "synthetic_metrics") if r["metrics"]]
+    if synth:
+        metric_keys = sorted(
+            {k for r in synth for k, v in r["metrics"].items() if isinstance(v, int | float)}
+        )
+        lines += [
+            "",
+            "## Fidelity and diversity of the synthetic imagery per lambda_div",
+            "",
+            "| lambda_div | " + " | ".join(metric_keys) + " |",
+            "|---|" + "---|" * len(metric_keys),
+        ]
+        for r in sorted(synth, key=lambda r: float(r["params"]["lambda_div"])):
+            vals = [r["metrics"].get(k) for k in metric_keys]
+            lines.append(
+                f"| {float(r['params']['lambda_div']):g} | "
+                + " | ".join("—" if v is None else f"{v:.4g}" for v in vals)
+                + " |"
+            )
+        _plot_synthetic(results_dir, synth, metric_keys)
+        lines += ["", "![fidelity and diversity](fidelity_diversity.png)"]
+
+    if rows:
+        _plot_miou(results_dir, rows, mark_paper)
+        lines += ["", "![mIoU against mixing ratio](miou_vs_ratio.png)"]
+    if (results_dir / "sample_grid.png").exists():
+        lines += [
+            "",
+            "## Samples (mask | real | synthetic at each lambda_div)",
+            "",
+            "![samples](sample_grid.png)",
+        ]
+    timing = results_dir / "timing.json"
+    if timing.exists():
+        t = json.loads(timing.read_text())
+        lines += [
+            "",
+            f"Wall time: {t.get('total_s', 0) / 60:.1f} min "
+            f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in t.get('stages', {}).items())}).",
+        ]
+    _write_atomic(results_dir / "report.md", "\n".join(lines) + "\n")
+    return results_dir / "report.md"
+
+
+def _plot_miou(results_dir: Path, rows: list[dict[str, Any]], mark_paper: bool) -> None:
+    replace = [r for r in rows if r["mode"] == "replace"]
+    real = [r["miou"] for r in replace if r["ratio"] == 0]
+    lambdas = sorted({r["lambda_div"] for r in replace if r["ratio"] > 0})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for lam in lambdas:
+        by_ratio: dict[float, list[float]] = defaultdict(list)
+        if real:
+            by_ratio[0.0] = real
+        for r in replace:
+            if r["ratio"] > 0 and r["lambda_div"] == lam:
+                by_ratio[float(r["ratio"])].append(r["miou"])
+        xs = sorted(by_ratio)
+        stats = [_mean_std(by_ratio[x]) for x in xs]
+        mean = np.array([s[0] for s in stats])
+        std = np.array([s[1] for s in stats])
+        line = ax.plot(xs, mean, marker="o", label=f"lambda_div = {lam:g}")[0]
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=line.get_color())
+    if mark_paper:
+        ax.axhline(PAPER_REFERENCE["real-only"], ls="--", c="grey", lw=1)
+        ax.plot([0.5], [PAPER_REFERENCE["50 % synthetic"]], "k*", ms=10, label="paper: 50 % mix")
+        ax.text(0.01, PAPER_REFERENCE["real-only"], "paper: real-only", va="bottom", fontsize=8)
+    ax.set_xlabel("share of synthetic training patches (mixing ratio)")
+    ax.set_ylabel("test mIoU on real imagery")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results_dir / "miou_vs_ratio.png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_synthetic(results_dir: Path, synth: list[dict[str, Any]], keys: list[str]) -> None:
+    keys = keys[:6]
+    cols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+    recs = sorted(synth, key=lambda r: float(r["params"]["lambda_div"]))
+    lams = [float(r["params"]["lambda_div"]) for r in recs]
+    for ax, key in zip(axes.ravel(), keys):
+        ax.plot(lams, [r["metrics"].get(key, np.nan) for r in recs], marker="o")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("lambda_div")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(keys) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(results_dir / "fidelity_diversity.png", dpi=110)
+    plt.close(fig)
