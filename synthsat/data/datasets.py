@@ -26,10 +26,14 @@ class Normalizer:
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
+        self._inv_std = 1.0 / self.std
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Normalise a (C, H, W) array of raw values."""
-        return (image.astype(np.float32) - self.mean[:, None, None]) / self.std[:, None, None]
+        out = image.astype(np.float32, order="C")
+        out -= self.mean[:, None, None]
+        out *= self._inv_std[:, None, None]
+        return out
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Raw values from a normalised (..., C, H, W) tensor."""
@@ -61,8 +65,8 @@ def to_sample(
 ) -> dict[str, Any]:
     """Arrays -> the sample dict."""
     return {
-        "image": torch.from_numpy(np.ascontiguousarray(normalize(image))),
-        "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
+        "image": torch.from_numpy(normalize(image)),
+        "mask": torch.from_numpy(mask.astype(np.int64, order="C")),
         "tile": tile,
         "row": row,
         "col": col,
