@@ -1,0 +1,212 @@
+"""Synthesis as Lightning ``predict``: a dataset of tile requests and a writer callback.
+
+``trainer.predict`` hands each process (rank) its share of the requests — under DDP
+the distributed sampler splits them across GPUs and nodes. For every request,
+:meth:`SynthesisModule.predict_step` returns a lazy stream of finished rows (see
+:meth:`~synthsat.synthesis.tile_job.TileSynthesizer.stream`), and
+:class:`SynthesisWriter` consumes it, writing the GeoTIFF atomically, so the tile is
+never held in memory. Finished outputs are skipped, so a rerun resumes a killed job;
+at the end rank 0 rebuilds the manifest from the outputs on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from synthsat.synthesis.tile_job import TileRequest, TileSynthesizer
+from synthsat.synthesis.writer import read_provenance, remove_stale_temps, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+class TaskChipGenerator(nn.Module):
+    """:class:`~synthsat.synthesis.tile_job.ChipGenerator` view of a trained ``GeneratorTask``.
+
+    Args:
+        task: the generator task (its ``hparams`` hold the data metadata, patch size,
+            z size and diversity weight).
+    """
+
+    def __init__(self, task: Any) -> None:
+        super().__init__()
+        hp = task.hparams
+        self.data: dict[str, Any] = dict(hp["data"])
+        self.num_classes = len(self.data["classes"])
+        self.out_bands = int(self.data["bands"])
+        self.chip_size = int(hp["patch_size"])
+        self.z_dim = int(hp["z_dim"])
+        self.lambda_div = float(hp.get("lambda_div", 0.0))
+        self.task = task.eval()
+        self.net = task.inference_generator()
+
+    def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
+        """Normalised images from one-hot masks and style codes."""
+        return self.net(onehot, z)
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, logvar)`` of the style of normalised real chips."""
+        return self.task.encode(image)
+
+
+def load_chip_generator(checkpoint: str | Path, map_location: str = "cpu") -> TaskChipGenerator:
+    """Load a ``GeneratorTask`` checkpoint as a chip generator.
+
+    Raises:
+        FileNotFoundError: if ``checkpoint`` does not exist.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: generator checkpoint does not exist "
+                                "(train one with synthsat-train-generator, then pass ckpt=...)")
+    from synthsat.tasks.generator import GeneratorTask
+
+    task = GeneratorTask.load_from_checkpoint(str(path), map_location=map_location)
+    return TaskChipGenerator(task)
+
+
+class RequestDataset(Dataset):
+    """The synthesis requests, one item each (the unit that ranks share out)."""
+
+    def __init__(self, requests: Sequence[TileRequest]) -> None:
+        self.requests = list(requests)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, index: int) -> TileRequest:
+        return self.requests[index]
+
+
+def collate_requests(batch: list[TileRequest]) -> list[TileRequest]:
+    """Keep requests as a list (the default collate cannot stack them)."""
+    return batch
+
+
+@dataclass
+class TileStream:
+    """A request and the lazy stream of its finished rows (None: output exists)."""
+
+    request: TileRequest
+    rows: Iterator[np.ndarray] | None
+
+
+class SynthesisModule(L.LightningModule):
+    """Runs a :class:`TileSynthesizer` in ``predict``; the generator moves with the module.
+
+    Args:
+        synthesizer: the tile synthesiser (its generator should be an ``nn.Module``).
+    """
+
+    def __init__(self, synthesizer: TileSynthesizer) -> None:
+        super().__init__()
+        self.synthesizer = synthesizer
+        if isinstance(synthesizer.generator, nn.Module):
+            self.generator = synthesizer.generator
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device,
+                                 dataloader_idx: int) -> Any:
+        """Requests are paths, not tensors: nothing to move."""
+        return batch
+
+    def predict_step(self, batch: list[TileRequest], batch_idx: int) -> list[TileStream]:
+        """Check each request and start its row stream (computed as the writer consumes it)."""
+        streams = []
+        for request in batch:
+            if request.output.exists():
+                streams.append(TileStream(request, None))
+                continue
+            self.synthesizer.check(request)
+            streams.append(TileStream(request, self.synthesizer.stream(request, self.device)))
+        return streams
+
+
+class SynthesisWriter(BasePredictionWriter):
+    """Writes each tile stream to its GeoTIFF (atomically) and keeps the manifest.
+
+    Args:
+        out_dir: output directory (holds the tiles and ``manifest.json``).
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        super().__init__(write_interval="batch")
+        self.out_dir = Path(out_dir)
+        self.written: list[dict[str, Any]] = []
+        self.skipped: list[Path] = []
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rank 0 removes temporary files of a killed run before anyone writes."""
+        if trainer.is_global_zero:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            for path in remove_stale_temps(self.out_dir):
+                log.info("removed %s, left by an interrupted run", path)
+        trainer.strategy.barrier("synthsat-synthesis-start")
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           prediction: list[TileStream], batch_indices: Sequence[int] | None,
+                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Write the tiles of one batch of requests."""
+        assert isinstance(pl_module, SynthesisModule)
+        synthesizer = pl_module.synthesizer
+        for item in prediction:
+            if item.rows is None or item.request.output.exists():
+                self.skipped.append(item.request.output)
+                _warn_if_different(item.request, synthesizer)
+                continue
+            self.written.append(synthesizer.write(item.request, item.rows))
+            if trainer.world_size == 1:
+                write_manifest(self.out_dir)
+            log.info("wrote %s", item.request.output)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After every rank is done, rank 0 rebuilds the manifest."""
+        trainer.strategy.barrier("synthsat-synthesis-end")
+        if trainer.is_global_zero:
+            write_manifest(self.out_dir)
+
+
+def _warn_if_different(request: TileRequest, synthesizer: TileSynthesizer) -> None:
+    """Warn when a kept output was made with other settings than this run's."""
+    old = read_provenance(request.output) or {}
+    new = synthesizer.record(request)
+    diff = [k for k in ("checkpoint", "seed", "style", "lambda_div", "overlap")
+            if k in new and old.get(k) != new[k]]
+    if diff:
+        log.warning("%s exists and is kept, but was made with other %s (%s) than this run "
+                    "(%s); delete it to remake it", request.output, ", ".join(diff),
+                    {k: old.get(k) for k in diff}, {k: new[k] for k in diff})
+
+
+def run_synthesis(synthesizer: TileSynthesizer, requests: Sequence[TileRequest],
+                  out_dir: str | Path, trainer: L.Trainer | None = None) -> SynthesisWriter:
+    """Make every request's output with ``trainer.predict`` (skipping finished ones).
+
+    Args:
+        synthesizer: the tile synthesiser.
+        requests: the outputs to make (see :func:`~synthsat.synthesis.tile_job.make_requests`).
+        out_dir: output directory.
+        trainer: a Trainer without the writer (it is added); None: one CPU process.
+
+    Returns:
+        the writer callback, with the outputs this process wrote and skipped.
+    """
+    writer = SynthesisWriter(out_dir)
+    if trainer is None:
+        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            enable_checkpointing=False)
+    trainer.callbacks.append(writer)
+    loader = DataLoader(RequestDataset(requests), batch_size=1, shuffle=False,
+                        collate_fn=collate_requests)
+    trainer.predict(SynthesisModule(synthesizer), dataloaders=loader, return_predictions=False)
+    return writer

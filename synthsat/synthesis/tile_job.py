@@ -1,0 +1,345 @@
+"""Streaming synthesis of one land-cover mask tile into a georeferenced image tile.
+
+The tile is covered by a :class:`~synthsat.synthesis.windows.ChipGrid` of chips of
+the generator's patch size. Chip rows are processed top to bottom: for each, the
+mask rows it covers are read through a rasterio window (and, for ``style=encoder``,
+the co-located real image rows), its chips run through the generator in batches,
+and their outputs are added, weighted by the normalised blend window, into an
+accumulator that holds only one chip row of pixels. Rows that no later chip touches
+are finished and handed to the writer. Memory therefore depends on the tile's width
+and the chip size, never on its height, and the GeoTIFF writer streams to disk.
+
+Style (the generator's latent ``z``):
+
+* ``random`` — ``z ~ N(0, I)``, one draw per (tile, sample), shared by all chips so
+  the whole tile has one style.
+* ``encoder`` — the encoder's posterior of the co-located real chip,
+  ``z = mu + sigma * eps`` with ``eps ~ N(0, I)`` drawn once per (tile, sample) and
+  shared by all chips. Chips follow the local style of the real image, different
+  samples differ, and the shared ``eps`` keeps neighbouring chips consistent (noise
+  drawn per chip would make them disagree).
+
+Every (tile, sample) gets its own seed derived from the global seed, the tile name
+and the sample index (:func:`derive_seed`), so results do not depend on the order
+in which tiles are processed or on which process handles them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+from torch import Tensor
+
+from synthsat.data.checks import check_mask_values, label_lut
+from synthsat.data.errors import DataError
+from synthsat.data.raster_io import open_raster, raster_info
+from synthsat.models.spade import mask_to_onehot
+from synthsat.synthesis.windows import ChipGrid
+from synthsat.synthesis.writer import AtomicTileWriter, output_profile
+
+STYLES = ("random", "encoder")
+
+
+@runtime_checkable
+class ChipGenerator(Protocol):
+    """What the tile job needs from a generator (a trained task, or a test stand-in).
+
+    Attributes:
+        num_classes: classes of the one-hot mask input.
+        out_bands: image bands produced (and expected from the real imagery).
+        chip_size: side of the square chips the generator works on.
+        z_dim: size of the latent style vector.
+    """
+
+    num_classes: int
+    out_bands: int
+    chip_size: int
+    z_dim: int
+
+    def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
+        """One-hot masks ``(B, K, S, S)`` and styles ``(B, z_dim)`` -> normalised images
+        ``(B, out_bands, S, S)``."""
+        ...
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised real chips ``(B, out_bands, S, S)`` -> ``(mu, logvar)``, each
+        ``(B, z_dim)``."""
+        ...
+
+
+def derive_seed(seed: int, tile: str, sample: int) -> int:
+    """A 63-bit seed for one (tile, sample), from the global ``seed``."""
+    seq = np.random.SeedSequence([int(seed), zlib.crc32(tile.encode()), int(sample)])
+    return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def output_name(tile: str, sample: int) -> str:
+    """File name of sample ``sample`` of tile ``tile``: ``<tile>_s<sample>.tif``."""
+    return f"{tile}_s{sample}.tif"
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    """One synthetic tile to make: sample ``sample`` of mask tile ``tile``.
+
+    Attributes:
+        tile: tile name (the mask's stem).
+        mask: path of the mask raster.
+        image: path of the co-located real image (needed for ``style=encoder`` and,
+            when no output dtype is given, for the dtype).
+        sample: sample index.
+        seed: the job's global seed.
+        output: path of the synthetic GeoTIFF.
+    """
+
+    tile: str
+    mask: Path
+    image: Path | None
+    sample: int
+    seed: int
+    output: Path
+
+    @property
+    def tile_seed(self) -> int:
+        """The seed of this (tile, sample)."""
+        return derive_seed(self.seed, self.tile, self.sample)
+
+
+def make_requests(tiles: Iterable[tuple[str, Path, Path | None]], out_dir: str | Path,
+                  samples: int, seed: int) -> list[TileRequest]:
+    """Requests for ``samples`` samples of each ``(name, mask, image)`` tile."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    out = Path(out_dir)
+    requests = []
+    seen: set[str] = set()
+    for name, mask, image in tiles:
+        if name in seen:
+            raise DataError(f"{mask}: tile name '{name}' occurs twice; output names would clash")
+        seen.add(name)
+        requests.extend(TileRequest(name, Path(mask), None if image is None else Path(image),
+                                    k, seed, out / output_name(name, k)) for k in range(samples))
+    return requests
+
+
+@dataclass
+class TileSynthesizer:
+    """Turns mask tiles into synthetic image tiles with a :class:`ChipGenerator`.
+
+    Args:
+        generator: the generator.
+        mean: per-band mean of raw values (denormalisation).
+        std: per-band standard deviation of raw values.
+        ignore_index: mask value of unlabelled pixels (also used to pad small tiles).
+        style: ``random`` or ``encoder`` (see the module docstring).
+        overlap: minimum overlap of neighbouring chips in pixels.
+        batch_size: chips per generator call.
+        label_map: raw mask value -> class index, applied when masks are read.
+        dtype: output dtype; None takes the real image's dtype.
+        block_size: GeoTIFF block side in pixels.
+        compress: GeoTIFF compression (``none`` for none).
+        channels_last: run the generator on channels-last tensors.
+        provenance: extra fields recorded with every output (checkpoint, lambda, ...).
+    """
+
+    generator: ChipGenerator
+    mean: Sequence[float]
+    std: Sequence[float]
+    ignore_index: int
+    style: str = "random"
+    overlap: int = 32
+    batch_size: int = 8
+    label_map: Mapping[int, int] | None = None
+    dtype: str | None = None
+    block_size: int = 256
+    compress: str = "deflate"
+    channels_last: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got '{self.style}'")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        bands = self.generator.out_bands
+        if len(self.mean) != bands or len(self.std) != bands:
+            raise ValueError(f"the generator makes {bands} band(s) but the normalisation has "
+                             f"{len(self.mean)} mean(s) and {len(self.std)} std(s)")
+        self._lut = label_lut(dict(self.label_map) if self.label_map else None)
+        self._mean = np.asarray(self.mean, dtype=np.float32)
+        self._std = np.asarray(self.std, dtype=np.float32)
+
+    # -- checks ------------------------------------------------------------------------
+    def check(self, request: TileRequest) -> None:
+        """Check a request's inputs before any work: headers and every mask value.
+
+        Raises:
+            DataError: naming the file and the problem.
+        """
+        mask = raster_info(request.mask)
+        if mask.count != 1:
+            raise DataError(f"{request.mask}: mask has {mask.count} bands, expected 1 "
+                            "(class index)")
+        if self.style == "encoder" or self.dtype is None:
+            if request.image is None:
+                raise DataError(f"{request.mask}: no real image is paired with this mask, but "
+                                f"style={self.style}"
+                                + ("" if self.style == "encoder" else " and dtype=null need one"))
+            image = raster_info(request.image)
+            if self.style == "encoder":
+                if image.count != self.generator.out_bands:
+                    raise DataError(
+                        f"{request.image}: real image has {image.count} band(s) but the "
+                        f"checkpoint's generator works on {self.generator.out_bands}; "
+                        "style=encoder needs the imagery the generator was trained on")
+                if (image.width, image.height) != (mask.width, mask.height):
+                    raise DataError(
+                        f"{request.image}: real image is {image.width}x{image.height} px but "
+                        f"its mask {request.mask} is {mask.width}x{mask.height} px")
+        with open_raster(request.mask) as src:
+            strip = max(1, (1 << 24) // max(src.width, 1))
+            for row in range(0, src.height, strip):
+                window = Window(0, row, src.width, min(strip, src.height - row))
+                values = _unique(src.read(1, window=window))
+                if self._lut is not None and values.min() >= 0 and values.max() < len(self._lut):
+                    values = np.unique(self._lut[values])
+                check_mask_values(values, self.generator.num_classes, self.ignore_index,
+                                  str(request.mask))
+
+    def output_dtype(self, request: TileRequest) -> str:
+        """The dtype of the synthetic tile: ``dtype``, else the real image's."""
+        if self.dtype is not None:
+            return self.dtype
+        if request.image is None:
+            raise DataError(f"{request.mask}: no real image to take the output dtype from; "
+                            "set dtype")
+        return raster_info(request.image).dtype
+
+    # -- synthesis ---------------------------------------------------------------------
+    def stream(self, request: TileRequest, device: torch.device | str = "cpu",
+               ) -> Iterator[np.ndarray]:
+        """Synthesise ``request`` and yield its rows, top to bottom, as they are finished.
+
+        Yields:
+            normalised float32 strips ``(out_bands, h, width)``.
+        """
+        gen = self.generator
+        chip = gen.chip_size
+        device = torch.device(device)
+        rng = torch.Generator().manual_seed(request.tile_seed)
+        noise = torch.randn(1, gen.z_dim, generator=rng)
+        with open_raster(request.mask) as mask_src:
+            height, width = mask_src.height, mask_src.width
+            grid = ChipGrid(height, width, chip, self.overlap)
+            row_w, col_w = grid.axis_weights(0), grid.axis_weights(1)
+            padded_w = grid.padded_width
+            image_src = open_raster(request.image) if self.style == "encoder" else None
+            try:
+                acc = np.zeros((gen.out_bands, chip, padded_w), dtype=np.float32)
+                for i, row in enumerate(grid.rows):
+                    masks = self._read_mask(mask_src, row, chip, padded_w)
+                    images = (None if image_src is None
+                              else self._read_image(image_src, row, chip, padded_w))
+                    for first in range(0, len(grid.cols), self.batch_size):
+                        cols = grid.cols[first:first + self.batch_size]
+                        out = self._generate(masks, images, cols, noise, device)
+                        weights = row_w[i][None, None, :, None] * col_w[
+                            first:first + len(cols)][:, None, None, :]
+                        out *= weights
+                        for b, col in enumerate(cols):
+                            acc[:, :, col:col + chip] += out[b]
+                    nxt = grid.rows[i + 1] if i + 1 < len(grid.rows) else grid.padded_height
+                    done = min(nxt, height) - row
+                    if done > 0:
+                        yield acc[:, :done, :width].copy()
+                    step = nxt - row
+                    acc[:, : chip - step] = acc[:, step:]
+                    acc[:, chip - step:] = 0.0
+            finally:
+                if image_src is not None:
+                    image_src.close()
+
+    def _read_mask(self, src: Any, row: int, chip: int, padded_w: int) -> Tensor:
+        """Mask rows ``[row, row + chip)`` as class indices, padded with the ignore index."""
+        h = min(chip, src.height - row)
+        raw = src.read(1, window=Window(0, row, src.width, h))
+        band = np.full((chip, padded_w), self.ignore_index, dtype=np.int64)
+        band[:h, : src.width] = self._lut[raw] if self._lut is not None else raw
+        return torch.from_numpy(band)
+
+    def _read_image(self, src: Any, row: int, chip: int, padded_w: int) -> Tensor:
+        """Normalised real image rows ``[row, row + chip)``, padded with zeros (the mean)."""
+        h = min(chip, src.height - row)
+        raw = src.read(window=Window(0, row, src.width, h)).astype(np.float32)
+        band = np.zeros((raw.shape[0], chip, padded_w), dtype=np.float32)
+        band[:, :h, : src.width] = (raw - self._mean[:, None, None]) / self._std[:, None, None]
+        return torch.from_numpy(band)
+
+    def _generate(self, masks: Tensor, images: Tensor | None, cols: list[int], noise: Tensor,
+                  device: torch.device) -> np.ndarray:
+        """Run one batch of chips (the chips of a chip row at columns ``cols``)."""
+        gen = self.generator
+        chip = gen.chip_size
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        with torch.inference_mode():
+            batch = torch.stack([masks[:, c:c + chip] for c in cols]).to(device)
+            onehot = mask_to_onehot(batch, gen.num_classes).float().contiguous(memory_format=fmt)
+            if images is None:
+                z = noise.to(device).expand(len(cols), -1)
+            else:
+                real = torch.stack([images[:, :, c:c + chip] for c in cols]).to(device)
+                mu, logvar = gen.encode(real.contiguous(memory_format=fmt))
+                z = mu + noise.to(device) * torch.exp(0.5 * logvar)
+            out = gen.generate(onehot, z)
+            return out.float().cpu().numpy()
+
+    def write(self, request: TileRequest, rows: Iterable[np.ndarray]) -> dict[str, Any]:
+        """Write the rows of ``request`` atomically to ``request.output``.
+
+        Returns:
+            the output's provenance record (also stored in the file).
+        """
+        record = self.record(request)
+        profile = output_profile(request.mask, self.generator.out_bands,
+                                 self.output_dtype(request), self.block_size, self.compress)
+        with AtomicTileWriter(request.output, profile, self.mean, self.std, record) as writer:
+            for strip in rows:
+                writer.write(strip)
+        return record
+
+    def run(self, request: TileRequest, device: torch.device | str = "cpu",
+            ) -> dict[str, Any] | None:
+        """Check, synthesise and write one request; None if its output already exists."""
+        if request.output.exists():
+            return None
+        self.check(request)
+        return self.write(request, self.stream(request, device))
+
+    def record(self, request: TileRequest) -> dict[str, Any]:
+        """Provenance of the output of ``request``."""
+        return {
+            "tile": request.tile,
+            "sample": request.sample,
+            "source_mask": str(request.mask),
+            "source_image": None if request.image is None else str(request.image),
+            "seed": request.seed,
+            "tile_seed": request.tile_seed,
+            "style": self.style,
+            "chip_size": self.generator.chip_size,
+            "overlap": self.overlap,
+            **self.provenance,
+        }
+
+
+def _unique(values: np.ndarray) -> np.ndarray:
+    """Distinct values of an integer array (bincount for small unsigned types)."""
+    if values.dtype in (np.uint8, np.uint16):
+        return np.flatnonzero(np.bincount(values.ravel()))
+    return np.unique(values)

@@ -1,0 +1,219 @@
+"""Atomic, streaming GeoTIFF output of synthetic tiles and the outputs' manifest.
+
+A tile is written to a temporary file next to its final path, strip by strip, and
+renamed onto the final path only when every row is written — a file with the final
+name is always complete. Each output carries its provenance (source mask,
+checkpoint, seed, style, ...) as a GeoTIFF tag, and the manifest is rebuilt from
+those tags, so it never disagrees with the files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from synthsat.data.raster_io import atomic_path, open_raster
+
+#: GeoTIFF tag holding an output's provenance as JSON.
+PROVENANCE_TAG = "SYNTHSAT_PROVENANCE"
+#: File name of the manifest in the output directory.
+MANIFEST = "manifest.json"
+#: Pattern of temporary files (left behind only by a killed run).
+TEMP_GLOB = ".*.part"
+#: GDAL block cache for writing, in MiB: bounds memory whatever the tile size.
+GDAL_CACHE_MB = 64
+
+
+def output_profile(mask_path: str | Path, count: int, dtype: str, block_size: int = 256,
+                   compress: str = "deflate") -> dict[str, Any]:
+    """GeoTIFF profile of a synthetic tile on the pixel grid of ``mask_path``.
+
+    CRS, transform, width and height are the mask's; the file is internally tiled
+    and compressed (with a predictor suited to ``dtype``).
+    """
+    with open_raster(mask_path) as src:
+        crs, transform, width, height = src.crs, src.transform, src.width, src.height
+    if block_size % 16:
+        raise ValueError(f"GeoTIFF block size must be a multiple of 16, got {block_size}")
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": width, "height": height, "count": count,
+        "dtype": dtype, "crs": crs, "transform": transform, "tiled": True,
+        "blockxsize": block_size, "blockysize": block_size, "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if compress and compress.lower() != "none":
+        profile["compress"] = compress
+        if compress.lower() in ("deflate", "lzw", "zstd"):
+            profile["predictor"] = 3 if np.dtype(dtype).kind == "f" else 2
+    return profile
+
+
+def to_raw(image: np.ndarray, mean: np.ndarray, std: np.ndarray, dtype: str) -> np.ndarray:
+    """Normalised ``(C, H, W)`` float values -> raw values of ``dtype`` (rounded, clipped)."""
+    raw = image * std[:, None, None] + mean[:, None, None]
+    kind = np.dtype(dtype).kind
+    if kind in "iu":
+        info = np.iinfo(dtype)
+        raw = np.clip(np.rint(raw), info.min, info.max)
+    elif kind == "b":
+        raw = raw > 0.5
+    return raw.astype(dtype)
+
+
+class AtomicTileWriter:
+    """Write a tile in row order to a temporary GeoTIFF, rename it when complete.
+
+    Rows arrive as normalised float strips of any height; they are denormalised,
+    cast to the output dtype and buffered into strips of whole GeoTIFF blocks, so
+    each block is written once and memory is bounded by one block row.
+
+    Use as a context manager: on a clean exit the tile must be complete and is
+    renamed onto ``path``; on an exception the temporary file is removed.
+
+    Args:
+        path: final output path.
+        profile: rasterio profile (see :func:`output_profile`).
+        mean: per-band mean of raw values (denormalisation).
+        std: per-band standard deviation of raw values.
+        provenance: JSON-able record stored in the file's :data:`PROVENANCE_TAG`.
+    """
+
+    def __init__(self, path: str | Path, profile: Mapping[str, Any], mean: Sequence[float],
+                 std: Sequence[float], provenance: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.profile = dict(profile)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        if len(self.mean) != self.profile["count"] or len(self.std) != self.profile["count"]:
+            raise ValueError(f"{self.path}: {self.profile['count']} output bands but "
+                             f"{len(self.mean)} means and {len(self.std)} stds")
+        self.provenance = dict(provenance or {})
+        self.height, self.width = int(self.profile["height"]), int(self.profile["width"])
+        self.strip = int(self.profile.get("blockysize", 256))
+        self._buffer = np.empty((self.profile["count"], self.strip, self.width),
+                                dtype=self.profile["dtype"])
+        self._buffered = 0     # rows in the buffer
+        self._written = 0      # rows written to the file
+        self._tmp: Path | None = None
+        self._env: rasterio.Env | None = None
+        self._ds: Any = None
+
+    @property
+    def rows_done(self) -> int:
+        """Rows received so far."""
+        return self._written + self._buffered
+
+    def __enter__(self) -> AtomicTileWriter:
+        self._tmp = atomic_path(self.path)
+        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+        self._env.__enter__()
+        try:
+            self._ds = rasterio.open(self._tmp, "w", **self.profile)
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append normalised float rows ``(C, h, width)`` below those written so far."""
+        if self._ds is None:
+            raise RuntimeError(f"{self.path}: write() outside the writer's context")
+        c, h, w = rows.shape
+        if c != self.profile["count"] or w != self.width:
+            raise ValueError(f"{self.path}: rows of shape {rows.shape} do not fit a "
+                             f"{self.profile['count']}-band tile of width {self.width}")
+        if self.rows_done + h > self.height:
+            raise ValueError(f"{self.path}: {self.rows_done + h} rows written to a tile of "
+                             f"height {self.height}")
+        raw = to_raw(rows, self.mean, self.std, self.profile["dtype"])
+        start = 0
+        while start < h:
+            take = min(self.strip - self._buffered, h - start)
+            self._buffer[:, self._buffered:self._buffered + take] = raw[:, start:start + take]
+            self._buffered += take
+            start += take
+            if self._buffered == self.strip:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffered:
+            window = Window(0, self._written, self.width, self._buffered)
+            self._ds.write(self._buffer[:, : self._buffered], window=window)
+            self._written += self._buffered
+            self._buffered = 0
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self._abort()
+            return
+        try:
+            self._flush()
+            if self._written != self.height:
+                raise RuntimeError(f"{self.path}: only {self._written} of {self.height} rows "
+                                   "were written; the tile is incomplete")
+            self._ds.update_tags(**{PROVENANCE_TAG: json.dumps(self.provenance)})
+            self._ds.close()
+            self._ds = None
+            assert self._tmp is not None
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        finally:
+            self._abort()
+
+    def _abort(self) -> None:
+        """Close and remove the temporary file (no-op once renamed)."""
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+        if self._env is not None:
+            self._env.__exit__(None, None, None)
+            self._env = None
+
+
+def read_provenance(path: str | Path) -> dict[str, Any] | None:
+    """The provenance record of a synthetic tile, or None if it has none."""
+    with open_raster(path) as src:
+        tag = src.tags().get(PROVENANCE_TAG)
+    return json.loads(tag) if tag else None
+
+
+def remove_stale_temps(out_dir: str | Path) -> list[Path]:
+    """Delete temporary files left in ``out_dir`` by a killed run; returns them."""
+    stale = sorted(Path(out_dir).glob(TEMP_GLOB))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def write_manifest(out_dir: str | Path) -> Path:
+    """Rebuild ``<out_dir>/manifest.json`` from the provenance tags of its GeoTIFFs.
+
+    Lists every complete synthetic tile (temporary files are never listed), sorted
+    by file name; the manifest itself is written atomically.
+    """
+    out = Path(out_dir)
+    entries = []
+    for path in sorted(out.glob("*.tif")):
+        record = read_provenance(path)
+        if record is not None:
+            entries.append({"path": path.name, **record})
+    manifest = out / MANIFEST
+    tmp = atomic_path(manifest)
+    try:
+        tmp.write_text(json.dumps({"outputs": entries}, indent=2))
+        os.replace(tmp, manifest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return manifest

@@ -1,0 +1,352 @@
+"""Tile synthesis with small stand-in generators: georeference, blending, streaming,
+seeding, resumption and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from torch import Tensor, nn
+
+from synthsat.data import DataError
+from synthsat.synthesis import (
+    TileSynthesizer,
+    derive_seed,
+    load_chip_generator,
+    make_requests,
+    read_provenance,
+    run_synthesis,
+)
+from synthsat.synthesis.windows import ChipGrid
+
+MEAN = [100.0, 110.0, 120.0, 130.0]
+STD = [30.0, 30.0, 30.0, 30.0]
+
+
+class ConstantGenerator(nn.Module):
+    """Spatially constant chips: band ``c`` of a chip is ``z[c]`` everywhere.
+
+    ``encode`` gives the chip's band means as ``mu`` with (almost) zero variance, so
+    with ``style=encoder`` each chip is the constant mean of its real chip.
+    """
+
+    num_classes = 7
+    out_bands = 4
+    chip_size = 32
+    z_dim = 4
+
+    def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
+        b, _, h, w = onehot.shape
+        return z[:, : self.out_bands, None, None].expand(b, self.out_bands, h, w).clone()
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        mu = image.mean(dim=(2, 3))
+        return mu, torch.full_like(mu, -60.0)
+
+
+class MaskGenerator(nn.Module):
+    """A tiny convolutional generator: class colours modulated by a conv and the style."""
+
+    num_classes = 7
+    out_bands = 4
+    chip_size = 32
+    z_dim = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(self.num_classes, self.out_bands, 3, padding=1)
+        self.style = nn.Linear(self.z_dim, self.out_bands)
+        self.enc = nn.Linear(self.out_bands, 2 * self.z_dim)
+
+    def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
+        return torch.tanh(self.conv(onehot) + self.style(z)[:, :, None, None]) * 2
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.enc(image.mean(dim=(2, 3))).chunk(2, dim=1)
+        return mu, logvar
+
+
+def _toy(root: Path) -> list[tuple[str, Path, Path]]:
+    return [(name, root / "masks" / f"{name}.tif", root / "images" / f"{name}.tif")
+            for name in ("tile_000", "tile_001")]
+
+
+def _synth(generator: nn.Module, **kw: object) -> TileSynthesizer:
+    args = {"mean": MEAN, "std": STD, "ignore_index": 0, "overlap": 8, "batch_size": 4,
+            "provenance": {"checkpoint": "stand-in.ckpt", "lambda_div": 0.0}}
+    args.update(kw)
+    return TileSynthesizer(generator, **args)  # type: ignore[arg-type]
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def _write_raster(path: Path, data: np.ndarray, transform: object = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = data if data.ndim == 3 else data[None]
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype=data.dtype, crs="EPSG:32618",
+                       transform=transform or from_origin(500000, 4000000, 2, 2)) as dst:
+        dst.write(data)
+    return path
+
+
+def test_output_georeference_matches_the_mask(toy_root: Path, tmp_path: Path) -> None:
+    requests = make_requests(_toy(toy_root), tmp_path / "out", samples=2, seed=3)
+    writer = run_synthesis(_synth(MaskGenerator(), style="random"), requests, tmp_path / "out")
+    assert len(writer.written) == 4
+    for req in requests:
+        assert req.output.name == f"{req.tile}_s{req.sample}.tif"
+        with rasterio.open(req.mask) as mask, rasterio.open(req.output) as out:
+            assert out.crs == mask.crs
+            assert out.transform == mask.transform
+            assert (out.width, out.height) == (mask.width, mask.height)
+            assert out.count == 4
+            assert out.dtypes[0] == "uint8"
+            assert out.profile["tiled"] and out.compression is not None
+            assert out.read().std() > 0
+    a, b = (_read(tmp_path / "out" / f"tile_000_s{k}.tif") for k in (0, 1))
+    assert not np.array_equal(a, b), "samples of one tile should differ"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())["outputs"]
+    assert [m["path"] for m in manifest] == sorted(r.output.name for r in requests)
+    first = manifest[0]
+    assert first["source_mask"] == str(requests[0].mask)
+    assert (first["checkpoint"], first["seed"], first["style"], first["lambda_div"],
+            first["sample"]) == ("stand-in.ckpt", 3, "random", 0.0, 0)
+    assert not list((tmp_path / "out").glob(".*"))
+
+
+def test_no_seams_with_a_spatially_constant_generator(toy_root: Path, tmp_path: Path) -> None:
+    # one constant everywhere: the blended tile is exactly that constant
+    requests = make_requests(_toy(toy_root)[:1], tmp_path / "a", samples=1, seed=0)
+    synth = _synth(ConstantGenerator(), style="random")
+    synth.run(requests[0])
+    out = _read(requests[0].output)
+    z = torch.randn(1, 4, generator=torch.Generator().manual_seed(requests[0].tile_seed))
+    expected = np.clip(np.rint(z[0].numpy() * STD + np.array(MEAN)), 0, 255)
+    for band in range(4):
+        assert np.all(out[band] == expected[band])
+
+    # chips of different constants (style from a real image with a step in it): the
+    # tile changes gradually across chip borders, never by the full step
+    real = np.full((4, 96, 96), 60, np.uint8)
+    real[:, :, 48:] = 200
+    mask = np.ones((96, 96), np.uint8)
+    image = _write_raster(tmp_path / "b" / "images" / "t.tif", real)
+    mask_path = _write_raster(tmp_path / "b" / "masks" / "t.tif", mask)
+    req = make_requests([("t", mask_path, image)], tmp_path / "b" / "out", 1, 0)[0]
+    _synth(ConstantGenerator(), style="encoder").run(req)
+    out = _read(req.output).astype(np.float64)
+    chip_step = 200 - 60
+    jumps = np.abs(np.diff(out, axis=2))
+    assert out.max() - out.min() > chip_step / 2  # the style does change across the tile
+    assert jumps.max() < chip_step / 4             # but smoothly: no seam
+    assert np.abs(np.diff(out, axis=1)).max() == 0  # constant along columns
+
+
+def test_streamed_rows_equal_a_whole_tile_blend(toy_root: Path) -> None:
+    """The row-band accumulator gives exactly the whole-tile weighted average."""
+    gen = MaskGenerator()
+    synth = _synth(gen, style="random", batch_size=3)
+    req = make_requests(_toy(toy_root)[:1], "unused", 1, 5)[0]
+    streamed = np.concatenate(list(synth.stream(req)), axis=1)
+    with rasterio.open(req.mask) as src:
+        mask = torch.from_numpy(src.read(1).astype(np.int64))
+    grid = ChipGrid(128, 128, 32, 8)
+    z = torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(req.tile_seed))
+    whole = np.zeros((4, 128, 128))
+    from synthsat.models.spade import mask_to_onehot
+
+    with torch.no_grad():
+        for i, r in enumerate(grid.rows):
+            for j, c in enumerate(grid.cols):
+                onehot = mask_to_onehot(mask[None, r:r + 32, c:c + 32], 7)
+                out = gen.generate(onehot, z)[0].numpy()
+                whole[:, r:r + 32, c:c + 32] += out * grid.chip_weight(i, j)
+    assert streamed.shape == (4, 128, 128)
+    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+
+
+def test_small_tiles_are_padded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    mask = _write_raster(tmp_path / "m" / "small.tif", rng.integers(1, 7, (20, 45), np.uint8))
+    image = _write_raster(tmp_path / "i" / "small.tif", rng.integers(0, 255, (4, 20, 45),
+                                                                     np.uint8))
+    for style in ("random", "encoder"):
+        req = make_requests([("small", mask, image)], tmp_path / style, 1, 0)[0]
+        _synth(MaskGenerator(), style=style).run(req)
+        with rasterio.open(req.output) as out, rasterio.open(mask) as src:
+            assert (out.height, out.width, out.count) == (20, 45, 4)
+            assert out.transform == src.transform
+            assert out.read().std() > 0
+
+
+def test_seeded_rerun_is_bit_for_bit_identical_and_order_free(toy_root: Path,
+                                                              tmp_path: Path) -> None:
+    tiles = _toy(toy_root)
+    for style in ("random", "encoder"):
+        synth = _synth(MaskGenerator(), style=style)
+        a = make_requests(tiles, tmp_path / style / "a", 2, seed=7)
+        b = make_requests(tiles[::-1], tmp_path / style / "b", 2, seed=7)[::-1]
+        c = make_requests(tiles[:1], tmp_path / style / "c", 1, seed=8)
+        for req in a + b + c:
+            synth.run(req)
+        for name in ("tile_000_s0.tif", "tile_001_s1.tif"):
+            first, second = (_read(tmp_path / style / d / name) for d in "ab")
+            assert np.array_equal(first, second)
+        other = _read(tmp_path / style / "c" / "tile_000_s0.tif")
+        assert not np.array_equal(_read(tmp_path / style / "a" / "tile_000_s0.tif"), other)
+    assert derive_seed(7, "tile_000", 0) == derive_seed(7, "tile_000", 0)
+    assert len({derive_seed(7, "tile_000", k) for k in range(4)}
+               | {derive_seed(7, "tile_001", 0), derive_seed(8, "tile_000", 0)}) == 6
+
+
+def test_rerun_skips_finished_outputs_and_cleans_temporaries(toy_root: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    requests = make_requests(_toy(toy_root), out, 1, 0)
+    synth = _synth(MaskGenerator())
+    synth.run(requests[0])
+    stamp = requests[0].output.stat().st_mtime_ns
+    (out / ".tile_001_s0.x1y2z3.tif.part").write_bytes(b"half a tiff")  # a killed writer
+    writer = run_synthesis(synth, requests, out)
+    assert [r["tile"] for r in writer.written] == ["tile_001"]
+    assert writer.skipped == [requests[0].output]
+    assert requests[0].output.stat().st_mtime_ns == stamp
+    assert not list(out.glob(".*"))
+    assert len(json.loads((out / "manifest.json").read_text())["outputs"]) == 2
+
+
+def test_failure_mid_tile_leaves_no_file(toy_root: Path, tmp_path: Path) -> None:
+    class Failing(MaskGenerator):
+        calls = 0
+
+        def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
+            self.calls += 1
+            if self.calls > 3:
+                raise RuntimeError("out of memory (simulated)")
+            return super().generate(onehot, z)
+
+    req = make_requests(_toy(toy_root)[:1], tmp_path, 1, 0)[0]
+    with pytest.raises(RuntimeError, match="simulated"):
+        _synth(Failing(), batch_size=1).run(req)
+    assert list(tmp_path.iterdir()) == []
+
+
+_KILL_SCRIPT = """
+import sys, time, torch
+from pathlib import Path
+from torch import nn
+from synthsat.synthesis import TileSynthesizer, make_requests, run_synthesis
+
+class Slow(nn.Module):
+    num_classes, out_bands, chip_size, z_dim = 7, 4, 32, 4
+    def generate(self, onehot, z):
+        time.sleep(0.05)
+        return torch.zeros(onehot.shape[0], 4, 32, 32) + z[:, :4, None, None]
+    def encode(self, image):
+        raise NotImplementedError
+
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+tiles = [(n, root / "masks" / f"{n}.tif", root / "images" / f"{n}.tif")
+         for n in ("tile_000", "tile_001")]
+synth = TileSynthesizer(Slow(), [100.0] * 4, [30.0] * 4, 0, overlap=8, batch_size=1,
+                        provenance={"checkpoint": "slow"})
+run_synthesis(synth, make_requests(tiles, out, 1, 0), out)
+"""
+
+
+def test_resume_after_kill_9(toy_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    script = tmp_path / "job.py"
+    script.write_text(_KILL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(toy_root), str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob(".*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(out.glob(".*.part")), "the job never started writing"
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    finals = list(out.glob("*.tif"))
+    assert len(finals) < 2
+    for path in finals:  # anything with a final name is complete
+        assert read_provenance(path) is not None
+    requests = make_requests(_toy(toy_root), out, 1, 0)
+    gen = ConstantGenerator()
+    run_synthesis(_synth(gen, overlap=8, batch_size=1, provenance={"checkpoint": "slow"}),
+                  requests, out)
+    assert sorted(p.name for p in out.glob("*.tif")) == ["tile_000_s0.tif", "tile_001_s0.tif"]
+    assert not list(out.glob(".*"))
+    for req in requests:
+        assert _read(req.output).shape == (4, 128, 128)
+
+
+def test_unknown_classes_in_a_mask(tmp_path: Path) -> None:
+    mask = np.ones((40, 40), np.uint8)
+    mask[5, 7] = 9
+    mask_path = _write_raster(tmp_path / "masks" / "bad.tif", mask)
+    image = _write_raster(tmp_path / "images" / "bad.tif", np.zeros((4, 40, 40), np.uint8))
+    req = make_requests([("bad", mask_path, image)], tmp_path / "out", 1, 0)[0]
+    with pytest.raises(DataError, match=r"bad\.tif.*\[9\]"):
+        _synth(MaskGenerator()).run(req)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    # a label map that maps the raw value to a class makes it valid
+    _synth(MaskGenerator(), label_map={9: 2}).run(req)
+    assert req.output.exists()
+
+
+def test_band_count_unlike_the_checkpoints(toy_root: Path, tmp_path: Path) -> None:
+    image = _write_raster(tmp_path / "rgb.tif", np.zeros((3, 128, 128), np.uint8),
+                          transform=from_origin(350000, 4320000, 1, 1))
+    req = make_requests([("tile_000", toy_root / "masks" / "tile_000.tif", image)],
+                        tmp_path / "out", 1, 0)[0]
+    with pytest.raises(DataError, match=r"rgb\.tif.*3 band\(s\).*4"):
+        _synth(MaskGenerator(), style="encoder").run(req)
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nothing\.ckpt.*does not exist"):
+        load_chip_generator(tmp_path / "nothing.ckpt")
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="style"):
+        _synth(MaskGenerator(), style="painting")
+    with pytest.raises(ValueError, match="4 band"):
+        TileSynthesizer(MaskGenerator(), [0.0] * 3, [1.0] * 3, 0)
+    with pytest.raises(ValueError, match="samples"):
+        make_requests([], "out", 0, 0)
+
+
+def test_toy_world_tiles_larger_than_a_block(tmp_path: Path) -> None:
+    """Block-aligned strips: a tile taller than one GeoTIFF block row is written whole."""
+    rng = np.random.default_rng(1)
+    mask = _write_raster(tmp_path / "m" / "big.tif", rng.integers(0, 7, (300, 280), np.uint8))
+    image = _write_raster(tmp_path / "i" / "big.tif", np.zeros((4, 300, 280), np.uint8))
+    req = make_requests([("big", mask, image)], tmp_path / "out", 1, 0)[0]
+    synth = _synth(MaskGenerator(), block_size=128)
+    synth.run(req)
+    streamed = np.concatenate(list(synth.stream(req)), axis=1)
+    from synthsat.synthesis.writer import to_raw
+
+    expected = to_raw(streamed, np.array(MEAN, np.float32), np.array(STD, np.float32), "uint8")
+    with rasterio.open(req.output) as out:
+        assert out.block_shapes[0] == (128, 128)
+        assert np.array_equal(out.read(), expected)

@@ -1,0 +1,69 @@
+"""Chip grids and blend weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthsat.synthesis.windows import ChipGrid, chip_starts, taper
+
+
+@pytest.mark.parametrize(("length", "chip", "overlap"), [
+    (128, 32, 8), (100, 32, 8), (33, 32, 4), (512, 256, 32), (2048, 256, 32), (300, 256, 32),
+])
+def test_chip_starts_cover_the_axis_and_end_at_the_edge(length: int, chip: int,
+                                                        overlap: int) -> None:
+    starts = chip_starts(length, chip, overlap)
+    assert starts[0] == 0
+    assert starts[-1] == length - chip
+    assert all(b - a <= chip - overlap for a, b in zip(starts, starts[1:]))
+    assert starts == sorted(set(starts))
+
+
+def test_small_axis_gets_one_padded_chip() -> None:
+    assert chip_starts(20, 32, 8) == [0]
+    assert chip_starts(32, 32, 8) == [0]
+    grid = ChipGrid(20, 50, 32, 8)
+    assert grid.padded_height == 32 and grid.padded_width == 50
+    assert len(grid) == 2
+
+
+@pytest.mark.parametrize("args", [(0, 32, 8), (64, 32, 32), (64, 32, -1), (64, 0, 0)])
+def test_chip_starts_rejects_bad_arguments(args: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError):
+        chip_starts(*args)
+
+
+@pytest.mark.parametrize(("chip", "overlap"), [(32, 8), (256, 32), (64, 1), (16, 15)])
+def test_taper_is_smooth_symmetric_and_strictly_positive(chip: int, overlap: int) -> None:
+    w = taper(chip, overlap)
+    assert w.shape == (chip,)
+    assert np.all(w > 0) and np.all(w <= 1)
+    np.testing.assert_allclose(w, w[::-1])
+    assert w[chip // 2] == pytest.approx(1.0, abs=0.05)
+    # a taper, not a box: the ramp rises monotonically
+    ramp = w[: min(overlap, chip // 2)]
+    assert np.all(np.diff(ramp) >= 0)
+
+
+@pytest.mark.parametrize(("height", "width", "chip", "overlap"), [
+    (128, 128, 32, 8), (100, 77, 32, 8), (20, 50, 32, 4), (300, 260, 64, 16), (64, 64, 64, 8),
+])
+def test_blend_weights_sum_to_one_everywhere(height: int, width: int, chip: int,
+                                             overlap: int) -> None:
+    grid = ChipGrid(height, width, chip, overlap)
+    total = grid.weight_sum()
+    assert total.shape == (height, width)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    for axis in (0, 1):
+        assert np.all(grid.axis_weights(axis) > 0)
+
+
+def test_overlapping_chips_share_pixels_smoothly() -> None:
+    grid = ChipGrid(32, 56, 32, 8)  # two chip columns overlapping by 8 px
+    assert grid.cols == [0, 24]
+    first, second = grid.axis_weights(1)
+    # inside the overlap the first chip hands over to the second gradually
+    hand_over = first[24:32]
+    assert np.all(np.diff(hand_over) < 0)
+    np.testing.assert_allclose(hand_over + second[:8], 1.0, atol=1e-6)
