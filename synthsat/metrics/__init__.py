@@ -1,0 +1,1 @@
+"""Metrics: segmentation scores, and fidelity / diversity of synthetic imagery."""

@@ -1,0 +1,369 @@
+"""Fidelity and diversity metrics of synthetic imagery, on inputs with known answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from hydra import compose, initialize_config_dir
+from torch import Tensor, nn
+
+from synthsat.data import LandCoverDataModule, ToyWorldSource
+from synthsat.data.datasets import Normalizer
+from synthsat.data.errors import DataError
+from synthsat.data.toyworld import CLASSES
+from synthsat.evaluate_synthetic import run
+from synthsat.metrics.consistency import consistency_miou
+from synthsat.metrics.diversity import ms_ssim_betas, ms_ssim_diversity, pairwise_l1
+from synthsat.metrics.fidelity import (
+    INCEPTION_WEIGHTS_FILE,
+    FidelityUnavailableError,
+    fid_kid,
+    fid_kid_from_features,
+    find_inception_weights,
+    to_uint8,
+)
+from synthsat.metrics.frechet import feature_frechet_distance, frechet_distance, pooled_features
+from synthsat.metrics.spectral import class_pixel_positions, spectral_distances
+from synthsat.metrics.synthetic import Segmenter, find_samples, synthetic_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- spectral distance -------------------------------------------------------------------
+def _tiles(seed: int = 0, n: int = 2, size: int = 32) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    images = [rng.normal(100, 20, (3, size, size)) for _ in range(n)]
+    masks = [rng.integers(0, 4, (size, size)) for _ in range(n)]  # 0 = ignore
+    return images, masks
+
+
+def test_wasserstein_identical_is_zero_and_shift_is_the_shift() -> None:
+    images, masks = _tiles()
+    same = spectral_distances(images, [[im, im] for im in images], masks, [1, 2, 3])
+    assert sorted(same) == [1, 2, 3]
+    for d in same.values():
+        np.testing.assert_allclose(d, 0, atol=1e-12)
+    shift = np.array([5.0, -2.0, 0.5])[:, None, None]
+    # subsampled (max_pixels below the class counts): same positions, so still exactly c
+    shifted = spectral_distances(images, [[im + shift] for im in images], masks, [1, 2, 3],
+                                 max_pixels=100)
+    for d in shifted.values():
+        np.testing.assert_allclose(d, [5.0, 2.0, 0.5], atol=1e-9)
+
+
+def test_wasserstein_compares_classes_separately() -> None:
+    images, masks = _tiles()
+    synthetic = [[np.where(m == 2, im + 7, im)] for im, m in zip(images, masks)]
+    d = spectral_distances(images, synthetic, masks, [1, 2, 3])
+    np.testing.assert_allclose(d[2], 7, atol=1e-9)
+    np.testing.assert_allclose(d[1], 0, atol=1e-12)
+    np.testing.assert_allclose(d[3], 0, atol=1e-12)
+
+
+def test_pixel_sample_is_uniform_capped_and_reproducible() -> None:
+    _, masks = _tiles(n=3)
+    a = class_pixel_positions(masks, [1, 2], max_pixels=50, seed=1)
+    b = class_pixel_positions(masks, [1, 2], max_pixels=50, seed=1)
+    for c in (1, 2):
+        assert sum(len(p.get(c, [])) for p in a) == 50
+        for t, p in enumerate(a):
+            assert np.array_equal(p[c], b[t][c])
+            assert np.all(masks[t].ravel()[p[c]] == c)
+    everything = class_pixel_positions(masks, [1], max_pixels=10**9)
+    assert sum(len(p[1]) for p in everything) == sum(int((m == 1).sum()) for m in masks)
+
+
+# -- Fréchet distance --------------------------------------------------------------------
+def test_frechet_identical_zero_and_mean_shift_squared() -> None:
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(0))
+    m = torch.tensor([1.0, -2.0, 0.0, 0.5, 3.0, 0.0])
+    assert feature_frechet_distance(x, x) == pytest.approx(0, abs=1e-8)
+    assert feature_frechet_distance(x, x + m) == pytest.approx(float(m.square().sum()),
+                                                               rel=1e-6)
+    eye = torch.eye(3)
+    # N(0, 4 I) vs N(0, I): 3 * (2 - 1)^2
+    assert frechet_distance(torch.zeros(3), 4 * eye, torch.zeros(3), eye) == pytest.approx(3)
+
+
+def test_frechet_matches_torchmetrics_fid_on_the_same_features() -> None:
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(64, 5, generator=g), torch.randn(64, 5, generator=g) * 1.5 + 0.3
+    ours = feature_frechet_distance(a, b)
+    theirs = fid_kid_from_features(a, b, kid_subsets=2, kid_subset_size=16)["fid"]
+    assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+def test_pooled_features_take_the_deepest_map() -> None:
+    maps = [torch.ones(2, 3, 8, 8), torch.arange(2 * 4 * 4.0).view(2, 1, 4, 4).expand(2, 5, 4, 4)]
+    f = pooled_features(lambda x: maps, torch.zeros(2, 3, 8, 8))
+    assert f.shape == (2, 5)
+    torch.testing.assert_close(f[:, 0], torch.tensor([7.5, 23.5]))
+
+
+# -- diversity ---------------------------------------------------------------------------
+def test_identical_samples_have_zero_diversity() -> None:
+    one = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    same = one.expand(4, -1, -1, -1)
+    assert pairwise_l1(same) == 0
+    assert ms_ssim_diversity(same) == pytest.approx(0, abs=1e-5)
+    different = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert ms_ssim_diversity(different) > 0.5
+
+
+def test_pairwise_l1_is_the_mean_over_pairs() -> None:
+    samples = torch.stack([torch.full((2, 8, 8), float(v)) for v in (0, 1, 2)])
+    assert pairwise_l1(samples) == pytest.approx((1 + 2 + 1) / 3)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        pairwise_l1(samples[:1])
+
+
+def test_ms_ssim_scales_fit_small_images() -> None:
+    assert len(ms_ssim_betas(256)) == 5
+    assert sum(ms_ssim_betas(32)) == pytest.approx(1)
+    assert len(ms_ssim_betas(32)) < 5
+    with pytest.raises(ValueError, match="too small"):
+        ms_ssim_betas(8)
+
+
+# -- segmentation consistency ------------------------------------------------------------
+class BandThreshold(nn.Module):
+    """A stand-in 'real-trained' segmenter: class = round(band 0); deepest features = image."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("levels", torch.arange(num_classes, dtype=torch.float32))
+        self.encoder = nn.Sequential(nn.AvgPool2d(4), nn.Conv2d(3, 6, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -(x[:, :1] - self.levels.view(1, -1, 1, 1)).abs()
+
+
+def _consistency_data() -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    masks = torch.randint(0, 4, (6, 16, 16), generator=g)
+    images = masks[:, None].float().expand(-1, 3, -1, -1).clone()
+    images[:, 0, :4] = 3.0  # the real imagery fools the model in the top rows
+    return images, masks
+
+
+def test_perfect_generator_scores_the_real_mious() -> None:
+    images, masks = _consistency_data()
+    model = BandThreshold()
+    real = consistency_miou(model, images, masks, 4, [1, 2, 3], ignore_index=0)
+    assert 0.3 < real["miou"] < 1  # not trivially perfect
+    perfect = consistency_miou(model, images.clone(), masks, 4, [1, 2, 3], ignore_index=0)
+    assert perfect["miou"] == pytest.approx(real["miou"])
+    faithful = masks[:, None].float().expand(-1, 3, -1, -1)
+    assert consistency_miou(model, faithful, masks, 4, [1, 2, 3], 0)["miou"] == 1.0
+    blank = torch.zeros_like(images)
+    assert consistency_miou(model, blank, masks, 4, [1, 2, 3], 0)["miou"] == 0.0
+
+
+# -- FID / KID ---------------------------------------------------------------------------
+def test_fid_without_weights_says_which_file_goes_where(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FidelityUnavailableError) as err:
+        find_inception_weights()
+    msg = str(err.value)
+    assert INCEPTION_WEIGHTS_FILE in msg
+    assert str(tmp_path / "hub" / "checkpoints" / INCEPTION_WEIGHTS_FILE) in msg
+    assert "fid.weights_path" in msg and "fid.enabled=false" in msg
+    with pytest.raises(FidelityUnavailableError, match="configured Inception weights file"):
+        find_inception_weights(tmp_path / "nowhere.pth")
+
+
+class TinyFeatures(nn.Module):
+    """A random-init stand-in for Inception: uint8 (B, 3, H, W) -> (B, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.float() / 255)
+
+
+def test_fid_kid_with_a_custom_feature_extractor() -> None:
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 200, (24, 3, 32, 32), generator=g, dtype=torch.uint8)
+    same = fid_kid(real, real.clone(), TinyFeatures(), kid_subsets=5, kid_subset_size=12)
+    assert same["fid"] == pytest.approx(0, abs=1e-4)
+    assert abs(same["kid_mean"]) < 1e-4
+    brighter = fid_kid(real, real + 50, TinyFeatures(), kid_subsets=5, kid_subset_size=12)
+    assert brighter["fid"] > 1e-3 and brighter["kid_mean"] > 0
+
+
+def test_to_uint8_scales_per_band() -> None:
+    x = torch.tensor([0.0, 50.0, 100.0, 200.0]).view(1, 1, 2, 2).expand(1, 2, 2, 2)
+    u = to_uint8(x, torch.tensor([0.0, 100.0]), torch.tensor([100.0, 200.0]))
+    assert u.dtype == torch.uint8
+    assert u[0, 0].flatten().tolist() == [0, 128, 255, 255]
+    assert u[0, 1].flatten().tolist() == [0, 0, 0, 255]
+
+
+# -- the whole set, and the command ------------------------------------------------------
+def _datamodule(toy_root: Path, cache: Path) -> LandCoverDataModule:
+    dm = LandCoverDataModule(ToyWorldSource(toy_root, tiles=4, size=128), classes=CLASSES,
+                             bands=4, ignore_index=0, patch_size=64, batch_size=4,
+                             cache_dir=cache, eval_chip_size=128)
+    dm.setup()
+    return dm
+
+
+def _write_samples(dm: LandCoverDataModule, out: Path, offsets: list[float],
+                   split: str = "train") -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for tile in dm.tiles[split]:
+        with rasterio.open(tile.pair.image) as src:
+            profile, image = src.profile, src.read().astype(np.float64)
+        for k, offset in enumerate(offsets):
+            with rasterio.open(out / f"{tile.name}_s{k}.tif", "w", **profile) as dst:
+                dst.write(np.clip(image + offset, 0, 255).astype(np.uint8))
+    (out / "manifest.json").write_text(json.dumps(
+        {"outputs": [{"path": p.name, "checkpoint": "gen.ckpt", "lambda": 8.0}
+                     for p in sorted(out.glob("*.tif"))]}))
+
+
+class ToySegmenter(nn.Module):
+    """A random-init 4-band segmenter with an encoder, for the whole-set metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(8, 7, 1))
+        self.encoder_calls = 0
+        self.encoder.register_forward_hook(lambda *_: setattr(self, "encoder_calls",
+                                                              self.encoder_calls + 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+def test_segmenter_reads_the_encoder_inside_the_forward_pass() -> None:
+    model = ToySegmenter().eval()
+    x = torch.randn(3, 4, 32, 32)
+    seg = Segmenter(model, Normalizer(np.zeros(4), np.ones(4)), model.encoder)
+    logits, features = seg.predict(x)
+    assert model.encoder_calls == 1 and logits.shape == (3, 7, 32, 32)
+    assert features is not None
+    torch.testing.assert_close(features, model.encoder(x).mean(dim=(2, 3)))
+    # an encoder the forward pass does not use is called on its own
+    other = nn.Conv2d(4, 5, 1)
+    _, features = Segmenter(model, seg.normalizer, other).predict(x)
+    assert features is not None and features.shape == (3, 5)
+
+
+def _segmenter(dm: LandCoverDataModule) -> Segmenter:
+    assert dm.normalizer is not None
+    model = ToySegmenter().eval()
+    return Segmenter(model, Normalizer(dm.normalizer.mean, dm.normalizer.std), model.encoder)
+
+
+def test_perfect_synthetic_set_scores_zero_distance(toy_root: Path, tmp_path: Path) -> None:
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    _write_samples(dm, tmp_path / "synth", [0.0, 0.0])
+    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), _segmenter(dm),
+                          chip_size=64, max_chips=6, fid={"enabled": True, "kid_subsets": 3},
+                          fid_extractor=TinyFeatures())
+    assert m["spectral_w1"] == pytest.approx(0, abs=1e-12)
+    assert m["diversity_l1"] == 0 and m["diversity_ms_ssim"] == pytest.approx(0, abs=1e-5)
+    assert m["consistency_miou"] == pytest.approx(m["real_miou"])
+    assert m["domain_fd"] == pytest.approx(0, abs=1e-6)
+    assert m["fid"] == pytest.approx(0, abs=1e-6)
+    assert abs(m["kid_mean"]) < 1e-4  # unbiased MMD^2 of random subsets: 0 on average
+    info = m["info"]
+    assert info["tiles"] == 2 and info["samples_per_tile"] == 2 and info["chips"] == 6
+    assert info["synthesis"] == {"outputs": 4, "checkpoint": "gen.ckpt", "lambda": 8.0}
+    assert set(m["details"]["spectral_w1"]["water"]) == {"b0", "b1", "b2", "b3"}
+
+
+def test_shifted_samples_show_in_every_metric(toy_root: Path, tmp_path: Path) -> None:
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    _write_samples(dm, tmp_path / "synth", [0.0, 30.0])
+    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), _segmenter(dm),
+                          chip_size=64, max_chips=6, fid={"enabled": False})
+    assert m["spectral_w1"] > 0 and m["diversity_l1"] > 0 and m["diversity_ms_ssim"] > 0
+    assert m["domain_fd"] > 0
+    assert m["fid"] is None and "disabled" in m["info"]["fid_note"]
+    # one sample per tile: no diversity, the rest still there
+    for path in (tmp_path / "synth").glob("*_s1.tif"):
+        path.unlink()
+    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), None,
+                          chip_size=64, fid={"enabled": False})
+    assert m["diversity_l1"] is None and m["consistency_miou"] is None
+    assert m["spectral_w1"] == pytest.approx(0, abs=1e-12)
+
+
+def test_bad_synthetic_inputs_are_named(toy_root: Path, tmp_path: Path) -> None:
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    with pytest.raises(DataError, match="does not exist"):
+        find_samples(tmp_path / "missing", ["tile_000"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "elsewhere_s0.tif").write_bytes(b"")
+    with pytest.raises(DataError, match="elsewhere_s0.tif"):
+        find_samples(tmp_path / "other", ["tile_000"])
+    tile = dm.tiles["train"][0]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with rasterio.open(tile.pair.image) as src:
+        profile = {**src.profile, "width": 64, "height": 64}
+    with rasterio.open(bad / f"{tile.name}_s0.tif", "w", **profile) as dst:
+        dst.write(np.zeros((4, 64, 64), np.uint8))
+    with pytest.raises(DataError, match=f"{tile.name}_s0.tif: synthetic tile is 64x64"):
+        synthetic_metrics([tile], bad, dm.metadata(), fid={"enabled": False})
+    with pytest.raises(FidelityUnavailableError):
+        synthetic_metrics([tile], bad, dm.metadata(),
+                          fid={"enabled": True, "weights_path": str(tmp_path / "no.pth")})
+
+
+def test_command_writes_metrics_json(toy_root: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    _write_samples(dm, tmp_path / "synth", [0.0, 10.0])
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no weights there
+    run_dir = tmp_path / "run"
+    overrides = [f"synthetic={tmp_path / 'synth'}", f"data.source.root={toy_root}",
+                 "data.source.tiles=4", "data.source.size=128",
+                 f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
+                 "data.patch_size=64", "chip_size=64", "max_chips=4", "max_pixels=5000",
+                 "fid.enabled=auto", f"paths.root={tmp_path}", f"paths.output_dir={run_dir}",
+                 "device=cpu", "logger=csv"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="evaluate_synthetic", overrides=overrides)
+    run(cfg)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["spectral_w1"] > 0 and metrics["diversity_l1"] > 0
+    assert metrics["fid"] is None and INCEPTION_WEIGHTS_FILE in metrics["info"]["fid_note"]
+    assert metrics["info"]["split"] == "train" and (run_dir / "config.yaml").exists()
+    logged = (run_dir / "csv" / "metrics.csv").read_text()
+    assert "synthetic/spectral_w1" in logged and "synthetic/fid" not in logged
+
+
+def test_real_segmentation_checkpoint_is_wired_in(toy_root: Path, tmp_path: Path) -> None:
+    import lightning as L
+
+    from synthsat.evaluate_synthetic import load_segmenter
+    from synthsat.tasks.segmentation import SegmentationTask
+
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    task = SegmentationTask(dm.metadata(), encoder_name="resnet18", encoder_depth=3)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(tmp_path / "seg.ckpt")
+    segmenter = load_segmenter(tmp_path / "seg.ckpt", dm.metadata(), torch.device("cpu"))
+    _write_samples(dm, tmp_path / "synth", [0.0, 0.0])
+    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), segmenter,
+                          chip_size=64, max_chips=3, fid={"enabled": False})
+    assert m["consistency_miou"] == pytest.approx(m["real_miou"])
+    assert m["domain_fd"] == pytest.approx(0, abs=1e-6)
+    with pytest.raises(DataError, match="bands=3"):
+        load_segmenter(tmp_path / "seg.ckpt", {**dm.metadata(), "bands": 3}, torch.device("cpu"))
