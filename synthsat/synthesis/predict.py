@@ -47,8 +47,9 @@ class TaskChipGenerator(nn.Module):
         self.chip_size = int(hp["patch_size"])
         self.z_dim = int(hp["z_dim"])
         self.lambda_div = float(hp.get("lambda_div", 0.0))
+        self.has_encoder = getattr(task, "encoder", None) is not None
         self.task = task.eval()
-        self.net = task.inference_generator()
+        self.net = task.inference_generator().eval()
 
     def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
         """Normalised images from one-hot masks and style codes."""
@@ -56,6 +57,9 @@ class TaskChipGenerator(nn.Module):
 
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, logvar)`` of the style of normalised real chips."""
+        if not self.has_encoder:
+            raise ValueError("the checkpoint's generator was trained without a style encoder "
+                             "(use_vae=false); use style=random")
         return self.task.encode(image)
 
 

@@ -141,6 +141,10 @@ class TileSynthesizer:
         style: ``random`` or ``encoder`` (see the module docstring).
         overlap: minimum overlap of neighbouring chips in pixels.
         batch_size: chips per generator call.
+        chip_size: chip side in pixels; None takes the generator's ``chip_size`` (its
+            training patch size). A fully convolutional generator may run on larger
+            chips (fewer, relatively less overlap) at the cost of working off the size
+            it was trained on.
         label_map: raw mask value -> class index, applied when masks are read.
         dtype: output dtype; None takes the real image's dtype.
         block_size: GeoTIFF block side in pixels.
@@ -156,6 +160,7 @@ class TileSynthesizer:
     style: str = "random"
     overlap: int = 32
     batch_size: int = 8
+    chip_size: int | None = None
     label_map: Mapping[int, int] | None = None
     dtype: str | None = None
     block_size: int = 256
@@ -168,10 +173,16 @@ class TileSynthesizer:
             raise ValueError(f"style must be one of {STYLES}, got '{self.style}'")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.style == "encoder" and getattr(self.generator, "has_encoder", True) is False:
+            raise ValueError("style=encoder needs a style encoder, but the generator has none "
+                             "(trained with use_vae=false); use style=random")
         bands = self.generator.out_bands
         if len(self.mean) != bands or len(self.std) != bands:
             raise ValueError(f"the generator makes {bands} band(s) but the normalisation has "
                              f"{len(self.mean)} mean(s) and {len(self.std)} std(s)")
+        self.chip = int(self.chip_size or self.generator.chip_size)
+        if self.channels_last and isinstance(self.generator, torch.nn.Module):
+            self.generator.to(memory_format=torch.channels_last)
         self._lut = label_lut(dict(self.label_map) if self.label_map else None)
         self._mean = np.asarray(self.mean, dtype=np.float32)
         self._std = np.asarray(self.std, dtype=np.float32)
@@ -231,7 +242,7 @@ class TileSynthesizer:
             normalised float32 strips ``(out_bands, h, width)``.
         """
         gen = self.generator
-        chip = gen.chip_size
+        chip = self.chip
         device = torch.device(device)
         rng = torch.Generator().manual_seed(request.tile_seed)
         noise = torch.randn(1, gen.z_dim, generator=rng)
@@ -286,7 +297,7 @@ class TileSynthesizer:
                   device: torch.device) -> np.ndarray:
         """Run one batch of chips (the chips of a chip row at columns ``cols``)."""
         gen = self.generator
-        chip = gen.chip_size
+        chip = self.chip
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         with torch.inference_mode():
             batch = torch.stack([masks[:, c:c + chip] for c in cols]).to(device)
@@ -332,7 +343,7 @@ class TileSynthesizer:
             "seed": request.seed,
             "tile_seed": request.tile_seed,
             "style": self.style,
-            "chip_size": self.generator.chip_size,
+            "chip_size": self.chip,
             "overlap": self.overlap,
             **self.provenance,
         }
