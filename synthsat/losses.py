@@ -1,0 +1,134 @@
+"""Generator training losses: hinge GAN, feature matching, KL, VGG perceptual, DSGAN diversity.
+
+Discriminator outputs follow :class:`synthsat.models.MultiscaleDiscriminator`: a list
+over scales of lists of layer features, the last feature of each scale being the
+patch score map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Features = Sequence[Sequence[Tensor]]
+
+
+def _scores(outputs: Features) -> list[Tensor]:
+    return [scale[-1] for scale in outputs]
+
+
+def hinge_d_loss(real: Features, fake: Features) -> Tensor:
+    """Discriminator hinge loss ``relu(1 - D(real)) + relu(1 + D(fake))``, averaged over scales."""
+    losses = [F.relu(1 - r).mean() + F.relu(1 + f).mean()
+              for r, f in zip(_scores(real), _scores(fake))]
+    return torch.stack(losses).mean()
+
+
+def hinge_g_loss(fake: Features) -> Tensor:
+    """Generator hinge loss ``-D(fake)``, averaged over scales."""
+    return torch.stack([-f.mean() for f in _scores(fake)]).mean()
+
+
+def feature_matching_loss(real: Features, fake: Features) -> Tensor:
+    """L1 between discriminator features of real and fake images (Wang et al. 2018).
+
+    Summed over the intermediate layers (all but the score map) and averaged over
+    scales; real features are treated as constants.
+    """
+    losses = []
+    for r_scale, f_scale in zip(real, fake):
+        losses.append(sum(F.l1_loss(f, r.detach()) for r, f in zip(r_scale[:-1], f_scale[:-1])))
+    return torch.stack(losses).mean()
+
+
+def kl_loss(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over code dimensions, averaged over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
+
+
+def diversity_loss(fake1: Tensor, fake2: Tensor, z1: Tensor, z2: Tensor,
+                   tau: float | None = None, eps: float = 1e-8) -> Tensor:
+    """DSGAN diversity-sensitive loss (Yang et al. 2019).
+
+    ``-mean_b(min(|G(z1) - G(z2)|_1 / |z1 - z2|_1, tau))`` with both norms taken as mean
+    absolute differences per sample (so the ratio does not depend on image or code size).
+
+    Args:
+        fake1: images generated from ``z1`` (B, C, H, W).
+        fake2: images generated from ``z2`` for the same masks.
+        z1: first codes (B, z_dim).
+        z2: second codes (B, z_dim).
+        tau: clamp of the ratio; None leaves it unbounded (the original code).
+        eps: guards against identical codes.
+
+    Returns:
+        the loss (minimising it increases the diversity).
+    """
+    image_dist = (fake1 - fake2).abs().flatten(1).mean(dim=1)
+    code_dist = (z1 - z2).abs().flatten(1).mean(dim=1)
+    ratio = image_dist / (code_dist + eps)
+    if tau is not None:
+        ratio = ratio.clamp(max=tau)
+    return -ratio.mean()
+
+
+class VGGPerceptualLoss(nn.Module):
+    """L1 between VGG-19 features (relu1_1 .. relu5_1, weights 1/32 .. 1) of two images.
+
+    The RGB bands of the images are fed in the datamodule's per-band standardised space,
+    which, like ImageNet normalisation, has zero mean and unit variance per channel.
+    Images with fewer than three bands repeat their first band.
+
+    Args:
+        rgb_bands: band indices fed as R, G, B.
+        pretrained: load ImageNet weights from the local torch hub cache; they are never
+            downloaded, and a missing file raises a ``FileNotFoundError`` naming it.
+    """
+
+    LAYERS = (1, 6, 11, 20, 29)
+    WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+    def __init__(self, rgb_bands: Sequence[int] = (0, 1, 2), pretrained: bool = True) -> None:
+        super().__init__()
+        from torchvision.models import VGG19_Weights
+        from torchvision.models.vgg import cfgs, make_layers
+
+        features = make_layers(cfgs["E"])  # the VGG-19 convolutional trunk
+        if pretrained:
+            url = VGG19_Weights.IMAGENET1K_V1.url
+            path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"lambda_vgg > 0 needs the ImageNet VGG-19 weights at {path} (not found; "
+                    f"nothing is downloaded). Put {url} there, or set lambda_vgg=0.")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                      if k.startswith("features.")})
+        self.rgb_bands = list(rgb_bands)[:3]
+        self.slices = nn.ModuleList()
+        start = 0
+        for end in self.LAYERS:
+            self.slices.append(nn.Sequential(*features[start:end + 1]))
+            start = end + 1
+        self.requires_grad_(False).eval()
+
+    def _rgb(self, x: Tensor) -> Tensor:
+        bands = self.rgb_bands if x.shape[1] >= 3 else [0, 0, 0]
+        return x[:, bands]
+
+    def forward(self, fake: Tensor, real: Tensor) -> Tensor:
+        """Perceptual distance of ``fake`` to ``real`` (both (B, C, H, W), normalised)."""
+        x, y = self._rgb(fake), self._rgb(real)
+        loss = fake.new_zeros(())
+        for weight, block in zip(self.WEIGHTS, self.slices):
+            x, y = block(x), block(y)
+            loss = loss + weight * F.l1_loss(x, y.detach())
+        return loss
+
+    def train(self, mode: bool = True) -> VGGPerceptualLoss:
+        """Stay in eval mode (frozen feature extractor)."""
+        return super().train(False)

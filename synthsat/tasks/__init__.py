@@ -1,0 +1,1 @@
+"""Lightning tasks (``GeneratorTask``, ``SegmentationTask``); import them from their modules."""

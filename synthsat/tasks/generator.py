@@ -1,0 +1,427 @@
+"""``GeneratorTask``: SPADE generator, style encoder and multiscale discriminator as a GAN.
+
+Training uses manual optimisation with a two-time-scale update: every batch makes one
+discriminator step, every ``d_steps_per_g``-th batch also makes one generator (+ encoder)
+step first. ``trainer.global_step`` counts generator steps only, so ``trainer.max_steps``
+is the number of generator updates.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor, nn
+from torchvision.utils import make_grid, save_image
+
+from synthsat.losses import (
+    VGGPerceptualLoss,
+    diversity_loss,
+    feature_matching_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    kl_loss,
+)
+from synthsat.models.discriminator import MultiscaleDiscriminator
+from synthsat.models.encoder import StyleEncoder
+from synthsat.models.spade import SPADEGenerator, mask_to_onehot
+
+REQUIRED_METADATA = ("classes", "bands", "rgb_bands", "mean", "std", "ignore_index")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class GeneratorTask(L.LightningModule):
+    """Mask-conditional SPADE GAN with the DSGAN diversity loss.
+
+    Args:
+        data: the datamodule's :meth:`~synthsat.data.LandCoverDataModule.metadata`
+            (classes, bands, rgb_bands, mean, std, ignore_index, ...), stored in the
+            checkpoint so that downstream jobs can interpret the outputs.
+        patch_size: training patch side in pixels.
+        ngf: generator channels at full resolution.
+        z_dim: style code length.
+        start_size: side of the generator's starting grid at ``patch_size``.
+        max_mult: cap on the generator's channel multiplier.
+        spade_hidden: channels of the SPADE mask embeddings.
+        norm: parameter-free normalisation in SPADE (``instance`` or ``batch``).
+        spectral: spectral normalisation in the generator.
+        output_scale: the generator outputs ``output_scale * tanh(.)`` in normalised units.
+        use_vae: train a style encoder (image -> z); otherwise z ~ N(0, I) only.
+        nef: style encoder base channels.
+        ndf: discriminator base channels.
+        num_D: discriminator scales.
+        n_layers: stride-2 layers per discriminator.
+        lambda_gan: weight of the hinge GAN loss.
+        lambda_feat: weight of discriminator feature matching.
+        lambda_kld: weight of the KL term (with ``use_vae``).
+        lambda_vgg: weight of the VGG-19 perceptual loss (needs cached ImageNet weights).
+        lambda_div: weight of the DSGAN diversity loss (0 disables it).
+        tau: clamp of the diversity ratio (None: unbounded).
+        lr_g: generator (and encoder) learning rate.
+        lr_d: discriminator learning rate.
+        betas: Adam betas of both optimisers.
+        d_steps_per_g: discriminator steps per generator step.
+        ema: keep an exponential moving average of the generator for inference.
+        ema_decay: EMA decay (warmed up as ``min(decay, (1 + n) / (10 + n))``).
+        sample_every_n_steps: save a sample grid every this many generator steps (0: never).
+        sample_rows: masks shown in a sample grid.
+        num_samples: samples per mask in a sample grid.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        patch_size: int,
+        ngf: int = 64,
+        z_dim: int = 256,
+        start_size: int = 8,
+        max_mult: int = 16,
+        spade_hidden: int = 128,
+        norm: str = "instance",
+        spectral: bool = True,
+        output_scale: float = 5.0,
+        use_vae: bool = True,
+        nef: int = 64,
+        ndf: int = 64,
+        num_D: int = 2,  # noqa: N803
+        n_layers: int = 4,
+        lambda_gan: float = 1.0,
+        lambda_feat: float = 10.0,
+        lambda_kld: float = 0.05,
+        lambda_vgg: float = 0.0,
+        lambda_div: float = 0.0,
+        tau: float | None = None,
+        lr_g: float = 1e-4,
+        lr_d: float = 4e-4,
+        betas: Sequence[float] = (0.0, 0.9),
+        d_steps_per_g: int = 1,
+        ema: bool = False,
+        ema_decay: float = 0.999,
+        sample_every_n_steps: int = 500,
+        sample_rows: int = 4,
+        num_samples: int = 3,
+    ) -> None:
+        super().__init__()
+        data = dict(_plain(data))
+        betas = list(_plain(betas))
+        missing = [k for k in REQUIRED_METADATA if k not in data]
+        if missing:
+            raise ValueError(f"GeneratorTask data metadata lacks {missing}; pass "
+                             "datamodule.metadata()")
+        if d_steps_per_g < 1:
+            raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.num_classes = len(data["classes"])
+        self.bands = int(data["bands"])
+        self.generator = SPADEGenerator(self.num_classes, self.bands, patch_size, ngf, z_dim,
+                                        start_size, max_mult, spade_hidden, norm, spectral,
+                                        output_scale)
+        self.encoder = StyleEncoder(self.bands, z_dim, patch_size, nef) if use_vae else None
+        self.discriminator = MultiscaleDiscriminator(self.bands + self.num_classes, num_D, ndf,
+                                                     n_layers)
+        self.generator_ema: SPADEGenerator | None = None
+        if ema:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self._vgg: list[VGGPerceptualLoss] = []  # a list keeps it out of the checkpoint
+
+    # -- public interface -----------------------------------------------------------------
+    def inference_generator(self) -> nn.Module:
+        """The generator to sample with: the EMA copy if enabled (always in eval mode).
+
+        Its ``forward(onehot (B, K, H, W), z (B, z_dim))`` returns (B, bands, H, W) images in
+        the datamodule's normalised space; call ``.eval()`` on it before inference.
+        """
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Style code distribution ``(mu, logvar)`` of normalised images (B, C, H, W)."""
+        if self.encoder is None:
+            raise RuntimeError("this GeneratorTask was trained without a style encoder "
+                               "(use_vae=false); sample z with sample_z instead")
+        return self.encoder(image)
+
+    def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """Style codes from N(0, I), shape (batch, z_dim), on this module's device."""
+        device = generator.device if generator is not None else self.device
+        z = torch.randn(batch, self.hparams.z_dim, generator=generator, device=device)
+        return z.to(self.device)
+
+    def onehot(self, mask: Tensor) -> Tensor:
+        """One-hot encoding of a (B, H, W) mask with this task's classes."""
+        return mask_to_onehot(mask, self.num_classes)
+
+    # -- Lightning plumbing ------------------------------------------------------------------
+    def train(self, mode: bool = True) -> GeneratorTask:
+        """Set the training mode; the EMA generator always stays in eval mode."""
+        super().train(mode)
+        if self.generator_ema is not None:
+            self.generator_ema.eval()
+        return self
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam for generator + encoder, Adam for the discriminator."""
+        hp = self.hparams
+        g_params = list(self.generator.parameters())
+        if self.encoder is not None:
+            g_params += list(self.encoder.parameters())
+        opt_g = torch.optim.Adam(g_params, lr=hp.lr_g, betas=tuple(hp.betas))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d,
+                                 betas=tuple(hp.betas))
+        return [opt_g, opt_d]
+
+    def on_fit_start(self) -> None:
+        """Build the VGG perceptual loss when it is enabled (fails early without weights)."""
+        if self.hparams.lambda_vgg > 0 and not self._vgg:
+            self._vgg.append(VGGPerceptualLoss(self.hparams.data["rgb_bands"]).to(self.device))
+
+    # -- losses ----------------------------------------------------------------------------------
+    def _style_codes(self, image: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        if self.encoder is None:
+            return self.sample_z(image.shape[0]), None, None
+        mu, logvar = self.encoder(image)
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar), mu, logvar
+
+    def _discriminate(self, onehot: Tensor, images: Sequence[Tensor]) -> list[list[list[Tensor]]]:
+        """Discriminator features of several image batches (one pass, split back)."""
+        x = torch.cat([torch.cat([img, onehot], dim=1) for img in images])
+        outs = self.discriminator(x)
+        n = len(images)
+        split = [[feat.chunk(n) for feat in scale] for scale in outs]
+        return [[[feats[i] for feats in scale] for scale in split] for i in range(n)]
+
+    def _generate_fakes(self, image: Tensor, onehot: Tensor) -> tuple[list[Tensor], dict[str, Any]]:
+        """Fakes for a batch: from the encoded (or random) code, plus a second random code."""
+        z1, mu, logvar = self._style_codes(image)
+        extras: dict[str, Any] = {"z1": z1, "mu": mu, "logvar": logvar}
+        if self.hparams.lambda_div > 0:
+            z2 = self.sample_z(image.shape[0])
+            extras["z2"] = z2
+            fakes = list(self.generator(torch.cat([onehot, onehot]),
+                                        torch.cat([z1, z2])).chunk(2))
+        else:
+            fakes = [self.generator(onehot, z1)]
+        return fakes, extras
+
+    def generator_losses(self, image: Tensor, onehot: Tensor
+                         ) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
+        """Weighted generator loss, its unweighted terms, and the fakes.
+
+        All fakes get the adversarial loss; feature matching, KL and VGG apply to the
+        first fake (from the encoded code); the diversity loss compares the first fake
+        with the second one (random code) for the same mask.
+        """
+        hp = self.hparams
+        fakes, extras = self._generate_fakes(image, onehot)
+        real_out, *fake_outs = self._discriminate(onehot, [image, *fakes])
+        terms: dict[str, Tensor] = {}
+        weights: dict[str, float] = {}
+        terms["g_gan"] = torch.stack([hinge_g_loss(f) for f in fake_outs]).mean()
+        weights["g_gan"] = hp.lambda_gan
+        if hp.lambda_feat > 0:
+            terms["g_feat"] = feature_matching_loss(real_out, fake_outs[0])
+            weights["g_feat"] = hp.lambda_feat
+        if extras["mu"] is not None and hp.lambda_kld > 0:
+            terms["g_kld"] = kl_loss(extras["mu"], extras["logvar"])
+            weights["g_kld"] = hp.lambda_kld
+        if hp.lambda_vgg > 0:
+            if not self._vgg:
+                self.on_fit_start()
+            terms["g_vgg"] = self._vgg[0](fakes[0], image)
+            weights["g_vgg"] = hp.lambda_vgg
+        if hp.lambda_div > 0:
+            terms["g_div"] = diversity_loss(fakes[0], fakes[1], extras["z1"], extras["z2"],
+                                            hp.tau)
+            weights["g_div"] = hp.lambda_div
+        total = sum(weights[k] * v for k, v in terms.items())
+        assert isinstance(total, Tensor)
+        return total, terms, fakes
+
+    def discriminator_loss(self, image: Tensor, onehot: Tensor, fakes: Sequence[Tensor]
+                           ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Hinge loss of the discriminator on real vs (detached) fakes, with mean scores."""
+        real_out, *fake_outs = self._discriminate(onehot, [image, *(f.detach() for f in fakes)])
+        loss = torch.stack([hinge_d_loss(real_out, f) for f in fake_outs]).mean()
+        real_score = torch.stack([s[-1].mean() for s in real_out]).mean()
+        fake_score = torch.stack([s[-1].mean() for f in fake_outs for s in f]).mean()
+        return loss, {"d_loss": loss, "d_real": real_score.detach(),
+                      "d_fake": fake_score.detach()}
+
+    # -- training ------------------------------------------------------------------------------
+    def _guard(self, terms: Mapping[str, Tensor]) -> None:
+        """Stop on a non-finite loss term or gradient norm, before any optimiser step."""
+        for name, value in terms.items():
+            if not bool(torch.isfinite(value).all()):
+                raise FloatingPointError(
+                    f"non-finite {name} ({float(value.detach().float().mean())}) at generator "
+                    f"step {self.global_step} (batch {int(self.batches_seen)}): training "
+                    "stopped before the optimiser step; the last checkpoint holds the last "
+                    "finite state")
+
+    def _grad_norm(self, params: Sequence[nn.Parameter], name: str) -> Tensor:
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        # under a gradient scaler, inf gradients are expected and the step is skipped
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            self._guard({name: norm})
+        return norm
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One discriminator step, preceded by a generator step every ``d_steps_per_g`` batches."""
+        hp = self.hparams
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        image, onehot = batch["image"], self.onehot(batch["mask"])
+        bs = image.shape[0]
+        g_step = (int(self.batches_seen) + 1) % hp.d_steps_per_g == 0
+
+        if g_step:
+            with self.toggled_optimizer(opt_g):
+                total, terms, fakes = self.generator_losses(image, onehot)
+                self._guard({"g_total": total, **terms})
+                opt_g.zero_grad()
+                self.manual_backward(total)
+                g_norm = self._grad_norm([p for g in opt_g.param_groups for p in g["params"]],
+                                         "generator gradient norm")
+                opt_g.step()
+            self._update_ema()
+            self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
+            self.log_dict({"train/g_total": total.detach(), "train/g_grad_norm": g_norm},
+                          batch_size=bs)
+        else:
+            with torch.no_grad():
+                fakes, _ = self._generate_fakes(image, onehot)
+
+        with self.toggled_optimizer(opt_d):
+            d_loss, d_terms = self.discriminator_loss(image, onehot, fakes)
+            self._guard(d_terms)
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            d_norm = self._grad_norm(list(self.discriminator.parameters()),
+                                     "discriminator gradient norm")
+            # Through the strategy, not opt_d.step(): the precision plugin (AMP scaler, hooks)
+            # applies, but the step does not count towards trainer.global_step (= G steps).
+            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None,
+                                                 model=self)
+        self.batches_seen += 1
+        self.log_dict({f"train/{k}": v.detach() for k, v in d_terms.items()}, batch_size=bs)
+        self.log("train/d_grad_norm", d_norm, batch_size=bs)
+
+        every = hp.sample_every_n_steps
+        if g_step and every and self.global_step % every == 0 and self.trainer.is_global_zero:
+            self.save_sample_grid(batch)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        n = self.global_step
+        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
+        for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            e.lerp_(p, 1 - decay)
+        for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            e.copy_(b)
+
+    # -- validation -----------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Log ``val/class_spectra_l1``, ``val/l1_rec`` (with an encoder) and ``val/score``.
+
+        ``class_spectra_l1``: L1 between the per-class mean band values of real patches and
+        of samples with random codes (does the generator get each class's spectrum right).
+        ``l1_rec``: L1 between real patches and their reconstruction from the encoder mean.
+        ``score`` (lower is better) is ``l1_rec`` with an encoder, else ``class_spectra_l1``.
+        """
+        image, onehot = batch["image"], self.onehot(batch["mask"])
+        bs = image.shape[0]
+        gen = self.inference_generator()
+        seed = torch.Generator().manual_seed(batch_idx)
+        fake = gen(onehot, self.sample_z(bs, seed))
+        counts = onehot.sum(dim=(0, 2, 3))
+        real_mean = torch.einsum("bkhw,bchw->kc", onehot, image) / counts.clamp(min=1)[:, None]
+        fake_mean = torch.einsum("bkhw,bchw->kc", onehot, fake) / counts.clamp(min=1)[:, None]
+        spectra = (real_mean - fake_mean).abs()[counts > 0].mean()
+        self.log("val/class_spectra_l1", spectra, batch_size=bs)
+        score = spectra
+        if self.encoder is not None:
+            mu, _ = self.encoder(image)
+            score = (gen(onehot, mu) - image).abs().mean()
+            self.log("val/l1_rec", score, batch_size=bs)
+        self.log("val/score", score, batch_size=bs, prog_bar=True)
+
+    # -- sample grids ------------------------------------------------------------------------------
+    def _palette(self) -> Tensor:
+        cmap = matplotlib.colormaps["tab20"]
+        colours = torch.tensor([cmap(i % 20)[:3] for i in range(self.num_classes)])
+        ignore = self.hparams.data["ignore_index"]
+        if 0 <= ignore < self.num_classes:
+            colours[ignore] = 0.0
+        return colours
+
+    def _rgb(self, images: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        return ((images - lo) / (hi - lo)).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample_grid(self, batch: Mapping[str, Any], seed: int = 0) -> Tensor:
+        """An image grid (3, H, W) in [0, 1]: one row per mask, columns mask | real | samples.
+
+        Masks are colour-coded (ignored pixels black); images are RGB composites of
+        ``data.rgb_bands`` in raw units, stretched between the 2nd and 98th percentiles
+        of the real patches shown.
+        """
+        hp, data = self.hparams, self.hparams.data
+        n = min(hp.sample_rows, batch["image"].shape[0])
+        image = batch["image"][:n].to(self.device)
+        mask = batch["mask"][:n].to(self.device)
+        onehot = self.onehot(mask)
+        gen = self.inference_generator()
+        was_training = gen.training
+        gen.eval()
+        rng = torch.Generator().manual_seed(seed)
+        fakes = [gen(onehot, self.sample_z(n, rng)) for _ in range(hp.num_samples)]
+        gen.train(was_training)
+        mean = torch.as_tensor(data["mean"], device=self.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(data["std"], device=self.device).view(1, -1, 1, 1)
+        rgb = list(data["rgb_bands"])[:3]
+        if len(rgb) < 3:
+            rgb = [rgb[0]] * 3
+        real_rgb = (image * std + mean)[:, rgb]
+        flat = real_rgb.transpose(0, 1).flatten(1).float()
+        lo = torch.quantile(flat, 0.02, dim=1).view(1, -1, 1, 1)
+        hi = torch.quantile(flat, 0.98, dim=1).view(1, -1, 1, 1)
+        hi = torch.maximum(hi, lo + 1e-6)
+        mask_rgb = self._palette().to(self.device)[mask.clamp(0, self.num_classes - 1)]
+        mask_rgb = mask_rgb * ((mask >= 0) & (mask < self.num_classes)).unsqueeze(-1)
+        columns = [mask_rgb.permute(0, 3, 1, 2), self._rgb(real_rgb, lo, hi)]
+        columns += [self._rgb((f * std + mean)[:, rgb], lo, hi) for f in fakes]
+        tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: mask, real, samples
+        scale = max(1, 128 // image.shape[-1])
+        if scale > 1:
+            tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
+        return make_grid(tiles.float().cpu(), nrow=len(columns), padding=2, pad_value=1.0)
+
+    def save_sample_grid(self, batch: Mapping[str, Any]) -> Path:
+        """Write the sample grid to ``<run dir>/samples/step_XXXXXX.png`` and to image loggers."""
+        grid = self.sample_grid(batch)
+        out = Path(self.trainer.default_root_dir) / "samples"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"step_{self.global_step:06d}.png"
+        tmp = path.with_suffix(".png.part")
+        save_image(grid, tmp, format="png")
+        os.replace(tmp, path)
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="samples", images=[str(path)], step=self.global_step)
+        return path
+
