@@ -1,0 +1,202 @@
+"""Real / synthetic mixing of training patches.
+
+Synthetic imagery comes from a directory (``mix.source``, one per generator, e.g.
+one per diversity weight lambda) laid out as the synthesis job writes it::
+
+    <source>/<tile stem>_s<k>.tif     k = 0..K-1 samples per tile (GeoTIFF)
+    <source>/<tile stem>.tif          also accepted: a single sample
+    <source>/manifest.json            optional; not needed here
+
+A synthetic image is drawn for the *mask* of its tile, so it lies on the mask's pixel
+grid (same width and height and, for georeferenced data, same CRS and transform)
+and has the data's band count; every training tile needs one. Synthetic tiles are
+checked and cached like real ones (a synthetic tile is a
+``TilePair(name, image=<synthetic file>, mask=<real mask>)`` in the
+:class:`~synthsat.data.cache.TileCache`), so patches are memory-map slices.
+
+Modes (``N`` = ``data.patches_per_epoch``, ``r`` = ``mix.ratio``, ``k`` = ``mix.copies``):
+
+``replace`` (the paper's semantics)
+    ``N`` patches per epoch at the usual random positions; each patch is cut from the
+    co-located synthetic image instead of the real one with probability ``r`` (same
+    mask), choosing one of the tile's ``K`` samples uniformly. ``r = 0`` is real-only
+    (no synthetic source needed), ``r = 1`` synthetic-only with ``N`` patches.
+
+``add``
+    The pool of images is the real tiles plus ``k`` synthetic versions of each (samples
+    ``s0 .. s{k-1}``; at least ``k`` must exist). The epoch holds
+    ``round((1 - r) * N)`` real patches plus ``k * N`` synthetic ones (``N`` per
+    version), drawn in random order. So ``r = 0, copies = k`` is the real data plus
+    ``k`` synthetic copies, and ``r = 1, copies = k`` is synthetic-only with ``k``
+    versions (the paper's 2.0 and 3.0 runs, which see ``k`` times the data per epoch).
+
+Validation and test data never pass through here: they are always real.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from synthsat.data.cache import CachedTile
+from synthsat.data.datasets import Normalizer, RandomPatchDataset
+from synthsat.data.errors import DataError
+from synthsat.data.tiles import TilePair
+
+if TYPE_CHECKING:
+    from synthsat.data.datamodule import LandCoverDataModule
+
+MODES = ("replace", "add")
+SYNTHETIC_SUFFIXES = (".tif", ".tiff")
+MIX_KEYS = {"ratio", "mode", "source", "copies"}
+
+
+def find_synthetic(source: str | Path, stem: str) -> list[Path]:
+    """Synthetic images of tile ``stem`` in ``source``, ordered by sample index.
+
+    ``<stem>_s<k>.tif`` files come first by ``k``; a plain ``<stem>.tif`` counts as one
+    more sample.
+    """
+    pattern = re.compile(rf"^{re.escape(stem)}(?:_s(\d+))?$")
+    found: list[tuple[int, Path]] = []
+    for path in Path(source).iterdir():
+        if path.suffix.lower() not in SYNTHETIC_SUFFIXES or not path.is_file():
+            continue
+        match = pattern.match(path.stem)
+        if match:
+            k = int(match.group(1)) if match.group(1) is not None else -1
+            found.append((k, path))
+    ordered = sorted(p for p in found if p[0] >= 0) + [p for p in found if p[0] < 0]
+    return [path for _, path in ordered]
+
+
+def load_synthetic_tiles(datamodule: LandCoverDataModule, source: str | Path,
+                         need: int = 1) -> list[list[CachedTile]]:
+    """Check and cache the synthetic samples of every training tile.
+
+    Args:
+        datamodule: a set-up datamodule (its training tiles and tile cache are used).
+        source: directory of synthetic GeoTIFFs (see the module docstring).
+        need: samples each tile must have.
+
+    Returns:
+        per training tile (in ``datamodule.tiles["train"]`` order), its cached samples.
+
+    Raises:
+        DataError: missing directory or samples, or a sample that does not match its
+            mask's grid or the data's band count.
+    """
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise DataError(f"mix.source {root}: synthetic image directory does not exist")
+    result: list[list[CachedTile]] = []
+    for tile in datamodule.tiles["train"]:
+        paths = find_synthetic(root, tile.name)
+        if len(paths) < need:
+            have = f"only {len(paths)} ({', '.join(p.name for p in paths)})" if paths else "none"
+            raise DataError(
+                f"mix.source {root}: training tile '{tile.name}' needs {need} synthetic "
+                f"sample(s) but has {have}; expected {root / f'{tile.name}_s0.tif'}"
+                f"{f' .. _s{need - 1}.tif' if need > 1 else ''}")
+        samples = []
+        for path in paths:
+            cached = datamodule.cache.load(TilePair(path.stem, path, tile.pair.mask))
+            if cached.image.shape[1:] != tile.image.shape[1:]:
+                raise DataError(f"{path}: synthetic image is {cached.image.shape[1:]} px but "
+                                f"tile '{tile.name}' is {tile.image.shape[1:]} px")
+            samples.append(cached)
+        result.append(samples)
+    return result
+
+
+class MixedPatchDataset(RandomPatchDataset):
+    """Random training patches cut from the real image or a synthetic version of it.
+
+    Args:
+        tiles: real training tiles.
+        synthetic: per tile, its synthetic versions (same grid).
+        real_probability: chance that a patch is cut from the real image; otherwise a
+            synthetic version is chosen uniformly.
+        patch_size: patch side in pixels.
+        length: patches per epoch.
+        normalize: band normaliser (the real data's).
+        ignore_index: mask fill value for padding.
+        augment: random flips and 90-degree rotations.
+    """
+
+    def __init__(self, tiles: list[CachedTile], synthetic: list[list[CachedTile]],
+                 real_probability: float, patch_size: int, length: int,
+                 normalize: Normalizer, ignore_index: int, augment: bool = True) -> None:
+        super().__init__(tiles, patch_size, length, normalize, ignore_index, augment=augment)
+        if len(synthetic) != len(tiles):
+            raise ValueError(f"{len(synthetic)} synthetic tile lists for {len(tiles)} tiles")
+        if not 0.0 <= real_probability <= 1.0:
+            raise ValueError(f"real_probability must be in [0, 1], got {real_probability}")
+        if real_probability < 1.0 and any(not s for s in synthetic):
+            raise ValueError("every tile needs a synthetic version when real_probability < 1")
+        self.synthetic = synthetic
+        self.real_probability = real_probability
+
+    def choose_image(self, tile_index: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        """The real image with ``real_probability``, else one of the tile's synthetic ones."""
+        if rng.random() < self.real_probability:
+            return self.tiles[tile_index].image, False
+        versions = self.synthetic[tile_index]
+        return versions[int(rng.integers(len(versions)))].image, True
+
+
+def _mix_settings(mix_cfg: Mapping[str, Any]) -> tuple[float, str, Any, int]:
+    unknown = set(mix_cfg) - MIX_KEYS
+    if unknown:
+        raise ValueError(f"unknown mix setting(s) {sorted(unknown)}; expected {sorted(MIX_KEYS)}")
+    ratio = float(mix_cfg.get("ratio") or 0.0)
+    mode = str(mix_cfg.get("mode") or "replace")
+    copies = int(mix_cfg.get("copies") if mix_cfg.get("copies") is not None else 1)
+    if mode not in MODES:
+        raise ValueError(f"mix.mode must be one of {MODES}, got '{mode}'")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"mix.ratio must be in [0, 1], got {ratio}")
+    if mode == "add" and copies < 1:
+        raise ValueError(f"mix.copies must be >= 1 in add mode, got {copies}")
+    return ratio, mode, mix_cfg.get("source"), copies
+
+
+def build_mixed_dataset(datamodule: LandCoverDataModule, mix_cfg: Mapping[str, Any]) -> Dataset:
+    """The training dataset of ``datamodule`` with synthetic imagery mixed in.
+
+    Args:
+        datamodule: a set-up :class:`~synthsat.data.LandCoverDataModule`.
+        mix_cfg: ``ratio`` (0..1), ``mode`` (``replace`` or ``add``), ``source``
+            (directory of synthetic GeoTIFFs) and ``copies`` (synthetic versions per
+            tile in ``add`` mode); see the module docstring.
+
+    Returns:
+        a plain :class:`~synthsat.data.datasets.RandomPatchDataset` for real-only
+        settings (``replace`` with ratio 0), else a :class:`MixedPatchDataset`.
+    """
+    ratio, mode, source, copies = _mix_settings(mix_cfg)
+    dm = datamodule
+    assert dm.normalizer is not None
+    real = dm.tiles["train"]
+    n = dm.patches_per_epoch
+    if mode == "replace" and ratio == 0.0:
+        return RandomPatchDataset(real, dm.patch_size, n, dm.normalizer, dm.ignore_index,
+                                  augment=dm.augment)
+    if source is None or str(source) == "":
+        raise ValueError(f"mix.ratio={ratio} in '{mode}' mode needs mix.source (a directory "
+                         "of synthetic GeoTIFFs)")
+    if mode == "replace":
+        synthetic = load_synthetic_tiles(dm, source, need=1)
+        real_probability, length = 1.0 - ratio, n
+    else:
+        synthetic = [s[:copies] for s in load_synthetic_tiles(dm, source, need=copies)]
+        n_real = round((1.0 - ratio) * n)
+        length = n_real + copies * n
+        real_probability = n_real / length
+    return MixedPatchDataset(real, synthetic, real_probability, dm.patch_size, length,
+                             dm.normalizer, dm.ignore_index, augment=dm.augment)

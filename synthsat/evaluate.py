@@ -1,0 +1,76 @@
+"""Score a segmentation checkpoint on real imagery.
+
+``python -m synthsat.evaluate ckpt=<run>/checkpoints/last.ckpt data=dubai``
+
+Writes ``<run dir>/metrics.json`` (mIoU over the scored classes, per-class IoU, pixel
+accuracy, confusion matrix). The checkpoint's band normalisation is applied to the data.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from synthsat.data.errors import DataError
+from synthsat.metrics.segmentation import evaluate_model, write_metrics
+from synthsat.runtime import prepare_run
+from synthsat.tasks.segmentation import SegmentationTask
+from synthsat.train_segmentation import config_choice
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score ``cfg.ckpt`` on ``cfg.split`` of ``cfg.data`` and write ``metrics.json``."""
+    out = prepare_run(cfg)
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt={ckpt}: checkpoint file does not exist")
+    if cfg.split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got '{cfg.split}'")
+    device = str(cfg.get("device", "auto"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    task = SegmentationTask.load_from_checkpoint(ckpt, map_location=device)
+    meta = task.hparams.metadata
+    datamodule = instantiate(cfg.data, mean=meta["mean"], std=meta["std"])
+    datamodule.setup("test")
+    if datamodule.bands != meta["bands"] or datamodule.classes != list(meta["classes"]):
+        raise DataError(
+            f"ckpt={ckpt}: the model was trained on {meta['bands']} bands and classes "
+            f"{meta['classes']}, but the data has {datamodule.bands} bands and classes "
+            f"{datamodule.classes}")
+    loader = (datamodule.test_dataloader() if cfg.split == "test"
+              else datamodule.val_dataloader())
+    start = time.perf_counter()
+    result = evaluate_model(task, loader, datamodule.num_classes, datamodule.scored_classes,
+                            datamodule.ignore_index, datamodule.classes, device=device)
+    metrics = {
+        "split": cfg.split,
+        **result,
+        "classes": datamodule.classes,
+        "scored_classes": datamodule.scored_classes,
+        "data": config_choice("data"),
+        "data_root": datamodule.source.describe(),
+        "checkpoint": str(ckpt.resolve()),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "run_dir": str(out.resolve()),
+    }
+    write_metrics(out / "metrics.json", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Console entry point ``synthsat-evaluate``."""
+    metrics = evaluate(cfg)
+    print(f"{metrics['split']} mIoU {metrics['miou']:.4f}, pixel accuracy "
+          f"{metrics['pixel_accuracy']:.4f} -> {metrics['run_dir']}/metrics.json")
+
+
+if __name__ == "__main__":
+    main()

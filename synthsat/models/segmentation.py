@@ -1,0 +1,115 @@
+"""Segmentation networks: a U-Net around segmentation-models-pytorch.
+
+Pretrained encoder weights are never downloaded: ``encoder_weights="imagenet"``
+is accepted only when the weights are already in the local Hugging Face cache
+(where segmentation-models-pytorch looks for them); otherwise
+:class:`EncoderWeightsError` says how to provide them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
+from torch import nn
+
+WEIGHT_FILES = ("config.json", "model.safetensors")
+
+
+class EncoderWeightsError(RuntimeError):
+    """Pretrained encoder weights were asked for but are not available offline."""
+
+
+def cached_encoder_weights(encoder_name: str, weights: str) -> Path:
+    """The local file of pretrained ``weights`` for ``encoder_name``.
+
+    Args:
+        encoder_name: a segmentation-models-pytorch encoder name, e.g. ``resnet18``.
+        weights: a pretrained variant of that encoder, e.g. ``imagenet``.
+
+    Returns:
+        the path of the cached ``model.safetensors``.
+
+    Raises:
+        EncoderWeightsError: unknown variant, or the files are not in the local cache.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if encoder_name not in SMP_ENCODERS:
+        raise EncoderWeightsError(
+            f"encoder '{encoder_name}': pretrained weights are only supported for "
+            "segmentation-models-pytorch encoders (e.g. resnet18, resnet50); "
+            "use segmentation.encoder_weights=null")
+    settings = SMP_ENCODERS[encoder_name]["pretrained_settings"]
+    if weights not in settings:
+        raise EncoderWeightsError(
+            f"encoder '{encoder_name}' has no '{weights}' weights "
+            f"(available: {', '.join(settings)}); use segmentation.encoder_weights=null")
+    repo_id, revision = settings[weights]["repo_id"], settings[weights]["revision"]
+    found: dict[str, Path] = {}
+    for name in WEIGHT_FILES:
+        path = try_to_load_from_cache(repo_id, name, revision=revision)
+        if isinstance(path, str):
+            found[name] = Path(path)
+    missing = [n for n in WEIGHT_FILES if n not in found]
+    if missing:
+        raise EncoderWeightsError(
+            f"'{weights}' weights of encoder '{encoder_name}' are not in the local Hugging "
+            f"Face cache (missing {', '.join(missing)} of {repo_id} at revision {revision}) "
+            "and synthsat never downloads weights. Provide them on a machine with network "
+            f"access with `huggingface-cli download {repo_id} --revision {revision}` and "
+            "copy the cache (HF_HOME, default ~/.cache/huggingface) here, or train from "
+            "scratch with segmentation.encoder_weights=null")
+    return found["model.safetensors"]
+
+
+def build_unet(
+    in_channels: int,
+    classes: int,
+    encoder_name: str = "resnet18",
+    encoder_weights: str | None = None,
+    encoder_depth: int = 5,
+    decoder_channels: Sequence[int] | None = None,
+) -> nn.Module:
+    """A U-Net returning per-class logits (B, classes, H, W).
+
+    Args:
+        in_channels: image bands.
+        classes: number of classes (output channels).
+        encoder_name: segmentation-models-pytorch encoder, e.g. ``resnet18`` or ``resnet50``.
+        encoder_weights: None (random init) or a pretrained variant such as ``imagenet``
+            (must already be cached locally, see :func:`cached_encoder_weights`).
+        encoder_depth: encoder stages (3..5); input sides must be multiples of
+            ``2 ** encoder_depth``.
+        decoder_channels: decoder widths, one per encoder stage (default: smp's
+            ``256, 128, 64, 32, 16`` truncated to ``encoder_depth``).
+
+    Raises:
+        EncoderWeightsError: pretrained weights requested but not available offline.
+        ValueError: bad sizes.
+    """
+    if in_channels < 1 or classes < 2:
+        raise ValueError(f"a U-Net needs in_channels >= 1 and classes >= 2, got "
+                         f"in_channels={in_channels}, classes={classes}")
+    if not 3 <= encoder_depth <= 5:
+        raise ValueError(f"encoder_depth must be 3, 4 or 5, got {encoder_depth}")
+    if decoder_channels is None:
+        decoder_channels = (256, 128, 64, 32, 16)[5 - encoder_depth :]
+    if len(decoder_channels) != encoder_depth:
+        raise ValueError(f"decoder_channels needs {encoder_depth} values (one per encoder "
+                         f"stage), got {list(decoder_channels)}")
+    if encoder_weights is not None:
+        cached_encoder_weights(encoder_name, encoder_weights)
+    elif encoder_name not in SMP_ENCODERS and not encoder_name.startswith("tu-"):
+        raise ValueError(f"unknown encoder '{encoder_name}' (segmentation-models-pytorch "
+                         f"encoders: {', '.join(sorted(SMP_ENCODERS)[:12])}, ...)")
+    return smp.Unet(
+        encoder_name=encoder_name,
+        encoder_weights=encoder_weights,
+        encoder_depth=encoder_depth,
+        decoder_channels=list(decoder_channels),
+        in_channels=in_channels,
+        classes=classes,
+    )

@@ -1,0 +1,212 @@
+"""``SegmentationTask``: a U-Net trained on land-cover masks, scored per split.
+
+The data's :meth:`~synthsat.data.LandCoverDataModule.metadata` (classes, bands,
+ignore index, scored classes, band normalisation) is part of the hyperparameters,
+so a checkpoint alone says how to feed and read the model::
+
+    task = SegmentationTask.load_from_checkpoint(path)
+    logits = task.predict_logits(task.normalize(raw_image))   # or an already-normalised batch
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+
+from synthsat.data.datasets import Normalizer
+from synthsat.metrics.segmentation import SegmentationScores
+from synthsat.models.segmentation import build_unet
+
+LOSSES = ("ce", "jaccard", "focal")
+METADATA_KEYS = ("classes", "bands", "ignore_index", "scored_classes", "mean", "std")
+
+
+def _plain(value: Any) -> Any:
+    """Python dicts / lists in place of OmegaConf containers (recursively)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def build_loss(name: str, num_classes: int, ignore_index: int | None) -> nn.Module:
+    """A multiclass segmentation loss on logits (B, K, H, W) and labels (B, H, W).
+
+    Args:
+        name: ``ce`` (cross-entropy), ``jaccard`` (soft IoU, the paper's) or ``focal``.
+        num_classes: number of classes K.
+        ignore_index: label value that contributes nothing to the loss (or None).
+    """
+    if name == "ce":
+        return nn.CrossEntropyLoss(ignore_index=-100 if ignore_index is None else ignore_index)
+    # smp's multiclass Jaccard and focal losses mask ignored pixels out of both the
+    # labels and the predictions; an ignore index that is itself a class is also left
+    # out of the Jaccard class mean.
+    if name == "jaccard":
+        classes = [c for c in range(num_classes) if c != ignore_index]
+        return smp.losses.JaccardLoss("multiclass", classes=classes, from_logits=True,
+                                      ignore_index=ignore_index)
+    if name == "focal":
+        return smp.losses.FocalLoss("multiclass", ignore_index=ignore_index)
+    raise ValueError(f"unknown segmentation loss '{name}', expected one of {LOSSES}")
+
+
+class SegmentationTask(L.LightningModule):
+    """Semantic segmentation with a U-Net, Adam and ReduceLROnPlateau on validation loss.
+
+    Args:
+        metadata: the datamodule's ``metadata()`` (classes, bands, ignore index, scored
+            classes, band mean / std).
+        encoder_name: segmentation-models-pytorch encoder (``resnet18`` on CPU,
+            ``resnet50`` as in the paper).
+        encoder_weights: None (random init) or ``imagenet`` (only from the local cache).
+        encoder_depth: encoder stages (3..5).
+        decoder_channels: decoder widths (default: smp's, truncated to the depth).
+        loss: ``ce``, ``jaccard`` or ``focal``; the ignore index never contributes.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        lr_patience: validation epochs without improvement before the learning rate drops
+            (the paper: 10).
+        lr_factor: learning-rate multiplier on a plateau.
+        min_lr: lowest learning rate.
+        monitor: metric watched by the scheduler.
+    """
+
+    def __init__(
+        self,
+        metadata: dict[str, Any],
+        encoder_name: str = "resnet18",
+        encoder_weights: str | None = None,
+        encoder_depth: int = 5,
+        decoder_channels: Sequence[int] | None = None,
+        loss: str = "ce",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_patience: int = 10,
+        lr_factor: float = 0.1,
+        min_lr: float = 1e-6,
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        missing = [k for k in METADATA_KEYS if k not in metadata]
+        if missing:
+            raise ValueError(f"SegmentationTask metadata lacks {missing}; pass the "
+                             "datamodule's metadata()")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown segmentation loss '{loss}', expected one of {LOSSES}")
+        # plain containers, so checkpoints load with torch.load(weights_only=True)
+        metadata = _plain(metadata)
+        decoder_channels = _plain(decoder_channels)
+        self.save_hyperparameters()
+        self.classes: list[str] = list(metadata["classes"])
+        self.num_classes = len(self.classes)
+        self.ignore_index: int | None = metadata["ignore_index"]
+        self.scored_classes: list[int] = list(metadata["scored_classes"])
+        self.normalize = Normalizer(np.asarray(metadata["mean"]), np.asarray(metadata["std"]))
+        self.model = build_unet(int(metadata["bands"]), self.num_classes, encoder_name,
+                                encoder_weights, encoder_depth, decoder_channels)
+        self.pad_multiple = 2**encoder_depth
+        self.criterion = build_loss(loss, self.num_classes, self.ignore_index)
+        # keyed "<split>_scores": a ModuleDict key may not shadow nn.Module.train
+        self.scores = nn.ModuleDict({
+            f"{split}_scores": SegmentationScores(self.num_classes, self.scored_classes,
+                                                  self.ignore_index, self.classes)
+            for split in ("train", "val", "test")
+        })
+
+    # -- inference -------------------------------------------------------------------
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) of normalised images whose sides fit the encoder depth."""
+        return self.model(image)
+
+    def predict_logits(self, image_norm: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) of normalised images (B, C, H, W) or (C, H, W) of any size.
+
+        Images are padded at the bottom-right (reflect, or replicate for tiny ones)
+        to a multiple of ``2 ** encoder_depth`` and the logits cropped back.
+        """
+        squeeze = image_norm.ndim == 3
+        x = image_norm.unsqueeze(0) if squeeze else image_norm
+        if x.shape[1] != self.hparams.metadata["bands"]:
+            raise ValueError(f"image has {x.shape[1]} bands, the model was trained on "
+                             f"{self.hparams.metadata['bands']}")
+        x = x.to(self.device, torch.float32)
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        ph, pw = math.ceil(h / m) * m - h, math.ceil(w / m) * m - w
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        logits = self.model(x)[..., :h, :w]
+        return logits[0] if squeeze else logits
+
+    # -- training ----------------------------------------------------------------------
+    def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+        image, mask = batch["image"], batch["mask"]
+        logits = self(image)
+        loss = self.criterion(logits, mask)
+        bs = image.shape[0]
+        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
+                 batch_size=bs, prog_bar=split != "test")
+        self.scores[f"{split}_scores"].update(logits.detach(), mask)
+        if split == "train" and "synthetic" in batch:
+            self.log("train/synthetic_share", batch["synthetic"].float().mean(),
+                     on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_scores(self, split: str) -> None:
+        result = self.scores[f"{split}_scores"].compute()
+        self.scores[f"{split}_scores"].reset()
+        values = {f"{split}/miou": result["miou"], f"{split}/acc": result["pixel_accuracy"]}
+        for name, iou in result["iou"].items():
+            values[f"{split}/iou_{name.replace(' ', '_')}"] = iou
+        self.log_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()})
+        if split == "test":
+            self.test_results = result
+
+    def on_train_epoch_end(self) -> None:
+        self._log_scores("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.scores["test_scores"].reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=hp.lr_factor, patience=hp.lr_patience,
+            min_lr=hp.min_lr)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": hp.monitor,
+                                 "interval": "epoch", "strict": False}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints hold trained weights: reloading needs no pretrained encoder."""
+        checkpoint["hyper_parameters"]["encoder_weights"] = None
