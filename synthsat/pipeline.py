@@ -1,22 +1,259 @@
-"""The whole study as one resumable job: ``python -m synthsat.pipeline experiment=NAME``."""
+"""The whole study as one resumable job: ``python -m synthsat.pipeline experiment=NAME``.
+
+Stages, each run as its own Hydra job (its own run directory with its resolved config)::
+
+    generator/<lambda>      train the generator per lambda_div
+    synthesis/<lambda>      synthesise the training tiles per lambda_div
+    segmentation/<run>      train + test segmentation per (ratio, lambda_div, seed)
+    synthetic_metrics/<l>   fidelity and diversity per lambda_div
+    report                  results/<experiment>/{report.md, summary.csv, *.png}
+
+A stage's directory is named after its parameters and a hash of its overrides; a
+``done.json`` there marks it finished, so a rerun skips it and an interrupted study
+continues where it stopped.
+"""
 
 from __future__ import annotations
 
-import hydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from synthsat.data import DataError
+from synthsat.report import summarise
 from synthsat.runtime import prepare_run
+from synthsat.samples import sample_grid
+
+
+@dataclass
+class Stage:
+    """One job of the study: a module run with Hydra overrides in its own directory."""
+
+    kind: str
+    label: str
+    module: str
+    overrides: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Hash of what determines the stage's outputs."""
+        blob = json.dumps([self.module, self.overrides], sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+    def directory(self, results: Path) -> Path:
+        """Where the stage writes (named by label and hash)."""
+        return results / self.kind / f"{self.label}-{self.key}"
+
+
+class StageFailed(RuntimeError):
+    """A stage's job exited with an error."""
+
+
+def run_stage(stage: Stage, results: Path, log: list[str]) -> Path:
+    """Run ``stage`` unless it is already done; return its directory."""
+    out = stage.directory(results)
+    done = out / "done.json"
+    if done.exists():
+        log.append(f"skip  {stage.kind}/{stage.label} (done)")
+        print(f"[pipeline] skip {stage.kind}/{stage.label}: done in {out}", flush=True)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
+    print(f"[pipeline] run  {stage.kind}/{stage.label}: {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    with open(out / "stage.log", "w") as logfile:
+        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (out / "stage.log").read_text().splitlines()[-25:]
+        raise StageFailed(
+            f"stage {stage.kind}/{stage.label} failed (exit {proc.returncode}); "
+            f"log: {out / 'stage.log'}\n" + "\n".join(tail)
+        )
+    record = {
+        "kind": stage.kind,
+        "label": stage.label,
+        "module": stage.module,
+        "overrides": stage.overrides,
+        "params": stage.params,
+        "seconds": seconds,
+    }
+    tmp = out / ".done.json.part"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, done)
+    log.append(f"ran   {stage.kind}/{stage.label} in {seconds:.0f} s")
+    print(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s", flush=True)
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{float(x):g}"
+
+
+def data_choice() -> str:
+    """The data config group chosen for this run (e.g. ``toyworld``)."""
+    return str(HydraConfig.get().runtime.choices["data"])
+
+
+def check_data(cfg: DictConfig) -> Any:
+    """Build the study's datamodule once: fails fast, with the source's own message,
+    when the data is missing or bad, before any stage starts."""
+    data_cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(cfg.pipeline.data_overrides)))
+    datamodule = instantiate(data_cfg.data)
+    try:
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    except DataError as err:
+        raise SystemExit(f"[pipeline] data problem: {err}") from err
+    print(datamodule.summary(), flush=True)
+    return datamodule
+
+
+def _seg_label(ratio: float, mode: str, copies: int, lambda_div: float | None, seed: int) -> str:
+    label = f"r{_fmt(ratio)}-{mode}" + (f"x{copies}" if mode == "add" else "")
+    return label + ("" if lambda_div is None else f"-lambda{_fmt(lambda_div)}") + f"-seed{seed}"
+
+
+def segmentation_runs(p: DictConfig) -> list[dict[str, Any]]:
+    """(ratio, mode, copies, lambda, seed) of every segmentation run; real-only runs do not
+    depend on lambda and run once per seed."""
+    runs: list[dict[str, Any]] = []
+    for seed in p.seeds:
+        if any(float(r) == 0 for r in p.ratios):
+            runs.append(
+                {"ratio": 0.0, "mode": "replace", "copies": 0, "lambda_div": None, "seed": seed}
+            )
+        for lam in p.lambdas:
+            runs += [
+                {"ratio": float(r), "mode": "replace", "copies": 0, "lambda_div": lam, "seed": seed}
+                for r in p.ratios
+                if float(r) > 0
+            ]
+            runs += [
+                {"ratio": 1.0, "mode": "add", "copies": int(k), "lambda_div": lam, "seed": seed}
+                for k in p.copies
+            ]
+    return runs
+
+
+def run_study(cfg: DictConfig) -> Path:
+    """Run every stage of the study (skipping finished ones) and write the report."""
+    p = cfg.pipeline
+    results = Path(p.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    datamodule = check_data(cfg)
+    common = [f"data={data_choice()}", *p.data_overrides, f"experiment_name={cfg.experiment_name}"]
+    logged = [*common, f"logger={p.logger}"]
+    log: list[str] = []
+    stage_time: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def run(stage: Stage) -> Path:
+        start = time.perf_counter()
+        out = run_stage(stage, results, log)
+        stage_time[stage.kind] = stage_time.get(stage.kind, 0.0) + time.perf_counter() - start
+        return out
+
+    synthetic: dict[float, Path] = {}
+    for lam in p.lambdas:
+        name = f"lambda{_fmt(lam)}"
+        gen_dir = run(
+            Stage(
+                "generator",
+                name,
+                "synthsat.train_generator",
+                [
+                    *logged,
+                    *p.generator_overrides,
+                    f"generator.lambda_div={lam}",
+                    f"seed={p.generator_seed}",
+                ],
+                {"lambda_div": lam},
+            )
+        )
+        syn_dir = run(
+            Stage(
+                "synthesis",
+                name,
+                "synthsat.synthesize",
+                [
+                    *common,
+                    *p.synthesize_overrides,
+                    f"ckpt={gen_dir / 'checkpoints' / 'last.ckpt'}",
+                    f"samples={p.samples}",
+                    "out=${paths.output_dir}/tiles",
+                    "splits=[train]",
+                    f"style={p.style}",
+                    f"seed={p.synthesis_seed}",
+                ],
+                {"lambda_div": lam},
+            )
+        )
+        synthetic[lam] = syn_dir / "tiles"
+
+    real_ckpt: str | None = None
+    for params in segmentation_runs(p):
+        mix = [
+            f"mix.ratio={params['ratio']}",
+            f"mix.mode={params['mode']}",
+            f"mix.copies={max(params['copies'], 1)}",
+        ]
+        if params["lambda_div"] is not None:
+            mix.append(f"mix.source={synthetic[params['lambda_div']]}")
+        out = run(
+            Stage(
+                "segmentation",
+                _seg_label(**params),
+                "synthsat.train_segmentation",
+                [*logged, *p.segmentation_overrides, *mix, f"seed={params['seed']}"],
+                params,
+            )
+        )
+        if real_ckpt is None and params["lambda_div"] is None:
+            real_ckpt = json.loads((out / "metrics.json").read_text()).get("checkpoint")
+
+    if p.synthetic_metrics:
+        for lam, tiles in synthetic.items():
+            extra = [f"seg_ckpt={real_ckpt}"] if real_ckpt else []
+            run(
+                Stage(
+                    "synthetic_metrics",
+                    f"lambda{_fmt(lam)}",
+                    "synthsat.evaluate_synthetic",
+                    [*logged, f"synthetic={tiles}", *extra, *p.synthetic_metric_overrides],
+                    {"lambda_div": lam},
+                )
+            )
+
+    sample_grid(datamodule, synthetic, results / "sample_grid.png")
+    timing = {"total_s": time.perf_counter() - t0, "stages": stage_time, "log": log}
+    (results / "timing.json").write_text(json.dumps(timing, indent=2))
+    report = summarise(results, mark_paper=bool(p.mark_paper))
+    print(f"[pipeline] report: {report}")
+    print(report.read_text())
+    return report
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
 def main(cfg: DictConfig) -> None:
-    """Run the pipeline stages that exist so far: build, check and summarise the data."""
+    """Run the study configured by ``experiment=NAME``."""
     prepare_run(cfg)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    print(datamodule.summary())
+    if cfg.get("pipeline") is None:
+        raise SystemExit("choose a study: python -m synthsat.pipeline experiment=demo|dubai|paper")
+    print(OmegaConf.to_yaml(cfg.pipeline))
+    run_study(cfg)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,6 +21,10 @@ def prepare_run(cfg: DictConfig) -> Path:
     Returns:
         the run directory (``cfg.paths.output_dir``).
     """
+    if cfg.get("num_threads"):
+        # One intra-op thread by default: on a small shared CPU, OpenMP threads competing
+        # with data-loader workers and other jobs made steps up to 10x slower.
+        torch.set_num_threads(int(cfg.num_threads))
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     out = Path(cfg.paths.output_dir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from synthsat.train_generator import train
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY: dict[str, Any] = dict(ngf=4, z_dim=8, start_size=4, max_mult=4, spade_hidden=8, nef=4,
                             ndf=8, num_D=1, n_layers=2, sample_every_n_steps=0, ema=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: a single intra-op thread is faster and immune to busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import huggingface_hub.constants as hf_constants
@@ -11,15 +10,6 @@ import torch
 
 from synthsat.models.segmentation import EncoderWeightsError, build_unet
 from synthsat.tasks.segmentation import LOSSES, SegmentationTask, build_loss
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small tensors: a single intra-op thread is faster and immune to busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 METADATA = {
     "classes": ["no-data", "water", "land"],

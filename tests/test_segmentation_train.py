@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,6 @@ from omegaconf import DictConfig
 from synthsat.evaluate import evaluate
 from synthsat.metrics.segmentation import scores_from_confusion
 from synthsat.train_segmentation import train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small tensors: a single intra-op thread is faster and immune to busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
