@@ -4,7 +4,6 @@ and offline wandb tracking."""
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
