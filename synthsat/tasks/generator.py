@@ -412,7 +412,7 @@ class GeneratorTask(L.LightningModule):
         return make_grid(tiles.float().cpu(), nrow=len(columns), padding=2, pad_value=1.0)
 
     def save_sample_grid(self, batch: Mapping[str, Any]) -> Path:
-        """Write the sample grid to ``<run dir>/samples/step_XXXXXX.png`` and to image loggers."""
+        """Write the sample grid to ``<run dir>/samples/step_<step>.png`` and to image loggers."""
         grid = self.sample_grid(batch)
         out = Path(self.trainer.default_root_dir) / "samples"
         out.mkdir(parents=True, exist_ok=True)
