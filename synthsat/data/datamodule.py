@@ -46,7 +46,7 @@ class LandCoverDataModule(L.LightningDataModule):
         cache_dir: where decoded tiles and statistics are cached.
         seed: seed for fixed validation patches.
         mix: real / synthetic mixing of training patches (see :mod:`synthsat.data.mixing`);
-            None or ratio 0 trains on real imagery only. Validation and test are always real.
+            None trains on real imagery only. Validation and test are always real.
     """
 
     def __init__(
