@@ -4,11 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from synthsat.data import toyworld
+from synthsat.data import LandCoverDataModule, ToyWorldSource, toyworld
+
+
+def toy_datamodule(root: Path, cache_dir: Path, **overrides: Any) -> LandCoverDataModule:
+    """A set-up datamodule over the 4-tile, 128 px toy world of :func:`toy_root`."""
+    args: dict[str, Any] = dict(
+        classes=list(toyworld.CLASSES),
+        bands=4,
+        ignore_index=0,
+        patch_size=64,
+        batch_size=4,
+        num_workers=0,
+        eval_chip_size=128,
+        cache_dir=cache_dir,
+    )
+    args.update(overrides)
+    dm = LandCoverDataModule(ToyWorldSource(root, tiles=4, size=128), **args)
+    dm.setup()
+    return dm
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import toy_datamodule
 from PIL import Image
 
 from synthsat.data import (
@@ -19,7 +20,6 @@ from synthsat.data import (
     PairedRasterSource,
     ToyWorldSource,
 )
-from synthsat.data.toyworld import CLASSES
 
 
 def make_folder_dataset(
@@ -69,18 +69,15 @@ def check_batch(batch: dict, bands: int, size: int | None = None) -> None:
 
 
 def test_toyworld_source_samples(toy_root: Path, tmp_path: Path) -> None:
-    dm = LandCoverDataModule(
-        ToyWorldSource(toy_root, tiles=4, size=128),
-        classes=CLASSES,
-        bands=4,
+    dm = toy_datamodule(
+        toy_root,
+        tmp_path / "cache",
         ignore_index=0,
         patch_size=64,
         batch_size=4,
-        cache_dir=tmp_path / "cache",
         eval_chip_size=64,
         eval_batch_size=4,
     )
-    dm.setup()
     check_batch(next(iter(dm.train_dataloader())), 4, 64)
     val = next(iter(dm.val_dataloader()))
     check_batch(val, 4, 64)

@@ -7,25 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import toy_datamodule
 
-from synthsat.data import LandCoverDataModule, Normalizer, ToyWorldSource
+from synthsat.data import LandCoverDataModule, Normalizer
 from synthsat.data.augment import dihedral
 from synthsat.data.toyworld import CLASSES
 
 
 @pytest.fixture()
 def dm(toy_root: Path, tmp_path: Path) -> LandCoverDataModule:
-    module = LandCoverDataModule(
-        ToyWorldSource(toy_root, tiles=4, size=128),
-        classes=CLASSES,
-        bands=4,
+    module = toy_datamodule(
+        toy_root,
+        tmp_path / "cache",
         ignore_index=0,
         patch_size=64,
         batch_size=4,
-        cache_dir=tmp_path / "cache",
         eval_chip_size=128,
     )
-    module.setup()
     return module
 
 
@@ -71,17 +69,14 @@ def test_normalisation_uses_training_statistics(dm: LandCoverDataModule) -> None
 
 
 def test_configured_normalisation(toy_root: Path, tmp_path: Path) -> None:
-    dm = LandCoverDataModule(
-        ToyWorldSource(toy_root, tiles=4, size=128),
-        classes=CLASSES,
-        bands=4,
+    dm = toy_datamodule(
+        toy_root,
+        tmp_path / "c",
         ignore_index=0,
         patch_size=64,
         mean=[10, 20, 30, 40],
         std=[2, 2, 2, 2],
-        cache_dir=tmp_path / "c",
     )
-    dm.setup()
     tile = dm.tiles["test"][0]
     sample = dm.eval_dataset("test")[0]
     expected = (np.asarray(tile.image[1, :5, :5], np.float32) - 20) / 2
@@ -112,17 +107,9 @@ def test_cache_is_reused_and_invalidated(dm: LandCoverDataModule, tmp_path: Path
 
 
 def test_val_patches_mode_is_fixed(toy_root: Path, tmp_path: Path) -> None:
-    dm = LandCoverDataModule(
-        ToyWorldSource(toy_root, tiles=4, size=128),
-        classes=CLASSES,
-        bands=4,
-        ignore_index=0,
-        patch_size=32,
-        val_mode="patches",
-        val_patches=5,
-        cache_dir=tmp_path / "c",
+    dm = toy_datamodule(
+        toy_root, tmp_path / "c", ignore_index=0, patch_size=32, val_mode="patches", val_patches=5
     )
-    dm.setup()
     a = [dm.eval_dataset("val")[i]["image"] for i in range(5)]
     b = [dm.eval_dataset("val")[i]["image"] for i in range(5)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))

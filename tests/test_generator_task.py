@@ -19,16 +19,37 @@ from synthsat.tasks.generator import GeneratorTask
 from synthsat.train_generator import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-TINY: dict[str, Any] = dict(ngf=4, z_dim=8, start_size=4, max_mult=4, spade_hidden=8, nef=4,
-                            ndf=8, num_D=1, n_layers=2, sample_every_n_steps=0, ema=False)
+TINY: dict[str, Any] = dict(
+    ngf=4,
+    z_dim=8,
+    start_size=4,
+    max_mult=4,
+    spade_hidden=8,
+    nef=4,
+    ndf=8,
+    num_D=1,
+    n_layers=2,
+    sample_every_n_steps=0,
+    ema=False,
+)
 
 
 @pytest.fixture()
 def datamodule(toy_root: Path, tmp_path: Path) -> LandCoverDataModule:
-    dm = LandCoverDataModule(ToyWorldSource(toy_root, tiles=4, size=128), classes=list(CLASSES),
-                             bands=4, ignore_index=0, patch_size=32, batch_size=4,
-                             patches_per_epoch=200, val_mode="patches", val_patches=4,
-                             cache_dir=tmp_path / "cache", num_workers=0, eval_chip_size=128)
+    dm = LandCoverDataModule(
+        ToyWorldSource(toy_root, tiles=4, size=128),
+        classes=list(CLASSES),
+        bands=4,
+        ignore_index=0,
+        patch_size=32,
+        batch_size=4,
+        patches_per_epoch=200,
+        val_mode="patches",
+        val_patches=4,
+        cache_dir=tmp_path / "cache",
+        num_workers=0,
+        eval_chip_size=128,
+    )
     dm.setup("fit")
     return dm
 
@@ -37,12 +58,19 @@ def make_task(dm: LandCoverDataModule, **overrides: Any) -> GeneratorTask:
     return GeneratorTask(dm.metadata(), dm.patch_size, **{**TINY, **overrides})
 
 
-def fit(task: GeneratorTask, dm: LandCoverDataModule, steps: int, tmp_path: Path,
-        **kwargs: Any) -> L.Trainer:
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, default_root_dir=tmp_path,
-                        **{"enable_checkpointing": False, **kwargs})
+def fit(
+    task: GeneratorTask, dm: LandCoverDataModule, steps: int, tmp_path: Path, **kwargs: Any
+) -> L.Trainer:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        **{"enable_checkpointing": False, **kwargs},
+    )
     trainer.fit(task, datamodule=dm)
     return trainer
 
@@ -95,13 +123,13 @@ def _pairwise_distance(task: GeneratorTask, mask: torch.Tensor, n: int = 6) -> f
     onehot = task.onehot(mask[None].expand(n, -1, -1))
     with torch.no_grad():
         out = gen(onehot, task.sample_z(n, torch.Generator().manual_seed(123)))
-    dists = [(out[i] - out[j]).abs().mean().item()
-             for i, j in itertools.combinations(range(n), 2)]
+    dists = [(out[i] - out[j]).abs().mean().item() for i, j in itertools.combinations(range(n), 2)]
     return sum(dists) / len(dists)
 
 
-def test_diversity_loss_increases_sample_diversity(datamodule: LandCoverDataModule,
-                                                   tmp_path: Path) -> None:
+def test_diversity_loss_increases_sample_diversity(
+    datamodule: LandCoverDataModule, tmp_path: Path
+) -> None:
     mask = datamodule.eval_dataset("val")[0]["mask"]
     distances = {}
     for lam in (0.0, 5.0):
@@ -109,8 +137,15 @@ def test_diversity_loss_increases_sample_diversity(datamodule: LandCoverDataModu
         task = make_task(datamodule, lambda_div=lam, lr_g=1e-3, lr_d=1e-3)
         trainer = fit(task, datamodule, 30, tmp_path / str(lam))
         distances[lam] = _pairwise_distance(task, mask)
-        expected = {"train/g_gan", "train/g_feat", "train/g_kld", "train/g_total",
-                    "train/d_loss", "train/d_real", "train/d_fake"}
+        expected = {
+            "train/g_gan",
+            "train/g_feat",
+            "train/g_kld",
+            "train/g_total",
+            "train/d_loss",
+            "train/d_real",
+            "train/d_fake",
+        }
         if lam:
             expected.add("train/g_div")
         assert expected <= set(trainer.logged_metrics)
@@ -138,30 +173,47 @@ class Poison(L.Callback):
             task.generator.out.weight.data.fill_(math.nan)
 
 
-def test_nan_guard_stops_and_keeps_last_good_checkpoint(datamodule: LandCoverDataModule,
-                                                         tmp_path: Path) -> None:
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(
+    datamodule: LandCoverDataModule, tmp_path: Path
+) -> None:
     task = make_task(datamodule)
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True,
-                           every_n_train_steps=1, save_top_k=0)
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "checkpoints", save_last=True, every_n_train_steps=1, save_top_k=0
+    )
     with pytest.raises(FloatingPointError, match=r"non-finite g_total .* step 2"):
-        fit(task, datamodule, 5, tmp_path, callbacks=[ckpt, Poison(2)],
-            enable_checkpointing=True)
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=False)
+        fit(task, datamodule, 5, tmp_path, callbacks=[ckpt, Poison(2)], enable_checkpointing=True)
+    state = torch.load(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     assert state["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in state["state_dict"].values()
-               if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def _compose(toy_root: Path, tmp_path: Path, run: str, *extra: str) -> Any:
     overrides = [
-        f"paths.root={tmp_path}", f"paths.output_dir={tmp_path / run}",
-        f"data.source.root={toy_root}", "data.source.tiles=4", "data.source.size=128",
-        "data.num_workers=0", "data.batch_size=4", "data.patches_per_epoch=8",
-        "data.val_patches=4", "generator=cpu", "generator.patch_size=32",
-        "generator.ngf=4", "generator.z_dim=8", "generator.spade_hidden=8", "generator.nef=4",
-        "generator.ndf=8", "generator.num_D=1", "generator.n_layers=2",
-        "generator.sample_every_n_steps=2", "logger=none", "trainer.val_check_interval=2",
+        f"paths.root={tmp_path}",
+        f"paths.output_dir={tmp_path / run}",
+        f"data.source.root={toy_root}",
+        "data.source.tiles=4",
+        "data.source.size=128",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.patches_per_epoch=8",
+        "data.val_patches=4",
+        "generator=cpu",
+        "generator.patch_size=32",
+        "generator.ngf=4",
+        "generator.z_dim=8",
+        "generator.spade_hidden=8",
+        "generator.nef=4",
+        "generator.ndf=8",
+        "generator.num_D=1",
+        "generator.n_layers=2",
+        "generator.sample_every_n_steps=2",
+        "logger=none",
+        "trainer.val_check_interval=2",
         *extra,
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -183,10 +235,12 @@ def test_entry_point_checkpoints_samples_and_resume(toy_root: Path, tmp_path: Pa
     assert task.hparams.data["bands"] == 4 and len(task.hparams.data["mean"]) == 4
     assert task.generator_ema is not None and task.inference_generator() is task.generator_ema
 
-    resumed = train(_compose(toy_root, tmp_path, "resumed", "trainer.max_steps=5",
-                             f"ckpt_path={last}"))
-    state = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=False)
+    resumed = train(
+        _compose(toy_root, tmp_path, "resumed", "trainer.max_steps=5", f"ckpt_path={last}")
+    )
+    state = torch.load(
+        resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     assert state["global_step"] == 5
     # Adam state continued from the checkpoint: 5 updates each, not 2
     for opt_state in state["optimizer_states"]:

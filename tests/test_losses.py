@@ -30,8 +30,9 @@ def test_hinge_losses() -> None:
     assert hinge_g_loss(fake).item() == pytest.approx(0.75)
     # averaged over scales
     two = [_scale([2.0, 0.5]), _scale([0.0, 0.0])]
-    assert hinge_d_loss(two, [_scale([-2.0, 0.5]), _scale([0.0, 0.0])]).item() == \
-        pytest.approx((1.0 + 2.0) / 2)
+    assert hinge_d_loss(two, [_scale([-2.0, 0.5]), _scale([0.0, 0.0])]).item() == pytest.approx(
+        (1.0 + 2.0) / 2
+    )
     assert hinge_g_loss([_scale([1.0]), _scale([3.0])]).item() == pytest.approx(-2.0)
 
 

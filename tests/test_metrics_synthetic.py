@@ -50,8 +50,9 @@ def test_wasserstein_identical_is_zero_and_shift_is_the_shift() -> None:
         np.testing.assert_allclose(d, 0, atol=1e-12)
     shift = np.array([5.0, -2.0, 0.5])[:, None, None]
     # subsampled (max_pixels below the class counts): same positions, so still exactly c
-    shifted = spectral_distances(images, [[im + shift] for im in images], masks, [1, 2, 3],
-                                 max_pixels=100)
+    shifted = spectral_distances(
+        images, [[im + shift] for im in images], masks, [1, 2, 3], max_pixels=100
+    )
     for d in shifted.values():
         np.testing.assert_allclose(d, [5.0, 2.0, 0.5], atol=1e-9)
 
@@ -83,8 +84,7 @@ def test_frechet_identical_zero_and_mean_shift_squared() -> None:
     x = torch.randn(200, 6, generator=torch.Generator().manual_seed(0))
     m = torch.tensor([1.0, -2.0, 0.0, 0.5, 3.0, 0.0])
     assert feature_frechet_distance(x, x) == pytest.approx(0, abs=1e-8)
-    assert feature_frechet_distance(x, x + m) == pytest.approx(float(m.square().sum()),
-                                                               rel=1e-6)
+    assert feature_frechet_distance(x, x + m) == pytest.approx(float(m.square().sum()), rel=1e-6)
     eye = torch.eye(3)
     # N(0, 4 I) vs N(0, I): 3 * (2 - 1)^2
     assert frechet_distance(torch.zeros(3), 4 * eye, torch.zeros(3), eye) == pytest.approx(3)
@@ -165,8 +165,9 @@ def test_perfect_generator_scores_the_real_mious() -> None:
 
 
 # -- FID / KID ---------------------------------------------------------------------------
-def test_fid_without_weights_says_which_file_goes_where(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fid_without_weights_says_which_file_goes_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(FidelityUnavailableError) as err:
         find_inception_weights()
@@ -184,8 +185,9 @@ class TinyFeatures(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.float() / 255)
@@ -211,15 +213,23 @@ def test_to_uint8_scales_per_band() -> None:
 
 # -- the whole set, and the command ------------------------------------------------------
 def _datamodule(toy_root: Path, cache: Path) -> LandCoverDataModule:
-    dm = LandCoverDataModule(ToyWorldSource(toy_root, tiles=4, size=128), classes=CLASSES,
-                             bands=4, ignore_index=0, patch_size=64, batch_size=4,
-                             cache_dir=cache, eval_chip_size=128)
+    dm = LandCoverDataModule(
+        ToyWorldSource(toy_root, tiles=4, size=128),
+        classes=CLASSES,
+        bands=4,
+        ignore_index=0,
+        patch_size=64,
+        batch_size=4,
+        cache_dir=cache,
+        eval_chip_size=128,
+    )
     dm.setup()
     return dm
 
 
-def _write_samples(dm: LandCoverDataModule, out: Path, offsets: list[float],
-                   split: str = "train") -> None:
+def _write_samples(
+    dm: LandCoverDataModule, out: Path, offsets: list[float], split: str = "train"
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for tile in dm.tiles[split]:
         with rasterio.open(tile.pair.image) as src:
@@ -227,9 +237,16 @@ def _write_samples(dm: LandCoverDataModule, out: Path, offsets: list[float],
         for k, offset in enumerate(offsets):
             with rasterio.open(out / f"{tile.name}_s{k}.tif", "w", **profile) as dst:
                 dst.write(np.clip(image + offset, 0, 255).astype(np.uint8))
-    (out / "manifest.json").write_text(json.dumps(
-        {"outputs": [{"path": p.name, "checkpoint": "gen.ckpt", "lambda": 8.0}
-                     for p in sorted(out.glob("*.tif"))]}))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "outputs": [
+                    {"path": p.name, "checkpoint": "gen.ckpt", "lambda": 8.0}
+                    for p in sorted(out.glob("*.tif"))
+                ]
+            }
+        )
+    )
 
 
 class ToySegmenter(nn.Module):
@@ -241,8 +258,9 @@ class ToySegmenter(nn.Module):
         self.encoder = nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU())
         self.head = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(8, 7, 1))
         self.encoder_calls = 0
-        self.encoder.register_forward_hook(lambda *_: setattr(self, "encoder_calls",
-                                                              self.encoder_calls + 1))
+        self.encoder.register_forward_hook(
+            lambda *_: setattr(self, "encoder_calls", self.encoder_calls + 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
@@ -271,9 +289,16 @@ def _segmenter(dm: LandCoverDataModule) -> Segmenter:
 def test_perfect_synthetic_set_scores_zero_distance(toy_root: Path, tmp_path: Path) -> None:
     dm = _datamodule(toy_root, tmp_path / "cache")
     _write_samples(dm, tmp_path / "synth", [0.0, 0.0])
-    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), _segmenter(dm),
-                          chip_size=64, max_chips=6, fid={"enabled": True, "kid_subsets": 3},
-                          fid_extractor=TinyFeatures())
+    m = synthetic_metrics(
+        dm.tiles["train"],
+        tmp_path / "synth",
+        dm.metadata(),
+        _segmenter(dm),
+        chip_size=64,
+        max_chips=6,
+        fid={"enabled": True, "kid_subsets": 3},
+        fid_extractor=TinyFeatures(),
+    )
     assert m["spectral_w1"] == pytest.approx(0, abs=1e-12)
     assert m["diversity_l1"] == 0 and m["diversity_ms_ssim"] == pytest.approx(0, abs=1e-5)
     assert m["consistency_miou"] == pytest.approx(m["real_miou"])
@@ -289,16 +314,29 @@ def test_perfect_synthetic_set_scores_zero_distance(toy_root: Path, tmp_path: Pa
 def test_shifted_samples_show_in_every_metric(toy_root: Path, tmp_path: Path) -> None:
     dm = _datamodule(toy_root, tmp_path / "cache")
     _write_samples(dm, tmp_path / "synth", [0.0, 30.0])
-    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), _segmenter(dm),
-                          chip_size=64, max_chips=6, fid={"enabled": False})
+    m = synthetic_metrics(
+        dm.tiles["train"],
+        tmp_path / "synth",
+        dm.metadata(),
+        _segmenter(dm),
+        chip_size=64,
+        max_chips=6,
+        fid={"enabled": False},
+    )
     assert m["spectral_w1"] > 0 and m["diversity_l1"] > 0 and m["diversity_ms_ssim"] > 0
     assert m["domain_fd"] > 0
     assert m["fid"] is None and "disabled" in m["info"]["fid_note"]
     # one sample per tile: no diversity, the rest still there
     for path in (tmp_path / "synth").glob("*_s1.tif"):
         path.unlink()
-    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), None,
-                          chip_size=64, fid={"enabled": False})
+    m = synthetic_metrics(
+        dm.tiles["train"],
+        tmp_path / "synth",
+        dm.metadata(),
+        None,
+        chip_size=64,
+        fid={"enabled": False},
+    )
     assert m["diversity_l1"] is None and m["consistency_miou"] is None
     assert m["spectral_w1"] == pytest.approx(0, abs=1e-12)
 
@@ -321,22 +359,38 @@ def test_bad_synthetic_inputs_are_named(toy_root: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"{tile.name}_s0.tif: synthetic tile is 64x64"):
         synthetic_metrics([tile], bad, dm.metadata(), fid={"enabled": False})
     with pytest.raises(FidelityUnavailableError):
-        synthetic_metrics([tile], bad, dm.metadata(),
-                          fid={"enabled": True, "weights_path": str(tmp_path / "no.pth")})
+        synthetic_metrics(
+            [tile],
+            bad,
+            dm.metadata(),
+            fid={"enabled": True, "weights_path": str(tmp_path / "no.pth")},
+        )
 
 
-def test_command_writes_metrics_json(toy_root: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_writes_metrics_json(
+    toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dm = _datamodule(toy_root, tmp_path / "cache")
     _write_samples(dm, tmp_path / "synth", [0.0, 10.0])
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no weights there
     run_dir = tmp_path / "run"
-    overrides = [f"synthetic={tmp_path / 'synth'}", f"data.source.root={toy_root}",
-                 "data.source.tiles=4", "data.source.size=128",
-                 f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
-                 "data.patch_size=64", "chip_size=64", "max_chips=4", "max_pixels=5000",
-                 "fid.enabled=auto", f"paths.root={tmp_path}", f"paths.output_dir={run_dir}",
-                 "device=cpu", "logger=csv"]
+    overrides = [
+        f"synthetic={tmp_path / 'synth'}",
+        f"data.source.root={toy_root}",
+        "data.source.tiles=4",
+        "data.source.size=128",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.num_workers=0",
+        "data.patch_size=64",
+        "chip_size=64",
+        "max_chips=4",
+        "max_pixels=5000",
+        "fid.enabled=auto",
+        f"paths.root={tmp_path}",
+        f"paths.output_dir={run_dir}",
+        "device=cpu",
+        "logger=csv",
+    ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="evaluate_synthetic", overrides=overrides)
     run(cfg)
@@ -361,8 +415,15 @@ def test_real_segmentation_checkpoint_is_wired_in(toy_root: Path, tmp_path: Path
     trainer.save_checkpoint(tmp_path / "seg.ckpt")
     segmenter = load_segmenter(tmp_path / "seg.ckpt", dm.metadata(), torch.device("cpu"))
     _write_samples(dm, tmp_path / "synth", [0.0, 0.0])
-    m = synthetic_metrics(dm.tiles["train"], tmp_path / "synth", dm.metadata(), segmenter,
-                          chip_size=64, max_chips=3, fid={"enabled": False})
+    m = synthetic_metrics(
+        dm.tiles["train"],
+        tmp_path / "synth",
+        dm.metadata(),
+        segmenter,
+        chip_size=64,
+        max_chips=3,
+        fid={"enabled": False},
+    )
     assert m["consistency_miou"] == pytest.approx(m["real_miou"])
     assert m["domain_fd"] == pytest.approx(0, abs=1e-6)
     with pytest.raises(DataError, match="bands=3"):

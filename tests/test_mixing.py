@@ -17,14 +17,24 @@ SYNTHETIC_VALUE = 200  # synthetic tiles are constant, so synthetic patches are 
 
 
 def _datamodule(root: Path, tmp_path: Path, **kwargs) -> LandCoverDataModule:
-    return LandCoverDataModule(ToyWorldSource(root, tiles=4, size=128), classes=list(CLASSES),
-                               bands=4, ignore_index=0, patch_size=32, batch_size=4,
-                               cache_dir=tmp_path / "cache", num_workers=0,
-                               eval_chip_size=128, augment=False, **kwargs)
+    return LandCoverDataModule(
+        ToyWorldSource(root, tiles=4, size=128),
+        classes=list(CLASSES),
+        bands=4,
+        ignore_index=0,
+        patch_size=32,
+        batch_size=4,
+        cache_dir=tmp_path / "cache",
+        num_workers=0,
+        eval_chip_size=128,
+        augment=False,
+        **kwargs,
+    )
 
 
-def _write_synthetic(out: Path, mask: Path, name: str, value: int, bands: int = 4,
-                     size: int | None = None) -> Path:
+def _write_synthetic(
+    out: Path, mask: Path, name: str, value: int, bands: int = 4, size: int | None = None
+) -> Path:
     """A constant GeoTIFF on the grid of ``mask`` (or ``size`` px if given)."""
     out.mkdir(parents=True, exist_ok=True)
     with rasterio.open(mask) as src:
@@ -58,8 +68,9 @@ def _raw(image: torch.Tensor, dm: LandCoverDataModule) -> np.ndarray:
     return np.rint(image.numpy() * norm.std[:, None, None] + norm.mean[:, None, None])
 
 
-def _check_flags(dataset: torch.utils.data.Dataset, dm: LandCoverDataModule,
-                 count: int) -> list[bool]:
+def _check_flags(
+    dataset: torch.utils.data.Dataset, dm: LandCoverDataModule, count: int
+) -> list[bool]:
     """The ``synthetic`` flags of the first ``count`` samples, checked against their pixels."""
     flags = []
     for i in range(count):
@@ -78,13 +89,19 @@ def _synthetic_share(dataset: MixedPatchDataset, draws: int = 4000) -> float:
     return float(np.mean([dataset.choose_image(i % n, rng)[1] for i in range(draws)]))
 
 
-@pytest.mark.parametrize(("ratio", "low", "high"), [(0.0, 0.0, 0.0), (0.3, 0.28, 0.32),
-                                                    (1.0, 1.0, 1.0)])
-def test_replace_ratio_statistics(toy_root: Path, tmp_path: Path, synthetic_dir: Path,
-                                  ratio: float, low: float, high: float) -> None:
+@pytest.mark.parametrize(
+    ("ratio", "low", "high"), [(0.0, 0.0, 0.0), (0.3, 0.28, 0.32), (1.0, 1.0, 1.0)]
+)
+def test_replace_ratio_statistics(
+    toy_root: Path, tmp_path: Path, synthetic_dir: Path, ratio: float, low: float, high: float
+) -> None:
     torch.manual_seed(0)
-    dm = _datamodule(toy_root, tmp_path, patches_per_epoch=800,
-                     mix={"ratio": ratio, "mode": "replace", "source": str(synthetic_dir)})
+    dm = _datamodule(
+        toy_root,
+        tmp_path,
+        patches_per_epoch=800,
+        mix={"ratio": ratio, "mode": "replace", "source": str(synthetic_dir)},
+    )
     dataset = dm.train_dataset()
     assert len(dataset) == 800
     flags = _check_flags(dataset, dm, 200)
@@ -95,11 +112,16 @@ def test_replace_ratio_statistics(toy_root: Path, tmp_path: Path, synthetic_dir:
     assert abs(np.mean(flags) - ratio) < 0.1  # samples follow the same choice
 
 
-def test_replace_uses_every_sample_with_the_real_mask(toy_root: Path, tmp_path: Path,
-                                                      synthetic_dir: Path) -> None:
+def test_replace_uses_every_sample_with_the_real_mask(
+    toy_root: Path, tmp_path: Path, synthetic_dir: Path
+) -> None:
     torch.manual_seed(1)
-    dm = _datamodule(toy_root, tmp_path, patches_per_epoch=64,
-                     mix={"ratio": 1.0, "mode": "replace", "source": str(synthetic_dir)})
+    dm = _datamodule(
+        toy_root,
+        tmp_path,
+        patches_per_epoch=64,
+        mix={"ratio": 1.0, "mode": "replace", "source": str(synthetic_dir)},
+    )
     dataset = dm.train_dataset()
     values = set()
     for i in range(len(dataset)):
@@ -112,37 +134,45 @@ def test_replace_uses_every_sample_with_the_real_mask(toy_root: Path, tmp_path: 
 
 
 def test_ratio_zero_needs_no_source(toy_root: Path, tmp_path: Path) -> None:
-    dm = _datamodule(toy_root, tmp_path, patches_per_epoch=8,
-                     mix={"ratio": 0.0, "mode": "replace", "source": None})
+    dm = _datamodule(
+        toy_root,
+        tmp_path,
+        patches_per_epoch=8,
+        mix={"ratio": 0.0, "mode": "replace", "source": None},
+    )
     dataset = dm.train_dataset()
     assert not isinstance(dataset, MixedPatchDataset)
     assert not any(bool(dataset[i]["synthetic"]) for i in range(8))
 
 
-def test_add_mode_lengths_and_shares(toy_root: Path, tmp_path: Path,
-                                     synthetic_dir: Path) -> None:
+def test_add_mode_lengths_and_shares(toy_root: Path, tmp_path: Path, synthetic_dir: Path) -> None:
     dm = _datamodule(toy_root, tmp_path, patches_per_epoch=100)
     dm.setup()
-    real_plus_two = build_mixed_dataset(dm, {"ratio": 0.0, "mode": "add", "copies": 2,
-                                             "source": str(synthetic_dir)})
+    real_plus_two = build_mixed_dataset(
+        dm, {"ratio": 0.0, "mode": "add", "copies": 2, "source": str(synthetic_dir)}
+    )
     assert len(real_plus_two) == 300
     assert real_plus_two.real_probability == pytest.approx(1 / 3)
-    synthetic_only = build_mixed_dataset(dm, {"ratio": 1.0, "mode": "add", "copies": 2,
-                                              "source": str(synthetic_dir)})
+    synthetic_only = build_mixed_dataset(
+        dm, {"ratio": 1.0, "mode": "add", "copies": 2, "source": str(synthetic_dir)}
+    )
     assert len(synthetic_only) == 200 and synthetic_only.real_probability == 0.0
     torch.manual_seed(2)
     assert all(_check_flags(synthetic_only, dm, 16))
     assert _synthetic_share(real_plus_two) == pytest.approx(2 / 3, abs=0.02)
-    one_copy = build_mixed_dataset(dm, {"ratio": 1.0, "mode": "add", "copies": 1,
-                                        "source": str(synthetic_dir)})
+    one_copy = build_mixed_dataset(
+        dm, {"ratio": 1.0, "mode": "add", "copies": 1, "source": str(synthetic_dir)}
+    )
     assert all(len(v) == 1 and v[0].name.endswith("_s0") for v in one_copy.synthetic)
     with pytest.raises(DataError, match="needs 3 synthetic sample"):
-        build_mixed_dataset(dm, {"ratio": 1.0, "mode": "add", "copies": 3,
-                                 "source": str(synthetic_dir)})
+        build_mixed_dataset(
+            dm, {"ratio": 1.0, "mode": "add", "copies": 3, "source": str(synthetic_dir)}
+        )
 
 
-def test_validation_and_test_are_never_synthetic(toy_root: Path, tmp_path: Path,
-                                                 synthetic_dir: Path) -> None:
+def test_validation_and_test_are_never_synthetic(
+    toy_root: Path, tmp_path: Path, synthetic_dir: Path
+) -> None:
     dm = _datamodule(toy_root, tmp_path, mix={"ratio": 1.0, "source": str(synthetic_dir)})
     dm.setup()
     for loader, split in ((dm.val_dataloader(), "val"), (dm.test_dataloader(), "test")):
@@ -182,5 +212,9 @@ def test_missing_or_mismatched_synthetic_tiles(toy_root: Path, tmp_path: Path) -
 def test_find_synthetic_orders_samples(tmp_path: Path) -> None:
     for name in ("t_1_s10", "t_1_s2", "t_1", "t_1_s0", "t_10_s0", "t_1_s1.png"):
         (tmp_path / f"{name}.tif").touch()
-    assert [p.stem for p in find_synthetic(tmp_path, "t_1")] == ["t_1_s0", "t_1_s2", "t_1_s10",
-                                                                 "t_1"]
+    assert [p.stem for p in find_synthetic(tmp_path, "t_1")] == [
+        "t_1_s0",
+        "t_1_s2",
+        "t_1_s10",
+        "t_1",
+    ]

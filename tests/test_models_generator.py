@@ -28,16 +28,29 @@ def test_mask_to_onehot_values_and_ignore() -> None:
 
 @pytest.mark.parametrize("bands", [3, 4])
 def test_generator_shapes(bands: int) -> None:
-    gen = SPADEGenerator(num_classes=5, out_channels=bands, patch_size=32, ngf=4, z_dim=8,
-                         start_size=4, max_mult=4, spade_hidden=8, output_scale=3.0)
+    gen = SPADEGenerator(
+        num_classes=5,
+        out_channels=bands,
+        patch_size=32,
+        ngf=4,
+        z_dim=8,
+        start_size=4,
+        max_mult=4,
+        spade_hidden=8,
+        output_scale=3.0,
+    )
     assert gen.num_up == 3
     onehot = mask_to_onehot(torch.randint(0, 5, (2, 32, 32)), 5)
     out = gen(onehot, torch.randn(2, 8))
     assert out.shape == (2, bands, 32, 32)
     assert out.abs().max() <= 3.0
     # any multiple of 2**num_up works, also non-square
-    assert gen(mask_to_onehot(torch.randint(0, 5, (1, 16, 48)), 5),
-               torch.randn(1, 8)).shape == (1, bands, 16, 48)
+    assert gen(mask_to_onehot(torch.randint(0, 5, (1, 16, 48)), 5), torch.randn(1, 8)).shape == (
+        1,
+        bands,
+        16,
+        48,
+    )
 
 
 def test_generator_rejects_bad_input() -> None:

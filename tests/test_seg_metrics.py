@@ -22,10 +22,8 @@ IGNORE = 255
 
 def _example() -> tuple[torch.Tensor, torch.Tensor]:
     """3 classes + ignore; predictions (B=1, 2x6) against labels."""
-    target = torch.tensor([[[0, 0, 1, 1, 2, IGNORE],
-                            [0, 1, 1, 2, 2, IGNORE]]])
-    preds = torch.tensor([[[0, 1, 1, 1, 2, 0],
-                           [0, 1, 2, 2, 0, 2]]])
+    target = torch.tensor([[[0, 0, 1, 1, 2, IGNORE], [0, 1, 1, 2, 2, IGNORE]]])
+    preds = torch.tensor([[[0, 1, 1, 1, 2, 0], [0, 1, 2, 2, 0, 2]]])
     return preds, target
 
 
@@ -35,9 +33,7 @@ def test_scores_equal_hand_computed_confusion_matrix() -> None:
     scores.update(preds, target)
     result = scores.compute()
     # rows = truth, columns = prediction; the two ignored pixels count nowhere
-    expected = [[2, 1, 0],
-                [0, 3, 1],
-                [1, 0, 2]]
+    expected = [[2, 1, 0], [0, 3, 1], [1, 0, 2]]
     assert result["confusion_matrix"] == expected
     # IoU = TP / (row + column - TP)
     iou = {"a": 2 / (3 + 3 - 2), "b": 3 / (4 + 4 - 3), "c": 2 / (3 + 3 - 2)}
@@ -67,7 +63,8 @@ def test_unscored_class_is_left_out_of_miou_and_accuracy() -> None:
     target = torch.tensor([[0, 1, 2, 2]])
     preds = torch.tensor([[0, 2, 2, 0]])
     result = scores_from_confusion(
-        SegmentationScores(3, [0, 1], 255).confmat(preds, target), [0, 1])
+        SegmentationScores(3, [0, 1], 255).confmat(preds, target), [0, 1]
+    )
     assert result["iou"]["0"] == pytest.approx(0.5) and result["iou"]["1"] == 0.0
     assert result["miou"] == pytest.approx(0.25)
     assert result["pixel_accuracy"] == pytest.approx(0.5)  # 1 of the 2 scored pixels

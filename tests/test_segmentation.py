@@ -33,11 +33,13 @@ def test_unet_shapes_any_band_count() -> None:
         build_unet(3, 4, encoder_name="resnet7")
 
 
-def test_imagenet_weights_only_from_the_local_cache(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_weights_only_from_the_local_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
-    with pytest.raises(EncoderWeightsError, match="not in the local Hugging Face cache.*"
-                                                  "encoder_weights=null"):
+    with pytest.raises(
+        EncoderWeightsError, match="not in the local Hugging Face cache.*encoder_weights=null"
+    ):
         build_unet(3, 4, encoder_name="resnet18", encoder_weights="imagenet")
     with pytest.raises(EncoderWeightsError, match="no 'instagram' weights"):
         build_unet(3, 4, encoder_name="resnet18", encoder_weights="instagram")
@@ -66,8 +68,11 @@ def test_unknown_loss() -> None:
 
 def test_task_step_predict_and_checkpoint(tmp_path: Path) -> None:
     task = SegmentationTask(METADATA, loss="jaccard", **TINY)
-    batch = {"image": torch.randn(2, 4, 32, 32), "mask": torch.randint(0, 3, (2, 32, 32)),
-             "synthetic": torch.tensor([True, False])}
+    batch = {
+        "image": torch.randn(2, 4, 32, 32),
+        "mask": torch.randint(0, 3, (2, 32, 32)),
+        "synthetic": torch.tensor([True, False]),
+    }
     loss = task.training_step(batch, 0)
     loss.backward()
     assert task.model.segmentation_head[0].weight.grad is not None
@@ -78,8 +83,13 @@ def test_task_step_predict_and_checkpoint(tmp_path: Path) -> None:
 
     import lightning as L
 
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.strategy.connect(task)
     path = tmp_path / "task.ckpt"
     trainer.save_checkpoint(path)

@@ -20,27 +20,43 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def _compose(name: str, toy_root: Path, tmp_path: Path, run: str, *overrides: str) -> DictConfig:
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(name, overrides=[
-            f"paths.root={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
-            f"paths.output_dir={tmp_path / run}", f"data.source.root={toy_root}",
-            "data.source.tiles=4", "data.source.size=128", "data.num_workers=0",
-            "data.eval_chip_size=128", *overrides])
+        return compose(
+            name,
+            overrides=[
+                f"paths.root={tmp_path}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                f"paths.output_dir={tmp_path / run}",
+                f"data.source.root={toy_root}",
+                "data.source.tiles=4",
+                "data.source.size=128",
+                "data.num_workers=0",
+                "data.eval_chip_size=128",
+                *overrides,
+            ],
+        )
 
 
-def _majority_scores(toy_root: Path, tmp_path: Path, classes: int,
-                     scored: list[int]) -> dict:
+def _majority_scores(toy_root: Path, tmp_path: Path, classes: int, scored: list[int]) -> dict:
     """Scores on the test tile of always predicting the most frequent training class."""
     from synthsat.data import LandCoverDataModule, ToyWorldSource
 
-    dm = LandCoverDataModule(ToyWorldSource(toy_root, tiles=4, size=128), classes=[
-        str(c) for c in range(classes)], bands=4, ignore_index=0, scored_classes=scored,
-        cache_dir=tmp_path / "cache", eval_chip_size=128)
+    dm = LandCoverDataModule(
+        ToyWorldSource(toy_root, tiles=4, size=128),
+        classes=[str(c) for c in range(classes)],
+        bands=4,
+        ignore_index=0,
+        scored_classes=scored,
+        cache_dir=tmp_path / "cache",
+        eval_chip_size=128,
+    )
     dm.setup()
-    counts = sum(np.bincount(np.asarray(t.mask).ravel(), minlength=classes)
-                 for t in dm.tiles["train"])
+    counts = sum(
+        np.bincount(np.asarray(t.mask).ravel(), minlength=classes) for t in dm.tiles["train"]
+    )
     majority = max(scored, key=lambda c: counts[c])
-    target = torch.from_numpy(np.concatenate([np.asarray(t.mask).ravel()
-                                              for t in dm.tiles["test"]]).astype(np.int64))
+    target = torch.from_numpy(
+        np.concatenate([np.asarray(t.mask).ravel() for t in dm.tiles["test"]]).astype(np.int64)
+    )
     keep = target != 0
     cm = torch.zeros(classes, classes, dtype=torch.int64)
     for c in range(classes):
@@ -49,9 +65,19 @@ def _majority_scores(toy_root: Path, tmp_path: Path, classes: int,
 
 
 def test_short_training_beats_majority_class(toy_root: Path, tmp_path: Path) -> None:
-    cfg = _compose("train_segmentation", toy_root, tmp_path, "train", "segmentation=tiny",
-                   "logger=none", "trainer.max_steps=30", "data.patch_size=64",
-                   "data.batch_size=8", "data.patches_per_epoch=240", "seed=0")
+    cfg = _compose(
+        "train_segmentation",
+        toy_root,
+        tmp_path,
+        "train",
+        "segmentation=tiny",
+        "logger=none",
+        "trainer.max_steps=30",
+        "data.patch_size=64",
+        "data.batch_size=8",
+        "data.patches_per_epoch=240",
+        "seed=0",
+    )
     metrics = train(cfg)
     out = tmp_path / "train"
     saved = json.loads((out / "metrics.json").read_text())
@@ -65,8 +91,9 @@ def test_short_training_beats_majority_class(toy_root: Path, tmp_path: Path) -> 
     assert metrics["pixel_accuracy"] > baseline["pixel_accuracy"] + 0.1
 
     # the checkpoint alone is enough to score the same test tile again
-    ecfg = _compose("evaluate", toy_root, tmp_path, "eval", f"ckpt={saved['checkpoint']}",
-                    "device=cpu")
+    ecfg = _compose(
+        "evaluate", toy_root, tmp_path, "eval", f"ckpt={saved['checkpoint']}", "device=cpu"
+    )
     again = evaluate(ecfg)
     assert again["confusion_matrix"] == saved["confusion_matrix"]
     assert again["miou"] == pytest.approx(saved["miou"])

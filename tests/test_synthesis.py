@@ -78,13 +78,21 @@ class MaskGenerator(nn.Module):
 
 
 def _toy(root: Path) -> list[tuple[str, Path, Path]]:
-    return [(name, root / "masks" / f"{name}.tif", root / "images" / f"{name}.tif")
-            for name in ("tile_000", "tile_001")]
+    return [
+        (name, root / "masks" / f"{name}.tif", root / "images" / f"{name}.tif")
+        for name in ("tile_000", "tile_001")
+    ]
 
 
 def _synth(generator: nn.Module, **kw: object) -> TileSynthesizer:
-    args = {"mean": MEAN, "std": STD, "ignore_index": 0, "overlap": 8, "batch_size": 4,
-            "provenance": {"checkpoint": "stand-in.ckpt", "lambda_div": 0.0}}
+    args = {
+        "mean": MEAN,
+        "std": STD,
+        "ignore_index": 0,
+        "overlap": 8,
+        "batch_size": 4,
+        "provenance": {"checkpoint": "stand-in.ckpt", "lambda_div": 0.0},
+    }
     args.update(kw)
     return TileSynthesizer(generator, **args)  # type: ignore[arg-type]
 
@@ -97,9 +105,17 @@ def _read(path: Path) -> np.ndarray:
 def _write_raster(path: Path, data: np.ndarray, transform: object = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = data if data.ndim == 3 else data[None]
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype=data.dtype, crs="EPSG:32618",
-                       transform=transform or from_origin(500000, 4000000, 2, 2)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs="EPSG:32618",
+        transform=transform or from_origin(500000, 4000000, 2, 2),
+    ) as dst:
         dst.write(data)
     return path
 
@@ -124,8 +140,13 @@ def test_output_georeference_matches_the_mask(toy_root: Path, tmp_path: Path) ->
     assert [m["path"] for m in manifest] == sorted(r.output.name for r in requests)
     first = manifest[0]
     assert first["source_mask"] == str(requests[0].mask)
-    assert (first["checkpoint"], first["seed"], first["style"], first["lambda_div"],
-            first["sample"]) == ("stand-in.ckpt", 3, "random", 0.0, 0)
+    assert (
+        first["checkpoint"],
+        first["seed"],
+        first["style"],
+        first["lambda_div"],
+        first["sample"],
+    ) == ("stand-in.ckpt", 3, "random", 0.0, 0)
     assert not list((tmp_path / "out").glob(".*"))
 
 
@@ -153,7 +174,7 @@ def test_no_seams_with_a_spatially_constant_generator(toy_root: Path, tmp_path: 
     chip_step = 200 - 60
     jumps = np.abs(np.diff(out, axis=2))
     assert out.max() - out.min() > chip_step / 2  # the style does change across the tile
-    assert jumps.max() < chip_step / 4             # but smoothly: no seam
+    assert jumps.max() < chip_step / 4  # but smoothly: no seam
     assert np.abs(np.diff(out, axis=1)).max() == 0  # constant along columns
 
 
@@ -173,9 +194,9 @@ def test_streamed_rows_equal_a_whole_tile_blend(toy_root: Path) -> None:
     with torch.no_grad():
         for i, r in enumerate(grid.rows):
             for j, c in enumerate(grid.cols):
-                onehot = mask_to_onehot(mask[None, r:r + 32, c:c + 32], 7)
+                onehot = mask_to_onehot(mask[None, r : r + 32, c : c + 32], 7)
                 out = gen.generate(onehot, z)[0].numpy()
-                whole[:, r:r + 32, c:c + 32] += out * grid.chip_weight(i, j)
+                whole[:, r : r + 32, c : c + 32] += out * grid.chip_weight(i, j)
     assert streamed.shape == (4, 128, 128)
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
 
@@ -183,8 +204,7 @@ def test_streamed_rows_equal_a_whole_tile_blend(toy_root: Path) -> None:
 def test_small_tiles_are_padded(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     mask = _write_raster(tmp_path / "m" / "small.tif", rng.integers(1, 7, (20, 45), np.uint8))
-    image = _write_raster(tmp_path / "i" / "small.tif", rng.integers(0, 255, (4, 20, 45),
-                                                                     np.uint8))
+    image = _write_raster(tmp_path / "i" / "small.tif", rng.integers(0, 255, (4, 20, 45), np.uint8))
     for style in ("random", "encoder"):
         req = make_requests([("small", mask, image)], tmp_path / style, 1, 0)[0]
         _synth(MaskGenerator(), style=style).run(req)
@@ -194,8 +214,9 @@ def test_small_tiles_are_padded(tmp_path: Path) -> None:
             assert out.read().std() > 0
 
 
-def test_seeded_rerun_is_bit_for_bit_identical_and_order_free(toy_root: Path,
-                                                              tmp_path: Path) -> None:
+def test_seeded_rerun_is_bit_for_bit_identical_and_order_free(
+    toy_root: Path, tmp_path: Path
+) -> None:
     tiles = _toy(toy_root)
     for style in ("random", "encoder"):
         synth = _synth(MaskGenerator(), style=style)
@@ -210,12 +231,18 @@ def test_seeded_rerun_is_bit_for_bit_identical_and_order_free(toy_root: Path,
         other = _read(tmp_path / style / "c" / "tile_000_s0.tif")
         assert not np.array_equal(_read(tmp_path / style / "a" / "tile_000_s0.tif"), other)
     assert derive_seed(7, "tile_000", 0) == derive_seed(7, "tile_000", 0)
-    assert len({derive_seed(7, "tile_000", k) for k in range(4)}
-               | {derive_seed(7, "tile_001", 0), derive_seed(8, "tile_000", 0)}) == 6
+    assert (
+        len(
+            {derive_seed(7, "tile_000", k) for k in range(4)}
+            | {derive_seed(7, "tile_001", 0), derive_seed(8, "tile_000", 0)}
+        )
+        == 6
+    )
 
 
-def test_rerun_skips_finished_outputs_and_cleans_temporaries(toy_root: Path,
-                                                             tmp_path: Path) -> None:
+def test_rerun_skips_finished_outputs_and_cleans_temporaries(
+    toy_root: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     requests = make_requests(_toy(toy_root), out, 1, 0)
     synth = _synth(MaskGenerator())
@@ -273,8 +300,11 @@ def test_resume_after_kill_9(toy_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     script = tmp_path / "job.py"
     script.write_text(_KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(toy_root), str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(toy_root), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not list(out.glob(".*.part")) and time.monotonic() < deadline:
@@ -290,8 +320,9 @@ def test_resume_after_kill_9(toy_root: Path, tmp_path: Path) -> None:
         assert read_provenance(path) is not None
     requests = make_requests(_toy(toy_root), out, 1, 0)
     gen = ConstantGenerator()
-    run_synthesis(_synth(gen, overlap=8, batch_size=1, provenance={"checkpoint": "slow"}),
-                  requests, out)
+    run_synthesis(
+        _synth(gen, overlap=8, batch_size=1, provenance={"checkpoint": "slow"}), requests, out
+    )
     assert sorted(p.name for p in out.glob("*.tif")) == ["tile_000_s0.tif", "tile_001_s0.tif"]
     assert not list(out.glob(".*"))
     for req in requests:
@@ -313,10 +344,14 @@ def test_unknown_classes_in_a_mask(tmp_path: Path) -> None:
 
 
 def test_band_count_unlike_the_checkpoints(toy_root: Path, tmp_path: Path) -> None:
-    image = _write_raster(tmp_path / "rgb.tif", np.zeros((3, 128, 128), np.uint8),
-                          transform=from_origin(350000, 4320000, 1, 1))
-    req = make_requests([("tile_000", toy_root / "masks" / "tile_000.tif", image)],
-                        tmp_path / "out", 1, 0)[0]
+    image = _write_raster(
+        tmp_path / "rgb.tif",
+        np.zeros((3, 128, 128), np.uint8),
+        transform=from_origin(350000, 4320000, 1, 1),
+    )
+    req = make_requests(
+        [("tile_000", toy_root / "masks" / "tile_000.tif", image)], tmp_path / "out", 1, 0
+    )[0]
     with pytest.raises(DataError, match=r"rgb\.tif.*3 band\(s\).*4"):
         _synth(MaskGenerator(), style="encoder").run(req)
 

@@ -17,18 +17,44 @@ from synthsat.synthesize import run
 from synthsat.tasks.generator import GeneratorTask
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["no-data", "water", "tree canopy", "low vegetation", "barren", "impervious",
-           "impervious road"]
+CLASSES = [
+    "no-data",
+    "water",
+    "tree canopy",
+    "low vegetation",
+    "barren",
+    "impervious",
+    "impervious road",
+]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-init GeneratorTask for the toy world, saved by a Lightning Trainer."""
-    data = {"classes": CLASSES, "bands": 4, "band_names": ["r", "g", "b", "n"],
-            "rgb_bands": [0, 1, 2], "ignore_index": 0, "scored_classes": [1, 2, 3, 4, 5, 6],
-            "mean": [90.0, 100.0, 80.0, 120.0], "std": [40.0, 35.0, 30.0, 45.0]}
-    task = GeneratorTask(data=data, patch_size=32, ngf=8, z_dim=8, start_size=4, max_mult=2,
-                         spade_hidden=8, nef=8, ndf=8, num_D=1, n_layers=2, lambda_div=2.0)
+    data = {
+        "classes": CLASSES,
+        "bands": 4,
+        "band_names": ["r", "g", "b", "n"],
+        "rgb_bands": [0, 1, 2],
+        "ignore_index": 0,
+        "scored_classes": [1, 2, 3, 4, 5, 6],
+        "mean": [90.0, 100.0, 80.0, 120.0],
+        "std": [40.0, 35.0, 30.0, 45.0],
+    }
+    task = GeneratorTask(
+        data=data,
+        patch_size=32,
+        ngf=8,
+        z_dim=8,
+        start_size=4,
+        max_mult=2,
+        spade_hidden=8,
+        nef=8,
+        ndf=8,
+        num_D=1,
+        n_layers=2,
+        lambda_div=2.0,
+    )
     trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(task)
     path = tmp_path_factory.mktemp("ckpt") / "generator.ckpt"
@@ -37,10 +63,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compose(toy_root: Path, tmp_path: Path, *extra: str) -> object:
-    overrides = [f"data.source.root={toy_root}", "data.source.tiles=4", "data.source.size=128",
-                 f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
-                 f"paths.root={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
-                 "trainer=cpu", *extra]
+    overrides = [
+        f"data.source.root={toy_root}",
+        "data.source.tiles=4",
+        "data.source.size=128",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.num_workers=0",
+        f"paths.root={tmp_path}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "trainer=cpu",
+        *extra,
+    ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="synthesize", overrides=overrides)
 
@@ -51,11 +84,20 @@ def test_adapter_reads_the_checkpoint(checkpoint: Path) -> None:
     assert gen.lambda_div == 2.0 and gen.has_encoder
 
 
-def test_command_synthesises_georeferenced_tiles(checkpoint: Path, toy_root: Path,
-                                                 tmp_path: Path) -> None:
+def test_command_synthesises_georeferenced_tiles(
+    checkpoint: Path, toy_root: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "synthetic"
-    cfg = _compose(toy_root, tmp_path, f"ckpt={checkpoint}", f"out={out}", "samples=2",
-                   "style=encoder", "seed=4", "splits=[test]")
+    cfg = _compose(
+        toy_root,
+        tmp_path,
+        f"ckpt={checkpoint}",
+        f"out={out}",
+        "samples=2",
+        "style=encoder",
+        "seed=4",
+        "splits=[test]",
+    )
     writer = run(cfg)  # type: ignore[arg-type]
     names = sorted(p.name for p in out.glob("*.tif"))
     assert names == ["tile_003_s0.tif", "tile_003_s1.tif"]
@@ -64,7 +106,11 @@ def test_command_synthesises_georeferenced_tiles(checkpoint: Path, toy_root: Pat
         mask = toy_root / "masks" / f"{name[:8]}.tif"
         with rasterio.open(out / name) as dst, rasterio.open(mask) as src:
             assert (dst.crs, dst.transform, dst.width, dst.height) == (
-                src.crs, src.transform, src.width, src.height)
+                src.crs,
+                src.transform,
+                src.width,
+                src.height,
+            )
             assert dst.count == 4 and dst.dtypes[0] == "uint8"
     manifest = json.loads((out / "manifest.json").read_text())["outputs"]
     assert [m["path"] for m in manifest] == names
@@ -80,8 +126,18 @@ def test_command_synthesises_georeferenced_tiles(checkpoint: Path, toy_root: Pat
 
     # a fresh run with the same seed reproduces the tiles bit for bit
     out2 = tmp_path / "again"
-    run(_compose(toy_root, tmp_path, f"ckpt={checkpoint}", f"out={out2}", "samples=2",  # type: ignore[arg-type]
-                 "style=encoder", "seed=4", "splits=[test]"))
+    run(
+        _compose(
+            toy_root,
+            tmp_path,
+            f"ckpt={checkpoint}",
+            f"out={out2}",
+            "samples=2",  # type: ignore[arg-type]
+            "style=encoder",
+            "seed=4",
+            "splits=[test]",
+        )
+    )
     for name in names:
         with rasterio.open(out / name) as a, rasterio.open(out2 / name) as b:
             assert np.array_equal(a.read(), b.read())
@@ -91,5 +147,12 @@ def test_command_rejects_bad_input(checkpoint: Path, toy_root: Path, tmp_path: P
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         run(_compose(toy_root, tmp_path, f"ckpt={tmp_path / 'missing.ckpt'}"))  # type: ignore[arg-type]
     with pytest.raises(DataError, match="7 classes"):
-        run(_compose(toy_root, tmp_path, f"ckpt={checkpoint}",  # type: ignore[arg-type]
-                     "data.classes=[a,b,c]", "data.ignore_index=0"))
+        run(
+            _compose(
+                toy_root,
+                tmp_path,
+                f"ckpt={checkpoint}",  # type: ignore[arg-type]
+                "data.classes=[a,b,c]",
+                "data.ignore_index=0",
+            )
+        )

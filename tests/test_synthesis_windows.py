@@ -8,11 +8,20 @@ import pytest
 from synthsat.synthesis.windows import ChipGrid, chip_starts, taper
 
 
-@pytest.mark.parametrize(("length", "chip", "overlap"), [
-    (128, 32, 8), (100, 32, 8), (33, 32, 4), (512, 256, 32), (2048, 256, 32), (300, 256, 32),
-])
-def test_chip_starts_cover_the_axis_and_end_at_the_edge(length: int, chip: int,
-                                                        overlap: int) -> None:
+@pytest.mark.parametrize(
+    ("length", "chip", "overlap"),
+    [
+        (128, 32, 8),
+        (100, 32, 8),
+        (33, 32, 4),
+        (512, 256, 32),
+        (2048, 256, 32),
+        (300, 256, 32),
+    ],
+)
+def test_chip_starts_cover_the_axis_and_end_at_the_edge(
+    length: int, chip: int, overlap: int
+) -> None:
     starts = chip_starts(length, chip, overlap)
     assert starts[0] == 0
     assert starts[-1] == length - chip
@@ -46,11 +55,19 @@ def test_taper_is_smooth_symmetric_and_strictly_positive(chip: int, overlap: int
     assert np.all(np.diff(ramp) >= 0)
 
 
-@pytest.mark.parametrize(("height", "width", "chip", "overlap"), [
-    (128, 128, 32, 8), (100, 77, 32, 8), (20, 50, 32, 4), (300, 260, 64, 16), (64, 64, 64, 8),
-])
-def test_blend_weights_sum_to_one_everywhere(height: int, width: int, chip: int,
-                                             overlap: int) -> None:
+@pytest.mark.parametrize(
+    ("height", "width", "chip", "overlap"),
+    [
+        (128, 128, 32, 8),
+        (100, 77, 32, 8),
+        (20, 50, 32, 4),
+        (300, 260, 64, 16),
+        (64, 64, 64, 8),
+    ],
+)
+def test_blend_weights_sum_to_one_everywhere(
+    height: int, width: int, chip: int, overlap: int
+) -> None:
     grid = ChipGrid(height, width, chip, overlap)
     total = grid.weight_sum()
     assert total.shape == (height, width)
