@@ -243,8 +243,13 @@ class GeneratorTask(L.LightningModule):
             terms["g_vgg"] = self._vgg[0](fakes[0], image)
             weights["g_vgg"] = hp.lambda_vgg
         if hp.lambda_div > 0:
-            terms["g_div"] = diversity_loss(fakes[0], fakes[1], extras["z1"], extras["z2"],
-                                            hp.tau)
+            # Measured on outputs / output_scale, i.e. in the [-1, 1] range of the original
+            # SPADE/DSGAN images, so that lambda_div means what it means in the paper. On raw
+            # 5 * tanh outputs the achievable reward is 5x larger, and lambda_div = 6 drove
+            # the generator into saturated, mask-independent outputs.
+            scale = hp.output_scale
+            terms["g_div"] = diversity_loss(fakes[0] / scale, fakes[1] / scale, extras["z1"],
+                                            extras["z2"], hp.tau)
             weights["g_div"] = hp.lambda_div
         total = sum(weights[k] * v for k, v in terms.items())
         assert isinstance(total, Tensor)
