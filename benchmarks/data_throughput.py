@@ -42,8 +42,7 @@ def torchgeo_baseline(root: Path, patches: int) -> float:
 
     geo = PairedRasterSource(root, splits="splits.json").geo_dataset("train")
     sampler = RandomGeoSampler(geo, size=256, length=patches)
-    loader = DataLoader(geo, sampler=sampler, batch_size=8, num_workers=2,
-                        collate_fn=stack_samples)
+    loader = DataLoader(geo, sampler=sampler, batch_size=8, num_workers=2, collate_fn=stack_samples)
     start = time.perf_counter()
     n = sum(b["image"].shape[0] for b in loader)
     return n / (time.perf_counter() - start)
@@ -58,15 +57,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = toyworld.generate(Path(tmp) / "toyworld", tiles=8, size=1024, seed=0)
         cache = Path(tmp) / "cache"
-        dm = LandCoverDataModule(PairedRasterSource(root, splits="splits.json"),
-                                 classes=toyworld.CLASSES, bands=4, ignore_index=0,
-                                 cache_dir=cache, **common)
+        dm = LandCoverDataModule(
+            PairedRasterSource(root, splits="splits.json"),
+            classes=toyworld.CLASSES,
+            bands=4,
+            ignore_index=0,
+            cache_dir=cache,
+            **common,
+        )
         rate = throughput(dm, args.patches)
         print(f"paired GeoTIFF rasters (toy world, 4 bands, cached): {rate:.0f} patches/s")
         if SHARED_DUBAI.is_dir():
-            dm = LandCoverDataModule(ImageFolderSource(SHARED_DUBAI, splits="splits.json"),
-                                     classes=[str(i) for i in range(6)], bands=3,
-                                     ignore_index=255, cache_dir=cache, **common)
+            dm = LandCoverDataModule(
+                ImageFolderSource(SHARED_DUBAI, splits="splits.json"),
+                classes=[str(i) for i in range(6)],
+                bands=3,
+                ignore_index=255,
+                cache_dir=cache,
+                **common,
+            )
             rate = throughput(dm, args.patches)
             print(f"image folders (../shared/data/dubai, 3 bands, cached): {rate:.0f} patches/s")
         else:

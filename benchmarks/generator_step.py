@@ -37,11 +37,11 @@ class RandomPatches(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(i)
-        coarse = torch.randint(0, self.classes, (1, 1, self.size // 8, self.size // 8),
-                               generator=g).float()
+        coarse = torch.randint(
+            0, self.classes, (1, 1, self.size // 8, self.size // 8), generator=g
+        ).float()
         mask = torch.nn.functional.interpolate(coarse, scale_factor=8).long()[0, 0]
-        return {"image": torch.randn(self.bands, self.size, self.size, generator=g),
-                "mask": mask}
+        return {"image": torch.randn(self.bands, self.size, self.size, generator=g), "mask": mask}
 
 
 class StepTimer(L.Callback):
@@ -77,31 +77,52 @@ def main() -> None:
     cfg.sample_every_n_steps = 0
     if args.lambda_div is not None:
         cfg.lambda_div = args.lambda_div
-    data = {"classes": [f"c{i}" for i in range(classes)], "bands": bands,
-            "rgb_bands": [0, 1, 2], "mean": [0.0] * bands, "std": [1.0] * bands,
-            "ignore_index": 0}
+    data = {
+        "classes": [f"c{i}" for i in range(classes)],
+        "bands": bands,
+        "rgb_bands": [0, 1, 2],
+        "mean": [0.0] * bands,
+        "std": [1.0] * bands,
+        "ignore_index": 0,
+    }
     torch.manual_seed(0)
     task = instantiate(cfg, data=data)
-    loader = DataLoader(RandomPatches(args.batch * (args.steps + args.warmup), bands, classes,
-                                      args.size), batch_size=args.batch)
+    loader = DataLoader(
+        RandomPatches(args.batch * (args.steps + args.warmup), bands, classes, args.size),
+        batch_size=args.batch,
+    )
     timer = StepTimer()
-    trainer = L.Trainer(accelerator="cpu", max_steps=args.steps + args.warmup, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[timer])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=args.steps + args.warmup,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(task, loader)
-    times, cpu = timer.times[args.warmup:], timer.cpu_times[args.warmup:]
-    n_params = {name: sum(p.numel() for p in getattr(task, name).parameters())
-                for name in ("generator", "encoder", "discriminator")
-                if getattr(task, name) is not None}
-    print(f"preset={args.preset} size={args.size} batch={args.batch} "
-          f"lambda_div={cfg.lambda_div} threads={torch.get_num_threads()} params={n_params}")
-    print(f"G+D step: median {statistics.median(times):.3f} s, mean {statistics.mean(times):.3f} s,"
-          f" min {min(times):.3f} s over {len(times)} steps")
+    times, cpu = timer.times[args.warmup :], timer.cpu_times[args.warmup :]
+    n_params = {
+        name: sum(p.numel() for p in getattr(task, name).parameters())
+        for name in ("generator", "encoder", "discriminator")
+        if getattr(task, name) is not None
+    }
+    print(
+        f"preset={args.preset} size={args.size} batch={args.batch} "
+        f"lambda_div={cfg.lambda_div} threads={torch.get_num_threads()} params={n_params}"
+    )
+    print(
+        f"G+D step: median {statistics.median(times):.3f} s, mean {statistics.mean(times):.3f} s,"
+        f" min {min(times):.3f} s over {len(times)} steps"
+    )
     # CPU time is robust to other processes competing for the cores; with all threads
     # busy, an uncontended step takes about cpu / threads seconds of wall time.
     threads = torch.get_num_threads()
-    print(f"CPU time per step: median {statistics.median(cpu):.3f} s "
-          f"(/ {threads} threads = {statistics.median(cpu) / threads:.3f} s)")
+    print(
+        f"CPU time per step: median {statistics.median(cpu):.3f} s "
+        f"(/ {threads} threads = {statistics.median(cpu) / threads:.3f} s)"
+    )
 
 
 if __name__ == "__main__":

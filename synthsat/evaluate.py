@@ -43,12 +43,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise DataError(
             f"ckpt={ckpt}: the model was trained on {meta['bands']} bands and classes "
             f"{meta['classes']}, but the data has {datamodule.bands} bands and classes "
-            f"{datamodule.classes}")
-    loader = (datamodule.test_dataloader() if cfg.split == "test"
-              else datamodule.val_dataloader())
+            f"{datamodule.classes}"
+        )
+    loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     start = time.perf_counter()
-    result = evaluate_model(task, loader, datamodule.num_classes, datamodule.scored_classes,
-                            datamodule.ignore_index, datamodule.classes, device=device)
+    result = evaluate_model(
+        task,
+        loader,
+        datamodule.num_classes,
+        datamodule.scored_classes,
+        datamodule.ignore_index,
+        datamodule.classes,
+        device=device,
+    )
     metrics = {
         "split": cfg.split,
         **result,
@@ -68,8 +75,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     """Console entry point ``synthsat-evaluate``."""
     metrics = evaluate(cfg)
-    print(f"{metrics['split']} mIoU {metrics['miou']:.4f}, pixel accuracy "
-          f"{metrics['pixel_accuracy']:.4f} -> {metrics['run_dir']}/metrics.json")
+    print(
+        f"{metrics['split']} mIoU {metrics['miou']:.4f}, pixel accuracy "
+        f"{metrics['pixel_accuracy']:.4f} -> {metrics['run_dir']}/metrics.json"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_segmenter(path: str | Path, metadata: dict[str, Any],
-                   device: torch.device) -> Segmenter:
+def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.device) -> Segmenter:
     """The real-trained segmentation model of checkpoint ``path``, checked against the data."""
     from synthsat.tasks.segmentation import SegmentationTask
 
@@ -42,8 +41,10 @@ def load_segmenter(path: str | Path, metadata: dict[str, Any],
     trained = task.hparams.get("metadata", task.hparams.get("data")) or {}
     for key in ("classes", "bands"):
         if trained.get(key) != metadata[key]:
-            raise DataError(f"{path}: the segmentation model was trained with {key}="
-                            f"{trained.get(key)}, the data has {key}={metadata[key]}")
+            raise DataError(
+                f"{path}: the segmentation model was trained with {key}="
+                f"{trained.get(key)}, the data has {key}={metadata[key]}"
+            )
     return Segmenter.from_task(task.to(device))
 
 
@@ -59,18 +60,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     segmenter = load_segmenter(cfg.seg_ckpt, metadata, device) if cfg.seg_ckpt else None
     metrics = synthetic_metrics(
-        datamodule.tiles[cfg.split], cfg.synthetic, metadata, segmenter,
-        chip_size=cfg.chip_size, max_chips=cfg.max_chips, max_pixels=cfg.max_pixels,
-        batch_size=cfg.batch_size, fid=OmegaConf.to_container(cfg.fid, resolve=True),
-        seed=cfg.seed, device=device)
-    metrics["info"].update({"split": cfg.split, "synthetic": str(cfg.synthetic),
-                            "seg_ckpt": cfg.seg_ckpt})
+        datamodule.tiles[cfg.split],
+        cfg.synthetic,
+        metadata,
+        segmenter,
+        chip_size=cfg.chip_size,
+        max_chips=cfg.max_chips,
+        max_pixels=cfg.max_pixels,
+        batch_size=cfg.batch_size,
+        fid=OmegaConf.to_container(cfg.fid, resolve=True),
+        seed=cfg.seed,
+        device=device,
+    )
+    metrics["info"].update(
+        {"split": cfg.split, "synthetic": str(cfg.synthetic), "seg_ckpt": cfg.seg_ckpt}
+    )
     path = write_metrics(out / "metrics.json", metrics)
     headline = {k: v for k, v in metrics.items() if k not in ("details", "info")}
     numbers = {f"synthetic/{k}": float(v) for k, v in headline.items() if v is not None}
     for logger in build_loggers(cfg):
-        logger.log_hyperparams({"synthetic": str(cfg.synthetic), "split": cfg.split,
-                                "seg_ckpt": str(cfg.seg_ckpt)})
+        logger.log_hyperparams(
+            {"synthetic": str(cfg.synthetic), "split": cfg.split, "seg_ckpt": str(cfg.seg_ckpt)}
+        )
         logger.log_metrics(numbers, step=0)
         logger.finalize("success")
     print(json.dumps(headline, indent=2))

@@ -23,8 +23,9 @@ def _scores(outputs: Features) -> list[Tensor]:
 
 def hinge_d_loss(real: Features, fake: Features) -> Tensor:
     """Discriminator hinge loss ``relu(1 - D(real)) + relu(1 + D(fake))``, averaged over scales."""
-    losses = [F.relu(1 - r).mean() + F.relu(1 + f).mean()
-              for r, f in zip(_scores(real), _scores(fake))]
+    losses = [
+        F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(_scores(real), _scores(fake))
+    ]
     return torch.stack(losses).mean()
 
 
@@ -50,8 +51,14 @@ def kl_loss(mu: Tensor, logvar: Tensor) -> Tensor:
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
 
 
-def diversity_loss(fake1: Tensor, fake2: Tensor, z1: Tensor, z2: Tensor,
-                   tau: float | None = None, eps: float = 1e-8) -> Tensor:
+def diversity_loss(
+    fake1: Tensor,
+    fake2: Tensor,
+    z1: Tensor,
+    z2: Tensor,
+    tau: float | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
     """DSGAN diversity-sensitive loss (Yang et al. 2019).
 
     ``-mean_b(min(|G(z1) - G(z2)|_1 / |z1 - z2|_1, tau))`` with both norms taken as mean
@@ -104,15 +111,21 @@ class VGGPerceptualLoss(nn.Module):
             if not path.exists():
                 raise FileNotFoundError(
                     f"lambda_vgg > 0 needs the ImageNet VGG-19 weights at {path} (not found; "
-                    f"nothing is downloaded). Put {url} there, or set lambda_vgg=0.")
+                    f"nothing is downloaded). Put {url} there, or set lambda_vgg=0."
+                )
             state = torch.load(path, map_location="cpu", weights_only=True)
-            features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                                      if k.startswith("features.")})
+            features.load_state_dict(
+                {
+                    k.removeprefix("features."): v
+                    for k, v in state.items()
+                    if k.startswith("features.")
+                }
+            )
         self.rgb_bands = list(rgb_bands)[:3]
         self.slices = nn.ModuleList()
         start = 0
         for end in self.LAYERS:
-            self.slices.append(nn.Sequential(*features[start:end + 1]))
+            self.slices.append(nn.Sequential(*features[start : end + 1]))
             start = end + 1
         self.requires_grad_(False).eval()
 

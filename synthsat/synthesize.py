@@ -27,27 +27,41 @@ def run(cfg: DictConfig) -> SynthesisWriter:
     meta = generator.data
     datamodule = instantiate(cfg.data)
     if list(datamodule.classes) != list(meta["classes"]) or datamodule.bands != meta["bands"]:
-        raise DataError(f"{ckpt}: the generator was trained on {len(meta['classes'])} classes "
-                        f"{meta['classes']} and {meta['bands']} band(s), but data "
-                        f"{datamodule.source.describe()} has {datamodule.num_classes} classes "
-                        f"{datamodule.classes} and {datamodule.bands} band(s)")
+        raise DataError(
+            f"{ckpt}: the generator was trained on {len(meta['classes'])} classes "
+            f"{meta['classes']} and {meta['bands']} band(s), but data "
+            f"{datamodule.source.describe()} has {datamodule.num_classes} classes "
+            f"{datamodule.classes} and {datamodule.bands} band(s)"
+        )
     datamodule.source.prepare()
     pairs = [p for split in cfg.splits for p in datamodule.source.pairs(split)]
     out = Path(cfg.out)
-    requests = make_requests([(p.name, p.mask, p.image) for p in pairs], out,
-                             int(cfg.samples), int(cfg.seed))
+    requests = make_requests(
+        [(p.name, p.mask, p.image) for p in pairs], out, int(cfg.samples), int(cfg.seed)
+    )
     chip = int(cfg.chip_size or generator.chip_size)
     synthesizer = TileSynthesizer(
-        generator, meta["mean"], meta["std"], int(meta["ignore_index"]), style=cfg.style,
+        generator,
+        meta["mean"],
+        meta["std"],
+        int(meta["ignore_index"]),
+        style=cfg.style,
         overlap=int(cfg.overlap if cfg.overlap is not None else chip // 8),
-        batch_size=int(cfg.batch_size), chip_size=chip,
-        label_map=datamodule.source.label_map, dtype=cfg.dtype, block_size=int(cfg.block_size),
-        compress=str(cfg.compress), channels_last=bool(cfg.channels_last),
-        provenance={"checkpoint": str(ckpt), "lambda_div": generator.lambda_div})
+        batch_size=int(cfg.batch_size),
+        chip_size=chip,
+        label_map=datamodule.source.label_map,
+        dtype=cfg.dtype,
+        block_size=int(cfg.block_size),
+        compress=str(cfg.compress),
+        channels_last=bool(cfg.channels_last),
+        provenance={"checkpoint": str(ckpt), "lambda_div": generator.lambda_div},
+    )
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     writer = run_synthesis(synthesizer, requests, out, trainer)
-    print(f"synthesis: {len(writer.written)} tile(s) written, {len(writer.skipped)} already "
-          f"there; outputs and manifest.json in {out}")
+    print(
+        f"synthesis: {len(writer.written)} tile(s) written, {len(writer.skipped)} already "
+        f"there; outputs and manifest.json in {out}"
+    )
     return writer
 
 

@@ -31,15 +31,20 @@ def train(cfg: DictConfig) -> Path:
     datamodule = instantiate(cfg.data, patch_size=cfg.generator.patch_size)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    task = instantiate(cfg.generator, data=datamodule.metadata(),
-                       patch_size=datamodule.patch_size, _convert_="all")
+    task = instantiate(
+        cfg.generator, data=datamodule.metadata(), patch_size=datamodule.patch_size, _convert_="all"
+    )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     checkpoint = trainer.checkpoint_callback
-    if (isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and checkpoint.save_last
-            and not trainer.interrupted):
+    if (
+        isinstance(checkpoint, ModelCheckpoint)
+        and checkpoint.dirpath
+        and checkpoint.save_last
+        and not trainer.interrupted
+    ):
         trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
     return out
 

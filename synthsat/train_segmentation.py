@@ -31,8 +31,11 @@ def config_choice(group: str, default: str = "custom") -> str:
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
     """Instantiate every callback under ``cfg.callbacks`` (null entries are skipped)."""
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values()
-            if isinstance(c, DictConfig) and "_target_" in c]
+    return [
+        instantiate(c)
+        for c in (cfg.get("callbacks") or {}).values()
+        if isinstance(c, DictConfig) and "_target_" in c
+    ]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -43,8 +46,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = instantiate(cfg.segmentation, metadata=datamodule.metadata(), _convert_="all")
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False,
-                          callbacks=build_callbacks(cfg))
+    trainer = instantiate(
+        cfg.trainer, logger=build_loggers(cfg) or False, callbacks=build_callbacks(cfg)
+    )
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start
@@ -80,11 +84,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     """Console entry point ``synthsat-train-segmentation``."""
     metrics = train(cfg)
-    iou = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
-                    for k, v in metrics["iou"].items())
-    print(f"test mIoU {metrics['miou']:.4f} (per class: {iou}); pixel accuracy "
-          f"{metrics['pixel_accuracy']:.4f}; {metrics['steps']} steps in "
-          f"{metrics['fit_time_s']:.0f} s -> {metrics['run_dir']}/metrics.json")
+    iou = ", ".join(
+        f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in metrics["iou"].items()
+    )
+    print(
+        f"test mIoU {metrics['miou']:.4f} (per class: {iou}); pixel accuracy "
+        f"{metrics['pixel_accuracy']:.4f}; {metrics['steps']} steps in "
+        f"{metrics['fit_time_s']:.0f} s -> {metrics['run_dir']}/metrics.json"
+    )
 
 
 if __name__ == "__main__":

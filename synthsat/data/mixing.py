@@ -75,8 +75,9 @@ def find_synthetic(source: str | Path, stem: str) -> list[Path]:
     return [path for _, path in ordered]
 
 
-def load_synthetic_tiles(datamodule: LandCoverDataModule, source: str | Path,
-                         need: int = 1) -> list[list[CachedTile]]:
+def load_synthetic_tiles(
+    datamodule: LandCoverDataModule, source: str | Path, need: int = 1
+) -> list[list[CachedTile]]:
     """Check and cache the synthetic samples of every training tile.
 
     Args:
@@ -102,13 +103,16 @@ def load_synthetic_tiles(datamodule: LandCoverDataModule, source: str | Path,
             raise DataError(
                 f"mix.source {root}: training tile '{tile.name}' needs {need} synthetic "
                 f"sample(s) but has {have}; expected {root / f'{tile.name}_s0.tif'}"
-                f"{f' .. _s{need - 1}.tif' if need > 1 else ''}")
+                f"{f' .. _s{need - 1}.tif' if need > 1 else ''}"
+            )
         samples = []
         for path in paths:
             cached = datamodule.cache.load(TilePair(path.stem, path, tile.pair.mask))
             if cached.image.shape[1:] != tile.image.shape[1:]:
-                raise DataError(f"{path}: synthetic image is {cached.image.shape[1:]} px but "
-                                f"tile '{tile.name}' is {tile.image.shape[1:]} px")
+                raise DataError(
+                    f"{path}: synthetic image is {cached.image.shape[1:]} px but "
+                    f"tile '{tile.name}' is {tile.image.shape[1:]} px"
+                )
             samples.append(cached)
         result.append(samples)
     return result
@@ -129,9 +133,17 @@ class MixedPatchDataset(RandomPatchDataset):
         augment: random flips and 90-degree rotations.
     """
 
-    def __init__(self, tiles: list[CachedTile], synthetic: list[list[CachedTile]],
-                 real_probability: float, patch_size: int, length: int,
-                 normalize: Normalizer, ignore_index: int, augment: bool = True) -> None:
+    def __init__(
+        self,
+        tiles: list[CachedTile],
+        synthetic: list[list[CachedTile]],
+        real_probability: float,
+        patch_size: int,
+        length: int,
+        normalize: Normalizer,
+        ignore_index: int,
+        augment: bool = True,
+    ) -> None:
         super().__init__(tiles, patch_size, length, normalize, ignore_index, augment=augment)
         if len(synthetic) != len(tiles):
             raise ValueError(f"{len(synthetic)} synthetic tile lists for {len(tiles)} tiles")
@@ -185,11 +197,14 @@ def build_mixed_dataset(datamodule: LandCoverDataModule, mix_cfg: Mapping[str, A
     real = dm.tiles["train"]
     n = dm.patches_per_epoch
     if mode == "replace" and ratio == 0.0:
-        return RandomPatchDataset(real, dm.patch_size, n, dm.normalizer, dm.ignore_index,
-                                  augment=dm.augment)
+        return RandomPatchDataset(
+            real, dm.patch_size, n, dm.normalizer, dm.ignore_index, augment=dm.augment
+        )
     if source is None or str(source) == "":
-        raise ValueError(f"mix.ratio={ratio} in '{mode}' mode needs mix.source (a directory "
-                         "of synthetic GeoTIFFs)")
+        raise ValueError(
+            f"mix.ratio={ratio} in '{mode}' mode needs mix.source (a directory "
+            "of synthetic GeoTIFFs)"
+        )
     if mode == "replace":
         synthetic = load_synthetic_tiles(dm, source, need=1)
         real_probability, length = 1.0 - ratio, n
@@ -198,5 +213,13 @@ def build_mixed_dataset(datamodule: LandCoverDataModule, mix_cfg: Mapping[str, A
         n_real = round((1.0 - ratio) * n)
         length = n_real + copies * n
         real_probability = n_real / length
-    return MixedPatchDataset(real, synthetic, real_probability, dm.patch_size, length,
-                             dm.normalizer, dm.ignore_index, augment=dm.augment)
+    return MixedPatchDataset(
+        real,
+        synthetic,
+        real_probability,
+        dm.patch_size,
+        length,
+        dm.normalizer,
+        dm.ignore_index,
+        augment=dm.augment,
+    )

@@ -19,10 +19,16 @@ from torch import Tensor
 from synthsat.metrics.segmentation import SegmentationScores
 
 
-def consistency_miou(model: Callable[[Tensor], Tensor], images: Tensor, masks: Tensor,
-                     num_classes: int, scored_classes: Sequence[int],
-                     ignore_index: int | None, class_names: Sequence[str] | None = None,
-                     batch_size: int = 8) -> dict[str, Any]:
+def consistency_miou(
+    model: Callable[[Tensor], Tensor],
+    images: Tensor,
+    masks: Tensor,
+    num_classes: int,
+    scored_classes: Sequence[int],
+    ignore_index: int | None,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """mIoU of ``model`` on (synthetic) ``images`` against the ``masks`` they came from.
 
     Args:
@@ -41,14 +47,16 @@ def consistency_miou(model: Callable[[Tensor], Tensor], images: Tensor, masks: T
         (``miou``, ``iou``, ``pixel_accuracy``, ...).
     """
     if images.shape[0] != masks.shape[0] or images.shape[-2:] != masks.shape[-2:]:
-        raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)} "
-                         "do not match")
+        raise ValueError(
+            f"images {tuple(images.shape)} and masks {tuple(masks.shape)} do not match"
+        )
     scores = SegmentationScores(num_classes, scored_classes, ignore_index, class_names)
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            logits = model(images[start:start + batch_size])
+            logits = model(images[start : start + batch_size])
             if logits.shape[1] != num_classes:
-                raise ValueError(f"model gives {logits.shape[1]} class logits, data has "
-                                 f"{num_classes} classes")
-            scores.update(logits.cpu(), masks[start:start + batch_size].long().cpu())
+                raise ValueError(
+                    f"model gives {logits.shape[1]} class logits, data has {num_classes} classes"
+                )
+            scores.update(logits.cpu(), masks[start : start + batch_size].long().cpu())
     return scores.compute()

@@ -43,8 +43,10 @@ def ms_ssim_betas(size: int, kernel_size: int = 11) -> tuple[float, ...]:
         if size >= 2**n and size // max(1, n - 1) ** 2 > kernel_size - 1:
             betas = MS_SSIM_BETAS[:n]
             return tuple(b / sum(betas) for b in betas)
-    raise ValueError(f"images of {size} px are too small for MS-SSIM with a {kernel_size} px "
-                     f"kernel (need at least {kernel_size} px)")
+    raise ValueError(
+        f"images of {size} px are too small for MS-SSIM with a {kernel_size} px "
+        f"kernel (need at least {kernel_size} px)"
+    )
 
 
 def ms_ssim_diversity(samples: Tensor, data_range: float = 1.0) -> float:
@@ -57,5 +59,6 @@ def ms_ssim_diversity(samples: Tensor, data_range: float = 1.0) -> float:
     a, b = _pairs(samples.float())
     betas = ms_ssim_betas(min(samples.shape[-2:]))
     similarity = multiscale_structural_similarity_index_measure(
-        a, b, data_range=data_range, betas=betas, reduction="none")
+        a, b, data_range=data_range, betas=betas, reduction="none"
+    )
     return float(1 - similarity.mean())

@@ -26,8 +26,9 @@ from torchmetrics.image.kid import KernelInceptionDistance
 #: torch-fidelity's InceptionV3 weights (converted from the TensorFlow FID network).
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 #: Where torch-fidelity publishes :data:`INCEPTION_WEIGHTS_FILE`.
-INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                         + INCEPTION_WEIGHTS_FILE)
+INCEPTION_WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
+)
 #: Feature layers torchmetrics' InceptionV3 offers.
 INCEPTION_FEATURES = (64, 192, 768, 2048)
 
@@ -53,25 +54,33 @@ def find_inception_weights(weights_path: str | Path | None = None) -> Path:
     """
     problems = []
     if importlib.util.find_spec("torch_fidelity") is None:
-        problems.append("the package torch-fidelity is not installed (pip install "
-                        "torch-fidelity, or torchmetrics[image])")
+        problems.append(
+            "the package torch-fidelity is not installed (pip install "
+            "torch-fidelity, or torchmetrics[image])"
+        )
     path = Path(weights_path).expanduser() if weights_path else default_weights_path()
     if not path.is_file():
-        where = ("the configured Inception weights file" if weights_path
-                 else "the Inception weights are not in torch's hub cache:")
-        problems.append(f"{where} {path} does not exist; download {INCEPTION_WEIGHTS_URL} on "
-                        f"a machine with internet access and copy it to {default_weights_path()}"
-                        f" (or anywhere, and set fid.weights_path=/path/to/"
-                        f"{INCEPTION_WEIGHTS_FILE})")
+        where = (
+            "the configured Inception weights file"
+            if weights_path
+            else "the Inception weights are not in torch's hub cache:"
+        )
+        problems.append(
+            f"{where} {path} does not exist; download {INCEPTION_WEIGHTS_URL} on "
+            f"a machine with internet access and copy it to {default_weights_path()}"
+            f" (or anywhere, and set fid.weights_path=/path/to/"
+            f"{INCEPTION_WEIGHTS_FILE})"
+        )
     if problems:
         raise FidelityUnavailableError(
-            "FID/KID need torch-fidelity's InceptionV3: " + "; ".join(problems)
-            + ". Or set fid.enabled=false; the weight-free metrics do not need it.")
+            "FID/KID need torch-fidelity's InceptionV3: "
+            + "; ".join(problems)
+            + ". Or set fid.enabled=false; the weight-free metrics do not need it."
+        )
     return path
 
 
-def inception_extractor(feature: int = 2048,
-                        weights_path: str | Path | None = None) -> nn.Module:
+def inception_extractor(feature: int = 2048, weights_path: str | Path | None = None) -> nn.Module:
     """torchmetrics' InceptionV3 feature extractor, loaded from a local weights file.
 
     Args:
@@ -86,8 +95,11 @@ def inception_extractor(feature: int = 2048,
     path = find_inception_weights(weights_path)
     from torchmetrics.image.fid import NoTrainInceptionV3
 
-    return NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(feature)],
-                              feature_extractor_weights_path=str(path))
+    return NoTrainInceptionV3(
+        name="inception-v3-compat",
+        features_list=[str(feature)],
+        feature_extractor_weights_path=str(path),
+    )
 
 
 def to_uint8(images: Tensor, low: Tensor, high: Tensor) -> Tensor:
@@ -113,13 +125,20 @@ def extract_features(extractor: nn.Module, images: Tensor, batch_size: int = 16)
     """``(N, D)`` features of ``extractor`` for ``(N, 3, H, W)`` images, in batches."""
     device = next(extractor.parameters(), torch.empty(0)).device
     with torch.no_grad():
-        out = [extractor(images[i:i + batch_size].to(device)).flatten(1).double().cpu()
-               for i in range(0, images.shape[0], batch_size)]
+        out = [
+            extractor(images[i : i + batch_size].to(device)).flatten(1).double().cpu()
+            for i in range(0, images.shape[0], batch_size)
+        ]
     return torch.cat(out)
 
 
-def fid_kid_from_features(real: Tensor, synthetic: Tensor, kid_subsets: int = 100,
-                          kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+def fid_kid_from_features(
+    real: Tensor,
+    synthetic: Tensor,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
     """FID and KID (mean, std) between two ``(N, D)`` feature sets via torchmetrics.
 
     KID's subset size is capped at the smaller set size; its random subsets are drawn
@@ -127,25 +146,37 @@ def fid_kid_from_features(real: Tensor, synthetic: Tensor, kid_subsets: int = 10
     """
     n = min(real.shape[0], synthetic.shape[0])
     if n < 2:
-        raise ValueError(f"FID/KID need at least 2 real and 2 synthetic images, got "
-                         f"{real.shape[0]} and {synthetic.shape[0]}")
+        raise ValueError(
+            f"FID/KID need at least 2 real and 2 synthetic images, got "
+            f"{real.shape[0]} and {synthetic.shape[0]}"
+        )
     dim = real.shape[1]
     fid = FrechetInceptionDistance(feature=_Precomputed(dim))
-    kid = KernelInceptionDistance(feature=_Precomputed(dim), subsets=kid_subsets,
-                                  subset_size=min(kid_subset_size, n))
+    kid = KernelInceptionDistance(
+        feature=_Precomputed(dim), subsets=kid_subsets, subset_size=min(kid_subset_size, n)
+    )
     for metric in (fid, kid):
         metric.update(real.double(), real=True)
         metric.update(synthetic.double(), real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute().clamp(min=0)), "kid_mean": float(kid_mean),
-            "kid_std": float(kid_std)}
+    return {
+        "fid": float(fid.compute().clamp(min=0)),
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+    }
 
 
-def fid_kid(real: Tensor, synthetic: Tensor, extractor: nn.Module, batch_size: int = 16,
-            kid_subsets: int = 100, kid_subset_size: int = 1000,
-            seed: int = 0) -> dict[str, float]:
+def fid_kid(
+    real: Tensor,
+    synthetic: Tensor,
+    extractor: nn.Module,
+    batch_size: int = 16,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
     """FID and KID between real and synthetic ``(N, 3, H, W)`` uint8 images.
 
     Args:
@@ -160,6 +191,10 @@ def fid_kid(real: Tensor, synthetic: Tensor, extractor: nn.Module, batch_size: i
     Returns:
         ``{"fid", "kid_mean", "kid_std"}``.
     """
-    return fid_kid_from_features(extract_features(extractor, real, batch_size),
-                                 extract_features(extractor, synthetic, batch_size),
-                                 kid_subsets, kid_subset_size, seed)
+    return fid_kid_from_features(
+        extract_features(extractor, real, batch_size),
+        extract_features(extractor, synthetic, batch_size),
+        kid_subsets,
+        kid_subset_size,
+        seed,
+    )

@@ -27,8 +27,9 @@ def gaussian_fit(features: Tensor) -> tuple[Tensor, Tensor]:
     if features.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {tuple(features.shape)}")
     if features.shape[0] < 2:
-        raise ValueError(f"a Gaussian fit needs at least 2 feature vectors, got "
-                         f"{features.shape[0]}")
+        raise ValueError(
+            f"a Gaussian fit needs at least 2 feature vectors, got {features.shape[0]}"
+        )
     x = features.detach().to(torch.float64)
     mu = x.mean(0)
     centred = x - mu
@@ -63,8 +64,9 @@ def feature_frechet_distance(real: Tensor, synthetic: Tensor) -> float:
     return frechet_distance(*gaussian_fit(real), *gaussian_fit(synthetic))
 
 
-def pooled_features(encoder: Callable[[Tensor], Tensor | Sequence[Tensor]],
-                    images: Tensor) -> Tensor:
+def pooled_features(
+    encoder: Callable[[Tensor], Tensor | Sequence[Tensor]], images: Tensor
+) -> Tensor:
     """Global-average-pooled deepest features of ``encoder`` for a batch of images.
 
     Args:

@@ -28,8 +28,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 
-def scores_from_confusion(confmat: torch.Tensor, scored_classes: Sequence[int],
-                          class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def scores_from_confusion(
+    confmat: torch.Tensor, scored_classes: Sequence[int], class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """mIoU, per-class IoU and pixel accuracy from a confusion matrix.
 
     Args:
@@ -81,11 +82,17 @@ class SegmentationScores(nn.Module):
         class_names: names for the per-class IoU keys.
     """
 
-    def __init__(self, num_classes: int, scored_classes: Sequence[int], ignore_index: int | None,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        scored_classes: Sequence[int],
+        ignore_index: int | None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
-        self.confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index,
-                                                 validate_args=False)
+        self.confmat = MulticlassConfusionMatrix(
+            num_classes, ignore_index=ignore_index, validate_args=False
+        )
         self.scored_classes = list(scored_classes)
         self.class_names = list(class_names) if class_names is not None else None
 
@@ -97,8 +104,7 @@ class SegmentationScores(nn.Module):
 
     def compute(self) -> dict[str, Any]:
         """Scores of everything added since the last :meth:`reset`."""
-        return scores_from_confusion(self.confmat.compute(), self.scored_classes,
-                                     self.class_names)
+        return scores_from_confusion(self.confmat.compute(), self.scored_classes, self.class_names)
 
     def reset(self) -> None:
         """Start a new accumulation."""
@@ -148,8 +154,9 @@ def evaluate_model(
         for batch in dataloader:
             logits = predict(batch["image"].to(device))
             if logits.shape[1] != num_classes:
-                raise ValueError(f"model gives {logits.shape[1]} class logits, data has "
-                                 f"{num_classes} classes")
+                raise ValueError(
+                    f"model gives {logits.shape[1]} class logits, data has {num_classes} classes"
+                )
             scores.update(logits, batch["mask"].to(device))
     finally:
         model_or_task.train(was_training)

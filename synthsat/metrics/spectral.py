@@ -15,8 +15,9 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 
-def class_pixel_positions(masks: Sequence[np.ndarray], classes: Sequence[int], max_pixels: int,
-                          seed: int = 0) -> list[dict[int, np.ndarray]]:
+def class_pixel_positions(
+    masks: Sequence[np.ndarray], classes: Sequence[int], max_pixels: int, seed: int = 0
+) -> list[dict[int, np.ndarray]]:
     """A uniform sample of at most ``max_pixels`` pixel positions per class, over all tiles.
 
     Args:
@@ -41,15 +42,17 @@ def class_pixel_positions(masks: Sequence[np.ndarray], classes: Sequence[int], m
     positions: list[dict[int, np.ndarray]] = [{} for _ in masks]
     for ci, c in enumerate(classes):
         have = counts[:, ci]
-        take = have if have.sum() <= max_pixels else rng.multivariate_hypergeometric(have,
-                                                                                      max_pixels)
+        take = (
+            have if have.sum() <= max_pixels else rng.multivariate_hypergeometric(have, max_pixels)
+        )
         for t, n in enumerate(take):
             if n == 0:
                 continue
             where = np.flatnonzero(np.asarray(masks[t]).ravel() == c)
             if n < where.size:
-                where = np.sort(np.random.default_rng([seed, c, t]).choice(where, int(n),
-                                                                            replace=False))
+                where = np.sort(
+                    np.random.default_rng([seed, c, t]).choice(where, int(n), replace=False)
+                )
             positions[t][c] = where
     return positions
 
@@ -63,14 +66,20 @@ def gather_pixels(image: np.ndarray, positions: dict[int, np.ndarray]) -> dict[i
 def wasserstein_per_band(real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
     """1-D Wasserstein distance per band between ``(C, n)`` and ``(C, m)`` value samples."""
     if real.shape[0] != synthetic.shape[0]:
-        raise ValueError(f"band counts differ: real {real.shape[0]}, "
-                         f"synthetic {synthetic.shape[0]}")
+        raise ValueError(
+            f"band counts differ: real {real.shape[0]}, synthetic {synthetic.shape[0]}"
+        )
     return np.array([wasserstein_distance(r, s) for r, s in zip(real, synthetic)])
 
 
-def spectral_distances(real: Sequence[np.ndarray], synthetic: Sequence[Sequence[np.ndarray]],
-                       masks: Sequence[np.ndarray], classes: Sequence[int],
-                       max_pixels: int = 200_000, seed: int = 0) -> dict[int, np.ndarray]:
+def spectral_distances(
+    real: Sequence[np.ndarray],
+    synthetic: Sequence[Sequence[np.ndarray]],
+    masks: Sequence[np.ndarray],
+    classes: Sequence[int],
+    max_pixels: int = 200_000,
+    seed: int = 0,
+) -> dict[int, np.ndarray]:
     """Per class, the per-band Wasserstein distance between real and synthetic pixels.
 
     Args:
@@ -87,8 +96,10 @@ def spectral_distances(real: Sequence[np.ndarray], synthetic: Sequence[Sequence[
         pixels.
     """
     if not len(real) == len(synthetic) == len(masks):
-        raise ValueError(f"need one mask and one sample list per real image, got {len(real)} "
-                         f"images, {len(synthetic)} sample lists and {len(masks)} masks")
+        raise ValueError(
+            f"need one mask and one sample list per real image, got {len(real)} "
+            f"images, {len(synthetic)} sample lists and {len(masks)} masks"
+        )
     positions = class_pixel_positions(masks, classes, max_pixels, seed)
     real_values: dict[int, list[np.ndarray]] = {}
     synthetic_values: dict[int, list[np.ndarray]] = {}
@@ -98,6 +109,10 @@ def spectral_distances(real: Sequence[np.ndarray], synthetic: Sequence[Sequence[
         for sample in samples:
             for c, values in gather_pixels(sample, where).items():
                 synthetic_values.setdefault(c, []).append(values)
-    return {c: wasserstein_per_band(np.concatenate(real_values[c], 1),
-                                    np.concatenate(synthetic_values[c], 1))
-            for c in sorted(real_values) if c in synthetic_values}
+    return {
+        c: wasserstein_per_band(
+            np.concatenate(real_values[c], 1), np.concatenate(synthetic_values[c], 1)
+        )
+        for c in sorted(real_values)
+        if c in synthetic_values
+    }

@@ -49,9 +49,14 @@ SAMPLE_NAME = re.compile(r"^(?P<tile>.+)_s(?P<k>\d+)$")
 
 #: Settings of FID / KID; ``enabled`` is true (required), false (skipped) or "auto"
 #: (computed when torch-fidelity and the weights are there, else noted in the result).
-FID_DEFAULTS: dict[str, Any] = {"enabled": "auto", "bands": None, "feature": 2048,
-                                "weights_path": None, "kid_subsets": 100,
-                                "kid_subset_size": 1000}
+FID_DEFAULTS: dict[str, Any] = {
+    "enabled": "auto",
+    "bands": None,
+    "feature": 2048,
+    "weights_path": None,
+    "kid_subsets": 100,
+    "kid_subset_size": 1000,
+}
 
 
 @dataclass
@@ -101,12 +106,17 @@ class Segmenter:
         hparams = task.hparams
         meta = hparams.get("metadata", hparams.get("data"))
         if meta is None:
-            raise ValueError("the segmentation task's hparams hold no data metadata "
-                             "('metadata': classes, bands, mean, std, ...)")
+            raise ValueError(
+                "the segmentation task's hparams hold no data metadata "
+                "('metadata': classes, bands, mean, std, ...)"
+            )
         task.eval()
         encoder = getattr(getattr(task, "model", None), "encoder", None)
-        return cls(task.predict_logits, Normalizer(np.asarray(meta["mean"]),
-                                                   np.asarray(meta["std"])), encoder)
+        return cls(
+            task.predict_logits,
+            Normalizer(np.asarray(meta["mean"]), np.asarray(meta["std"])),
+            encoder,
+        )
 
 
 def find_samples(synthetic_dir: str | Path, tile_names: Sequence[str]) -> dict[str, list[Path]]:
@@ -133,7 +143,8 @@ def find_samples(synthetic_dir: str | Path, tile_names: Sequence[str]) -> dict[s
         raise DataError(
             f"{root}: no synthetic sample of the {len(wanted)} tile(s) evaluated (expected "
             f"files named <tile>_s<k>.tif for tiles such as {', '.join(sorted(wanted)[:3])}; "
-            f"found {', '.join(others[:5]) or 'no GeoTIFF'})")
+            f"found {', '.join(others[:5]) or 'no GeoTIFF'})"
+        )
     return {name: [p for _, p in sorted(found[name])] for name in tile_names if name in found}
 
 
@@ -145,7 +156,8 @@ def read_sample(path: Path, tile: CachedTile) -> np.ndarray:
         raise DataError(
             f"{path}: synthetic tile is {info.width}x{info.height} px with {info.count} "
             f"band(s), but its real tile {tile.pair.image} is {w}x{h} px with "
-            f"{tile.image.shape[0]} band(s)")
+            f"{tile.image.shape[0]} band(s)"
+        )
     return read_raster(path)
 
 
@@ -160,8 +172,9 @@ def read_manifest(synthetic_dir: str | Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a synthesis manifest ({err})") from err
     if not entries:
         return {"outputs": 0}
-    common = {k: v for k, v in entries[0].items()
-              if k != "path" and all(e.get(k) == v for e in entries)}
+    common = {
+        k: v for k, v in entries[0].items() if k != "path" and all(e.get(k) == v for e in entries)
+    }
     return {"outputs": len(entries), **common}
 
 
@@ -175,23 +188,35 @@ def chip_side(shapes: Sequence[tuple[int, int]], chip_size: int) -> int:
     return side
 
 
-def select_chips(shapes: Sequence[tuple[int, int]], side: int, max_chips: int | None,
-                 seed: int) -> list[tuple[int, int, int]]:
+def select_chips(
+    shapes: Sequence[tuple[int, int]], side: int, max_chips: int | None, seed: int
+) -> list[tuple[int, int, int]]:
     """Non-overlapping full chips ``(tile, row, col)``; a seeded subset of ``max_chips``."""
-    chips = [(t, r, c) for t, (h, w) in enumerate(shapes)
-             for r in range(0, h - side + 1, side) for c in range(0, w - side + 1, side)]
+    chips = [
+        (t, r, c)
+        for t, (h, w) in enumerate(shapes)
+        for r in range(0, h - side + 1, side)
+        for c in range(0, w - side + 1, side)
+    ]
     if max_chips is not None and len(chips) > max_chips:
         keep = np.sort(np.random.default_rng(seed).choice(len(chips), max_chips, replace=False))
         chips = [chips[i] for i in keep]
     return chips
 
 
-def _segment(segmenter: Segmenter, images: Tensor, masks: Tensor, score: SegmentationScores,
-             features: list[Tensor], batch_size: int, device: torch.device) -> None:
+def _segment(
+    segmenter: Segmenter,
+    images: Tensor,
+    masks: Tensor,
+    score: SegmentationScores,
+    features: list[Tensor],
+    batch_size: int,
+    device: torch.device,
+) -> None:
     """Score the segmenter's predictions of ``images`` against ``masks``; keep features."""
     for i in range(0, images.shape[0], batch_size):
-        logits, pooled = segmenter.predict(images[i:i + batch_size].to(device))
-        score.update(logits.cpu(), masks[i:i + batch_size])
+        logits, pooled = segmenter.predict(images[i : i + batch_size].to(device))
+        score.update(logits.cpu(), masks[i : i + batch_size])
         if pooled is not None:
             features.append(pooled.cpu())
 
@@ -208,8 +233,9 @@ def _normalize(x: Tensor, normalizer: Normalizer) -> Tensor:
     return (x - mean) / std
 
 
-def _fid_extractor(fid: Mapping[str, Any], extractor: nn.Module | None,
-                   device: torch.device) -> tuple[nn.Module | None, str | None]:
+def _fid_extractor(
+    fid: Mapping[str, Any], extractor: nn.Module | None, device: torch.device
+) -> tuple[nn.Module | None, str | None]:
     """The FID feature extractor, or None and the reason it is unavailable."""
     enabled = fid["enabled"]
     if enabled not in (True, False, "auto"):
@@ -281,8 +307,10 @@ def synthetic_metrics(
     used = [t for t in tiles if t.name in samples]
     k = min(len(samples[t.name]) for t in used)
     if any(len(samples[t.name]) != k for t in used):
-        warnings.warn(f"{synthetic_dir}: tiles have different sample counts; using the first "
-                      f"{k} of each", stacklevel=2)
+        warnings.warn(
+            f"{synthetic_dir}: tiles have different sample counts; using the first {k} of each",
+            stacklevel=2,
+        )
     samples = {name: paths[:k] for name, paths in samples.items()}
     shapes = [t.shape for t in used]
     side = chip_side(shapes, chip_size)
@@ -311,8 +339,12 @@ def synthetic_metrics(
     if segmenter is not None:
         score_real = SegmentationScores(len(classes), scored, ignore_index, classes)
         score_synth = SegmentationScores(len(classes), scored, ignore_index, classes)
-    feats: dict[str, list[Tensor]] = {"domain_real": [], "domain_synth": [],
-                                      "fid_real": [], "fid_synth": []}
+    feats: dict[str, list[Tensor]] = {
+        "domain_real": [],
+        "domain_synth": [],
+        "fid_real": [],
+        "fid_synth": [],
+    }
     l1: list[float] = []
     ms_ssim: list[float] = []
 
@@ -326,13 +358,21 @@ def synthetic_metrics(
         here = [(r, c) for ti, r, c in chips if ti == t]
         if not here:
             continue
-        real = torch.from_numpy(np.stack([np.asarray(tile.image[:, r:r + side, c:c + side])
-                                          for r, c in here]).astype(np.float32))
-        mask = torch.from_numpy(np.stack([np.asarray(tile.mask[r:r + side, c:c + side])
-                                          for r, c in here]).astype(np.int64))
-        synth = torch.from_numpy(np.stack([np.stack([s[:, r:r + side, c:c + side]
-                                                     for s in synthetic])
-                                           for r, c in here]).astype(np.float32))  # N K C H W
+        real = torch.from_numpy(
+            np.stack(
+                [np.asarray(tile.image[:, r : r + side, c : c + side]) for r, c in here]
+            ).astype(np.float32)
+        )
+        mask = torch.from_numpy(
+            np.stack([np.asarray(tile.mask[r : r + side, c : c + side]) for r, c in here]).astype(
+                np.int64
+            )
+        )
+        synth = torch.from_numpy(
+            np.stack(
+                [np.stack([s[:, r : r + side, c : c + side] for s in synthetic]) for r, c in here]
+            ).astype(np.float32)
+        )  # N K C H W
         if len(synthetic) >= 2:
             unit = (synth - low.view(1, 1, -1, 1, 1)) / (high - low).view(1, 1, -1, 1, 1)
             for i in range(len(here)):
@@ -341,32 +381,56 @@ def synthetic_metrics(
         flat = synth.flatten(0, 1)  # (N K) C H W
         flat_mask = mask.repeat_interleave(len(synthetic), 0)
         if segmenter is not None and score_real is not None and score_synth is not None:
-            real_in, synth_in = (_normalize(real, segmenter.normalizer),
-                                 _normalize(flat, segmenter.normalizer))
-            _segment(segmenter, real_in, mask, score_real, feats["domain_real"], batch_size,
-                     device)
-            _segment(segmenter, synth_in, flat_mask, score_synth, feats["domain_synth"],
-                     batch_size, device)
+            real_in, synth_in = (
+                _normalize(real, segmenter.normalizer),
+                _normalize(flat, segmenter.normalizer),
+            )
+            _segment(segmenter, real_in, mask, score_real, feats["domain_real"], batch_size, device)
+            _segment(
+                segmenter,
+                synth_in,
+                flat_mask,
+                score_synth,
+                feats["domain_synth"],
+                batch_size,
+                device,
+            )
         if extractor is not None:
-            feats["fid_real"].append(extract_features(
-                extractor, to_uint8(real[:, fid_bands], low[fid_bands], high[fid_bands]),
-                batch_size))
-            feats["fid_synth"].append(extract_features(
-                extractor, to_uint8(flat[:, fid_bands], low[fid_bands], high[fid_bands]),
-                batch_size))
+            feats["fid_real"].append(
+                extract_features(
+                    extractor,
+                    to_uint8(real[:, fid_bands], low[fid_bands], high[fid_bands]),
+                    batch_size,
+                )
+            )
+            feats["fid_synth"].append(
+                extract_features(
+                    extractor,
+                    to_uint8(flat[:, fid_bands], low[fid_bands], high[fid_bands]),
+                    batch_size,
+                )
+            )
 
-    w1 = {c: wasserstein_per_band(np.concatenate(real_px[c], 1), np.concatenate(synth_px[c], 1))
-          for c in sorted(real_px) if c in synth_px}
+    w1 = {
+        c: wasserstein_per_band(np.concatenate(real_px[c], 1), np.concatenate(synth_px[c], 1))
+        for c in sorted(real_px)
+        if c in synth_px
+    }
     w1_std = [float(np.mean(w1[c] / data_norm.std)) for c in scored if c in w1]
     result: dict[str, Any] = {
         "spectral_w1": float(np.mean(w1_std)) if w1_std else None,
         "diversity_l1": float(np.mean(l1)) if l1 else None,
         "diversity_ms_ssim": float(np.mean(ms_ssim)) if ms_ssim else None,
-        "consistency_miou": None, "real_miou": None, "domain_fd": None,
-        "fid": None, "kid_mean": None, "kid_std": None,
+        "consistency_miou": None,
+        "real_miou": None,
+        "domain_fd": None,
+        "fid": None,
+        "kid_mean": None,
+        "kid_std": None,
     }
-    details: dict[str, Any] = {"spectral_w1": {
-        classes[c]: dict(zip(band_names, map(float, w1[c]))) for c in w1}}
+    details: dict[str, Any] = {
+        "spectral_w1": {classes[c]: dict(zip(band_names, map(float, w1[c]))) for c in w1}
+    }
     if score_real is not None and score_synth is not None:
         synth_scores, real_scores = score_synth.compute(), score_real.compute()
         result["consistency_miou"], result["real_miou"] = synth_scores["miou"], real_scores["miou"]
@@ -376,22 +440,26 @@ def synthetic_metrics(
     # size, so a perfect generator scores exactly 0), averaged over k
     if feats["domain_real"] and len(chips) >= 2:
         real_f, synth_f = torch.cat(feats["domain_real"]), _by_sample(feats["domain_synth"], k)
-        result["domain_fd"] = float(np.mean([feature_frechet_distance(real_f, f)
-                                             for f in synth_f]))
+        result["domain_fd"] = float(np.mean([feature_frechet_distance(real_f, f) for f in synth_f]))
     if feats["fid_real"] and len(chips) >= 2:
         real_f, synth_f = torch.cat(feats["fid_real"]), _by_sample(feats["fid_synth"], k)
-        per_sample = [fid_kid_from_features(real_f, f, int(fid_cfg["kid_subsets"]),
-                                            int(fid_cfg["kid_subset_size"]), seed)
-                      for f in synth_f]
-        result.update({key: float(np.mean([r[key] for r in per_sample]))
-                       for key in per_sample[0]})
+        per_sample = [
+            fid_kid_from_features(
+                real_f, f, int(fid_cfg["kid_subsets"]), int(fid_cfg["kid_subset_size"]), seed
+            )
+            for f in synth_f
+        ]
+        result.update({key: float(np.mean([r[key] for r in per_sample])) for key in per_sample[0]})
     result["details"] = details
     result["info"] = {
-        "tiles": len(used), "tiles_without_samples": len(tiles) - len(used),
-        "samples_per_tile": k, "chips": len(chips),
-        "chip_size": side, "max_pixels": max_pixels,
+        "tiles": len(used),
+        "tiles_without_samples": len(tiles) - len(used),
+        "samples_per_tile": k,
+        "chips": len(chips),
+        "chip_size": side,
+        "max_pixels": max_pixels,
         "spectral_units": "raw pixel values; spectral_w1 = mean of W1 / band std over scored "
-                          "classes and bands",
+        "classes and bands",
         "diversity_units": "diversity_l1 in band std units; diversity_ms_ssim = 1 - MS-SSIM",
         "fid_bands": [band_names[b] for b in fid_bands] if extractor is not None else None,
         "fid_note": fid_note,

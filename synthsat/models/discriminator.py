@@ -23,15 +23,18 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 4) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
-        self.layers.append(nn.Sequential(nn.Conv2d(in_channels, ndf, 4, 2, 2),
-                                         nn.LeakyReLU(0.2)))
+        self.layers.append(nn.Sequential(nn.Conv2d(in_channels, ndf, 4, 2, 2), nn.LeakyReLU(0.2)))
         cin = ndf
         for i in range(1, n_layers + 1):
             cout = ndf * min(2**i, 8)
             stride = 2 if i < n_layers else 1
-            self.layers.append(nn.Sequential(
-                spectral_norm(nn.Conv2d(cin, cout, 4, stride, 2)),
-                nn.GroupNorm(cout, cout, affine=False), nn.LeakyReLU(0.2)))
+            self.layers.append(
+                nn.Sequential(
+                    spectral_norm(nn.Conv2d(cin, cout, 4, stride, 2)),
+                    nn.GroupNorm(cout, cout, affine=False),
+                    nn.LeakyReLU(0.2),
+                )
+            )
             cin = cout
         self.layers.append(nn.Conv2d(cin, 1, 4, 1, 2))
 
@@ -54,11 +57,17 @@ class MultiscaleDiscriminator(nn.Module):
         n_layers: stride-2 convolutions per discriminator.
     """
 
-    def __init__(self, in_channels: int, num_D: int = 2, ndf: int = 64,  # noqa: N803
-                 n_layers: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_D: int = 2,
+        ndf: int = 64,  # noqa: N803
+        n_layers: int = 4,
+    ) -> None:
         super().__init__()
         self.discriminators = nn.ModuleList(
-            PatchDiscriminator(in_channels, ndf, n_layers) for _ in range(num_D))
+            PatchDiscriminator(in_channels, ndf, n_layers) for _ in range(num_D)
+        )
 
     def forward(self, x: Tensor) -> list[list[Tensor]]:
         """Features of every scale: ``out[scale][layer]``; ``out[scale][-1]`` is the score."""

@@ -25,16 +25,25 @@ class StyleEncoder(nn.Module):
         max_layers: cap on the number of down-sampling stages.
     """
 
-    def __init__(self, in_channels: int, z_dim: int, patch_size: int = 256, nef: int = 64,
-                 max_layers: int = 6) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        z_dim: int,
+        patch_size: int = 256,
+        nef: int = 64,
+        max_layers: int = 6,
+    ) -> None:
         super().__init__()
         n_layers = max(1, min(max_layers, int(math.log2(max(patch_size, 8) // 4))))
         layers: list[nn.Module] = []
         cin = in_channels
         for i in range(n_layers):
             cout = nef * min(2**i, 8)
-            layers += [spectral_norm(nn.Conv2d(cin, cout, 3, stride=2, padding=1)),
-                       nn.GroupNorm(cout, cout, affine=False), nn.LeakyReLU(0.2)]
+            layers += [
+                spectral_norm(nn.Conv2d(cin, cout, 3, stride=2, padding=1)),
+                nn.GroupNorm(cout, cout, affine=False),
+                nn.LeakyReLU(0.2),
+            ]
             cin = cout
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(4)

@@ -41,12 +41,14 @@ def cached_encoder_weights(encoder_name: str, weights: str) -> Path:
         raise EncoderWeightsError(
             f"encoder '{encoder_name}': pretrained weights are only supported for "
             "segmentation-models-pytorch encoders (e.g. resnet18, resnet50); "
-            "use segmentation.encoder_weights=null")
+            "use segmentation.encoder_weights=null"
+        )
     settings = SMP_ENCODERS[encoder_name]["pretrained_settings"]
     if weights not in settings:
         raise EncoderWeightsError(
             f"encoder '{encoder_name}' has no '{weights}' weights "
-            f"(available: {', '.join(settings)}); use segmentation.encoder_weights=null")
+            f"(available: {', '.join(settings)}); use segmentation.encoder_weights=null"
+        )
     repo_id, revision = settings[weights]["repo_id"], settings[weights]["revision"]
     found: dict[str, Path] = {}
     for name in WEIGHT_FILES:
@@ -61,7 +63,8 @@ def cached_encoder_weights(encoder_name: str, weights: str) -> Path:
             "and synthsat never downloads weights. Provide them on a machine with network "
             f"access with `huggingface-cli download {repo_id} --revision {revision}` and "
             "copy the cache (HF_HOME, default ~/.cache/huggingface) here, or train from "
-            "scratch with segmentation.encoder_weights=null")
+            "scratch with segmentation.encoder_weights=null"
+        )
     return found["model.safetensors"]
 
 
@@ -91,20 +94,26 @@ def build_unet(
         ValueError: bad sizes.
     """
     if in_channels < 1 or classes < 2:
-        raise ValueError(f"a U-Net needs in_channels >= 1 and classes >= 2, got "
-                         f"in_channels={in_channels}, classes={classes}")
+        raise ValueError(
+            f"a U-Net needs in_channels >= 1 and classes >= 2, got "
+            f"in_channels={in_channels}, classes={classes}"
+        )
     if not 3 <= encoder_depth <= 5:
         raise ValueError(f"encoder_depth must be 3, 4 or 5, got {encoder_depth}")
     if decoder_channels is None:
         decoder_channels = (256, 128, 64, 32, 16)[5 - encoder_depth :]
     if len(decoder_channels) != encoder_depth:
-        raise ValueError(f"decoder_channels needs {encoder_depth} values (one per encoder "
-                         f"stage), got {list(decoder_channels)}")
+        raise ValueError(
+            f"decoder_channels needs {encoder_depth} values (one per encoder "
+            f"stage), got {list(decoder_channels)}"
+        )
     if encoder_weights is not None:
         cached_encoder_weights(encoder_name, encoder_weights)
     elif encoder_name not in SMP_ENCODERS and not encoder_name.startswith("tu-"):
-        raise ValueError(f"unknown encoder '{encoder_name}' (segmentation-models-pytorch "
-                         f"encoders: {', '.join(sorted(SMP_ENCODERS)[:12])}, ...)")
+        raise ValueError(
+            f"unknown encoder '{encoder_name}' (segmentation-models-pytorch "
+            f"encoders: {', '.join(sorted(SMP_ENCODERS)[:12])}, ...)"
+        )
     return smp.Unet(
         encoder_name=encoder_name,
         encoder_weights=encoder_weights,

@@ -61,8 +61,9 @@ class SPADE(nn.Module):
         norm: parameter-free normalisation, ``instance`` or ``batch``.
     """
 
-    def __init__(self, channels: int, label_channels: int, hidden: int = 128,
-                 norm: str = "instance") -> None:
+    def __init__(
+        self, channels: int, label_channels: int, hidden: int = 128, norm: str = "instance"
+    ) -> None:
         super().__init__()
         self.norm = _param_free_norm(norm, channels)
         self.shared = nn.Sequential(nn.Conv2d(label_channels, hidden, 3, padding=1), nn.ReLU())
@@ -91,8 +92,15 @@ class SPADEResBlock(nn.Module):
         spectral: spectral normalisation of the convolutions.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, label_channels: int,
-                 hidden: int = 128, norm: str = "instance", spectral: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        label_channels: int,
+        hidden: int = 128,
+        norm: str = "instance",
+        spectral: bool = True,
+    ) -> None:
         super().__init__()
         middle = min(in_channels, out_channels)
         self.norm_0 = SPADE(in_channels, label_channels, hidden, norm)
@@ -117,8 +125,9 @@ def num_upsampling(patch_size: int, start_size: int) -> int:
     ratio = patch_size / start_size
     n_up = round(math.log2(ratio)) if ratio >= 1 else -1
     if n_up < 0 or start_size * 2**n_up != patch_size:
-        raise ValueError(f"patch_size {patch_size} must be start_size {start_size} times a "
-                         "power of two")
+        raise ValueError(
+            f"patch_size {patch_size} must be start_size {start_size} times a power of two"
+        )
     return n_up
 
 
@@ -153,10 +162,20 @@ class SPADEGenerator(nn.Module):
         output_scale: bound of the output, in standard deviations.
     """
 
-    def __init__(self, num_classes: int, out_channels: int, patch_size: int, ngf: int = 64,
-                 z_dim: int = 256, start_size: int = 8, max_mult: int = 16,
-                 spade_hidden: int = 128, norm: str = "instance", spectral: bool = True,
-                 output_scale: float = 5.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        out_channels: int,
+        patch_size: int,
+        ngf: int = 64,
+        z_dim: int = 256,
+        start_size: int = 8,
+        max_mult: int = 16,
+        spade_hidden: int = 128,
+        norm: str = "instance",
+        spectral: bool = True,
+        output_scale: float = 5.0,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.out_channels = out_channels
@@ -164,13 +183,15 @@ class SPADEGenerator(nn.Module):
         self.start_size = start_size
         self.num_up = num_upsampling(patch_size, start_size)
         self.output_scale = output_scale
-        chans = [ngf * min(2 ** (self.num_up - level), max_mult)
-                 for level in range(self.num_up + 1)]
+        chans = [
+            ngf * min(2 ** (self.num_up - level), max_mult) for level in range(self.num_up + 1)
+        ]
         self.fc = nn.Linear(z_dim, chans[0] * start_size * start_size)
         self.head = SPADEResBlock(chans[0], chans[0], num_classes, spade_hidden, norm, spectral)
         self.ups = nn.ModuleList(
             SPADEResBlock(chans[i], chans[i + 1], num_classes, spade_hidden, norm, spectral)
-            for i in range(self.num_up))
+            for i in range(self.num_up)
+        )
         self.out = nn.Conv2d(chans[-1], out_channels, 3, padding=1)
 
     def forward(self, onehot: Tensor, z: Tensor) -> Tensor:

@@ -58,8 +58,10 @@ class TaskChipGenerator(nn.Module):
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, logvar)`` of the style of normalised real chips."""
         if not self.has_encoder:
-            raise ValueError("the checkpoint's generator was trained without a style encoder "
-                             "(use_vae=false); use style=random")
+            raise ValueError(
+                "the checkpoint's generator was trained without a style encoder "
+                "(use_vae=false); use style=random"
+            )
         return self.task.encode(image)
 
 
@@ -71,8 +73,10 @@ def load_chip_generator(checkpoint: str | Path, map_location: str = "cpu") -> Ta
     """
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: generator checkpoint does not exist "
-                                "(train one with synthsat-train-generator, then pass ckpt=...)")
+        raise FileNotFoundError(
+            f"{path}: generator checkpoint does not exist "
+            "(train one with synthsat-train-generator, then pass ckpt=...)"
+        )
     from synthsat.tasks.generator import GeneratorTask
 
     task = GeneratorTask.load_from_checkpoint(str(path), map_location=map_location)
@@ -118,8 +122,9 @@ class SynthesisModule(L.LightningModule):
         if isinstance(synthesizer.generator, nn.Module):
             self.generator = synthesizer.generator
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device,
-                                 dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         """Requests are paths, not tensors: nothing to move."""
         return batch
 
@@ -156,9 +161,16 @@ class SynthesisWriter(BasePredictionWriter):
                 log.info("removed %s, left by an interrupted run", path)
         trainer.strategy.barrier("synthsat-synthesis-start")
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           prediction: list[TileStream], batch_indices: Sequence[int] | None,
-                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: list[TileStream],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Write the tiles of one batch of requests."""
         assert isinstance(pl_module, SynthesisModule)
         synthesizer = pl_module.synthesizer
@@ -183,16 +195,28 @@ def _warn_if_different(request: TileRequest, synthesizer: TileSynthesizer) -> No
     """Warn when a kept output was made with other settings than this run's."""
     old = read_provenance(request.output) or {}
     new = synthesizer.record(request)
-    diff = [k for k in ("checkpoint", "seed", "style", "lambda_div", "overlap")
-            if k in new and old.get(k) != new[k]]
+    diff = [
+        k
+        for k in ("checkpoint", "seed", "style", "lambda_div", "overlap")
+        if k in new and old.get(k) != new[k]
+    ]
     if diff:
-        log.warning("%s exists and is kept, but was made with other %s (%s) than this run "
-                    "(%s); delete it to remake it", request.output, ", ".join(diff),
-                    {k: old.get(k) for k in diff}, {k: new[k] for k in diff})
+        log.warning(
+            "%s exists and is kept, but was made with other %s (%s) than this run "
+            "(%s); delete it to remake it",
+            request.output,
+            ", ".join(diff),
+            {k: old.get(k) for k in diff},
+            {k: new[k] for k in diff},
+        )
 
 
-def run_synthesis(synthesizer: TileSynthesizer, requests: Sequence[TileRequest],
-                  out_dir: str | Path, trainer: L.Trainer | None = None) -> SynthesisWriter:
+def run_synthesis(
+    synthesizer: TileSynthesizer,
+    requests: Sequence[TileRequest],
+    out_dir: str | Path,
+    trainer: L.Trainer | None = None,
+) -> SynthesisWriter:
     """Make every request's output with ``trainer.predict`` (skipping finished ones).
 
     Args:
@@ -206,11 +230,17 @@ def run_synthesis(synthesizer: TileSynthesizer, requests: Sequence[TileRequest],
     """
     writer = SynthesisWriter(out_dir)
     if trainer is None:
-        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False,
-                            enable_progress_bar=False, enable_model_summary=False,
-                            enable_checkpointing=False)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
     trainer.callbacks.append(writer)
-    loader = DataLoader(RequestDataset(requests), batch_size=1, shuffle=False,
-                        collate_fn=collate_requests)
+    loader = DataLoader(
+        RequestDataset(requests), batch_size=1, shuffle=False, collate_fn=collate_requests
+    )
     trainer.predict(SynthesisModule(synthesizer), dataloaders=loader, return_predictions=False)
     return writer

@@ -112,8 +112,9 @@ class TileRequest:
         return derive_seed(self.seed, self.tile, self.sample)
 
 
-def make_requests(tiles: Iterable[tuple[str, Path, Path | None]], out_dir: str | Path,
-                  samples: int, seed: int) -> list[TileRequest]:
+def make_requests(
+    tiles: Iterable[tuple[str, Path, Path | None]], out_dir: str | Path, samples: int, seed: int
+) -> list[TileRequest]:
     """Requests for ``samples`` samples of each ``(name, mask, image)`` tile."""
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -124,8 +125,17 @@ def make_requests(tiles: Iterable[tuple[str, Path, Path | None]], out_dir: str |
         if name in seen:
             raise DataError(f"{mask}: tile name '{name}' occurs twice; output names would clash")
         seen.add(name)
-        requests.extend(TileRequest(name, Path(mask), None if image is None else Path(image),
-                                    k, seed, out / output_name(name, k)) for k in range(samples))
+        requests.extend(
+            TileRequest(
+                name,
+                Path(mask),
+                None if image is None else Path(image),
+                k,
+                seed,
+                out / output_name(name, k),
+            )
+            for k in range(samples)
+        )
     return requests
 
 
@@ -174,12 +184,16 @@ class TileSynthesizer:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.style == "encoder" and getattr(self.generator, "has_encoder", True) is False:
-            raise ValueError("style=encoder needs a style encoder, but the generator has none "
-                             "(trained with use_vae=false); use style=random")
+            raise ValueError(
+                "style=encoder needs a style encoder, but the generator has none "
+                "(trained with use_vae=false); use style=random"
+            )
         bands = self.generator.out_bands
         if len(self.mean) != bands or len(self.std) != bands:
-            raise ValueError(f"the generator makes {bands} band(s) but the normalisation has "
-                             f"{len(self.mean)} mean(s) and {len(self.std)} std(s)")
+            raise ValueError(
+                f"the generator makes {bands} band(s) but the normalisation has "
+                f"{len(self.mean)} mean(s) and {len(self.std)} std(s)"
+            )
         self.chip = int(self.chip_size or self.generator.chip_size)
         if self.channels_last and isinstance(self.generator, torch.nn.Module):
             self.generator.to(memory_format=torch.channels_last)
@@ -196,24 +210,29 @@ class TileSynthesizer:
         """
         mask = raster_info(request.mask)
         if mask.count != 1:
-            raise DataError(f"{request.mask}: mask has {mask.count} bands, expected 1 "
-                            "(class index)")
+            raise DataError(
+                f"{request.mask}: mask has {mask.count} bands, expected 1 (class index)"
+            )
         if self.style == "encoder" or self.dtype is None:
             if request.image is None:
-                raise DataError(f"{request.mask}: no real image is paired with this mask, but "
-                                f"style={self.style}"
-                                + ("" if self.style == "encoder" else " and dtype=null need one"))
+                raise DataError(
+                    f"{request.mask}: no real image is paired with this mask, but "
+                    f"style={self.style}"
+                    + ("" if self.style == "encoder" else " and dtype=null need one")
+                )
             image = raster_info(request.image)
             if self.style == "encoder":
                 if image.count != self.generator.out_bands:
                     raise DataError(
                         f"{request.image}: real image has {image.count} band(s) but the "
                         f"checkpoint's generator works on {self.generator.out_bands}; "
-                        "style=encoder needs the imagery the generator was trained on")
+                        "style=encoder needs the imagery the generator was trained on"
+                    )
                 if (image.width, image.height) != (mask.width, mask.height):
                     raise DataError(
                         f"{request.image}: real image is {image.width}x{image.height} px but "
-                        f"its mask {request.mask} is {mask.width}x{mask.height} px")
+                        f"its mask {request.mask} is {mask.width}x{mask.height} px"
+                    )
         with open_raster(request.mask) as src:
             strip = max(1, (1 << 24) // max(src.width, 1))
             for row in range(0, src.height, strip):
@@ -221,21 +240,26 @@ class TileSynthesizer:
                 values = _unique(src.read(1, window=window))
                 if self._lut is not None and values.min() >= 0 and values.max() < len(self._lut):
                     values = np.unique(self._lut[values])
-                check_mask_values(values, self.generator.num_classes, self.ignore_index,
-                                  str(request.mask))
+                check_mask_values(
+                    values, self.generator.num_classes, self.ignore_index, str(request.mask)
+                )
 
     def output_dtype(self, request: TileRequest) -> str:
         """The dtype of the synthetic tile: ``dtype``, else the real image's."""
         if self.dtype is not None:
             return self.dtype
         if request.image is None:
-            raise DataError(f"{request.mask}: no real image to take the output dtype from; "
-                            "set dtype")
+            raise DataError(
+                f"{request.mask}: no real image to take the output dtype from; set dtype"
+            )
         return raster_info(request.image).dtype
 
     # -- synthesis ---------------------------------------------------------------------
-    def stream(self, request: TileRequest, device: torch.device | str = "cpu",
-               ) -> Iterator[np.ndarray]:
+    def stream(
+        self,
+        request: TileRequest,
+        device: torch.device | str = "cpu",
+    ) -> Iterator[np.ndarray]:
         """Synthesise ``request`` and yield its rows, top to bottom, as they are finished.
 
         Yields:
@@ -256,23 +280,28 @@ class TileSynthesizer:
                 acc = np.zeros((gen.out_bands, chip, padded_w), dtype=np.float32)
                 for i, row in enumerate(grid.rows):
                     masks = self._read_mask(mask_src, row, chip, padded_w)
-                    images = (None if image_src is None
-                              else self._read_image(image_src, row, chip, padded_w))
+                    images = (
+                        None
+                        if image_src is None
+                        else self._read_image(image_src, row, chip, padded_w)
+                    )
                     for first in range(0, len(grid.cols), self.batch_size):
-                        cols = grid.cols[first:first + self.batch_size]
+                        cols = grid.cols[first : first + self.batch_size]
                         out = self._generate(masks, images, cols, noise, device)
-                        weights = row_w[i][None, None, :, None] * col_w[
-                            first:first + len(cols)][:, None, None, :]
+                        weights = (
+                            row_w[i][None, None, :, None]
+                            * col_w[first : first + len(cols)][:, None, None, :]
+                        )
                         out *= weights
                         for b, col in enumerate(cols):
-                            acc[:, :, col:col + chip] += out[b]
+                            acc[:, :, col : col + chip] += out[b]
                     nxt = grid.rows[i + 1] if i + 1 < len(grid.rows) else grid.padded_height
                     done = min(nxt, height) - row
                     if done > 0:
                         yield acc[:, :done, :width].copy()
                     step = nxt - row
                     acc[:, : chip - step] = acc[:, step:]
-                    acc[:, chip - step:] = 0.0
+                    acc[:, chip - step :] = 0.0
             finally:
                 if image_src is not None:
                     image_src.close()
@@ -293,19 +322,25 @@ class TileSynthesizer:
         band[:, :h, : src.width] = (raw - self._mean[:, None, None]) / self._std[:, None, None]
         return torch.from_numpy(band)
 
-    def _generate(self, masks: Tensor, images: Tensor | None, cols: list[int], noise: Tensor,
-                  device: torch.device) -> np.ndarray:
+    def _generate(
+        self,
+        masks: Tensor,
+        images: Tensor | None,
+        cols: list[int],
+        noise: Tensor,
+        device: torch.device,
+    ) -> np.ndarray:
         """Run one batch of chips (the chips of a chip row at columns ``cols``)."""
         gen = self.generator
         chip = self.chip
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         with torch.inference_mode():
-            batch = torch.stack([masks[:, c:c + chip] for c in cols]).to(device)
+            batch = torch.stack([masks[:, c : c + chip] for c in cols]).to(device)
             onehot = mask_to_onehot(batch, gen.num_classes).float().contiguous(memory_format=fmt)
             if images is None:
                 z = noise.to(device).expand(len(cols), -1)
             else:
-                real = torch.stack([images[:, :, c:c + chip] for c in cols]).to(device)
+                real = torch.stack([images[:, :, c : c + chip] for c in cols]).to(device)
                 mu, logvar = gen.encode(real.contiguous(memory_format=fmt))
                 z = mu + noise.to(device) * torch.exp(0.5 * logvar)
             out = gen.generate(onehot, z)
@@ -318,15 +353,23 @@ class TileSynthesizer:
             the output's provenance record (also stored in the file).
         """
         record = self.record(request)
-        profile = output_profile(request.mask, self.generator.out_bands,
-                                 self.output_dtype(request), self.block_size, self.compress)
+        profile = output_profile(
+            request.mask,
+            self.generator.out_bands,
+            self.output_dtype(request),
+            self.block_size,
+            self.compress,
+        )
         with AtomicTileWriter(request.output, profile, self.mean, self.std, record) as writer:
             for strip in rows:
                 writer.write(strip)
         return record
 
-    def run(self, request: TileRequest, device: torch.device | str = "cpu",
-            ) -> dict[str, Any] | None:
+    def run(
+        self,
+        request: TileRequest,
+        device: torch.device | str = "cpu",
+    ) -> dict[str, Any] | None:
         """Check, synthesise and write one request; None if its output already exists."""
         if request.output.exists():
             return None

@@ -66,7 +66,7 @@ def taper(chip: int, overlap: int) -> np.ndarray:
     if ramp_len > 0:
         ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp_len) + 0.5) / ramp_len)
         window[:ramp_len] = ramp
-        window[chip - ramp_len:] = ramp[::-1]
+        window[chip - ramp_len :] = ramp[::-1]
     return window
 
 
@@ -121,8 +121,10 @@ class ChipGrid:
 
     @cached_property
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
-        return (_normalised(self.rows, self.padded_height, self.chip, self.overlap),
-                _normalised(self.cols, self.padded_width, self.chip, self.overlap))
+        return (
+            _normalised(self.rows, self.padded_height, self.chip, self.overlap),
+            _normalised(self.cols, self.padded_width, self.chip, self.overlap),
+        )
 
     def chip_weight(self, i: int, j: int) -> np.ndarray:
         """Normalised 2-D weight ``(chip, chip)`` of the chip in row ``i``, column ``j``."""
@@ -136,7 +138,7 @@ class ChipGrid:
         total = np.zeros((self.padded_height, self.padded_width), dtype=np.float64)
         for i, r in enumerate(self.rows):
             for j, c in enumerate(self.cols):
-                total[r:r + self.chip, c:c + self.chip] += self.chip_weight(i, j)
+                total[r : r + self.chip, c : c + self.chip] += self.chip_weight(i, j)
         return total[: self.height, : self.width]
 
 
@@ -145,5 +147,5 @@ def _normalised(starts: list[int], length: int, chip: int, overlap: int) -> np.n
     window = taper(chip, overlap)
     total = np.zeros(length, dtype=np.float64)
     for s in starts:
-        total[s:s + chip] += window
-    return np.stack([window / total[s:s + chip] for s in starts]).astype(np.float32)
+        total[s : s + chip] += window
+    return np.stack([window / total[s : s + chip] for s in starts]).astype(np.float32)

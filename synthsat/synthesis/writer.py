@@ -32,8 +32,9 @@ TEMP_GLOB = ".*.part"
 GDAL_CACHE_MB = 64
 
 
-def output_profile(mask_path: str | Path, count: int, dtype: str, block_size: int = 256,
-                   compress: str = "deflate") -> dict[str, Any]:
+def output_profile(
+    mask_path: str | Path, count: int, dtype: str, block_size: int = 256, compress: str = "deflate"
+) -> dict[str, Any]:
     """GeoTIFF profile of a synthetic tile on the pixel grid of ``mask_path``.
 
     CRS, transform, width and height are the mask's; the file is internally tiled
@@ -44,9 +45,17 @@ def output_profile(mask_path: str | Path, count: int, dtype: str, block_size: in
     if block_size % 16:
         raise ValueError(f"GeoTIFF block size must be a multiple of 16, got {block_size}")
     profile: dict[str, Any] = {
-        "driver": "GTiff", "width": width, "height": height, "count": count,
-        "dtype": dtype, "crs": crs, "transform": transform, "tiled": True,
-        "blockxsize": block_size, "blockysize": block_size, "interleave": "pixel",
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": block_size,
+        "blockysize": block_size,
+        "interleave": "pixel",
         "BIGTIFF": "IF_SAFER",
     }
     if compress and compress.lower() != "none":
@@ -86,22 +95,31 @@ class AtomicTileWriter:
         provenance: JSON-able record stored in the file's :data:`PROVENANCE_TAG`.
     """
 
-    def __init__(self, path: str | Path, profile: Mapping[str, Any], mean: Sequence[float],
-                 std: Sequence[float], provenance: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        profile: Mapping[str, Any],
+        mean: Sequence[float],
+        std: Sequence[float],
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.profile = dict(profile)
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         if len(self.mean) != self.profile["count"] or len(self.std) != self.profile["count"]:
-            raise ValueError(f"{self.path}: {self.profile['count']} output bands but "
-                             f"{len(self.mean)} means and {len(self.std)} stds")
+            raise ValueError(
+                f"{self.path}: {self.profile['count']} output bands but "
+                f"{len(self.mean)} means and {len(self.std)} stds"
+            )
         self.provenance = dict(provenance or {})
         self.height, self.width = int(self.profile["height"]), int(self.profile["width"])
         self.strip = int(self.profile.get("blockysize", 256))
-        self._buffer = np.empty((self.profile["count"], self.strip, self.width),
-                                dtype=self.profile["dtype"])
-        self._buffered = 0     # rows in the buffer
-        self._written = 0      # rows written to the file
+        self._buffer = np.empty(
+            (self.profile["count"], self.strip, self.width), dtype=self.profile["dtype"]
+        )
+        self._buffered = 0  # rows in the buffer
+        self._written = 0  # rows written to the file
         self._tmp: Path | None = None
         self._env: rasterio.Env | None = None
         self._ds: Any = None
@@ -128,16 +146,19 @@ class AtomicTileWriter:
             raise RuntimeError(f"{self.path}: write() outside the writer's context")
         c, h, w = rows.shape
         if c != self.profile["count"] or w != self.width:
-            raise ValueError(f"{self.path}: rows of shape {rows.shape} do not fit a "
-                             f"{self.profile['count']}-band tile of width {self.width}")
+            raise ValueError(
+                f"{self.path}: rows of shape {rows.shape} do not fit a "
+                f"{self.profile['count']}-band tile of width {self.width}"
+            )
         if self.rows_done + h > self.height:
-            raise ValueError(f"{self.path}: {self.rows_done + h} rows written to a tile of "
-                             f"height {self.height}")
+            raise ValueError(
+                f"{self.path}: {self.rows_done + h} rows written to a tile of height {self.height}"
+            )
         raw = to_raw(rows, self.mean, self.std, self.profile["dtype"])
         start = 0
         while start < h:
             take = min(self.strip - self._buffered, h - start)
-            self._buffer[:, self._buffered:self._buffered + take] = raw[:, start:start + take]
+            self._buffer[:, self._buffered : self._buffered + take] = raw[:, start : start + take]
             self._buffered += take
             start += take
             if self._buffered == self.strip:
@@ -150,16 +171,22 @@ class AtomicTileWriter:
             self._written += self._buffered
             self._buffered = 0
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is not None:
             self._abort()
             return
         try:
             self._flush()
             if self._written != self.height:
-                raise RuntimeError(f"{self.path}: only {self._written} of {self.height} rows "
-                                   "were written; the tile is incomplete")
+                raise RuntimeError(
+                    f"{self.path}: only {self._written} of {self.height} rows "
+                    "were written; the tile is incomplete"
+                )
             self._ds.update_tags(**{PROVENANCE_TAG: json.dumps(self.provenance)})
             self._ds.close()
             self._ds = None

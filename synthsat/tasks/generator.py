@@ -118,20 +118,32 @@ class GeneratorTask(L.LightningModule):
         betas = list(_plain(betas))
         missing = [k for k in REQUIRED_METADATA if k not in data]
         if missing:
-            raise ValueError(f"GeneratorTask data metadata lacks {missing}; pass "
-                             "datamodule.metadata()")
+            raise ValueError(
+                f"GeneratorTask data metadata lacks {missing}; pass datamodule.metadata()"
+            )
         if d_steps_per_g < 1:
             raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.num_classes = len(data["classes"])
         self.bands = int(data["bands"])
-        self.generator = SPADEGenerator(self.num_classes, self.bands, patch_size, ngf, z_dim,
-                                        start_size, max_mult, spade_hidden, norm, spectral,
-                                        output_scale)
+        self.generator = SPADEGenerator(
+            self.num_classes,
+            self.bands,
+            patch_size,
+            ngf,
+            z_dim,
+            start_size,
+            max_mult,
+            spade_hidden,
+            norm,
+            spectral,
+            output_scale,
+        )
         self.encoder = StyleEncoder(self.bands, z_dim, patch_size, nef) if use_vae else None
-        self.discriminator = MultiscaleDiscriminator(self.bands + self.num_classes, num_D, ndf,
-                                                     n_layers)
+        self.discriminator = MultiscaleDiscriminator(
+            self.bands + self.num_classes, num_D, ndf, n_layers
+        )
         self.generator_ema: SPADEGenerator | None = None
         if ema:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
@@ -150,8 +162,10 @@ class GeneratorTask(L.LightningModule):
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Style code distribution ``(mu, logvar)`` of normalised images (B, C, H, W)."""
         if self.encoder is None:
-            raise RuntimeError("this GeneratorTask was trained without a style encoder "
-                               "(use_vae=false); sample z with sample_z instead")
+            raise RuntimeError(
+                "this GeneratorTask was trained without a style encoder "
+                "(use_vae=false); sample z with sample_z instead"
+            )
         return self.encoder(image)
 
     def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
@@ -179,8 +193,7 @@ class GeneratorTask(L.LightningModule):
         if self.encoder is not None:
             g_params += list(self.encoder.parameters())
         opt_g = torch.optim.Adam(g_params, lr=hp.lr_g, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d,
-                                 betas=tuple(hp.betas))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
         return [opt_g, opt_d]
 
     def on_fit_start(self) -> None:
@@ -210,14 +223,14 @@ class GeneratorTask(L.LightningModule):
         if self.hparams.lambda_div > 0:
             z2 = self.sample_z(image.shape[0])
             extras["z2"] = z2
-            fakes = list(self.generator(torch.cat([onehot, onehot]),
-                                        torch.cat([z1, z2])).chunk(2))
+            fakes = list(self.generator(torch.cat([onehot, onehot]), torch.cat([z1, z2])).chunk(2))
         else:
             fakes = [self.generator(onehot, z1)]
         return fakes, extras
 
-    def generator_losses(self, image: Tensor, onehot: Tensor
-                         ) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
+    def generator_losses(
+        self, image: Tensor, onehot: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
         """Weighted generator loss, its unweighted terms, and the fakes.
 
         All fakes get the adversarial loss; feature matching, KL and VGG apply to the
@@ -248,22 +261,23 @@ class GeneratorTask(L.LightningModule):
             # 5 * tanh outputs the achievable reward is 5x larger, and lambda_div = 6 drove
             # the generator into saturated, mask-independent outputs.
             scale = hp.output_scale
-            terms["g_div"] = diversity_loss(fakes[0] / scale, fakes[1] / scale, extras["z1"],
-                                            extras["z2"], hp.tau)
+            terms["g_div"] = diversity_loss(
+                fakes[0] / scale, fakes[1] / scale, extras["z1"], extras["z2"], hp.tau
+            )
             weights["g_div"] = hp.lambda_div
         total = sum(weights[k] * v for k, v in terms.items())
         assert isinstance(total, Tensor)
         return total, terms, fakes
 
-    def discriminator_loss(self, image: Tensor, onehot: Tensor, fakes: Sequence[Tensor]
-                           ) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(
+        self, image: Tensor, onehot: Tensor, fakes: Sequence[Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Hinge loss of the discriminator on real vs (detached) fakes, with mean scores."""
         real_out, *fake_outs = self._discriminate(onehot, [image, *(f.detach() for f in fakes)])
         loss = torch.stack([hinge_d_loss(real_out, f) for f in fake_outs]).mean()
         real_score = torch.stack([s[-1].mean() for s in real_out]).mean()
         fake_score = torch.stack([s[-1].mean() for f in fake_outs for s in f]).mean()
-        return loss, {"d_loss": loss, "d_real": real_score.detach(),
-                      "d_fake": fake_score.detach()}
+        return loss, {"d_loss": loss, "d_real": real_score.detach(), "d_fake": fake_score.detach()}
 
     # -- training ------------------------------------------------------------------------------
     def _guard(self, terms: Mapping[str, Tensor]) -> None:
@@ -274,7 +288,8 @@ class GeneratorTask(L.LightningModule):
                     f"non-finite {name} ({float(value.detach().float().mean())}) at generator "
                     f"step {self.global_step} (batch {int(self.batches_seen)}): training "
                     "stopped before the optimiser step; the last checkpoint holds the last "
-                    "finite state")
+                    "finite state"
+                )
 
     def _grad_norm(self, params: Sequence[nn.Parameter], name: str) -> Tensor:
         grads = [p.grad for p in params if p.grad is not None]
@@ -298,13 +313,15 @@ class GeneratorTask(L.LightningModule):
                 self._guard({"g_total": total, **terms})
                 opt_g.zero_grad()
                 self.manual_backward(total)
-                g_norm = self._grad_norm([p for g in opt_g.param_groups for p in g["params"]],
-                                         "generator gradient norm")
+                g_norm = self._grad_norm(
+                    [p for g in opt_g.param_groups for p in g["params"]], "generator gradient norm"
+                )
                 opt_g.step()
             self._update_ema()
             self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
-            self.log_dict({"train/g_total": total.detach(), "train/g_grad_norm": g_norm},
-                          batch_size=bs)
+            self.log_dict(
+                {"train/g_total": total.detach(), "train/g_grad_norm": g_norm}, batch_size=bs
+            )
         else:
             with torch.no_grad():
                 fakes, _ = self._generate_fakes(image, onehot)
@@ -314,12 +331,12 @@ class GeneratorTask(L.LightningModule):
             self._guard(d_terms)
             opt_d.zero_grad()
             self.manual_backward(d_loss)
-            d_norm = self._grad_norm(list(self.discriminator.parameters()),
-                                     "discriminator gradient norm")
+            d_norm = self._grad_norm(
+                list(self.discriminator.parameters()), "discriminator gradient norm"
+            )
             # Through the strategy, not opt_d.step(): the precision plugin (AMP scaler, hooks)
             # applies, but the step does not count towards trainer.global_step (= G steps).
-            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None,
-                                                 model=self)
+            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None, model=self)
         self.batches_seen += 1
         self.log_dict({f"train/{k}": v.detach() for k, v in d_terms.items()}, batch_size=bs)
         self.log("train/d_grad_norm", d_norm, batch_size=bs)
@@ -429,4 +446,3 @@ class GeneratorTask(L.LightningModule):
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(path)], step=self.global_step)
         return path
-

@@ -56,8 +56,9 @@ def build_loss(name: str, num_classes: int, ignore_index: int | None) -> nn.Modu
     # out of the Jaccard class mean.
     if name == "jaccard":
         classes = [c for c in range(num_classes) if c != ignore_index]
-        return smp.losses.JaccardLoss("multiclass", classes=classes, from_logits=True,
-                                      ignore_index=ignore_index)
+        return smp.losses.JaccardLoss(
+            "multiclass", classes=classes, from_logits=True, ignore_index=ignore_index
+        )
     if name == "focal":
         return smp.losses.FocalLoss("multiclass", ignore_index=ignore_index)
     raise ValueError(f"unknown segmentation loss '{name}', expected one of {LOSSES}")
@@ -102,8 +103,9 @@ class SegmentationTask(L.LightningModule):
         super().__init__()
         missing = [k for k in METADATA_KEYS if k not in metadata]
         if missing:
-            raise ValueError(f"SegmentationTask metadata lacks {missing}; pass the "
-                             "datamodule's metadata()")
+            raise ValueError(
+                f"SegmentationTask metadata lacks {missing}; pass the datamodule's metadata()"
+            )
         if loss not in LOSSES:
             raise ValueError(f"unknown segmentation loss '{loss}', expected one of {LOSSES}")
         # plain containers, so checkpoints load with torch.load(weights_only=True)
@@ -115,16 +117,25 @@ class SegmentationTask(L.LightningModule):
         self.ignore_index: int | None = metadata["ignore_index"]
         self.scored_classes: list[int] = list(metadata["scored_classes"])
         self.normalize = Normalizer(np.asarray(metadata["mean"]), np.asarray(metadata["std"]))
-        self.model = build_unet(int(metadata["bands"]), self.num_classes, encoder_name,
-                                encoder_weights, encoder_depth, decoder_channels)
+        self.model = build_unet(
+            int(metadata["bands"]),
+            self.num_classes,
+            encoder_name,
+            encoder_weights,
+            encoder_depth,
+            decoder_channels,
+        )
         self.pad_multiple = 2**encoder_depth
         self.criterion = build_loss(loss, self.num_classes, self.ignore_index)
         # keyed "<split>_scores": a ModuleDict key may not shadow nn.Module.train
-        self.scores = nn.ModuleDict({
-            f"{split}_scores": SegmentationScores(self.num_classes, self.scored_classes,
-                                                  self.ignore_index, self.classes)
-            for split in ("train", "val", "test")
-        })
+        self.scores = nn.ModuleDict(
+            {
+                f"{split}_scores": SegmentationScores(
+                    self.num_classes, self.scored_classes, self.ignore_index, self.classes
+                )
+                for split in ("train", "val", "test")
+            }
+        )
 
     # -- inference -------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -140,8 +151,10 @@ class SegmentationTask(L.LightningModule):
         squeeze = image_norm.ndim == 3
         x = image_norm.unsqueeze(0) if squeeze else image_norm
         if x.shape[1] != self.hparams.metadata["bands"]:
-            raise ValueError(f"image has {x.shape[1]} bands, the model was trained on "
-                             f"{self.hparams.metadata['bands']}")
+            raise ValueError(
+                f"image has {x.shape[1]} bands, the model was trained on "
+                f"{self.hparams.metadata['bands']}"
+            )
         x = x.to(self.device, torch.float32)
         h, w = x.shape[-2:]
         m = self.pad_multiple
@@ -158,12 +171,23 @@ class SegmentationTask(L.LightningModule):
         logits = self(image)
         loss = self.criterion(logits, mask)
         bs = image.shape[0]
-        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
-                 batch_size=bs, prog_bar=split != "test")
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=split == "train",
+            on_epoch=True,
+            batch_size=bs,
+            prog_bar=split != "test",
+        )
         self.scores[f"{split}_scores"].update(logits.detach(), mask)
         if split == "train" and "synthetic" in batch:
-            self.log("train/synthetic_share", batch["synthetic"].float().mean(),
-                     on_step=False, on_epoch=True, batch_size=bs)
+            self.log(
+                "train/synthetic_share",
+                batch["synthetic"].float().mean(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=bs,
+            )
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -201,11 +225,17 @@ class SegmentationTask(L.LightningModule):
         hp = self.hparams
         optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=hp.lr_factor, patience=hp.lr_patience,
-            min_lr=hp.min_lr)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": hp.monitor,
-                                 "interval": "epoch", "strict": False}}
+            optimizer, mode="min", factor=hp.lr_factor, patience=hp.lr_patience, min_lr=hp.min_lr
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": hp.monitor,
+                "interval": "epoch",
+                "strict": False,
+            },
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints hold trained weights: reloading needs no pretrained encoder."""
