@@ -1,8 +1,8 @@
 """FID and KID of synthetic imagery (torchmetrics), with Inception weights from a local file.
 
-torchmetrics computes FID and KID with torch-fidelity's InceptionV3 (``pip install
-torch-fidelity``, or ``pip install -e ".[fid]"``), whose weights it otherwise downloads on first use. synthsat never
-downloads: the weights file :data:`INCEPTION_WEIGHTS_FILE` must be in torch's hub cache
+torchmetrics computes FID and KID with torch-fidelity's InceptionV3
+(``pip install -e ".[fid]"``), whose weights it otherwise downloads on first use. synthsat
+never downloads: the weights file :data:`INCEPTION_WEIGHTS_FILE` must be in torch's hub cache
 (``$TORCH_HOME/hub/checkpoints/``, by default ``~/.cache/torch/hub/checkpoints/``) or at
 a configured path; otherwise :func:`inception_extractor` raises
 :class:`FidelityUnavailableError` saying what to install or where to put which file.
