@@ -11,21 +11,13 @@ import pytest
 import rasterio
 from hydra import compose, initialize_config_dir
 
-from synthsat.data import DataError
+from synthsat.data import DataError, toyworld
 from synthsat.synthesis import load_chip_generator
 from synthsat.synthesize import run
 from synthsat.tasks.generator import GeneratorTask
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = [
-    "no-data",
-    "water",
-    "tree canopy",
-    "low vegetation",
-    "barren",
-    "impervious",
-    "impervious road",
-]
+CLASSES = list(toyworld.CLASSES)
 
 
 @pytest.fixture(scope="module")
