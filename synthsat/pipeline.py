@@ -20,7 +20,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +64,17 @@ class StageFailed(RuntimeError):
     """A stage's job exited with an error."""
 
 
-def run_stage(stage: Stage, results: Path, log: list[str]) -> Path:
-    """Run ``stage`` unless it is already done; return its directory."""
+def run_stage(
+    stage: Stage, results: Path, log: list[str], env: dict[str, str] | None = None
+) -> Path:
+    """Run ``stage`` unless it is already done; return its directory.
+
+    Args:
+        stage: the job to run.
+        results: the study's results directory.
+        log: receives one line per stage (ran / skipped).
+        env: environment of the job's process (default: this process's).
+    """
     out = stage.directory(results)
     done = out / "done.json"
     if done.exists():
@@ -74,7 +86,7 @@ def run_stage(stage: Stage, results: Path, log: list[str]) -> Path:
     print(f"[pipeline] run  {stage.kind}/{stage.label}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
     with open(out / "stage.log", "w") as logfile:
-        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (out / "stage.log").read_text().splitlines()[-25:]
@@ -96,6 +108,31 @@ def run_stage(stage: Stage, results: Path, log: list[str]) -> Path:
     log.append(f"ran   {stage.kind}/{stage.label} in {seconds:.0f} s")
     print(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s", flush=True)
     return out
+
+
+def run_parallel(jobs: int, tasks: Iterable[Callable[[], Any]]) -> list[Any]:
+    """Call ``tasks`` with at most ``jobs`` running at once; results in task order.
+
+    On the first failure no further task starts; the running ones finish (so no stage is
+    left half-written by an abandoned process) and the failure is raised.
+    """
+    tasks = list(tasks)
+    if jobs <= 1:
+        return [task() for task in tasks]
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(task) for task in tasks]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stage_env(num_threads: int, jobs: int) -> dict[str, str]:
+    """Environment for stage processes: the study's threads shared among ``jobs``."""
+    env = dict(os.environ)
+    if jobs > 1:
+        env["SYNTHSAT_THREADS"] = str(max(1, int(num_threads or os.cpu_count() or 1) // jobs))
+    return env
 
 
 def _fmt(x: float) -> str:
@@ -158,16 +195,20 @@ def run_study(cfg: DictConfig) -> Path:
     logged = [*common, f"logger={p.logger}"]
     log: list[str] = []
     stage_time: dict[str, float] = {}
+    jobs = max(1, int(p.jobs))
+    env = stage_env(int(cfg.num_threads), jobs)
     t0 = time.perf_counter()
+
+    lock = threading.Lock()
 
     def run(stage: Stage) -> Path:
         start = time.perf_counter()
-        out = run_stage(stage, results, log)
-        stage_time[stage.kind] = stage_time.get(stage.kind, 0.0) + time.perf_counter() - start
+        out = run_stage(stage, results, log, env)
+        with lock:
+            stage_time[stage.kind] = stage_time.get(stage.kind, 0.0) + time.perf_counter() - start
         return out
 
-    synthetic: dict[float, Path] = {}
-    for lam in p.lambdas:
+    def make_synthetic(lam: float) -> Path:
         name = f"lambda{_fmt(lam)}"
         gen_dir = run(
             Stage(
@@ -201,10 +242,14 @@ def run_study(cfg: DictConfig) -> Path:
                 {"lambda_div": lam},
             )
         )
-        synthetic[lam] = syn_dir / "tiles"
+        return syn_dir / "tiles"
 
-    real_ckpt: str | None = None
-    for params in segmentation_runs(p):
+    lambdas = list(p.lambdas)
+    synthetic = dict(
+        zip(lambdas, run_parallel(jobs, [lambda lam=lam: make_synthetic(lam) for lam in lambdas]))
+    )
+
+    def segmentation_stage(params: dict[str, Any]) -> Stage:
         mix = [
             f"mix.ratio={params['ratio']}",
             f"mix.mode={params['mode']}",
@@ -212,30 +257,36 @@ def run_study(cfg: DictConfig) -> Path:
         ]
         if params["lambda_div"] is not None:
             mix.append(f"mix.source={synthetic[params['lambda_div']]}")
-        out = run(
-            Stage(
-                "segmentation",
-                _seg_label(**params),
-                "synthsat.train_segmentation",
-                [*logged, *p.segmentation_overrides, *mix, f"seed={params['seed']}"],
-                params,
-            )
+        return Stage(
+            "segmentation",
+            _seg_label(**params),
+            "synthsat.train_segmentation",
+            [*logged, *p.segmentation_overrides, *mix, f"seed={params['seed']}"],
+            params,
         )
-        if real_ckpt is None and params["lambda_div"] is None:
+
+    runs = segmentation_runs(p)
+    seg_stages = [segmentation_stage(r) for r in runs]
+    outs = run_parallel(jobs, [lambda s=stage: run(s) for stage in seg_stages])
+    real_ckpt: str | None = None
+    for params, out in zip(runs, outs):
+        if params["lambda_div"] is None:
             real_ckpt = json.loads((out / "metrics.json").read_text()).get("checkpoint")
+            break
 
     if p.synthetic_metrics:
-        for lam, tiles in synthetic.items():
-            extra = [f"seg_ckpt={real_ckpt}"] if real_ckpt else []
-            run(
-                Stage(
-                    "synthetic_metrics",
-                    f"lambda{_fmt(lam)}",
-                    "synthsat.evaluate_synthetic",
-                    [*logged, f"synthetic={tiles}", *extra, *p.synthetic_metric_overrides],
-                    {"lambda_div": lam},
-                )
+        extra = [f"seg_ckpt={real_ckpt}"] if real_ckpt else []
+        metric_stages = [
+            Stage(
+                "synthetic_metrics",
+                f"lambda{_fmt(lam)}",
+                "synthsat.evaluate_synthetic",
+                [*logged, f"synthetic={tiles}", *extra, *p.synthetic_metric_overrides],
+                {"lambda_div": lam},
             )
+            for lam, tiles in synthetic.items()
+        ]
+        run_parallel(jobs, [lambda s=stage: run(s) for stage in metric_stages])
 
     sample_grid(datamodule, synthetic, results / "sample_grid.png")
     timing = {"total_s": time.perf_counter() - t0, "stages": stage_time, "log": log}

@@ -178,7 +178,8 @@ def summarise(
         lines += [
             "",
             f"Wall time: {t.get('total_s', 0) / 60:.1f} min "
-            f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in t.get('stages', {}).items())}).",
+            f"(job time by stage, summed over jobs run side by side: "
+            f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in t.get('stages', {}).items())}).",
         ]
     _write_atomic(results_dir / "report.md", "\n".join(lines) + "\n")
     return results_dir / "report.md"

@@ -29,6 +29,7 @@ def run_pipeline(root: Path) -> subprocess.CompletedProcess:
         "pipeline.lambdas=[0.0]",
         "pipeline.ratios=[0.0,1.0]",
         "pipeline.samples=2",
+        "pipeline.jobs=2",  # stages side by side (each with one thread)
         f"pipeline.data_overrides={_list(data)}",
         "pipeline.generator_overrides="
         + _list(["generator=cpu", "generator.patch_size=32", "trainer.max_steps=2"]),

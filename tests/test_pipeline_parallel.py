@@ -1,0 +1,59 @@
+"""Running independent stages side by side: order, failure handling, thread sharing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from synthsat.pipeline import run_parallel, stage_env
+
+
+def test_results_come_back_in_task_order() -> None:
+    def task(i: int) -> int:
+        time.sleep(0.02 * (3 - i))  # later tasks finish first
+        return i
+
+    assert run_parallel(2, [lambda i=i: task(i) for i in range(4)]) == [0, 1, 2, 3]
+    assert run_parallel(1, [lambda i=i: task(i) for i in range(4)]) == [0, 1, 2, 3]
+
+
+def test_at_most_jobs_tasks_run_at_once() -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def task() -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    run_parallel(2, [task] * 6)
+    assert peak[0] == 2
+
+
+def test_failure_stops_new_tasks_and_waits_for_running_ones() -> None:
+    started: list[int] = []
+    finished: list[int] = []
+
+    def task(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise RuntimeError("stage 0 failed")
+        time.sleep(0.1)
+        finished.append(i)
+        return i
+
+    with pytest.raises(RuntimeError, match="stage 0 failed"):
+        run_parallel(2, [lambda i=i: task(i) for i in range(10)])
+    assert len(started) < 10  # queued tasks were cancelled
+    assert sorted(finished) == sorted(i for i in started if i != 0)  # none abandoned
+
+
+def test_threads_are_shared_among_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNTHSAT_THREADS", "4")
+    assert stage_env(4, 2)["SYNTHSAT_THREADS"] == "2"
+    assert stage_env(1, 2)["SYNTHSAT_THREADS"] == "1"
+    assert stage_env(4, 1)["SYNTHSAT_THREADS"] == "4"  # one job: unchanged
