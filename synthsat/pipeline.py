@@ -8,9 +8,10 @@ Stages, each run as its own Hydra job (its own run directory with its resolved c
     synthetic_metrics/<l>   fidelity and diversity per lambda_div
     report                  results/<experiment>/{report.md, summary.csv, *.png}
 
-A stage's directory is named after its parameters and a hash of its overrides; a
-``done.json`` there marks it finished, so a rerun skips it and an interrupted study
-continues where it stopped.
+A stage's directory is named after its parameters and a hash of its composed config
+(the job's config files with the stage's overrides applied, before interpolation); a
+``done.json`` there marks it finished, so a rerun skips it, an interrupted study
+continues where it stopped, and editing a preset file reruns the stages it changes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -48,16 +50,34 @@ class Stage:
     module: str
     overrides: list[str]
     params: dict[str, Any] = field(default_factory=dict)
+    config: str = ""
 
     @property
     def key(self) -> str:
-        """Hash of what determines the stage's outputs."""
-        blob = json.dumps([self.module, self.overrides], sort_keys=True)
+        """Hash of what determines the stage's outputs: module, overrides and config."""
+        blob = json.dumps([self.module, self.overrides, self.config], sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
     def directory(self, results: Path) -> Path:
         """Where the stage writes (named by label and hash)."""
         return results / self.kind / f"{self.label}-{self.key}"
+
+
+def composed_config(module: str, overrides: list[str]) -> str:
+    """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML.
+
+    Needs an initialised Hydra (inside the pipeline's ``@hydra.main``); the job's config
+    file is named after the module's last part (``synthsat.train_generator``).
+    """
+    cfg = compose(config_name=module.rsplit(".", 1)[-1], overrides=overrides)
+    return OmegaConf.to_yaml(cfg, resolve=False)
+
+
+def make_stage(
+    kind: str, label: str, module: str, overrides: list[str], params: dict[str, Any]
+) -> Stage:
+    """A stage whose key covers its composed config (so preset edits rerun it)."""
+    return Stage(kind, label, module, overrides, params, composed_config(module, overrides))
 
 
 class StageFailed(RuntimeError):
@@ -211,7 +231,7 @@ def run_study(cfg: DictConfig) -> Path:
     def make_synthetic(lam: float) -> Path:
         name = f"lambda{_fmt(lam)}"
         gen_dir = run(
-            Stage(
+            make_stage(
                 "generator",
                 name,
                 "synthsat.train_generator",
@@ -225,7 +245,7 @@ def run_study(cfg: DictConfig) -> Path:
             )
         )
         syn_dir = run(
-            Stage(
+            make_stage(
                 "synthesis",
                 name,
                 "synthsat.synthesize",
@@ -257,7 +277,7 @@ def run_study(cfg: DictConfig) -> Path:
         ]
         if params["lambda_div"] is not None:
             mix.append(f"mix.source={synthetic[params['lambda_div']]}")
-        return Stage(
+        return make_stage(
             "segmentation",
             _seg_label(**params),
             "synthsat.train_segmentation",
@@ -277,7 +297,7 @@ def run_study(cfg: DictConfig) -> Path:
     if p.synthetic_metrics:
         extra = [f"seg_ckpt={real_ckpt}"] if real_ckpt else []
         metric_stages = [
-            Stage(
+            make_stage(
                 "synthetic_metrics",
                 f"lambda{_fmt(lam)}",
                 "synthsat.evaluate_synthetic",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,27 @@ def test_threads_are_shared_among_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stage_env(4, 2)["SYNTHSAT_THREADS"] == "2"
     assert stage_env(1, 2)["SYNTHSAT_THREADS"] == "1"
     assert stage_env(4, 1)["SYNTHSAT_THREADS"] == "4"  # one job: unchanged
+
+
+def test_stage_key_follows_the_composed_config(tmp_path: Path) -> None:
+    """Editing a preset file changes the stage's key, so the stage reruns."""
+    from hydra import initialize_config_dir
+
+    from synthsat.pipeline import make_stage
+
+    conf = tmp_path / "conf"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "conf", conf)
+
+    def key() -> str:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            stage = make_stage("segmentation", "r0", "synthsat.train_segmentation", ["seed=0"], {})
+        assert "encoder_name" in stage.config  # the preset's content, not just overrides
+        return stage.key
+
+    before = key()
+    assert key() == before
+    preset = conf / "segmentation" / "cpu.yaml"
+    text = preset.read_text()
+    assert "lr: 1.0e-3" in text
+    preset.write_text(text.replace("lr: 1.0e-3", "lr: 2.0e-3"))
+    assert key() != before
