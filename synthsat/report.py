@@ -57,6 +57,17 @@ def run_label(params: dict[str, Any]) -> str:
     return "real-only" if r == 0 else ("synthetic-only" if r == 1 else f"{r:.0%} synthetic")
 
 
+def scored_iou(metrics: dict[str, Any]) -> dict[str, float]:
+    """Per-class IoU of the classes that count towards mIoU, from a segmentation
+    ``metrics.json`` (``iou`` by class name, ``classes``, ``scored_classes`` indices)."""
+    iou = metrics.get("iou") or {}
+    classes, scored = metrics.get("classes"), metrics.get("scored_classes")
+    if classes is None or scored is None:
+        return dict(iou)
+    names = [classes[i] for i in scored]
+    return {name: iou[name] for name in names if name in iou}
+
+
 def summarise(
     results_dir: str | Path, class_names: Sequence[str] | None = None, mark_paper: bool = False
 ) -> Path:
@@ -76,7 +87,7 @@ def summarise(
             "miou": m["miou"],
             "pixel_accuracy": m.get("pixel_accuracy"),
         }
-        for name, iou in (m.get("per_class_iou") or {}).items():
+        for name, iou in scored_iou(m).items():
             row[f"iou/{name}"] = iou
         rows.append(row)
     if rows:
@@ -116,7 +127,9 @@ def summarise(
         label, lam = key
         mean, std = _mean_std([r["miou"] for r in groups[key]])
         lam_s = "—" if lam is None else f"{float(lam):g}"
-        lines.append(f"| {label} | {lam_s} | {mean:.4f} ± {std:.4f} | {len(groups[key])} |")
+        n = len(groups[key])
+        spread = f" ± {std:.4f}" if n > 1 else ""  # one seed: no spread to report
+        lines.append(f"| {label} | {lam_s} | {mean:.4f}{spread} | {n} |")
     if mark_paper:
         lines += [
             "",

@@ -57,6 +57,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test_ckpt", "best") == "best" and best:
         ckpt = best
     trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    if ckpt is None:  # tested the final weights: those of last.ckpt, when it was written
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     metrics = {
         "split": "test",
         **task.test_results,

@@ -76,6 +76,8 @@ def test_pipeline_runs_every_stage_and_reports(
     report = (results / "report.md").read_text()
     assert "real-only" in report and "synthetic-only" in report
     assert "diversity_l1" in report
+    assert "## Per-class IoU (mean over seeds)" in report
+    assert "consistency_miou" in report  # the real-only model reached the metric stage
     for png in ("miou_vs_ratio.png", "sample_grid.png", "fidelity_diversity.png"):
         assert (results / png).stat().st_size > 1000
     # Every stage directory holds its resolved config.
@@ -90,7 +92,7 @@ def test_wandb_offline_tracking(study: tuple[Path, subprocess.CompletedProcess])
     runs = list(seg.glob("wandb/offline-run-*/run-*.wandb"))
     assert runs, "no offline wandb run (wandb sync-able) in the stage directory"
     log = runs[0].read_bytes()  # protobuf records: keys are stored as plain UTF-8
-    for key in (b"test/miou", b"val/loss", b"train/loss", b"mix", b"seed"):
+    for key in (b"test/miou", b"test/iou_no_data", b"val/loss", b"train/loss", b"mix", b"seed"):
         assert key in log, f"{key!r} not logged"
     assert b"train_segmentation" in log  # job type = stage; group = experiment (demo)
     assert b"demo" in log

@@ -31,7 +31,10 @@ def test_summary_table_means_and_stds(tmp_path: Path) -> None:
                 {
                     "miou": miou,
                     "pixel_accuracy": 0.8,
-                    "per_class_iou": {"water": miou + 0.1, "road": miou - 0.1},
+                    # as train_segmentation writes it: the unscored class is left out
+                    "iou": {"no-data": 0.0, "water": miou + 0.1, "road": miou - 0.1},
+                    "classes": ["no-data", "water", "road"],
+                    "scored_classes": [1, 2],
                 },
             )
     _stage(
@@ -55,6 +58,9 @@ def test_summary_table_means_and_stds(tmp_path: Path) -> None:
     assert "0.5235" in report and "| 6 | 0.3 | 2 |" in report
     rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
     assert len(rows) == 6 and {"iou/water", "iou/road"} <= set(rows[0])
+    assert "iou/no-data" not in rows[0]
+    assert "## Per-class IoU (mean over seeds)" in report
+    assert "| real-only | — | 0.610 | 0.410 |" in report
     assert (tmp_path / "miou_vs_ratio.png").stat().st_size > 1000
     assert (tmp_path / "fidelity_diversity.png").exists()
 

@@ -104,3 +104,29 @@ def test_evaluate_rejects_missing_checkpoint(toy_root: Path, tmp_path: Path) -> 
     cfg = _compose("evaluate", toy_root, tmp_path, "eval", f"ckpt={tmp_path / 'none.ckpt'}")
     with pytest.raises(FileNotFoundError, match="none.ckpt"):
         evaluate(cfg)
+
+
+def test_run_stopped_before_validation_records_its_last_checkpoint(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """No epoch ends (so no best checkpoint): the tested final weights are last.ckpt, and
+    metrics.json names it, so later stages (synthetic metrics) can load the model."""
+    cfg = _compose(
+        "train_segmentation",
+        toy_root,
+        tmp_path,
+        "short",
+        "segmentation=tiny",
+        "logger=none",
+        "trainer.max_steps=2",
+        "data.patch_size=64",
+        "data.patches_per_epoch=240",
+        "seed=0",
+    )
+    saved = train(cfg)
+    assert saved["steps"] == 2
+    assert Path(saved["checkpoint"]).name == "last.ckpt"
+    ecfg = _compose(
+        "evaluate", toy_root, tmp_path, "eval-short", f"ckpt={saved['checkpoint']}", "device=cpu"
+    )
+    assert evaluate(ecfg)["confusion_matrix"] == saved["confusion_matrix"]

@@ -11,6 +11,7 @@ so a checkpoint alone says how to feed and read the model::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -212,7 +213,7 @@ class SegmentationTask(L.LightningModule):
         self.scores[f"{split}_scores"].reset()
         values = {f"{split}/miou": result["miou"], f"{split}/acc": result["pixel_accuracy"]}
         for name, iou in result["iou"].items():
-            values[f"{split}/iou_{name.replace(' ', '_')}"] = iou
+            values[f"{split}/iou_{re.sub(r'[^0-9A-Za-z]+', '_', name)}"] = iou
         self.log_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()})
         if split == "test":
             self.test_results = result
