@@ -80,6 +80,16 @@ def make_stage(
     return Stage(kind, label, module, overrides, params, composed_config(module, overrides))
 
 
+_SAY_LOCK = threading.Lock()
+
+
+def say(message: str) -> None:
+    """Print one whole line, also when stages run side by side in threads."""
+    with _SAY_LOCK:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+
+
 class StageFailed(RuntimeError):
     """A stage's job exited with an error."""
 
@@ -99,11 +109,11 @@ def run_stage(
     done = out / "done.json"
     if done.exists():
         log.append(f"skip  {stage.kind}/{stage.label} (done)")
-        print(f"[pipeline] skip {stage.kind}/{stage.label}: done in {out}", flush=True)
+        say(f"[pipeline] skip {stage.kind}/{stage.label}: done in {out}")
         return out
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
-    print(f"[pipeline] run  {stage.kind}/{stage.label}: {' '.join(cmd[1:])}", flush=True)
+    say(f"[pipeline] run  {stage.kind}/{stage.label}: {' '.join(cmd[1:])}")
     start = time.perf_counter()
     with open(out / "stage.log", "w") as logfile:
         proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False, env=env)
@@ -126,7 +136,7 @@ def run_stage(
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, done)
     log.append(f"ran   {stage.kind}/{stage.label} in {seconds:.0f} s")
-    print(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s", flush=True)
+    say(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s")
     return out
 
 
@@ -153,6 +163,38 @@ def stage_env(num_threads: int, jobs: int) -> dict[str, str]:
     if jobs > 1:
         env["SYNTHSAT_THREADS"] = str(max(1, int(num_threads or os.cpu_count() or 1) // jobs))
     return env
+
+
+def record_timing(results: Path, wall_s: float, log: list[str]) -> dict[str, Any]:
+    """Add this pipeline run to ``timing.json`` and return its content.
+
+    ``total_s`` sums the wall time of every pipeline run that reached the report (a
+    resumed study took several); ``stages`` sums each kind's job time from the stages'
+    own ``done.json`` records, whichever run did them.
+    """
+    path = results / "timing.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runs = list(old.get("runs", []))
+    if not runs and "total_s" in old:  # written before runs were recorded one by one
+        runs.append({"wall_s": old["total_s"]})
+    runs.append(
+        {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_s": wall_s,
+            "ran": sum(line.startswith("ran") for line in log),
+            "skipped": sum(line.startswith("skip") for line in log),
+            "log": log,
+        }
+    )
+    stages: dict[str, float] = {}
+    for done in sorted(results.glob("*/*/done.json")):
+        record = json.loads(done.read_text())
+        stages[record["kind"]] = stages.get(record["kind"], 0.0) + float(record["seconds"])
+    timing = {"total_s": sum(r["wall_s"] for r in runs), "stages": stages, "runs": runs}
+    tmp = results / ".timing.json.part"
+    tmp.write_text(json.dumps(timing, indent=2))
+    os.replace(tmp, path)
+    return timing
 
 
 def _fmt(x: float) -> str:
@@ -214,60 +256,54 @@ def run_study(cfg: DictConfig) -> Path:
     common = [f"data={data_choice()}", *p.data_overrides, f"experiment_name={cfg.experiment_name}"]
     logged = [*common, f"logger={p.logger}"]
     log: list[str] = []
-    stage_time: dict[str, float] = {}
     jobs = max(1, int(p.jobs))
     env = stage_env(int(cfg.num_threads), jobs)
     t0 = time.perf_counter()
 
-    lock = threading.Lock()
-
     def run(stage: Stage) -> Path:
-        start = time.perf_counter()
-        out = run_stage(stage, results, log, env)
-        with lock:
-            stage_time[stage.kind] = stage_time.get(stage.kind, 0.0) + time.perf_counter() - start
-        return out
+        return run_stage(stage, results, log, env)
 
-    def make_synthetic(lam: float) -> Path:
+    # Stages are composed here, in the main thread (Hydra's compose is not thread-safe);
+    # the worker threads only run them.
+    def synthetic_stages(lam: float) -> tuple[Stage, Stage]:
         name = f"lambda{_fmt(lam)}"
-        gen_dir = run(
-            make_stage(
-                "generator",
-                name,
-                "synthsat.train_generator",
-                [
-                    *logged,
-                    *p.generator_overrides,
-                    f"generator.lambda_div={lam}",
-                    f"seed={p.generator_seed}",
-                ],
-                {"lambda_div": lam},
-            )
+        gen = make_stage(
+            "generator",
+            name,
+            "synthsat.train_generator",
+            [
+                *logged,
+                *p.generator_overrides,
+                f"generator.lambda_div={lam}",
+                f"seed={p.generator_seed}",
+            ],
+            {"lambda_div": lam},
         )
-        syn_dir = run(
-            make_stage(
-                "synthesis",
-                name,
-                "synthsat.synthesize",
-                [
-                    *common,
-                    *p.synthesize_overrides,
-                    f"ckpt={gen_dir / 'checkpoints' / 'last.ckpt'}",
-                    f"samples={p.samples}",
-                    "out=${paths.output_dir}/tiles",
-                    "splits=[train]",
-                    f"style={p.style}",
-                    f"seed={p.synthesis_seed}",
-                ],
-                {"lambda_div": lam},
-            )
+        syn = make_stage(
+            "synthesis",
+            name,
+            "synthsat.synthesize",
+            [
+                *common,
+                *p.synthesize_overrides,
+                f"ckpt={gen.directory(results) / 'checkpoints' / 'last.ckpt'}",
+                f"samples={p.samples}",
+                "out=${paths.output_dir}/tiles",
+                "splits=[train]",
+                f"style={p.style}",
+                f"seed={p.synthesis_seed}",
+            ],
+            {"lambda_div": lam},
         )
-        return syn_dir / "tiles"
+        return gen, syn
+
+    def run_chain(stages: tuple[Stage, ...]) -> Path:
+        return [run(stage) for stage in stages][-1]
 
     lambdas = list(p.lambdas)
-    synthetic = dict(
-        zip(lambdas, run_parallel(jobs, [lambda lam=lam: make_synthetic(lam) for lam in lambdas]))
-    )
+    chains = [synthetic_stages(lam) for lam in lambdas]
+    syn_dirs = run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains])
+    synthetic = {lam: d / "tiles" for lam, d in zip(lambdas, syn_dirs)}
 
     def segmentation_stage(params: dict[str, Any]) -> Stage:
         mix = [
@@ -309,8 +345,7 @@ def run_study(cfg: DictConfig) -> Path:
         run_parallel(jobs, [lambda s=stage: run(s) for stage in metric_stages])
 
     sample_grid(datamodule, synthetic, results / "sample_grid.png")
-    timing = {"total_s": time.perf_counter() - t0, "stages": stage_time, "log": log}
-    (results / "timing.json").write_text(json.dumps(timing, indent=2))
+    record_timing(results, time.perf_counter() - t0, log)
     report = summarise(results, mark_paper=bool(p.mark_paper))
     print(f"[pipeline] report: {report}")
     print(report.read_text())

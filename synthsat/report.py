@@ -190,7 +190,8 @@ def summarise(
         t = json.loads(timing.read_text())
         lines += [
             "",
-            f"Wall time: {t.get('total_s', 0) / 60:.1f} min "
+            f"Wall time: {t.get('total_s', 0) / 60:.1f} min over "
+            f"{max(1, len(t.get('runs', [])))} pipeline run(s) "
             f"(job time by stage, summed over jobs run side by side: "
             f"{', '.join(f'{k} {v / 60:.1f} min' for k, v in t.get('stages', {}).items())}).",
         ]

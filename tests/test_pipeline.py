@@ -4,6 +4,7 @@ and offline wandb tracking."""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,10 @@ def test_rerun_skips_finished_stages(study: tuple[Path, subprocess.CompletedProc
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[pipeline] run " not in proc.stdout
     assert proc.stdout.count("[pipeline] skip") == 5
+    # the study's wall time adds up the pipeline runs; stage time comes from done.json
+    timing = json.loads((root / "results" / "demo" / "timing.json").read_text())
+    first, second = timing["runs"]
+    assert first["ran"] == 5 and second == {**second, "ran": 0, "skipped": 5}
+    assert timing["total_s"] == first["wall_s"] + second["wall_s"]
+    assert timing["stages"]["segmentation"] > 0
+    assert "over 2 pipeline run(s)" in (root / "results" / "demo" / "report.md").read_text()
