@@ -130,3 +130,41 @@ def test_run_stopped_before_validation_records_its_last_checkpoint(
         "evaluate", toy_root, tmp_path, "eval-short", f"ckpt={saved['checkpoint']}", "device=cpu"
     )
     assert evaluate(ecfg)["confusion_matrix"] == saved["confusion_matrix"]
+
+
+def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
+    """``-m`` runs one job per sweep point, each in its own directory with its metrics."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synthsat.train_segmentation",
+            "-m",
+            "seed=0,1",
+            "mix.ratio=0.0",
+            f"paths.root={tmp_path}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"data.source.root={toy_root}",
+            "data.source.tiles=4",
+            "data.source.size=128",
+            "data.num_workers=0",
+            "data.eval_chip_size=128",
+            "data.patch_size=64",
+            "data.patches_per_epoch=8",
+            "segmentation=tiny",
+            "logger=none",
+            "trainer.max_steps=1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(runs) == 2
+    assert sorted(json.loads(r.read_text())["seed"] for r in runs) == [0, 1]
