@@ -1,6 +1,7 @@
-"""Generator training losses: hinge GAN, feature matching, KL, VGG perceptual, DSGAN diversity.
+"""Generator training losses: hinge GAN, feature matching, KL, VGG perceptual, DSGAN
+diversity, and the OASIS (N+1)-class segmentation losses with LabelMix.
 
-Discriminator outputs follow :class:`synthsat.models.MultiscaleDiscriminator`: a list
+Patch discriminator outputs follow :class:`synthsat.models.MultiscaleDiscriminator`: a list
 over scales of lists of layer features, the last feature of each scale being the
 patch score map.
 """
@@ -54,8 +55,8 @@ def kl_loss(mu: Tensor, logvar: Tensor) -> Tensor:
 def diversity_loss(
     fake1: Tensor,
     fake2: Tensor,
-    z1: Tensor,
-    z2: Tensor,
+    z1: Tensor | Sequence[Tensor],
+    z2: Tensor | Sequence[Tensor],
     tau: float | None = None,
     eps: float = 1e-8,
 ) -> Tensor:
@@ -63,24 +64,96 @@ def diversity_loss(
 
     ``-mean_b(min(|G(z1) - G(z2)|_1 / |z1 - z2|_1, tau))`` with both norms taken as mean
     absolute differences per sample (so the ratio does not depend on image or code size).
+    When the latent input has several parts (a style code and a noise field), the code
+    distance is the mean of the parts' distances, so each part counts equally whatever
+    its size.
 
     Args:
         fake1: images generated from ``z1`` (B, C, H, W).
         fake2: images generated from ``z2`` for the same masks.
-        z1: first codes (B, z_dim).
-        z2: second codes (B, z_dim).
+        z1: first codes (B, z_dim), or a sequence of latent parts (B, ...).
+        z2: second codes, like ``z1``.
         tau: clamp of the ratio; None leaves it unbounded (the original code).
         eps: guards against identical codes.
 
     Returns:
         the loss (minimising it increases the diversity).
     """
+    parts1 = [z1] if isinstance(z1, Tensor) else list(z1)
+    parts2 = [z2] if isinstance(z2, Tensor) else list(z2)
+    if len(parts1) != len(parts2) or not parts1:
+        raise ValueError("z1 and z2 must have the same, non-zero number of parts")
     image_dist = (fake1 - fake2).abs().flatten(1).mean(dim=1)
-    code_dist = (z1 - z2).abs().flatten(1).mean(dim=1)
+    code_dist = torch.stack(
+        [(a - b).abs().flatten(1).mean(dim=1) for a, b in zip(parts1, parts2)]
+    ).mean(dim=0)
     ratio = image_dist / (code_dist + eps)
     if tau is not None:
         ratio = ratio.clamp(max=tau)
     return -ratio.mean()
+
+
+def balanced_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    """Class-balanced per-pixel cross-entropy (OASIS, Sushko et al. 2021).
+
+    Each class present in ``target`` is weighted by the inverse of its pixel count in
+    the batch, so the loss is the mean over the present classes of their mean pixel loss:
+    a small class counts as much as a large one.
+
+    Args:
+        logits: (B, K + 1, H, W) per-pixel logits.
+        target: (B, H, W) class indices; ``ignore_index`` pixels do not count.
+        ignore_index: target value of pixels to ignore.
+    """
+    n = logits.shape[1]
+    valid = (target >= 0) & (target < n) & (target != ignore_index)
+    counts = torch.bincount(target[valid], minlength=n).to(logits.dtype)
+    weight = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    safe = torch.where(valid, target, torch.full_like(target, -100))
+    return F.cross_entropy(logits, safe, weight=weight, ignore_index=-100)
+
+
+def oasis_d_loss(
+    real_logits: Tensor, fake_logits: Tensor, mask: Tensor, ignore_index: int
+) -> tuple[Tensor, Tensor]:
+    """OASIS discriminator loss: real pixels -> their classes, fake pixels -> class K.
+
+    Returns:
+        the balanced cross-entropy on real pixels and the cross-entropy of fake pixels
+        against the "fake" class (the last channel); ignored pixels count in neither.
+    """
+    fake_class = fake_logits.shape[1] - 1
+    real = balanced_cross_entropy(real_logits, mask, ignore_index)
+    valid = (mask >= 0) & (mask < fake_class) & (mask != ignore_index)
+    fake_target = torch.where(valid, torch.full_like(mask, fake_class), torch.full_like(mask, -100))
+    fake = F.cross_entropy(fake_logits, fake_target, ignore_index=-100)
+    return real, fake
+
+
+def labelmix(
+    real: Tensor, fake: Tensor, mask: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """LabelMix (OASIS): mix real and fake images along the classes of the mask.
+
+    Each class of each sample's mask is taken from the real image or the fake with
+    probability 1/2.
+
+    Returns:
+        the mixed images (B, C, H, W) and the binary map M (B, 1, H, W), 1 = real.
+    """
+    top = int(mask.max()) + 1 if mask.numel() else 1
+    coin = torch.randint(0, 2, (mask.shape[0], max(top, 1)), generator=generator)
+    coin = coin.to(mask.device)
+    m = torch.gather(coin, 1, mask.clamp(min=0).flatten(1)).view_as(mask)
+    m = m.unsqueeze(1).to(real.dtype)
+    return m * real + (1 - m) * fake, m
+
+
+def labelmix_loss(
+    mixed_logits: Tensor, real_logits: Tensor, fake_logits: Tensor, m: Tensor
+) -> Tensor:
+    """LabelMix consistency: D(mix(real, fake)) should equal mix(D(real), D(fake)) (MSE)."""
+    return F.mse_loss(mixed_logits, m * real_logits + (1 - m) * fake_logits)
 
 
 class VGGPerceptualLoss(nn.Module):

@@ -24,6 +24,11 @@ import numpy as np  # noqa: E402
 
 #: Le et al. 2023, Chesapeake Maryland test mIoU: real-only and the 50 % synthetic mix.
 PAPER_REFERENCE = {"real-only": 0.5235, "50 % synthetic": 0.5834}
+#: Synthetic-imagery metrics shown with the real imagery's value (``<key>_real``) beside them,
+#: in the last columns of the fidelity / diversity table.
+WITH_REAL = ("seam_ratio", "acf_peak")
+#: Synthetic-imagery metrics left out of the table (still in each ``metrics.json``).
+NOT_TABULATED = ("acf_step", "acf_step_real")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -155,9 +160,10 @@ def summarise(
 
     synth = [r for r in load_stages(results_dir, "synthetic_metrics") if r["metrics"]]
     if synth:
-        metric_keys = sorted(
-            {k for r in synth for k, v in r["metrics"].items() if isinstance(v, int | float)}
-        )
+        numeric = {k for r in synth for k, v in r["metrics"].items() if isinstance(v, int | float)}
+        paired = [k for k in WITH_REAL if k in numeric]
+        hidden = {*NOT_TABULATED, *WITH_REAL, *(f"{k}_real" for k in WITH_REAL)}
+        metric_keys = sorted(numeric - hidden) + paired
         lines += [
             "",
             "## Fidelity and diversity of the synthetic imagery per lambda_div",
@@ -166,12 +172,16 @@ def summarise(
             "|---|" + "---|" * len(metric_keys),
         ]
         for r in sorted(synth, key=lambda r: float(r["params"]["lambda_div"])):
-            vals = [r["metrics"].get(k) for k in metric_keys]
-            lines.append(
-                f"| {float(r['params']['lambda_div']):g} | "
-                + " | ".join("—" if v is None else f"{v:.4g}" for v in vals)
-                + " |"
-            )
+            cells = [_metric_cell(r["metrics"], k, k in paired) for k in metric_keys]
+            lines.append(f"| {float(r['params']['lambda_div']):g} | " + " | ".join(cells) + " |")
+        if paired:
+            lines += [
+                "",
+                "seam_ratio: gradient across chip edges over that elsewhere (1: seamless); "
+                "acf_peak: autocorrelation of the high-passed image at the chip step above "
+                "nearby shifts (0: no repetition); in brackets the real tiles' values on the "
+                "same chip grid.",
+            ]
         _plot_synthetic(results_dir, synth, metric_keys)
         lines += ["", "![fidelity and diversity](fidelity_diversity.png)"]
 
@@ -197,6 +207,14 @@ def summarise(
         ]
     _write_atomic(results_dir / "report.md", "\n".join(lines) + "\n")
     return results_dir / "report.md"
+
+
+def _metric_cell(metrics: dict[str, Any], key: str, with_real: bool) -> str:
+    """A table cell: the value (``—`` if missing), with ``(real <key>_real)`` if asked."""
+    value = metrics.get(key)
+    cell = "—" if value is None else f"{value:.4g}"
+    real = metrics.get(f"{key}_real") if with_real else None
+    return cell if real is None else f"{cell} (real {real:.4g})"
 
 
 def _plot_miou(results_dir: Path, rows: list[dict[str, Any]], mark_paper: bool) -> None:
@@ -238,7 +256,11 @@ def _plot_synthetic(results_dir: Path, synth: list[dict[str, Any]], keys: list[s
     recs = sorted(synth, key=lambda r: float(r["params"]["lambda_div"]))
     lams = [float(r["params"]["lambda_div"]) for r in recs]
     for ax, key in zip(axes.ravel(), keys):
-        ax.plot(lams, [r["metrics"].get(key, np.nan) for r in recs], marker="o")
+        ax.plot(lams, [_value(r["metrics"], key) for r in recs], marker="o")
+        real = [_value(r["metrics"], f"{key}_real") for r in recs]
+        if key in WITH_REAL and not np.all(np.isnan(real)):
+            ax.plot(lams, real, ls="--", c="grey", label="real imagery")
+            ax.legend(fontsize=7)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("lambda_div")
         ax.grid(alpha=0.3)
@@ -247,3 +269,9 @@ def _plot_synthetic(results_dir: Path, synth: list[dict[str, Any]], keys: list[s
     fig.tight_layout()
     fig.savefig(results_dir / "fidelity_diversity.png", dpi=110)
     plt.close(fig)
+
+
+def _value(metrics: dict[str, Any], key: str) -> float:
+    """A metric as a float to plot; nan where missing or None."""
+    value = metrics.get(key)
+    return float("nan") if value is None else float(value)

@@ -46,7 +46,8 @@ def run(cfg: DictConfig) -> SynthesisWriter:
         meta["std"],
         int(meta["ignore_index"]),
         style=cfg.style,
-        overlap=int(cfg.overlap if cfg.overlap is not None else chip // 8),
+        style_scope=cfg.style_scope,
+        overlap=None if cfg.overlap is None else int(cfg.overlap),
         batch_size=int(cfg.batch_size),
         chip_size=chip,
         label_map=datamodule.source.label_map,
@@ -54,6 +55,7 @@ def run(cfg: DictConfig) -> SynthesisWriter:
         block_size=int(cfg.block_size),
         compress=str(cfg.compress),
         channels_last=bool(cfg.channels_last),
+        autocast=bool(cfg.autocast),
         provenance={"checkpoint": str(ckpt), "lambda_div": generator.lambda_div},
     )
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)

@@ -28,8 +28,11 @@ from synthsat.metrics.fidelity import (
     to_uint8,
 )
 from synthsat.metrics.frechet import feature_frechet_distance, frechet_distance, pooled_features
+from synthsat.metrics.seams import GRADIENT_FLOOR, seam_scores
 from synthsat.metrics.spectral import class_pixel_positions, spectral_distances
-from synthsat.metrics.synthetic import Segmenter, find_samples, synthetic_metrics
+from synthsat.metrics.synthetic import SEAM_KEYS, Segmenter, find_samples, synthetic_metrics
+from synthsat.synthesis.windows import ChipGrid
+from synthsat.synthesis.writer import PROVENANCE_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -228,8 +231,13 @@ def _datamodule(toy_root: Path, cache: Path) -> LandCoverDataModule:
 
 
 def _write_samples(
-    dm: LandCoverDataModule, out: Path, offsets: list[float], split: str = "train"
+    dm: LandCoverDataModule,
+    out: Path,
+    offsets: list[float],
+    split: str = "train",
+    grid: dict[str, int] | None = None,
 ) -> None:
+    """Shifted copies of the real tiles; ``grid`` (chip_size, overlap) goes in the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     for tile in dm.tiles[split]:
         with rasterio.open(tile.pair.image) as src:
@@ -241,7 +249,7 @@ def _write_samples(
         json.dumps(
             {
                 "outputs": [
-                    {"path": p.name, "checkpoint": "gen.ckpt", "lambda": 8.0}
+                    {"path": p.name, "checkpoint": "gen.ckpt", "lambda": 8.0, **(grid or {})}
                     for p in sorted(out.glob("*.tif"))
                 ]
             }
@@ -309,6 +317,58 @@ def test_perfect_synthetic_set_scores_zero_distance(toy_root: Path, tmp_path: Pa
     assert info["tiles"] == 2 and info["samples_per_tile"] == 2 and info["chips"] == 6
     assert info["synthesis"] == {"outputs": 4, "checkpoint": "gen.ckpt", "lambda": 8.0}
     assert set(m["details"]["spectral_w1"]["water"]) == {"b0", "b1", "b2", "b3"}
+    # no chip grid recorded: no seam metrics, and a note saying why
+    assert all(m[key] is None and m[f"{key}_real"] is None for key in SEAM_KEYS)
+    assert info["seam_grids"] == [] and "chip_size / overlap" in info["seam_note"]
+
+
+def _tag_grid(path: Path, chip_size: int, overlap: int) -> None:
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(
+            **{PROVENANCE_TAG: json.dumps({"chip_size": chip_size, "overlap": overlap})}
+        )
+
+
+def test_seam_metrics_on_the_samples_chip_grid(toy_root: Path, tmp_path: Path) -> None:
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    tiles, out = dm.tiles["train"], tmp_path / "synth"
+
+    def metrics() -> dict:
+        return synthetic_metrics(
+            tiles, out, dm.metadata(), None, chip_size=64, max_chips=2, fid={"enabled": False}
+        )
+
+    # copies of the real tiles, grid from the manifest: samples score what the real tiles do
+    _write_samples(dm, out, [0.0, 0.0], grid={"chip_size": 32, "overlap": 8})
+    m = metrics()
+    real = [seam_scores(t.image, 32, 8) for t in tiles]
+    for key in SEAM_KEYS:
+        assert m[key] == m[f"{key}_real"] == pytest.approx(np.mean([r[key] for r in real]))
+    assert 0.5 < m["seam_ratio"] < 2 and abs(m["acf_peak"]) < 0.1  # the toy world is seamless
+    assert m["info"]["seam_grids"] == [[32, 8]] and m["info"]["seam_note"] is None
+    assert set(m["details"]["seams"]) == {t.name for t in tiles}
+
+    # the provenance tag of a sample wins over the manifest; sample 1 is made of constant
+    # chips on that grid: its seam ratio is n / (borders * floor) on both axes (127 / 3)
+    # and the tile's score is the mean over its two samples
+    for tile in tiles:
+        rng = np.random.default_rng(0)
+        grid = ChipGrid(128, 128, 32, 0)
+        blocky = np.zeros((4, 128, 128), np.uint8)
+        for r in grid.rows:
+            for c in grid.cols:
+                blocky[:, r : r + 32, c : c + 32] = rng.integers(0, 256, (4, 1, 1))
+        path = out / f"{tile.name}_s1.tif"
+        with rasterio.open(path, "r+") as dst:
+            dst.write(blocky)
+        for k in (0, 1):
+            _tag_grid(out / f"{tile.name}_s{k}.tif", 32, 0)
+    m = metrics()
+    real = [seam_scores(t.image, 32, 0) for t in tiles]
+    expected = np.mean([(r["seam_ratio"] + 127 / (3 * GRADIENT_FLOOR)) / 2 for r in real])
+    assert m["seam_ratio"] == pytest.approx(expected, rel=1e-9)
+    assert m["seam_ratio_real"] == pytest.approx(np.mean([r["seam_ratio"] for r in real]))
+    assert m["info"]["seam_grids"] == [[32, 0]]
 
 
 def test_shifted_samples_show_in_every_metric(toy_root: Path, tmp_path: Path) -> None:
@@ -371,7 +431,7 @@ def test_command_writes_metrics_json(
     toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dm = _datamodule(toy_root, tmp_path / "cache")
-    _write_samples(dm, tmp_path / "synth", [0.0, 10.0])
+    _write_samples(dm, tmp_path / "synth", [0.0, 10.0], grid={"chip_size": 32, "overlap": 8})
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no weights there
     run_dir = tmp_path / "run"
     overrides = [
@@ -400,6 +460,10 @@ def test_command_writes_metrics_json(
     assert metrics["info"]["split"] == "train" and (run_dir / "config.yaml").exists()
     logged = (run_dir / "csv" / "metrics.csv").read_text()
     assert "synthetic/spectral_w1" in logged and "synthetic/fid" not in logged
+    for key in SEAM_KEYS:
+        assert isinstance(metrics[key], float) and isinstance(metrics[f"{key}_real"], float)
+        assert f"synthetic/{key}" in logged
+    assert metrics["info"]["seam_grids"] == [[32, 8]]
 
 
 def test_real_segmentation_checkpoint_is_wired_in(toy_root: Path, tmp_path: Path) -> None:

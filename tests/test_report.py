@@ -76,3 +76,34 @@ def test_summary_table_means_and_stds(tmp_path: Path) -> None:
 )
 def test_run_labels(params: dict, label: str) -> None:
     assert run_label(params) == label
+
+
+def test_seam_metrics_sit_beside_the_real_imagerys(tmp_path: Path) -> None:
+    seams = {
+        "seam_ratio": 1.5,
+        "seam_ratio_real": 1.02,
+        "acf_peak": 0.25,
+        "acf_peak_real": 0.001,
+        "acf_step": 0.3,
+        "acf_step_real": 0.01,
+    }
+    _stage(
+        tmp_path,
+        "synthetic_metrics",
+        "l6",
+        {"lambda_div": 6.0},
+        {"diversity_l1": 0.3, "spectral_w1": 2.0, **seams},
+    )
+    _stage(  # synthesised before seam metrics were recorded
+        tmp_path,
+        "synthetic_metrics",
+        "l0",
+        {"lambda_div": 0.0},
+        {"diversity_l1": 0.1, "spectral_w1": 2.5, "seam_ratio": None, "acf_peak": None},
+    )
+    report = summarise(tmp_path).read_text()
+    assert "| lambda_div | diversity_l1 | spectral_w1 | seam_ratio | acf_peak |" in report
+    assert "| 0 | 0.1 | 2.5 | — | — |" in report
+    assert "| 6 | 0.3 | 2 | 1.5 (real 1.02) | 0.25 (real 0.001) |" in report
+    assert "acf_step" not in report and "in brackets the real tiles' values" in report
+    assert (tmp_path / "fidelity_diversity.png").exists()

@@ -169,13 +169,19 @@ def test_no_seams_with_a_spatially_constant_generator(toy_root: Path, tmp_path: 
     image = _write_raster(tmp_path / "b" / "images" / "t.tif", real)
     mask_path = _write_raster(tmp_path / "b" / "masks" / "t.tif", mask)
     req = make_requests([("t", mask_path, image)], tmp_path / "b" / "out", 1, 0)[0]
-    _synth(ConstantGenerator(), style="encoder").run(req)
+    _synth(ConstantGenerator(), style="encoder", style_scope="chip").run(req)
     out = _read(req.output).astype(np.float64)
     chip_step = 200 - 60
     jumps = np.abs(np.diff(out, axis=2))
     assert out.max() - out.min() > chip_step / 2  # the style does change across the tile
     assert jumps.max() < chip_step / 4  # but smoothly: no seam
     assert np.abs(np.diff(out, axis=1)).max() == 0  # constant along columns
+
+    # one style per tile (the default): the pooled posterior of the 3 x 3 chips without
+    # overlap, whose means are 60, 130 and 200 by column -> 130 everywhere, no blocks
+    req = make_requests([("t", mask_path, image)], tmp_path / "b" / "tile", 1, 0)[0]
+    _synth(ConstantGenerator(), style="encoder").run(req)
+    assert np.all(_read(req.output) == 130)
 
 
 def test_streamed_rows_equal_a_whole_tile_blend(toy_root: Path) -> None:

@@ -11,7 +11,10 @@ a time:
   sample): intra-mask diversity (:mod:`synthsat.metrics.diversity`), segmentation
   consistency (:mod:`synthsat.metrics.consistency`) and the domain Fréchet distance
   (:mod:`synthsat.metrics.frechet`) when a real-trained segmenter is given, and FID / KID
-  (:mod:`synthsat.metrics.fidelity`) when Inception is available.
+  (:mod:`synthsat.metrics.fidelity`) when Inception is available;
+- chip seams and repetition at the chip step (:mod:`synthsat.metrics.seams`) of every whole
+  sample, and of its real tile on the same chip grid (``chip_size`` / ``overlap`` of the
+  sample's provenance), when the provenance records the grid.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ from synthsat.metrics.fidelity import (
     to_uint8,
 )
 from synthsat.metrics.frechet import feature_frechet_distance, pooled_features
+from synthsat.metrics.seams import seam_scores
 from synthsat.metrics.segmentation import SegmentationScores
 from synthsat.metrics.spectral import class_pixel_positions, gather_pixels, wasserstein_per_band
+from synthsat.synthesis.writer import read_provenance
 
 #: Synthetic tile file names: ``<mask stem>_s<sample index>.tif``.
 SAMPLE_NAME = re.compile(r"^(?P<tile>.+)_s(?P<k>\d+)$")
@@ -57,6 +62,10 @@ FID_DEFAULTS: dict[str, Any] = {
     "kid_subsets": 100,
     "kid_subset_size": 1000,
 }
+
+#: Chip-seam scores (:func:`~synthsat.metrics.seams.seam_scores`), each reported for the
+#: samples and (``<key>_real``) for their real tiles on the same chip grids.
+SEAM_KEYS = ("seam_ratio", "acf_step", "acf_peak")
 
 
 @dataclass
@@ -178,6 +187,43 @@ def read_manifest(synthetic_dir: str | Path) -> dict[str, Any]:
     return {"outputs": len(entries), **common}
 
 
+def sample_grid(path: Path, manifest: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The ``(chip_size, overlap)`` grid a sample was generated on, or None if unrecorded.
+
+    Read from the sample's provenance tag, else from what the manifest says of all outputs.
+    """
+    for record in (read_provenance(path) or {}, manifest):
+        if record.get("chip_size") is not None and record.get("overlap") is not None:
+            return int(record["chip_size"]), int(record["overlap"])
+    return None
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def tile_seam_scores(
+    real: np.ndarray, synthetic: Sequence[np.ndarray], grids: Sequence[tuple[int, int] | None]
+) -> dict[str, float] | None:
+    """Seam scores of a tile's samples and of the real tile, each on the sample's grid.
+
+    Returns:
+        the :data:`SEAM_KEYS` averaged over the samples with a grid (nan ignored), and
+        ``<key>_real`` those of the real tile on the same grids; None if no sample has one.
+    """
+    pairs = [(image, grid) for image, grid in zip(synthetic, grids) if grid is not None]
+    if not pairs:
+        return None
+    on_real = {grid: seam_scores(real, *grid) for grid in dict.fromkeys(g for _, g in pairs)}
+    scores = [(seam_scores(image, *grid), on_real[grid]) for image, grid in pairs]
+    out = {}
+    for key in SEAM_KEYS:
+        out[key] = _nanmean([s[key] for s, _ in scores])
+        out[f"{key}_real"] = _nanmean([r[key] for _, r in scores])
+    return out
+
+
 def chip_side(shapes: Sequence[tuple[int, int]], chip_size: int) -> int:
     """Chip side: ``chip_size`` or the smallest tile side, rounded down to a multiple of 32."""
     side = min([chip_size, *[min(s) for s in shapes]])
@@ -292,8 +338,10 @@ def synthetic_metrics(
     Returns:
         headline numbers (``spectral_w1``, ``diversity_l1``, ``diversity_ms_ssim``,
         ``consistency_miou``, ``real_miou``, ``domain_fd``, ``fid``, ``kid_mean``,
-        ``kid_std``; None where not computed), ``details`` (per-class / per-band values)
-        and ``info`` (what was compared).
+        ``kid_std``, ``seam_ratio``, ``acf_step``, ``acf_peak`` and the last three's
+        ``*_real`` for the real tiles on the samples' chip grids, means over tiles; None
+        where not computed), ``details`` (per-class / per-band / per-tile values) and
+        ``info`` (what was compared).
     """
     device = torch.device(device)
     fid_cfg = {**FID_DEFAULTS, **(fid or {})}
@@ -304,6 +352,7 @@ def synthetic_metrics(
     data_norm = Normalizer(np.asarray(metadata["mean"]), np.asarray(metadata["std"]))
 
     samples = find_samples(synthetic_dir, [t.name for t in tiles])
+    manifest = read_manifest(synthetic_dir)
     used = [t for t in tiles if t.name in samples]
     k = min(len(samples[t.name]) for t in used)
     if any(len(samples[t.name]) != k for t in used):
@@ -347,9 +396,18 @@ def synthetic_metrics(
     }
     l1: list[float] = []
     ms_ssim: list[float] = []
+    seams: dict[str, dict[str, float]] = {}
+    grids: set[tuple[int, int]] = set()
+    no_grid = 0
 
     for t, tile in enumerate(used):
         synthetic = [read_sample(p, tile) for p in samples[tile.name]]
+        tile_grids = [sample_grid(p, manifest) for p in samples[tile.name]]
+        grids.update(g for g in tile_grids if g is not None)
+        no_grid += tile_grids.count(None)
+        tile_seams = tile_seam_scores(tile.image, synthetic, tile_grids)
+        if tile_seams is not None:
+            seams[tile.name] = tile_seams
         for c, values in gather_pixels(tile.image, positions[t]).items():
             real_px.setdefault(c, []).append(values)
         for sample in synthetic:
@@ -428,6 +486,10 @@ def synthetic_metrics(
         "kid_mean": None,
         "kid_std": None,
     }
+    for key in SEAM_KEYS:
+        for name in (key, f"{key}_real"):
+            value = _nanmean([s[name] for s in seams.values()])
+            result[name] = None if np.isnan(value) else value
     details: dict[str, Any] = {
         "spectral_w1": {classes[c]: dict(zip(band_names, map(float, w1[c]))) for c in w1}
     }
@@ -450,6 +512,18 @@ def synthetic_metrics(
             for f in synth_f
         ]
         result.update({key: float(np.mean([r[key] for r in per_sample])) for key in per_sample[0]})
+    if seams:
+        details["seams"] = {
+            name: {key: None if np.isnan(v) else v for key, v in s.items()}
+            for name, s in seams.items()
+        }
+    seam_note = None
+    if no_grid:
+        seam_note = (
+            f"{no_grid} of {len(used) * k} sample(s) record no chip_size / overlap (provenance "
+            "tag or manifest): " + ("left out of the seam metrics" if seams else "seams skipped")
+        )
+        warnings.warn(f"{synthetic_dir}: {seam_note}", stacklevel=2)
     result["details"] = details
     result["info"] = {
         "tiles": len(used),
@@ -464,6 +538,8 @@ def synthetic_metrics(
         "fid_bands": [band_names[b] for b in fid_bands] if extractor is not None else None,
         "fid_note": fid_note,
         "segmenter": segmenter is not None,
-        "synthesis": read_manifest(synthetic_dir),
+        "seam_grids": [list(g) for g in sorted(grids)],
+        "seam_note": seam_note,
+        "synthesis": manifest,
     }
     return result

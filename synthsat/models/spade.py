@@ -1,8 +1,10 @@
 """SPADE: spatially-adaptive normalisation and the mask-conditional generator.
 
 Reimplemented from Park et al., "Semantic Image Synthesis with Spatially-Adaptive
-Normalization" (CVPR 2019). The generator maps a one-hot land-cover mask and a style
-code ``z`` to an image with any number of bands, in the datamodule's normalised space.
+Normalization" (CVPR 2019), with the OASIS options of Sushko et al., "You Only Need
+Adversarial Supervision for Semantic Image Synthesis" (ICLR 2021): the generator maps a
+one-hot land-cover mask, a style code ``z`` and an optional spatial noise field to an image
+with any number of bands, in the datamodule's normalised space.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+from synthsat.models.noise import random_noise
 
 
 def mask_to_onehot(mask: Tensor, num_classes: int) -> Tensor:
@@ -41,9 +45,11 @@ def _sn(module: nn.Module, enabled: bool) -> nn.Module:
 
 def _param_free_norm(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
-        # GroupNorm with one channel per group is instance norm, and much faster on CPUs
+        # GroupNorm with one channel per group is instance norm, and much faster on CPUs.
+        # Its statistics are those of each chip: tiles made chip by chip show seams.
         return nn.GroupNorm(channels, channels, affine=False)
     if kind == "batch":
+        # batch statistics in training, running statistics at inference: chip-independent
         return nn.BatchNorm2d(channels, affine=False)
     raise ValueError(f"unknown normalisation '{kind}' (use 'instance' or 'batch')")
 
@@ -71,7 +77,8 @@ class SPADE(nn.Module):
         self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
     def forward(self, x: Tensor, onehot: Tensor) -> Tensor:
-        """Normalise ``x`` (B, C, h, w) and modulate it by ``onehot`` (B, K, H, W)."""
+        """Normalise ``x`` (B, C, h, w) and modulate it by the conditioning map ``onehot``
+        (B, K, H, W): the one-hot mask, possibly with noise channels."""
         if onehot.shape[-2:] != x.shape[-2:]:
             onehot = F.interpolate(onehot, size=x.shape[-2:], mode="nearest")
         emb = self.shared(onehot)
@@ -131,18 +138,31 @@ def num_upsampling(patch_size: int, start_size: int) -> int:
     return n_up
 
 
+START_MODES = ("fc", "cond")
+
+
 class SPADEGenerator(nn.Module):
     """Mask-conditional SPADE generator.
 
-    ``z -> linear -> (C0, s, s)`` feature map at the starting grid, then one SPADE
+    A starting feature map ``(C0, H / 2**num_up, W / 2**num_up)``, then one SPADE
     residual block at that grid and one per up-sampling stage (nearest x2 up-sampling
     before each), halving channels towards full resolution, then LeakyReLU, a 3x3
     convolution to ``out_channels`` and ``output_scale * tanh``.
 
-    The number of up-sampling stages is ``log2(patch_size / start_size)``. The forward
-    pass works on any H x W that is a multiple of ``2**num_up``: the starting grid is
-    ``(H, W) / 2**num_up`` and the z map is resized to it when it differs from
-    ``start_size``.
+    Every SPADE layer is conditioned on the one-hot mask plus, with ``noise_dim > 0``, a
+    spatial noise field (:mod:`synthsat.models.noise`), and with ``start="cond"`` also
+    the style code ``z`` broadcast over the image (the OASIS "3D noise"). The starting map
+    is either
+
+    * ``fc`` (SPADE, Park et al. 2019): ``linear(z)`` reshaped to ``start_size`` px and
+      resized to other grids, so the map is tied to the chip; or
+    * ``cond`` (OASIS): a 3x3 convolution of the conditioning map down-sampled to the
+      starting grid, so the whole network is convolutional and a chip's output depends
+      only on its mask, code and noise, not on where the chip lies.
+
+    With ``norm="batch"`` the normalisation statistics at inference are running averages
+    from training, the same for every chip of a tile; instance norm (the SPADE default)
+    normalises each chip by its own statistics.
 
     The output lives in the datamodule's normalised space (per-band ``(x - mean) / std``);
     ``output_scale * tanh`` bounds it to ``(-output_scale, output_scale)`` standard
@@ -160,6 +180,9 @@ class SPADEGenerator(nn.Module):
         norm: parameter-free normalisation inside SPADE (``instance`` or ``batch``).
         spectral: spectral normalisation of the convolutions.
         output_scale: bound of the output, in standard deviations.
+        start: starting map, ``fc`` or ``cond`` (see above).
+        noise_dim: channels of the spatial noise field (0: none).
+        noise_cell: lattice spacing of the noise field in pixels.
     """
 
     def __init__(
@@ -175,31 +198,58 @@ class SPADEGenerator(nn.Module):
         norm: str = "instance",
         spectral: bool = True,
         output_scale: float = 5.0,
+        start: str = "fc",
+        noise_dim: int = 0,
+        noise_cell: int = 8,
     ) -> None:
         super().__init__()
+        if start not in START_MODES:
+            raise ValueError(f"start must be one of {START_MODES}, got '{start}'")
+        if noise_dim < 0 or noise_cell < 1:
+            raise ValueError(
+                f"need noise_dim >= 0 and noise_cell >= 1, got {noise_dim}, {noise_cell}"
+            )
         self.num_classes = num_classes
         self.out_channels = out_channels
         self.z_dim = z_dim
         self.start_size = start_size
+        self.start = start
+        self.noise_dim = noise_dim
+        self.noise_cell = noise_cell
         self.num_up = num_upsampling(patch_size, start_size)
         self.output_scale = output_scale
         chans = [
             ngf * min(2 ** (self.num_up - level), max_mult) for level in range(self.num_up + 1)
         ]
-        self.fc = nn.Linear(z_dim, chans[0] * start_size * start_size)
-        self.head = SPADEResBlock(chans[0], chans[0], num_classes, spade_hidden, norm, spectral)
+        cond = num_classes + noise_dim + (z_dim if start == "cond" else 0)
+        if start == "fc":
+            self.fc = nn.Linear(z_dim, chans[0] * start_size * start_size)
+        else:
+            self.fc = nn.Conv2d(cond, chans[0], 3, padding=1)
+        self.head = SPADEResBlock(chans[0], chans[0], cond, spade_hidden, norm, spectral)
         self.ups = nn.ModuleList(
-            SPADEResBlock(chans[i], chans[i + 1], num_classes, spade_hidden, norm, spectral)
+            SPADEResBlock(chans[i], chans[i + 1], cond, spade_hidden, norm, spectral)
             for i in range(self.num_up)
         )
         self.out = nn.Conv2d(chans[-1], out_channels, 3, padding=1)
 
-    def forward(self, onehot: Tensor, z: Tensor) -> Tensor:
+    def sample_noise(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Random noise windows ``(batch, noise_dim, height, width)`` on this module's device."""
+        device = next(self.parameters()).device
+        return random_noise(
+            batch, self.noise_dim, height, width, self.noise_cell, device, generator
+        )
+
+    def forward(self, onehot: Tensor, z: Tensor, noise: Tensor | None = None) -> Tensor:
         """Generate images.
 
         Args:
             onehot: one-hot mask (B, K, H, W), H and W multiples of ``2**num_up``.
             z: style codes (B, z_dim).
+            noise: noise field (B, noise_dim, H, W); None draws a random one (ignored
+                when ``noise_dim`` is 0).
 
         Returns:
             images (B, out_channels, H, W) in normalised space.
@@ -212,12 +262,51 @@ class SPADEGenerator(nn.Module):
             raise ValueError(f"mask size {h}x{w} must be a multiple of {f}")
         if z.shape != (b, self.z_dim):
             raise ValueError(f"z must have shape ({b}, {self.z_dim}), got {tuple(z.shape)}")
+        parts = [onehot]
+        if self.noise_dim:
+            if noise is None:
+                noise = self.sample_noise(b, h, w).to(onehot.dtype)
+            if noise.shape != (b, self.noise_dim, h, w):
+                raise ValueError(
+                    f"noise must have shape ({b}, {self.noise_dim}, {h}, {w}), "
+                    f"got {tuple(noise.shape)}"
+                )
+            parts.append(noise)
+        if self.start == "cond":
+            parts.append(z[:, :, None, None].expand(-1, -1, h, w))
+        cond = torch.cat(parts, dim=1) if len(parts) > 1 else onehot
+        pyramid = self._pyramid(cond, k)
         s = self.start_size
-        x = self.fc(z).view(b, -1, s, s)
-        if (h // f, w // f) != (s, s):
-            x = F.interpolate(x, size=(h // f, w // f), mode="bilinear", align_corners=False)
-        x = self.head(x, onehot)
-        for block in self.ups:
-            x = block(F.interpolate(x, scale_factor=2, mode="nearest"), onehot)
+        if self.start == "fc":
+            x = self.fc(z).view(b, -1, s, s)
+            if (h // f, w // f) != (s, s):
+                x = F.interpolate(x, size=(h // f, w // f), mode="bilinear", align_corners=False)
+        else:
+            x = self.fc(pyramid[0])
+        x = self.head(x, pyramid[0])
+        for level, block in enumerate(self.ups, start=1):
+            x = block(F.interpolate(x, scale_factor=2, mode="nearest"), pyramid[level])
         x = self.out(F.leaky_relu(x, 0.2))
         return self.output_scale * torch.tanh(x)
+
+    def _pyramid(self, cond: Tensor, num_classes: int) -> list[Tensor]:
+        """The conditioning map at every block's grid, coarsest first.
+
+        The mask is down-sampled by nearest neighbour (classes stay one-hot), noise and
+        style by area averaging (a chip's coarse noise then matches its neighbours').
+        """
+        h, w = cond.shape[-2:]
+        levels = []
+        for level in range(self.num_up + 1):
+            f = 2 ** (self.num_up - level)
+            if f == 1:
+                levels.append(cond)
+                continue
+            size = (h // f, w // f)
+            mask = F.interpolate(cond[:, :num_classes], size=size, mode="nearest")
+            if cond.shape[1] == num_classes:
+                levels.append(mask)
+            else:
+                rest = F.avg_pool2d(cond[:, num_classes:], f)
+                levels.append(torch.cat([mask, rest], dim=1))
+        return levels

@@ -50,10 +50,12 @@ class TaskChipGenerator(nn.Module):
         self.has_encoder = getattr(task, "encoder", None) is not None
         self.task = task.eval()
         self.net = task.inference_generator().eval()
+        self.noise_dim = int(getattr(self.net, "noise_dim", 0))
+        self.noise_cell = int(getattr(self.net, "noise_cell", 1))
 
-    def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
-        """Normalised images from one-hot masks and style codes."""
-        return self.net(onehot, z)
+    def generate(self, onehot: Tensor, z: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Normalised images from one-hot masks, style codes and (if used) noise fields."""
+        return self.net(onehot, z, noise)
 
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, logvar)`` of the style of normalised real chips."""
@@ -197,7 +199,7 @@ def _warn_if_different(request: TileRequest, synthesizer: TileSynthesizer) -> No
     new = synthesizer.record(request)
     diff = [
         k
-        for k in ("checkpoint", "seed", "style", "lambda_div", "overlap")
+        for k in ("checkpoint", "seed", "style", "style_scope", "lambda_div", "overlap")
         if k in new and old.get(k) != new[k]
     ]
     if diff:

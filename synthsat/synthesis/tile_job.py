@@ -13,11 +13,18 @@ Style (the generator's latent ``z``):
 
 * ``random`` — ``z ~ N(0, I)``, one draw per (tile, sample), shared by all chips so
   the whole tile has one style.
-* ``encoder`` — the encoder's posterior of the co-located real chip,
-  ``z = mu + sigma * eps`` with ``eps ~ N(0, I)`` drawn once per (tile, sample) and
-  shared by all chips. Chips follow the local style of the real image, different
-  samples differ, and the shared ``eps`` keeps neighbouring chips consistent (noise
-  drawn per chip would make them disagree).
+* ``encoder`` with ``style_scope=tile`` (default) — one draw from the tile-pooled
+  posterior: the real tile is encoded chip by chip (a chip grid without overlap), the
+  chips' means and variances are averaged, and ``z = mu + sigma * eps`` with one
+  ``eps ~ N(0, I)`` per (tile, sample) is shared by all chips.
+* ``encoder`` with ``style_scope=chip`` — the posterior of the co-located real chip,
+  with the shared ``eps``: chips follow the local style of the real image, but
+  neighbouring chips get different codes, which shows as blocks once the generator
+  uses its code.
+
+Noise: a generator with a spatial noise input (``noise_dim > 0``) gets windows of one
+:class:`~synthsat.models.noise.NoiseField` per (tile, sample), so overlapping chips see
+the same noise where they overlap and the texture does not restart at chip edges.
 
 Every (tile, sample) gets its own seed derived from the global seed, the tile name
 and the sample index (:func:`derive_seed`), so results do not depend on the order
@@ -40,11 +47,13 @@ from torch import Tensor
 from synthsat.data.checks import check_mask_values, label_lut
 from synthsat.data.errors import DataError
 from synthsat.data.raster_io import open_raster, raster_info
+from synthsat.models.noise import NoiseField
 from synthsat.models.spade import mask_to_onehot
 from synthsat.synthesis.windows import ChipGrid
 from synthsat.synthesis.writer import AtomicTileWriter, output_profile
 
-STYLES = ("random", "encoder")
+STYLES = ("random", "encoder", "auto")
+STYLE_SCOPES = ("tile", "chip")
 
 
 @runtime_checkable
@@ -56,6 +65,10 @@ class ChipGenerator(Protocol):
         out_bands: image bands produced (and expected from the real imagery).
         chip_size: side of the square chips the generator works on.
         z_dim: size of the latent style vector.
+
+    A generator with a spatial noise input also has ``noise_dim`` (channels) and
+    ``noise_cell`` (lattice spacing, px) attributes and takes ``noise`` in
+    :meth:`generate`; without them it gets no noise.
     """
 
     num_classes: int
@@ -64,8 +77,8 @@ class ChipGenerator(Protocol):
     z_dim: int
 
     def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
-        """One-hot masks ``(B, K, S, S)`` and styles ``(B, z_dim)`` -> normalised images
-        ``(B, out_bands, S, S)``."""
+        """One-hot masks ``(B, K, S, S)`` and styles ``(B, z_dim)`` (and, with a noise
+        input, ``noise=(B, noise_dim, S, S)``) -> normalised images ``(B, out_bands, S, S)``."""
         ...
 
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,8 +161,10 @@ class TileSynthesizer:
         mean: per-band mean of raw values (denormalisation).
         std: per-band standard deviation of raw values.
         ignore_index: mask value of unlabelled pixels (also used to pad small tiles).
-        style: ``random`` or ``encoder`` (see the module docstring).
-        overlap: minimum overlap of neighbouring chips in pixels.
+        style: ``random``, ``encoder`` (see the module docstring) or ``auto``
+            (``encoder`` when the generator has a style encoder, else ``random``).
+        style_scope: ``tile`` (one encoder code per tile) or ``chip`` (one per chip).
+        overlap: minimum overlap of neighbouring chips in pixels; None: half a chip.
         batch_size: chips per generator call.
         chip_size: chip side in pixels; None takes the generator's ``chip_size`` (its
             training patch size). A fully convolutional generator may run on larger
@@ -160,6 +175,8 @@ class TileSynthesizer:
         block_size: GeoTIFF block side in pixels.
         compress: GeoTIFF compression (``none`` for none).
         channels_last: run the generator on channels-last tensors.
+        autocast: run the generator under bfloat16 autocast (faster on CPUs with bf16
+            units and on GPUs; outputs differ by about 1e-2 normalised units).
         provenance: extra fields recorded with every output (checkpoint, lambda, ...).
     """
 
@@ -168,7 +185,8 @@ class TileSynthesizer:
     std: Sequence[float]
     ignore_index: int
     style: str = "random"
-    overlap: int = 32
+    style_scope: str = "tile"
+    overlap: int | None = None
     batch_size: int = 8
     chip_size: int | None = None
     label_map: Mapping[int, int] | None = None
@@ -176,11 +194,17 @@ class TileSynthesizer:
     block_size: int = 256
     compress: str = "deflate"
     channels_last: bool = False
+    autocast: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, got '{self.style}'")
+        if self.style == "auto":
+            has_encoder = getattr(self.generator, "has_encoder", True) is not False
+            self.style = "encoder" if has_encoder else "random"
+        if self.style_scope not in STYLE_SCOPES:
+            raise ValueError(f"style_scope must be one of {STYLE_SCOPES}, got '{self.style_scope}'")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.style == "encoder" and getattr(self.generator, "has_encoder", True) is False:
@@ -195,6 +219,10 @@ class TileSynthesizer:
                 f"{len(self.mean)} mean(s) and {len(self.std)} std(s)"
             )
         self.chip = int(self.chip_size or self.generator.chip_size)
+        if self.overlap is None:
+            self.overlap = self.chip // 2
+        self.noise_dim = int(getattr(self.generator, "noise_dim", 0))
+        self.noise_cell = int(getattr(self.generator, "noise_cell", 1))
         if self.channels_last and isinstance(self.generator, torch.nn.Module):
             self.generator.to(memory_format=torch.channels_last)
         self._lut = label_lut(dict(self.label_map) if self.label_map else None)
@@ -269,14 +297,25 @@ class TileSynthesizer:
         chip = self.chip
         device = torch.device(device)
         rng = torch.Generator().manual_seed(request.tile_seed)
-        noise = torch.randn(1, gen.z_dim, generator=rng)
+        eps = torch.randn(1, gen.z_dim, generator=rng)
+        assert self.overlap is not None
         with open_raster(request.mask) as mask_src:
             height, width = mask_src.height, mask_src.width
             grid = ChipGrid(height, width, chip, self.overlap)
             row_w, col_w = grid.axis_weights(0), grid.axis_weights(1)
             padded_w = grid.padded_width
+            field = None
+            if self.noise_dim:
+                field = NoiseField(
+                    self.noise_dim, grid.padded_height, padded_w, self.noise_cell, rng
+                )
             image_src = open_raster(request.image) if self.style == "encoder" else None
             try:
+                style = eps
+                if image_src is not None and self.style_scope == "tile":
+                    style = self._tile_style(image_src, eps, device)
+                    image_src.close()
+                    image_src = None
                 acc = np.zeros((gen.out_bands, chip, padded_w), dtype=np.float32)
                 for i, row in enumerate(grid.rows):
                     masks = self._read_mask(mask_src, row, chip, padded_w)
@@ -287,7 +326,12 @@ class TileSynthesizer:
                     )
                     for first in range(0, len(grid.cols), self.batch_size):
                         cols = grid.cols[first : first + self.batch_size]
-                        out = self._generate(masks, images, cols, noise, device)
+                        noise = (
+                            None
+                            if field is None
+                            else torch.stack([field.crop(row, c, chip, chip) for c in cols])
+                        )
+                        out = self._generate(masks, images, cols, style, noise, device)
                         weights = (
                             row_w[i][None, None, :, None]
                             * col_w[first : first + len(cols)][:, None, None, :]
@@ -314,6 +358,33 @@ class TileSynthesizer:
         band[:h, : src.width] = self._lut[raw] if self._lut is not None else raw
         return torch.from_numpy(band)
 
+    def _tile_style(self, src: Any, eps: Tensor, device: torch.device) -> Tensor:
+        """One code for the whole tile: a draw from the chips' pooled posterior.
+
+        The real tile is encoded on a chip grid without overlap; the pooled posterior
+        has the mean of the chips' means and the mean of their variances.
+        """
+        chip = self.chip
+        grid = ChipGrid(src.height, src.width, chip, 0)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        mus, variances = [], []
+        for row in grid.rows:
+            images = self._read_image(src, row, chip, grid.padded_width)
+            for first in range(0, len(grid.cols), self.batch_size):
+                cols = grid.cols[first : first + self.batch_size]
+                real = torch.stack([images[:, :, c : c + chip] for c in cols]).to(device)
+                with torch.inference_mode(), self._autocast(device):
+                    mu, logvar = self.generator.encode(real.contiguous(memory_format=fmt))
+                mus.append(mu.float())
+                variances.append(logvar.float().exp())
+        mu = torch.cat(mus).mean(dim=0, keepdim=True)
+        var = torch.cat(variances).mean(dim=0, keepdim=True)
+        return mu + eps.to(device) * var.sqrt()
+
+    def _autocast(self, device: torch.device) -> Any:
+        """bfloat16 autocast when enabled, else a no-op context."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
     def _read_image(self, src: Any, row: int, chip: int, padded_w: int) -> Tensor:
         """Normalised real image rows ``[row, row + chip)``, padded with zeros (the mean)."""
         h = min(chip, src.height - row)
@@ -327,23 +398,32 @@ class TileSynthesizer:
         masks: Tensor,
         images: Tensor | None,
         cols: list[int],
-        noise: Tensor,
+        style: Tensor,
+        noise: Tensor | None,
         device: torch.device,
     ) -> np.ndarray:
-        """Run one batch of chips (the chips of a chip row at columns ``cols``)."""
+        """Run one batch of chips (the chips of a chip row at columns ``cols``).
+
+        ``style`` is the tile's code (1, z_dim), or with per-chip encoder styles
+        (``images`` given) the shared ``eps`` of the chips' posteriors.
+        """
         gen = self.generator
         chip = self.chip
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast(device):
             batch = torch.stack([masks[:, c : c + chip] for c in cols]).to(device)
             onehot = mask_to_onehot(batch, gen.num_classes).float().contiguous(memory_format=fmt)
             if images is None:
-                z = noise.to(device).expand(len(cols), -1)
+                z = style.to(device).expand(len(cols), -1)
             else:
                 real = torch.stack([images[:, :, c : c + chip] for c in cols]).to(device)
                 mu, logvar = gen.encode(real.contiguous(memory_format=fmt))
-                z = mu + noise.to(device) * torch.exp(0.5 * logvar)
-            out = gen.generate(onehot, z)
+                z = mu + style.to(device) * torch.exp(0.5 * logvar)
+            if noise is None:
+                out = gen.generate(onehot, z)
+            else:
+                noise = noise.to(device).contiguous(memory_format=fmt)
+                out = gen.generate(onehot, z, noise=noise)
             return out.float().cpu().numpy()
 
     def write(self, request: TileRequest, rows: Iterable[np.ndarray]) -> dict[str, Any]:
@@ -386,6 +466,7 @@ class TileSynthesizer:
             "seed": request.seed,
             "tile_seed": request.tile_seed,
             "style": self.style,
+            "style_scope": self.style_scope,
             "chip_size": self.chip,
             "overlap": self.overlap,
             **self.provenance,

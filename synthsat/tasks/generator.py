@@ -1,4 +1,10 @@
-"""``GeneratorTask``: SPADE generator, style encoder and multiscale discriminator as a GAN.
+"""``GeneratorTask``: SPADE generator, optional style encoder and an adversary as a GAN.
+
+Two recipes share the task: the paper's SPADE GAN (VAE style encoder, multiscale
+PatchGAN with feature matching, optional VGG loss; ``discriminator=patch``) and an
+OASIS-style GAN (segmentation discriminator with (N+1)-class losses and LabelMix,
+spatial noise, no pretrained network; ``discriminator=oasis``). The DSGAN diversity
+loss, weighted by ``lambda_div``, works with both.
 
 Training uses manual optimisation with a two-time-scale update: every batch makes one
 discriminator step, every ``d_steps_per_g``-th batch also makes one generator (+ encoder)
@@ -21,17 +27,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
-from synthsat.losses import (
-    VGGPerceptualLoss,
-    diversity_loss,
-    feature_matching_loss,
-    hinge_d_loss,
-    hinge_g_loss,
-    kl_loss,
-)
-from synthsat.models.discriminator import MultiscaleDiscriminator
+from synthsat.losses import VGGPerceptualLoss, diversity_loss, kl_loss
 from synthsat.models.encoder import StyleEncoder
 from synthsat.models.spade import SPADEGenerator, mask_to_onehot
+from synthsat.tasks.adversaries import KINDS, OASISAdversary, PatchAdversary
 
 REQUIRED_METADATA = ("classes", "bands", "rgb_bands", "mean", "std", "ignore_index")
 
@@ -43,7 +42,7 @@ def _plain(value: Any) -> Any:
 
 
 class GeneratorTask(L.LightningModule):
-    """Mask-conditional SPADE GAN with the DSGAN diversity loss.
+    """Mask-conditional SPADE / OASIS GAN with the DSGAN diversity loss.
 
     Args:
         data: the datamodule's :meth:`~synthsat.data.LandCoverDataModule.metadata`
@@ -58,13 +57,20 @@ class GeneratorTask(L.LightningModule):
         norm: parameter-free normalisation in SPADE (``instance`` or ``batch``).
         spectral: spectral normalisation in the generator.
         output_scale: the generator outputs ``output_scale * tanh(.)`` in normalised units.
+        start: the generator's starting map, ``fc`` (SPADE: linear(z)) or ``cond``
+            (OASIS: convolution of the down-sampled mask, noise and broadcast z).
+        noise_dim: channels of the generator's spatial noise field (0: none).
+        noise_cell: lattice spacing of the noise field in pixels.
+        discriminator: ``patch`` (multiscale PatchGAN, hinge + feature matching) or
+            ``oasis`` (segmentation discriminator, (N+1)-class loss + LabelMix).
         use_vae: train a style encoder (image -> z); otherwise z ~ N(0, I) only.
         nef: style encoder base channels.
         ndf: discriminator base channels.
         num_D: discriminator scales.
-        n_layers: stride-2 layers per discriminator.
+        n_layers: stride-2 layers per discriminator (``oasis``: U-Net stages).
         lambda_gan: weight of the hinge GAN loss.
-        lambda_feat: weight of discriminator feature matching.
+        lambda_feat: weight of discriminator feature matching (``patch`` only).
+        lambda_labelmix: weight of the LabelMix consistency loss (``oasis`` only).
         lambda_kld: weight of the KL term (with ``use_vae``).
         lambda_vgg: weight of the VGG-19 perceptual loss (needs cached ImageNet weights).
         lambda_div: weight of the DSGAN diversity loss (0 disables it).
@@ -92,6 +98,10 @@ class GeneratorTask(L.LightningModule):
         norm: str = "instance",
         spectral: bool = True,
         output_scale: float = 5.0,
+        start: str = "fc",
+        noise_dim: int = 0,
+        noise_cell: int = 8,
+        discriminator: str = "patch",
         use_vae: bool = True,
         nef: int = 64,
         ndf: int = 64,
@@ -99,6 +109,7 @@ class GeneratorTask(L.LightningModule):
         n_layers: int = 4,
         lambda_gan: float = 1.0,
         lambda_feat: float = 10.0,
+        lambda_labelmix: float = 10.0,
         lambda_kld: float = 0.05,
         lambda_vgg: float = 0.0,
         lambda_div: float = 0.0,
@@ -121,6 +132,10 @@ class GeneratorTask(L.LightningModule):
             raise ValueError(
                 f"GeneratorTask data metadata lacks {missing}; pass datamodule.metadata()"
             )
+        if discriminator not in KINDS:
+            raise ValueError(f"discriminator must be one of {KINDS}, got '{discriminator}'")
+        if lambda_div < 0:
+            raise ValueError(f"lambda_div must be >= 0, got {lambda_div}")
         if d_steps_per_g < 1:
             raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
         self.save_hyperparameters()
@@ -139,11 +154,25 @@ class GeneratorTask(L.LightningModule):
             norm,
             spectral,
             output_scale,
+            start,
+            noise_dim,
+            noise_cell,
         )
         self.encoder = StyleEncoder(self.bands, z_dim, patch_size, nef) if use_vae else None
-        self.discriminator = MultiscaleDiscriminator(
-            self.bands + self.num_classes, num_D, ndf, n_layers
-        )
+        self.discriminator: PatchAdversary | OASISAdversary
+        if discriminator == "patch":
+            self.discriminator = PatchAdversary(
+                self.bands, self.num_classes, ndf, num_D, n_layers, lambda_feat
+            )
+        else:
+            self.discriminator = OASISAdversary(
+                self.bands,
+                self.num_classes,
+                int(data["ignore_index"]),
+                ndf,
+                n_layers,
+                lambda_labelmix,
+            )
         self.generator_ema: SPADEGenerator | None = None
         if ema:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
@@ -174,6 +203,14 @@ class GeneratorTask(L.LightningModule):
         z = torch.randn(batch, self.hparams.z_dim, generator=generator, device=device)
         return z.to(self.device)
 
+    def sample_noise(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> Tensor | None:
+        """Random noise fields (batch, noise_dim, H, W) for the generator (None without)."""
+        if self.generator.noise_dim == 0:
+            return None
+        return self.generator.sample_noise(batch, height, width, generator).to(self.device)
+
     def onehot(self, mask: Tensor) -> Tensor:
         """One-hot encoding of a (B, H, W) mask with this task's classes."""
         return mask_to_onehot(mask, self.num_classes)
@@ -202,51 +239,46 @@ class GeneratorTask(L.LightningModule):
             self._vgg.append(VGGPerceptualLoss(self.hparams.data["rgb_bands"]).to(self.device))
 
     # -- losses ----------------------------------------------------------------------------------
-    def _style_codes(self, image: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def _style_codes(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Two codes per image: from the encoder posterior (two draws, as the original
+        DSGAN-on-SPADE code does), or both from N(0, I) without an encoder."""
+        b = image.shape[0]
         if self.encoder is None:
-            return self.sample_z(image.shape[0]), None, None
+            return self.sample_z(b), self.sample_z(b), None, None
         mu, logvar = self.encoder(image)
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar), mu, logvar
-
-    def _discriminate(self, onehot: Tensor, images: Sequence[Tensor]) -> list[list[list[Tensor]]]:
-        """Discriminator features of several image batches (one pass, split back)."""
-        x = torch.cat([torch.cat([img, onehot], dim=1) for img in images])
-        outs = self.discriminator(x)
-        n = len(images)
-        split = [[feat.chunk(n) for feat in scale] for scale in outs]
-        return [[[feats[i] for feats in scale] for scale in split] for i in range(n)]
+        std = torch.exp(0.5 * logvar)
+        return mu + torch.randn_like(mu) * std, mu + torch.randn_like(mu) * std, mu, logvar
 
     def _generate_fakes(self, image: Tensor, onehot: Tensor) -> tuple[list[Tensor], dict[str, Any]]:
-        """Fakes for a batch: from the encoded (or random) code, plus a second random code."""
-        z1, mu, logvar = self._style_codes(image)
-        extras: dict[str, Any] = {"z1": z1, "mu": mu, "logvar": logvar}
+        """Fakes for a batch: one per code, two (with fresh noise) when diversity is on."""
+        z1, z2, mu, logvar = self._style_codes(image)
+        b, _, h, w = image.shape
+        n1, n2 = self.sample_noise(b, h, w), self.sample_noise(b, h, w)
+        extras: dict[str, Any] = {"z1": z1, "z2": z2, "n1": n1, "n2": n2, "mu": mu}
+        extras["logvar"] = logvar
         if self.hparams.lambda_div > 0:
-            z2 = self.sample_z(image.shape[0])
-            extras["z2"] = z2
-            fakes = list(self.generator(torch.cat([onehot, onehot]), torch.cat([z1, z2])).chunk(2))
+            noise = None if n1 is None or n2 is None else torch.cat([n1, n2])
+            both = self.generator(torch.cat([onehot, onehot]), torch.cat([z1, z2]), noise)
+            fakes = list(both.chunk(2))
         else:
-            fakes = [self.generator(onehot, z1)]
+            fakes = [self.generator(onehot, z1, n1)]
         return fakes, extras
 
     def generator_losses(
-        self, image: Tensor, onehot: Tensor
+        self, image: Tensor, onehot: Tensor, mask: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
         """Weighted generator loss, its unweighted terms, and the fakes.
 
-        All fakes get the adversarial loss; feature matching, KL and VGG apply to the
-        first fake (from the encoded code); the diversity loss compares the first fake
-        with the second one (random code) for the same mask.
+        All fakes get the adversarial loss; the adversary's extra terms (feature
+        matching), KL and VGG apply to the first fake (from the first code); the
+        diversity loss compares the two fakes for the same mask.
         """
         hp = self.hparams
+        if mask is None:
+            mask = onehot.argmax(dim=1)
         fakes, extras = self._generate_fakes(image, onehot)
-        real_out, *fake_outs = self._discriminate(onehot, [image, *fakes])
-        terms: dict[str, Tensor] = {}
-        weights: dict[str, float] = {}
-        terms["g_gan"] = torch.stack([hinge_g_loss(f) for f in fake_outs]).mean()
-        weights["g_gan"] = hp.lambda_gan
-        if hp.lambda_feat > 0:
-            terms["g_feat"] = feature_matching_loss(real_out, fake_outs[0])
-            weights["g_feat"] = hp.lambda_feat
+        terms, weights = self.discriminator.generator_terms(image, onehot, mask, fakes)
+        weights = {k: w * (hp.lambda_gan if k == "g_gan" else 1.0) for k, w in weights.items()}
         if extras["mu"] is not None and hp.lambda_kld > 0:
             terms["g_kld"] = kl_loss(extras["mu"], extras["logvar"])
             weights["g_kld"] = hp.lambda_kld
@@ -261,8 +293,10 @@ class GeneratorTask(L.LightningModule):
             # 5 * tanh outputs the achievable reward is 5x larger, and lambda_div = 6 drove
             # the generator into saturated, mask-independent outputs.
             scale = hp.output_scale
+            codes1 = [c for c in (extras["z1"], extras["n1"]) if c is not None]
+            codes2 = [c for c in (extras["z2"], extras["n2"]) if c is not None]
             terms["g_div"] = diversity_loss(
-                fakes[0] / scale, fakes[1] / scale, extras["z1"], extras["z2"], hp.tau
+                fakes[0] / scale, fakes[1] / scale, codes1, codes2, hp.tau
             )
             weights["g_div"] = hp.lambda_div
         total = sum(weights[k] * v for k, v in terms.items())
@@ -270,14 +304,12 @@ class GeneratorTask(L.LightningModule):
         return total, terms, fakes
 
     def discriminator_loss(
-        self, image: Tensor, onehot: Tensor, fakes: Sequence[Tensor]
+        self, image: Tensor, onehot: Tensor, fakes: Sequence[Tensor], mask: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Hinge loss of the discriminator on real vs (detached) fakes, with mean scores."""
-        real_out, *fake_outs = self._discriminate(onehot, [image, *(f.detach() for f in fakes)])
-        loss = torch.stack([hinge_d_loss(real_out, f) for f in fake_outs]).mean()
-        real_score = torch.stack([s[-1].mean() for s in real_out]).mean()
-        fake_score = torch.stack([s[-1].mean() for f in fake_outs for s in f]).mean()
-        return loss, {"d_loss": loss, "d_real": real_score.detach(), "d_fake": fake_score.detach()}
+        """The adversary's loss on real vs (detached) fakes, with its logged terms."""
+        if mask is None:
+            mask = onehot.argmax(dim=1)
+        return self.discriminator.discriminator_loss(image, onehot, mask, fakes)
 
     # -- training ------------------------------------------------------------------------------
     def _guard(self, terms: Mapping[str, Tensor]) -> None:
@@ -303,13 +335,14 @@ class GeneratorTask(L.LightningModule):
         """One discriminator step, preceded by a generator step every ``d_steps_per_g`` batches."""
         hp = self.hparams
         opt_g, opt_d = self.optimizers()  # type: ignore[misc]
-        image, onehot = batch["image"], self.onehot(batch["mask"])
+        image, mask = batch["image"], batch["mask"]
+        onehot = self.onehot(mask)
         bs = image.shape[0]
         g_step = (int(self.batches_seen) + 1) % hp.d_steps_per_g == 0
 
         if g_step:
             with self.toggled_optimizer(opt_g):
-                total, terms, fakes = self.generator_losses(image, onehot)
+                total, terms, fakes = self.generator_losses(image, onehot, mask)
                 self._guard({"g_total": total, **terms})
                 opt_g.zero_grad()
                 self.manual_backward(total)
@@ -317,7 +350,7 @@ class GeneratorTask(L.LightningModule):
                     [p for g in opt_g.param_groups for p in g["params"]], "generator gradient norm"
                 )
                 opt_g.step()
-            self._update_ema()
+            self._update_ema(onehot)
             self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
             self.log_dict(
                 {"train/g_total": total.detach(), "train/g_grad_norm": g_norm}, batch_size=bs
@@ -327,7 +360,7 @@ class GeneratorTask(L.LightningModule):
                 fakes, _ = self._generate_fakes(image, onehot)
 
         with self.toggled_optimizer(opt_d):
-            d_loss, d_terms = self.discriminator_loss(image, onehot, fakes)
+            d_loss, d_terms = self.discriminator_loss(image, onehot, fakes, mask)
             self._guard(d_terms)
             opt_d.zero_grad()
             self.manual_backward(d_loss)
@@ -346,15 +379,28 @@ class GeneratorTask(L.LightningModule):
             self.save_sample_grid(batch)
 
     @torch.no_grad()
-    def _update_ema(self) -> None:
+    def _update_ema(self, onehot: Tensor) -> None:
+        """Move the EMA weights towards the generator's.
+
+        With batch norm, the EMA generator's running statistics are its own: it runs on
+        the batch's masks in training mode (statistics only, outputs unused), so the
+        statistics it uses at inference belong to its weights, not the live generator's.
+        Other buffers are copied.
+        """
         if self.generator_ema is None:
             return
         n = self.global_step
         decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
         for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
             e.lerp_(p, 1 - decay)
-        for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            e.copy_(b)
+        if self.hparams.norm == "batch":
+            b, _, h, w = onehot.shape
+            self.generator_ema.train()
+            self.generator_ema(onehot, self.sample_z(b), self.sample_noise(b, h, w))
+            self.generator_ema.eval()
+        else:
+            for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+                e.copy_(b)
 
     # -- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -369,7 +415,8 @@ class GeneratorTask(L.LightningModule):
         bs = image.shape[0]
         gen = self.inference_generator()
         seed = torch.Generator().manual_seed(batch_idx)
-        fake = gen(onehot, self.sample_z(bs, seed))
+        h, w = image.shape[-2:]
+        fake = gen(onehot, self.sample_z(bs, seed), self.sample_noise(bs, h, w, seed))
         counts = onehot.sum(dim=(0, 2, 3))
         real_mean = torch.einsum("bkhw,bchw->kc", onehot, image) / counts.clamp(min=1)[:, None]
         fake_mean = torch.einsum("bkhw,bchw->kc", onehot, fake) / counts.clamp(min=1)[:, None]
@@ -378,7 +425,7 @@ class GeneratorTask(L.LightningModule):
         score = spectra
         if self.encoder is not None:
             mu, _ = self.encoder(image)
-            score = (gen(onehot, mu) - image).abs().mean()
+            score = (gen(onehot, mu, self.sample_noise(bs, h, w, seed)) - image).abs().mean()
             self.log("val/l1_rec", score, batch_size=bs)
         self.log("val/score", score, batch_size=bs, prog_bar=True)
 
@@ -411,7 +458,11 @@ class GeneratorTask(L.LightningModule):
         was_training = gen.training
         gen.eval()
         rng = torch.Generator().manual_seed(seed)
-        fakes = [gen(onehot, self.sample_z(n, rng)) for _ in range(hp.num_samples)]
+        h, w = image.shape[-2:]
+        fakes = [
+            gen(onehot, self.sample_z(n, rng), self.sample_noise(n, h, w, rng))
+            for _ in range(hp.num_samples)
+        ]
         gen.train(was_training)
         mean = torch.as_tensor(data["mean"], device=self.device).view(1, -1, 1, 1)
         std = torch.as_tensor(data["std"], device=self.device).view(1, -1, 1, 1)
