@@ -246,3 +246,91 @@ def test_entry_point_checkpoints_samples_and_resume(toy_root: Path, tmp_path: Pa
     for opt_state in state["optimizer_states"]:
         assert next(iter(opt_state["state"].values()))["step"].item() == 5
     assert (resumed / "samples" / "step_000004.png").exists()
+
+
+def _preset(name: str) -> dict[str, Any]:
+    """A generator preset from conf/generator, shrunk to test size."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "generator" / f"{name}.yaml"))
+    assert isinstance(cfg, dict)
+    cfg.pop("_target_")
+    cfg.pop("patch_size")
+    cfg.update(ngf=4, spade_hidden=8, nef=4, ndf=4, n_layers=2, sample_every_n_steps=0)
+    return cfg
+
+
+@pytest.mark.parametrize("preset", ["spade_cpu", "oasis_cpu"])
+def test_both_generator_options_train(
+    preset: str, datamodule: LandCoverDataModule, tmp_path: Path
+) -> None:
+    """Each preset trains a few steps: every network moves, the EMA follows the generator
+    at the configured rate, and the adversary logs its own terms."""
+    L.seed_everything(0)
+    task = make_task(datamodule, **{**_preset(preset), "lambda_div": 2.0, "ema_decay": 0.5})
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    trainer = fit(task, datamodule, 3, tmp_path)
+    after = task.state_dict()
+    for part in ("generator.", "discriminator.", "generator_ema."):
+        keys = [k for k in before if k.startswith(part) and before[k].is_floating_point()]
+        assert any(not torch.equal(before[k], after[k]) for k in keys), f"{part} did not move"
+    logged = set(trainer.logged_metrics)
+    assert {"train/g_gan", "train/g_div", "train/d_real", "train/d_fake"} <= logged
+    if preset == "oasis_cpu":
+        assert task.encoder is None and "train/d_labelmix" in logged
+        assert "train/g_feat" not in logged
+    else:
+        assert task.encoder is not None and "train/g_feat" in logged
+    # EMA with decay min(0.5, (1 + n) / (10 + n)) over n = 0, 1, 2 generator steps:
+    # ema_3 = g_3 - sum of the generator's later moves weighted by the kept fractions.
+    # Check the rate on one more, controlled update: ema <- ema + (1 - decay)(g - ema).
+    ema, gen = task.generator_ema, task.generator
+    old = [p.clone() for p in ema.parameters()]
+    task._update_ema(task.onehot(torch.zeros(2, 32, 32, dtype=torch.long)))
+    decay = min(0.5, (1 + trainer.global_step) / (10 + trainer.global_step))
+    for o, e, g in zip(old, ema.parameters(), gen.parameters()):
+        torch.testing.assert_close(e, o + (1 - decay) * (g - o))
+
+
+def test_batch_norm_ema_keeps_its_own_statistics(datamodule: LandCoverDataModule) -> None:
+    """With batch norm the EMA generator's running statistics come from its own weights
+    (it runs on the batch's masks), not a copy of the live generator's."""
+    task = make_task(datamodule, **{**_preset("oasis_cpu"), "ema": True})
+    task.generator.train()
+    onehot = task.onehot(torch.randint(0, 7, (2, 32, 32)))
+    task.generator(onehot, task.sample_z(2))  # the live generator's statistics move
+    with torch.no_grad():
+        for p in task.generator.parameters():
+            p.mul_(3.0)  # and now its weights differ a lot from the EMA's
+    task._update_ema(onehot)
+    live = [b for n, b in task.generator.named_buffers() if n.endswith("running_var")]
+    ema = [b for n, b in task.generator_ema.named_buffers() if n.endswith("running_var")]
+    assert not task.generator_ema.training
+    assert any(not torch.allclose(a, b) for a, b in zip(live, ema))
+    assert all(not torch.equal(b, torch.ones_like(b)) for b in ema)  # they were updated
+
+
+def test_second_diversity_code_comes_from_the_posterior(
+    datamodule: LandCoverDataModule,
+) -> None:
+    """As in the original DSGAN-on-SPADE code, both codes are draws from the encoder's
+    posterior (here pinned near mu = 3), not one of them from N(0, I)."""
+    task = make_task(datamodule, lambda_div=1.0)
+
+    class Pinned(torch.nn.Module):
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mu = torch.full((image.shape[0], 8), 3.0)
+            return mu, torch.full_like(mu, -20.0)
+
+    task.encoder = Pinned()
+    z1, z2, mu, _ = task._style_codes(torch.randn(5, 4, 32, 32))
+    torch.testing.assert_close(z1, mu, atol=1e-3, rtol=0)
+    torch.testing.assert_close(z2, mu, atol=1e-3, rtol=0)
+    assert not torch.equal(z1, z2)
+
+
+def test_bad_settings_are_refused(datamodule: LandCoverDataModule) -> None:
+    with pytest.raises(ValueError, match="lambda_div"):
+        make_task(datamodule, lambda_div=-1.0)
+    with pytest.raises(ValueError, match="discriminator"):
+        make_task(datamodule, discriminator="stylegan")

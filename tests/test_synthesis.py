@@ -391,3 +391,64 @@ def test_toy_world_tiles_larger_than_a_block(tmp_path: Path) -> None:
     with rasterio.open(req.output) as out:
         assert out.block_shapes[0] == (128, 128)
         assert np.array_equal(out.read(), expected)
+
+
+class NoiseEcho(nn.Module):
+    """Outputs its noise input (band b = noise channel b): shows which noise each chip got."""
+
+    num_classes = 7
+    out_bands = 4
+    chip_size = 32
+    z_dim = 4
+    noise_dim = 4
+    noise_cell = 4
+
+    def generate(self, onehot: Tensor, z: Tensor, noise: Tensor | None = None) -> Tensor:
+        assert noise is not None and noise.shape == (onehot.shape[0], 4, 32, 32)
+        return noise.clone()
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        raise AssertionError("not used")
+
+
+def test_chips_cut_their_noise_from_one_field_per_tile(toy_root: Path) -> None:
+    """Overlapping chips get the same noise where they overlap, so the blended tile is
+    exactly the tile's noise field: no chip grid in the texture, whatever the overlap."""
+    from synthsat.models.noise import NoiseField
+
+    req = make_requests(_toy(toy_root)[:1], "unused", 1, 5)[0]
+    rng = torch.Generator().manual_seed(req.tile_seed)
+    torch.randn(1, 4, generator=rng)  # the style draw comes first
+    field = NoiseField(4, 128, 128, 4, rng).crop(0, 0, 128, 128).numpy()
+    for overlap in (8, 16):
+        synth = _synth(NoiseEcho(), style="random", overlap=overlap)
+        tile = np.concatenate(list(synth.stream(req)), axis=1)
+        np.testing.assert_allclose(tile, field, atol=1e-5)
+    other = make_requests(_toy(toy_root)[:1], "unused", 2, 5)[1]  # another sample: new field
+    tile = np.concatenate(list(_synth(NoiseEcho(), style="random").stream(other)), axis=1)
+    assert np.abs(tile - field).mean() > 0.5
+
+
+def test_default_overlap_is_half_a_chip(toy_root: Path) -> None:
+    synth = _synth(MaskGenerator(), overlap=None)
+    assert synth.overlap == 16
+    req = make_requests(_toy(toy_root)[:1], "unused", 1, 0)[0]
+    assert synth.record(req)["overlap"] == 16 and synth.record(req)["style_scope"] == "tile"
+
+
+def test_bf16_autocast_stays_close_to_float32(toy_root: Path) -> None:
+    req = make_requests(_toy(toy_root)[:1], "unused", 1, 0)[0]
+    fp32 = np.concatenate(list(_synth(MaskGenerator()).stream(req)), axis=1)
+    bf16 = np.concatenate(list(_synth(MaskGenerator(), autocast=True).stream(req)), axis=1)
+    err = np.abs(fp32 - bf16)
+    assert 0 < err.max() < 0.05  # bf16 keeps 8 bits of mantissa: outputs differ, slightly
+
+
+def test_auto_style_follows_the_encoder() -> None:
+    class NoEncoder(MaskGenerator):
+        has_encoder = False
+
+    assert _synth(MaskGenerator(), style="auto").style == "encoder"
+    assert _synth(NoEncoder(), style="auto").style == "random"
+    with pytest.raises(ValueError, match="style_scope"):
+        _synth(MaskGenerator(), style_scope="pixel")
