@@ -35,6 +35,15 @@ def run(cfg: DictConfig) -> SynthesisWriter:
         )
     datamodule.source.prepare()
     pairs = [p for split in cfg.splits for p in datamodule.source.pairs(split)]
+    if cfg.get("tiles"):
+        wanted = [str(t) for t in cfg.tiles]
+        unknown = sorted(set(wanted) - {p.name for p in pairs})
+        if unknown:
+            raise DataError(
+                f"tiles {unknown} are not in splits {list(cfg.splits)} of "
+                f"{datamodule.source.describe()}"
+            )
+        pairs = [p for p in pairs if p.name in set(wanted)]
     out = Path(cfg.out)
     requests = make_requests(
         [(p.name, p.mask, p.image) for p in pairs], out, int(cfg.samples), int(cfg.seed)

@@ -148,3 +148,15 @@ def test_command_rejects_bad_input(checkpoint: Path, toy_root: Path, tmp_path: P
                 "data.ignore_index=0",
             )
         )
+
+
+def test_command_synthesises_only_the_tiles_asked_for(
+    checkpoint: Path, toy_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "some"
+    run(_compose(toy_root, tmp_path, f"ckpt={checkpoint}", f"out={out}", "tiles=[tile_001]"))  # type: ignore[arg-type]
+    assert sorted(p.name for p in out.glob("*.tif")) == ["tile_001_s0.tif"]
+    manifest = json.loads((out / "manifest.json").read_text())["outputs"]
+    assert manifest[0]["overlap"] == 16  # half of the 32 px chip by default
+    with pytest.raises(DataError, match="tile_009"):
+        run(_compose(toy_root, tmp_path, f"ckpt={checkpoint}", f"out={out}", "tiles=[tile_009]"))  # type: ignore[arg-type]
