@@ -19,8 +19,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "generator"
@@ -72,7 +72,9 @@ def main() -> None:
     args = parser.parse_args()
 
     classes, bands = 7, 4
-    cfg = OmegaConf.load(CONF / f"{args.preset}.yaml")
+    with initialize_config_dir(str(CONF.parents[0]), version_base="1.3"):
+        root = f"paths.root={CONF.parents[1]}"
+        cfg = compose("train_generator", overrides=[f"generator={args.preset}", root]).generator
     cfg.patch_size = args.size
     cfg.sample_every_n_steps = 0
     if args.lambda_div is not None:

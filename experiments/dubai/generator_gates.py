@@ -69,7 +69,9 @@ def checkpoint(path: Path) -> Path:
 def datamodule(tiles: int | None) -> Any:
     """The Dubai datamodule (fit + test tiles), optionally with the first N tiles per group."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate_synthetic", overrides=["data=dubai", "synthetic=unused"])
+        cfg = compose(
+            "evaluate_synthetic", overrides=["data=dubai", "synthetic=unused", f"paths.root={ROOT}"]
+        )
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
