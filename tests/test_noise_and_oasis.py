@@ -167,3 +167,25 @@ def test_diversity_code_distance_averages_the_parts() -> None:
     assert math.isclose(float(diversity_loss(fake1, fake2, z1, z2)), -0.3, rel_tol=1e-6)
     with pytest.raises(ValueError, match="parts"):
         diversity_loss(fake1, fake2, [z1], [z2, n2])
+
+
+def test_class_statistics_loss_compares_class_means_and_stds() -> None:
+    from synthsat.losses import class_statistics_loss
+
+    torch.manual_seed(0)
+    real = torch.randn(1, 2, 8, 8)
+    mask = torch.zeros(1, 8, 8, dtype=torch.long)
+    mask[:, :, 4:] = 1
+    mask[:, 0, 0] = 255  # ignored: counts for nothing
+    onehot = mask_to_onehot(mask, 3)  # class 2 absent
+    assert float(class_statistics_loss(real, real, onehot)) < 1e-6
+    shifted = real + 0.5 * (mask == 1)[:, None]  # class 1 brighter by 0.5 in both bands
+    # present (class, band) pairs: 2 classes x 2 bands; only class 1's two means differ
+    assert math.isclose(
+        float(class_statistics_loss(shifted, real, onehot)), 0.5 * 2 / 4, rel_tol=1e-4
+    )
+    scaled = real * (1 + (mask == 0)[:, None].float())  # class 0 twice the contrast
+    pixels = real[0][:, mask[0] == 0]
+    mean, std = pixels.mean(dim=1), pixels.std(dim=1, unbiased=False)
+    expected = ((mean.abs() + std).sum() / 4).item()  # |2m - m| + |2s - s| per band
+    assert math.isclose(float(class_statistics_loss(scaled, real, onehot)), expected, rel_tol=1e-3)

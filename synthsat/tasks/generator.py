@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
-from synthsat.losses import VGGPerceptualLoss, diversity_loss, kl_loss
+from synthsat.losses import VGGPerceptualLoss, class_statistics_loss, diversity_loss, kl_loss
 from synthsat.models.encoder import StyleEncoder
 from synthsat.models.spade import SPADEGenerator, mask_to_onehot
 from synthsat.tasks.adversaries import KINDS, OASISAdversary, PatchAdversary
@@ -73,6 +73,8 @@ class GeneratorTask(L.LightningModule):
         lambda_labelmix: weight of the LabelMix consistency loss (``oasis`` only).
         lambda_kld: weight of the KL term (with ``use_vae``).
         lambda_vgg: weight of the VGG-19 perceptual loss (needs cached ImageNet weights).
+        lambda_stats: weight of the class-statistics loss (per-class band mean and std of
+            the first fake vs the real image; 0: off, as in the papers).
         lambda_div: weight of the DSGAN diversity loss (0 disables it).
         tau: clamp of the diversity ratio (None: unbounded).
         lr_g: generator (and encoder) learning rate.
@@ -112,6 +114,7 @@ class GeneratorTask(L.LightningModule):
         lambda_labelmix: float = 10.0,
         lambda_kld: float = 0.05,
         lambda_vgg: float = 0.0,
+        lambda_stats: float = 0.0,
         lambda_div: float = 0.0,
         tau: float | None = None,
         lr_g: float = 1e-4,
@@ -287,6 +290,9 @@ class GeneratorTask(L.LightningModule):
                 self.on_fit_start()
             terms["g_vgg"] = self._vgg[0](fakes[0], image)
             weights["g_vgg"] = hp.lambda_vgg
+        if hp.get("lambda_stats", 0.0) > 0:
+            terms["g_stats"] = class_statistics_loss(fakes[0], image, onehot)
+            weights["g_stats"] = hp.lambda_stats
         if hp.lambda_div > 0:
             # Measured on outputs / output_scale, i.e. in the [-1, 1] range of the original
             # SPADE/DSGAN images, so that lambda_div means what it means in the paper. On raw
