@@ -11,7 +11,11 @@ from conftest import toy_datamodule
 
 from synthsat.data import LandCoverDataModule, Normalizer
 from synthsat.data.augment import dihedral
+from synthsat.data.cache import CachedTile
+from synthsat.data.datasets import GridChipDataset
+from synthsat.data.tiles import TilePair
 from synthsat.data.toyworld import CLASSES
+from synthsat.metrics.segmentation import SegmentationScores, evaluate_model
 
 
 @pytest.fixture()
@@ -121,3 +125,63 @@ def test_metadata(dm: LandCoverDataModule) -> None:
     assert meta["classes"] == list(CLASSES) and meta["bands"] == 4
     assert len(meta["mean"]) == 4 and meta["ignore_index"] == 0
     assert "train" in dm.summary()
+
+
+# -- whole-tile evaluation chips and their padding ------------------------------------------
+def _tile(h: int, w: int, bands: int = 2, seed: int = 0) -> CachedTile:
+    """A tile whose pixels are all different, labels 0..2 (0 is a real class here)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(1, 1000, (bands, h, w)).astype(np.uint16)
+    mask = rng.integers(0, 3, (h, w)).astype(np.uint8)
+    pair = TilePair(f"t{h}x{w}", Path("image.tif"), Path("mask.tif"))
+    return CachedTile(pair.name, pair, image, mask, np.zeros(bands), np.zeros(bands), 0)
+
+
+def test_grid_chips_cover_every_pixel_once_and_pad_with_ignore() -> None:
+    tile, ignore = _tile(40, 70), 9
+    norm = Normalizer(np.array([10.0, 20.0]), np.array([2.0, 4.0]))
+    ds = GridChipDataset([tile], chip_size=32, normalize=norm, ignore_index=ignore, pad_multiple=16)
+    # 2 rows (32, 8 px) x 3 columns (32, 32, 6 px); each chip padded to a multiple of 16
+    assert [(s["row"], s["col"]) for s in ds] == [(r, c) for r in (0, 32) for c in (0, 32, 64)]
+    assert [tuple(s["mask"].shape) for s in ds][3:] == [(16, 32), (16, 32), (16, 16)]
+    seen = np.zeros((40, 70), int)
+    rebuilt = np.full((2, 40, 70), np.nan, np.float32)
+    for s in ds:
+        r, c = s["row"], s["col"]
+        h, w = min(32, 40 - r), min(32, 70 - c)
+        seen[r : r + h, c : c + w] += 1
+        rebuilt[:, r : r + h, c : c + w] = s["image"][:, :h, :w].numpy()
+        np.testing.assert_array_equal(s["mask"][:h, :w].numpy(), tile.mask[r : r + h, c : c + w])
+        pad = np.ones(s["mask"].shape, bool)
+        pad[:h, :w] = False
+        assert (s["mask"].numpy()[pad] == ignore).all()  # padding is never a class
+        # padded imagery is raw 0, i.e. -mean/std after normalisation
+        np.testing.assert_allclose(s["image"].numpy()[0][pad], -5.0)
+        np.testing.assert_allclose(s["image"].numpy()[1][pad], -5.0)
+    assert (seen == 1).all()
+    np.testing.assert_allclose(rebuilt, norm(tile.image))
+
+
+def test_padded_pixels_are_never_scored() -> None:
+    """Whole-tile scores over padded chips equal the scores of the unpadded tile."""
+    tile, ignore = _tile(40, 70), 3  # ignore index outside the 3 classes
+    norm = Normalizer(np.zeros(2), np.ones(2))
+    ds = GridChipDataset([tile], chip_size=32, normalize=norm, ignore_index=ignore, pad_multiple=32)
+
+    class Band0Parity(torch.nn.Module):
+        """Predicts class (value of band 0) mod 3: a fixed, image-dependent answer."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(x[:, 0].long() % 3, 3).permute(0, 3, 1, 2).float()
+
+    batches = [{"image": s["image"][None], "mask": s["mask"][None]} for s in ds]
+    chipped = evaluate_model(Band0Parity(), batches, 3, [0, 1, 2], ignore)
+    whole = SegmentationScores(3, [0, 1, 2], ignore)
+    whole.update(
+        torch.from_numpy(tile.image[0].astype(np.int64) % 3)[None],
+        torch.from_numpy(tile.mask.astype(np.int64))[None],
+    )
+    expected = whole.compute()
+    assert chipped["scored_pixels"] == 40 * 70
+    assert chipped["confusion_matrix"] == expected["confusion_matrix"]
+    assert chipped["miou"] == pytest.approx(expected["miou"])

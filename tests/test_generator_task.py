@@ -334,3 +334,32 @@ def test_bad_settings_are_refused(datamodule: LandCoverDataModule) -> None:
         make_task(datamodule, lambda_div=-1.0)
     with pytest.raises(ValueError, match="discriminator"):
         make_task(datamodule, discriminator="stylegan")
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_task(datamodule, ema_decay=1.5)
+
+
+def test_diversity_is_measured_in_unit_output_range(
+    datamodule: LandCoverDataModule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lambda_div means what it does in the paper: the DSGAN ratio is taken on outputs
+    divided by ``output_scale`` (the [-1, 1] range of SPADE images), not on raw outputs."""
+    import synthsat.tasks.generator as generator_module
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_loss = generator_module.diversity_loss
+
+    def spy(fake1: torch.Tensor, fake2: torch.Tensor, *args: Any) -> torch.Tensor:
+        seen.append((fake1.detach(), fake2.detach()))
+        return real_loss(fake1, fake2, *args)
+
+    monkeypatch.setattr(generator_module, "diversity_loss", spy)
+    torch.manual_seed(0)
+    task = make_task(datamodule, lambda_div=2.0, output_scale=4.0, tau=None)
+    batch = next(iter(datamodule.train_dataloader()))
+    _, terms, fakes = task.generator_losses(batch["image"], task.onehot(batch["mask"]))
+    ((f1, f2),) = seen
+    torch.testing.assert_close(f1, fakes[0].detach() / 4.0)
+    torch.testing.assert_close(f2, fakes[1].detach() / 4.0)
+    assert f1.abs().max() <= 1.0
+    # the term is the negative image distance / code distance on those unit-range images
+    assert terms["g_div"].item() < 0

@@ -29,6 +29,7 @@ from synthsat.metrics.fidelity import (
 )
 from synthsat.metrics.frechet import feature_frechet_distance, frechet_distance, pooled_features
 from synthsat.metrics.seams import GRADIENT_FLOOR, seam_scores
+from synthsat.metrics.segmentation import SegmentationScores
 from synthsat.metrics.spectral import class_pixel_positions, spectral_distances
 from synthsat.metrics.synthetic import SEAM_KEYS, Segmenter, find_samples, synthetic_metrics
 from synthsat.synthesis.windows import ChipGrid
@@ -158,9 +159,16 @@ def test_perfect_generator_scores_the_real_mious() -> None:
     images, masks = _consistency_data()
     model = BandThreshold()
     real = consistency_miou(model, images, masks, 4, [1, 2, 3], ignore_index=0)
+    # by hand: the top 4 rows are predicted 3, the rest exactly; class 0 is ignored
+    pred = masks.clone()
+    pred[:, :4] = 3
+    labelled = masks != 0
+    ious = []
+    for c in (1, 2, 3):
+        p, t = (pred == c) & labelled, (masks == c) & labelled
+        ious.append(((p & t).sum() / (p | t).sum()).item())
+    assert real["miou"] == pytest.approx(np.mean(ious), rel=1e-6)
     assert 0.3 < real["miou"] < 1  # not trivially perfect
-    perfect = consistency_miou(model, images.clone(), masks, 4, [1, 2, 3], ignore_index=0)
-    assert perfect["miou"] == pytest.approx(real["miou"])
     faithful = masks[:, None].float().expand(-1, 3, -1, -1)
     assert consistency_miou(model, faithful, masks, 4, [1, 2, 3], 0)["miou"] == 1.0
     blank = torch.zeros_like(images)
@@ -233,23 +241,25 @@ def _datamodule(toy_root: Path, cache: Path) -> LandCoverDataModule:
 def _write_samples(
     dm: LandCoverDataModule,
     out: Path,
-    offsets: list[float],
+    offsets: list[float] | list[np.ndarray],
     split: str = "train",
     grid: dict[str, int] | None = None,
 ) -> None:
-    """Shifted copies of the real tiles; ``grid`` (chip_size, overlap) goes in the manifest."""
+    """Shifted copies of the real tiles (an offset per sample, scalar or per band);
+    ``grid`` (chip_size, overlap) goes in the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     for tile in dm.tiles[split]:
         with rasterio.open(tile.pair.image) as src:
             profile, image = src.profile, src.read().astype(np.float64)
         for k, offset in enumerate(offsets):
             with rasterio.open(out / f"{tile.name}_s{k}.tif", "w", **profile) as dst:
-                dst.write(np.clip(image + offset, 0, 255).astype(np.uint8))
+                shift = np.asarray(offset, np.float64).reshape(-1, 1, 1)
+                dst.write(np.clip(image + shift, 0, 255).astype(np.uint8))
     (out / "manifest.json").write_text(
         json.dumps(
             {
                 "outputs": [
-                    {"path": p.name, "checkpoint": "gen.ckpt", "lambda": 8.0, **(grid or {})}
+                    {"path": p.name, "checkpoint": "gen.ckpt", "lambda_div": 8.0, **(grid or {})}
                     for p in sorted(out.glob("*.tif"))
                 ]
             }
@@ -315,7 +325,7 @@ def test_perfect_synthetic_set_scores_zero_distance(toy_root: Path, tmp_path: Pa
     assert abs(m["kid_mean"]) < 1e-4  # unbiased MMD^2 of random subsets: 0 on average
     info = m["info"]
     assert info["tiles"] == 2 and info["samples_per_tile"] == 2 and info["chips"] == 6
-    assert info["synthesis"] == {"outputs": 4, "checkpoint": "gen.ckpt", "lambda": 8.0}
+    assert info["synthesis"] == {"outputs": 4, "checkpoint": "gen.ckpt", "lambda_div": 8.0}
     assert set(m["details"]["spectral_w1"]["water"]) == {"b0", "b1", "b2", "b3"}
     # no chip grid recorded: no seam metrics, and a note saying why
     assert all(m[key] is None and m[f"{key}_real"] is None for key in SEAM_KEYS)
@@ -492,3 +502,74 @@ def test_real_segmentation_checkpoint_is_wired_in(toy_root: Path, tmp_path: Path
     assert m["domain_fd"] == pytest.approx(0, abs=1e-6)
     with pytest.raises(DataError, match="bands=3"):
         load_segmenter(tmp_path / "seg.ckpt", {**dm.metadata(), "bands": 3}, torch.device("cpu"))
+
+
+class PixelSegmenter(nn.Module):
+    """A per-pixel segmenter whose encoder is the identity on the (normalised) bands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Conv2d(4, 4, 1, bias=False)
+        with torch.no_grad():
+            self.encoder.weight.copy_(torch.eye(4).view(4, 4, 1, 1))
+        self.head = nn.Conv2d(4, 7, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+class ChannelMeans(nn.Module):
+    """FID features: the per-channel means of the uint8 composite."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.float().mean(dim=(2, 3))
+
+
+def test_known_shift_gives_known_values(toy_root: Path, tmp_path: Path) -> None:
+    """Sample 0 copies each real tile, sample 1 adds 10 to band 0 (no clipping: the toy
+    world's band 0 stays below 245). Every metric then has a closed-form value."""
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    tiles, norm = dm.tiles["train"], dm.normalizer
+    assert norm is not None and max(int(t.image[0].max()) for t in tiles) <= 245
+    _write_samples(dm, tmp_path / "synth", [np.zeros(4), np.array([10.0, 0, 0, 0])])
+    model = PixelSegmenter().eval()
+    segmenter = Segmenter(model, Normalizer(norm.mean, norm.std), model.encoder)
+    m = synthetic_metrics(
+        tiles,
+        tmp_path / "synth",
+        dm.metadata(),
+        segmenter,
+        chip_size=64,
+        max_chips=None,
+        fid={"enabled": True, "kid_subsets": 2, "kid_subset_size": 4, "bands": [0, 1, 2]},
+        fid_extractor=ChannelMeans(),
+    )
+    s0 = float(norm.std[0])
+    # W1(P, (P + (P + 10)) / 2) = 5 on band 0 of every class, 0 elsewhere; / std, band mean
+    assert m["spectral_w1"] == pytest.approx(5 / s0 / 4, rel=1e-9)
+    for per_band in m["details"]["spectral_w1"].values():
+        assert per_band["b0"] == pytest.approx(5.0) and per_band["b1"] == 0
+    # the two samples differ by 10 / std on one band of four
+    assert m["diversity_l1"] == pytest.approx(10 / s0 / 4, rel=1e-6)
+    # the encoder features move by (10 / std, 0, 0, 0) on sample 1, not at all on sample 0
+    assert m["domain_fd"] == pytest.approx((10 / s0) ** 2 / 2, rel=1e-3)
+    # FID features move by (10, 0, 0) on sample 1
+    assert m["fid"] == pytest.approx(100 / 2, rel=1e-3)
+    assert m["info"]["chips"] == 8 and m["info"]["samples_per_tile"] == 2
+
+    # consistency: the segmenter on the samples against the masks, by a separate path
+    def scores(*offsets: float) -> float:
+        out = SegmentationScores(7, dm.metadata()["scored_classes"], 0)
+        for offset in offsets:
+            for tile in tiles:
+                image = tile.image.astype(np.float32)
+                image[0] += offset
+                x = torch.from_numpy(norm(image))[None]
+                with torch.no_grad():
+                    out.update(model(x), torch.from_numpy(tile.mask.astype(np.int64))[None])
+        return out.compute()["miou"]
+
+    assert m["real_miou"] == pytest.approx(scores(0.0), rel=1e-9)
+    assert m["consistency_miou"] == pytest.approx(scores(0.0, 10.0), rel=1e-9)
+    assert m["consistency_miou"] != pytest.approx(m["real_miou"])

@@ -31,6 +31,7 @@ from synthsat.losses import VGGPerceptualLoss, class_statistics_loss, diversity_
 from synthsat.models.encoder import StyleEncoder
 from synthsat.models.spade import SPADEGenerator, mask_to_onehot
 from synthsat.tasks.adversaries import KINDS, OASISAdversary, PatchAdversary
+from synthsat.tasks.ema import ema_update, warmed_up_decay
 
 REQUIRED_METADATA = ("classes", "bands", "rgb_bands", "mean", "std", "ignore_index")
 
@@ -139,6 +140,8 @@ class GeneratorTask(L.LightningModule):
             raise ValueError(f"discriminator must be one of {KINDS}, got '{discriminator}'")
         if lambda_div < 0:
             raise ValueError(f"lambda_div must be >= 0, got {lambda_div}")
+        if not 0.0 <= ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay}")
         if d_steps_per_g < 1:
             raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
         self.save_hyperparameters()
@@ -395,18 +398,14 @@ class GeneratorTask(L.LightningModule):
         """
         if self.generator_ema is None:
             return
-        n = self.global_step
-        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
-        for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            e.lerp_(p, 1 - decay)
-        if self.hparams.norm == "batch":
+        decay = warmed_up_decay(self.hparams.ema_decay, self.global_step)
+        own_statistics = self.hparams.norm == "batch"
+        ema_update(self.generator_ema, self.generator, decay, buffers=not own_statistics)
+        if own_statistics:
             b, _, h, w = onehot.shape
             self.generator_ema.train()
             self.generator_ema(onehot, self.sample_z(b), self.sample_noise(b, h, w))
             self.generator_ema.eval()
-        else:
-            for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
-                e.copy_(b)
 
     # -- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
