@@ -37,14 +37,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     task = SegmentationTask.load_from_checkpoint(ckpt, map_location=device)
     meta = task.hparams.metadata
-    datamodule = instantiate(cfg.data, mean=meta["mean"], std=meta["std"])
-    datamodule.setup("test")
-    if datamodule.bands != meta["bands"] or datamodule.classes != list(meta["classes"]):
+    # Checked on the config, before the datamodule is built with the checkpoint's band
+    # statistics (which it refuses, less clearly, when the band counts differ).
+    bands, classes = int(cfg.data.bands), list(cfg.data.classes)
+    if bands != meta["bands"] or classes != list(meta["classes"]):
         raise DataError(
             f"ckpt={ckpt}: the model was trained on {meta['bands']} bands and classes "
-            f"{meta['classes']}, but the data has {datamodule.bands} bands and classes "
-            f"{datamodule.classes}"
+            f"{meta['classes']}, but the data has {bands} bands and classes {classes}"
         )
+    datamodule = instantiate(cfg.data, mean=meta["mean"], std=meta["std"])
+    datamodule.setup("test")
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     start = time.perf_counter()
     result = evaluate_model(
