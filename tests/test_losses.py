@@ -10,11 +10,15 @@ import torch
 
 from synthsat.losses import (
     VGGPerceptualLoss,
+    balanced_cross_entropy,
+    class_statistics_loss,
     diversity_loss,
     feature_matching_loss,
     hinge_d_loss,
     hinge_g_loss,
     kl_loss,
+    labelmix,
+    oasis_d_loss,
 )
 
 
@@ -93,3 +97,136 @@ def test_vgg_without_cached_weights_fails_clearly(tmp_path: Path) -> None:
             VGGPerceptualLoss()
     finally:
         torch.hub.set_dir(old)
+
+
+def test_kl_of_a_large_mean_is_half_its_square() -> None:
+    mu = torch.tensor([[2.0, -3.0]])
+    assert kl_loss(mu, torch.zeros(1, 2)).item() == pytest.approx(0.5 * (4 + 9))
+
+
+def test_diversity_per_sample_ratio_with_codes_and_images_away_from_zero() -> None:
+    """Per-sample ratios of mean |G1 - G2| to mean |z1 - z2|, then their mean."""
+    f1 = torch.full((2, 1, 2, 2), 5.0)
+    f2 = torch.stack([torch.full((1, 2, 2), 6.0), torch.full((1, 2, 2), 2.0)])  # 1 and 3
+    z1 = torch.full((2, 3), 4.0)
+    z2 = torch.stack([torch.full((3,), 5.0), torch.full((3,), 1.0)])  # 1 and 3
+    # ratios 1/1 and 3/3 (a batch-wide code distance would give 1/2 and 3/2)
+    assert diversity_loss(f1, f2, z1, z2).item() == pytest.approx(-1.0)
+    z2b = torch.stack([torch.full((3,), 6.0), torch.full((3,), 8.0)])  # 2 and 4
+    assert diversity_loss(f1, f2, [z1], [z2b]).item() == pytest.approx(-(1 / 2 + 3 / 4) / 2)
+    # eps is added to the code distance
+    assert diversity_loss(f1, f2, z1, z2, eps=1.0).item() == pytest.approx(-(1 / 2 + 3 / 4) / 2)
+    with pytest.raises(ValueError, match="same, non-zero number of parts"):
+        diversity_loss(f1, f2, [], [])
+
+
+def test_class_statistics_count_single_pixel_classes_and_need_a_class() -> None:
+    real = torch.arange(8.0).view(1, 1, 2, 4)
+    mask = torch.zeros(1, 2, 4, dtype=torch.long)
+    mask[0, 1, 3] = 1  # class 1 is one pixel (value 7)
+    onehot = torch.nn.functional.one_hot(mask, 2).permute(0, 3, 1, 2).float()
+    fake = real.clone()
+    fake[0, 0, 1, 3] = 9.0  # only the single pixel differs: its mean moves by 2
+    assert class_statistics_loss(fake, real, onehot).item() == pytest.approx(2.0 / 2, rel=1e-4)
+    empty = class_statistics_loss(fake, real, torch.zeros_like(onehot))
+    assert empty.shape == () and empty.item() == 0.0
+
+
+def test_balanced_cross_entropy_ignores_labels_outside_the_classes() -> None:
+    """Labels >= K or < 0 are not classes: like the ignore index they count nowhere."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 1, 6, dtype=torch.float64)
+    target = torch.tensor([[[0, 0, 1, 2, 3, 255]]])
+    inside = balanced_cross_entropy(logits[..., :4], target[..., :4], 255)
+    assert balanced_cross_entropy(logits, target, 255).item() == pytest.approx(inside.item())
+    assert inside.dtype == torch.float64
+    # an ignore index inside the class range (no-data = class 0)
+    per_pixel = torch.nn.functional.cross_entropy(logits, target.clamp(max=2), reduction="none")
+    expected = (per_pixel[0, 0, 2] + per_pixel[0, 0, 3]) / 2
+    assert balanced_cross_entropy(logits, target, 0).item() == pytest.approx(expected.item())
+
+
+def test_oasis_fake_loss_counts_exactly_the_labelled_pixels() -> None:
+    k = 3
+    torch.manual_seed(0)
+    real_logits = torch.randn(1, k + 1, 1, 6)
+    fake_logits = torch.randn(1, k + 1, 1, 6)
+    mask = torch.tensor([[[0, 1, 2, 3, 0, 255]]])  # 3 = K is no class, 255 ignored
+    per_pixel = torch.nn.functional.cross_entropy(
+        fake_logits, torch.full((1, 1, 6), k), reduction="none"
+    )[0, 0]
+    for ignore, labelled in ((255, [0, 1, 2, 4]), (0, [1, 2])):
+        real, fake = oasis_d_loss(real_logits, fake_logits, mask, ignore)
+        assert fake.item() == pytest.approx(per_pixel[labelled].mean().item())
+        assert real.item() == pytest.approx(
+            balanced_cross_entropy(real_logits, mask, ignore).item()
+        )
+
+
+def test_labelmix_is_a_seeded_coin_per_sample_and_class() -> None:
+    torch.manual_seed(0)
+    real, fake = torch.randn(3, 2, 4, 5) + 3, torch.randn(3, 2, 4, 5) - 3
+    mask = torch.randint(0, 4, (3, 4, 5))
+    mask[:, 0, 0] = 5  # classes 0..5 present somewhere
+    mixed, m = labelmix(real, fake, mask, generator=torch.Generator().manual_seed(7))
+    coin = torch.randint(0, 2, (3, 6), generator=torch.Generator().manual_seed(7))
+    expected = torch.stack([coin[b][mask[b]] for b in range(3)])[:, None].float()
+    assert torch.equal(m, expected)
+    assert m.dtype == real.dtype
+    torch.testing.assert_close(mixed, expected * real + (1 - expected) * fake)
+    again, _ = labelmix(real, fake, mask, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(again, mixed)
+    # an all-background batch draws one coin per sample
+    zero = torch.zeros(2, 3, 3, dtype=torch.long)
+    _, m0 = labelmix(
+        real[:2, :, :3, :3], fake[:2, :, :3, :3], zero, torch.Generator().manual_seed(1)
+    )
+    coin0 = torch.randint(0, 2, (2, 1), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(m0[:, 0, 0, 0], coin0[:, 0].float())
+
+
+def test_vgg_feeds_the_rgb_bands_in_order() -> None:
+    torch.manual_seed(0)
+    bgr = VGGPerceptualLoss(rgb_bands=[2, 1, 0, 3], pretrained=False)
+    rgb = VGGPerceptualLoss(rgb_bands=[0, 1, 2], pretrained=False)
+    rgb.load_state_dict(bgr.state_dict())
+    assert bgr.rgb_bands == [2, 1, 0]
+    x, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    flip = [2, 1, 0]
+    assert bgr(x, y).item() == pytest.approx(rgb(x[:, flip], y[:, flip]).item(), rel=1e-5)
+    assert bgr(x, y).item() != pytest.approx(rgb(x, y).item(), rel=1e-3)
+    # fewer than 3 bands: band 0 three times
+    grey = x[:, :1].expand(-1, 3, -1, -1)
+    assert rgb(x[:, :2], y[:, :2]).item() == pytest.approx(
+        rgb(grey, y[:, :1].expand(-1, 3, -1, -1)).item(), rel=1e-5
+    )
+    # the five slices end at relu1_1 .. relu5_1 and nothing trains
+    assert [len(s) for s in rgb.slices] == [2, 5, 5, 9, 9]
+    assert not any(p.requires_grad for p in rgb.parameters())
+
+
+def test_vgg_loads_the_cached_imagenet_trunk(tmp_path: Path) -> None:
+    """The weights file in the hub cache (``features.*`` keys) is what the trunk holds."""
+    from torchvision.models import VGG19_Weights
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(1)
+    trunk = make_layers(cfgs["E"])
+    state = {f"features.{k}": v for k, v in trunk.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(1)  # not part of the trunk
+    url = VGG19_Weights.IMAGENET1K_V1.url
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(state, tmp_path / "checkpoints" / url.rsplit("/", 1)[-1])
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        torch.manual_seed(2)  # a different random init, overwritten by the file
+        loaded = VGGPerceptualLoss(pretrained=True)
+    finally:
+        torch.hub.set_dir(old)
+    layers = [layer for s in loaded.slices for layer in s]
+    assert len(layers) == 30  # up to relu5_1
+    for mine, theirs in zip(layers, trunk):
+        for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+            assert torch.equal(a, b)
+    assert not loaded.training

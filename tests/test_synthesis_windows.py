@@ -84,3 +84,37 @@ def test_overlapping_chips_share_pixels_smoothly() -> None:
     hand_over = first[24:32]
     assert np.all(np.diff(hand_over) < 0)
     np.testing.assert_allclose(hand_over + second[:8], 1.0, atol=1e-6)
+
+
+def test_known_starts_and_taper_values() -> None:
+    assert chip_starts(100, 32, 8) == [0, 24, 48, 68]  # stride 24, the last on the edge
+    assert chip_starts(96, 32, 0) == [0, 32, 64]
+    assert chip_starts(33, 32, 31) == [0, 1]
+    assert chip_starts(1, 1, 0) == [0]
+    # raised cosine sampled at pixel centres: 0.5 - 0.5 cos(pi (k + 1/2) / 2)
+    low, high = 0.5 - 0.5 * np.cos(np.pi / 4), 0.5 - 0.5 * np.cos(3 * np.pi / 4)
+    np.testing.assert_allclose(taper(6, 2), [low, high, 1, 1, high, low])
+    np.testing.assert_allclose(taper(4, 8), [low, high, high, low])  # ramp capped at chip / 2
+    np.testing.assert_array_equal(taper(5, 0), np.ones(5))
+    assert taper(6, 2).dtype == np.float64
+
+
+def test_known_blend_weights() -> None:
+    """Two 4 px chips overlapping by 2 px on a 6 px axis: weights by hand."""
+    grid = ChipGrid(4, 6, 4, 2)
+    assert grid.rows == [0] and grid.cols == [0, 2] and len(grid) == 2
+    low, high = 0.5 - 0.5 * np.cos(np.pi / 4), 0.5 - 0.5 * np.cos(3 * np.pi / 4)
+    w = np.array([low, high, high, low])
+    # pixel totals along the columns: chip 0 covers 0..3, chip 1 covers 2..5
+    total = np.array([low, high, high + low, low + high, high, low])
+    cols = grid.axis_weights(1)
+    assert cols.dtype == np.float32 and cols.shape == (2, 4)
+    np.testing.assert_allclose(cols[0], w / total[0:4], rtol=1e-6)
+    np.testing.assert_allclose(cols[1], w / total[2:6], rtol=1e-6)
+    np.testing.assert_allclose(grid.axis_weights(0), np.ones((1, 4)))  # one chip row
+    np.testing.assert_allclose(grid.chip_weight(0, 1), np.outer(np.ones(4), cols[1]))
+    np.testing.assert_allclose(grid.weight_sum(), np.ones((4, 6)), atol=1e-6)
+    # a small tile: the padded area is the chip, the sum is cut to the tile
+    small = ChipGrid(3, 5, 8, 2)
+    assert (small.padded_height, small.padded_width) == (8, 8)
+    assert small.weight_sum().shape == (3, 5)
