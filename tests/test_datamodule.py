@@ -12,7 +12,7 @@ from conftest import toy_datamodule
 from synthsat.data import LandCoverDataModule, Normalizer
 from synthsat.data.augment import dihedral
 from synthsat.data.cache import CachedTile
-from synthsat.data.datasets import GridChipDataset
+from synthsat.data.datasets import GridChipDataset, RandomPatchDataset
 from synthsat.data.tiles import TilePair
 from synthsat.data.toyworld import CLASSES
 from synthsat.metrics.segmentation import SegmentationScores, evaluate_model
@@ -185,3 +185,65 @@ def test_padded_pixels_are_never_scored() -> None:
     assert chipped["scored_pixels"] == 40 * 70
     assert chipped["confusion_matrix"] == expected["confusion_matrix"]
     assert chipped["miou"] == pytest.approx(expected["miou"])
+
+
+# -- random training patches -----------------------------------------------------------------
+def test_normalizer_values_and_inverse() -> None:
+    norm = Normalizer(np.array([100.0, 1000.0]), np.array([10.0, 500.0]))
+    raw = np.array([[[100, 120]], [[0, 2000]]], dtype=np.uint16)
+    out = norm(raw)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[[0.0, 2.0]], [[-2.0, 2.0]]])
+    assert raw[1, 0, 1] == 2000  # the input is not modified
+    back = norm.denormalize(torch.from_numpy(out))
+    np.testing.assert_allclose(back.numpy(), raw.astype(np.float32))
+
+
+def test_random_patches_are_cut_where_they_say_and_weighted_by_area() -> None:
+    small, large = _tile(20, 20, seed=1), _tile(20, 60, seed=2)
+    norm = Normalizer(np.array([5.0, 7.0]), np.array([2.0, 3.0]))
+    ds = RandomPatchDataset(
+        [small, large], 16, 400, norm, ignore_index=9, augment=False, fixed=True, seed=3
+    )
+    np.testing.assert_allclose(ds.weights, [0.25, 0.75])
+    assert len(ds) == 400
+    counts = {small.name: 0, large.name: 0}
+    rows, cols = set(), set()
+    for i in range(400):
+        s = ds[i]
+        tile = small if s["tile"] == small.name else large
+        counts[tile.name] += 1
+        r, c = s["row"], s["col"]
+        if tile is large:
+            rows.add(r)
+            cols.add(c)
+        np.testing.assert_allclose(s["image"].numpy(), norm(tile.image[:, r : r + 16, c : c + 16]))
+        np.testing.assert_array_equal(s["mask"].numpy(), tile.mask[r : r + 16, c : c + 16])
+        assert s["synthetic"] is False
+    assert 70 <= counts[small.name] <= 130  # 100 expected
+    assert min(rows) == 0 and max(rows) == 4  # every start from 0 to h - p
+    assert min(cols) == 0 and max(cols) == 44
+    # fixed patches are a function of (seed, index); another seed gives others
+    assert [(ds[5]["row"], ds[5]["col"])] * 2 == [(ds[5]["row"], ds[5]["col"]) for _ in range(2)]
+    other = RandomPatchDataset([small, large], 16, 400, norm, 9, augment=False, fixed=True, seed=4)
+    assert [(ds[i]["tile"], ds[i]["row"], ds[i]["col"]) for i in range(20)] != [
+        (other[i]["tile"], other[i]["row"], other[i]["col"]) for i in range(20)
+    ]
+
+
+def test_random_patches_follow_the_torch_seed_and_pad_small_tiles() -> None:
+    tile = _tile(10, 12)
+    norm = Normalizer(np.zeros(2), np.ones(2))
+    ds = RandomPatchDataset([tile], 16, 8, norm, ignore_index=9, augment=True)
+    torch.manual_seed(0)
+    first = [ds[i] for i in range(8)]
+    torch.manual_seed(0)
+    again = [ds[i] for i in range(8)]
+    for a, b in zip(first, again):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    s = first[0]
+    assert s["row"] == 0 and s["col"] == 0 and s["mask"].shape == (16, 16)
+    assert int((s["mask"] == 9).sum()) == 16 * 16 - 10 * 12  # padding is ignored
+    assert sorted(np.unique(s["mask"][s["mask"] != 9]).tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="at least one tile"):
+        RandomPatchDataset([], 16, 8, norm, 9)

@@ -104,3 +104,77 @@ def test_write_metrics_is_json_with_nan_as_null(tmp_path: Path) -> None:
     path = write_metrics(tmp_path / "m" / "metrics.json", {"miou": float("nan"), "x": [1.5]})
     assert json.loads(path.read_text()) == {"miou": None, "x": [1.5]}
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def test_bad_confusion_matrices_and_class_lists_are_named() -> None:
+    with pytest.raises(ValueError, match=r"must be square, got shape \(2, 3\)"):
+        scores_from_confusion(torch.zeros(2, 3), [0])
+    with pytest.raises(ValueError, match=r"scored classes \[3, -1\] outside 0..2"):
+        scores_from_confusion(torch.eye(3), [0, 3, -1])
+    with pytest.raises(ValueError, match="2 class names for a 3-class confusion matrix"):
+        scores_from_confusion(torch.eye(3), [0], ["a", "b"])
+
+
+def test_nothing_scored_gives_nan_not_zero() -> None:
+    cm = torch.tensor([[0, 0], [0, 4]])
+    result = scores_from_confusion(cm, [0])
+    assert math.isnan(result["miou"]) and math.isnan(result["pixel_accuracy"])
+    assert result["iou"] == {"0": pytest.approx(float("nan"), nan_ok=True), "1": 1.0}
+    assert result["scored_pixels"] == 0
+    # a scored class only predicted, never labelled: IoU 0, and it lowers the mean
+    cm = torch.tensor([[0, 0], [2, 2]])
+    result = scores_from_confusion(cm, [0, 1])
+    assert result["iou"]["0"] == 0.0 and result["iou"]["1"] == 0.5
+    assert result["miou"] == 0.25 and result["pixel_accuracy"] == 0.5
+    assert result["confusion_matrix"] == [[0, 0], [2, 2]]
+
+
+def test_evaluate_model_prefers_predict_logits_and_restores_the_mode() -> None:
+    class Task(_FixedModel):
+        """``predict_logits`` says class 2 everywhere; ``forward`` is not to be used."""
+
+        def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
+            assert not self.training
+            out = torch.zeros(image.shape[0], 3, *image.shape[2:])
+            out[:, 2] = 1.0
+            return out
+
+    preds, target = _example()
+    task = Task().train()
+    result = evaluate_model(
+        task, [{"image": preds[:, None].float(), "mask": target}], 3, [0, 1, 2], IGNORE
+    )
+    assert result["confusion_matrix"] == [[0, 0, 3], [0, 0, 4], [0, 0, 3]]
+    assert task.training  # put back as it was
+    frozen = _FixedModel().eval()
+    evaluate_model(frozen, [{"image": preds[:, None].float(), "mask": target}], 3, [0], IGNORE)
+    assert not frozen.training
+    with pytest.raises(ValueError, match="model gives 3 class logits, data has 4 classes"):
+        evaluate_model(
+            _FixedModel(), [{"image": preds[:, None].float(), "mask": target}], 4, [0], IGNORE
+        )
+
+
+def test_scores_reset_and_accumulate() -> None:
+    preds, target = _example()
+    scores = SegmentationScores(3, [0, 1, 2], IGNORE, ["a", "b", "c"])
+    scores.update(preds, target)
+    scores.update(preds, target)
+    assert scores.compute()["scored_pixels"] == 20
+    scores.reset()
+    scores.update(preds, target)
+    assert scores.compute()["confusion_matrix"] == [[2, 1, 0], [0, 3, 1], [1, 0, 2]]
+    assert set(scores.compute()["iou"]) == {"a", "b", "c"}
+
+
+def test_json_safe_metrics_nest(tmp_path: Path) -> None:
+    nan = float("nan")
+    metrics = {"iou": {1: nan, "b": 0.5}, "t": (nan, 1), "n": 3, "s": "x"}
+    path = write_metrics(tmp_path / "metrics.json", metrics)
+    assert json.loads(path.read_text()) == {
+        "iou": {"1": None, "b": 0.5},
+        "t": [None, 1],
+        "n": 3,
+        "s": "x",
+    }
+    assert path.read_text().startswith('{\n  "iou"')  # indented for people
