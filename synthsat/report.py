@@ -154,7 +154,10 @@ def summarise(
         ]
         for key in sorted(groups, key=order):
             label, lam = key
-            vals = [np.mean([r[k] for r in groups[key]]) for k in iou_keys]
+            # a class with nothing to score (no test pixels, never predicted) has IoU null
+            vals = [
+                np.mean([np.nan if r[k] is None else r[k] for r in groups[key]]) for k in iou_keys
+            ]
             lam_s = "—" if lam is None else f"{float(lam):g}"
             lines.append(f"| {label} | {lam_s} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
 

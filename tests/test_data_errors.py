@@ -50,13 +50,15 @@ def geo_pair(
     )
 
 
-def setup_dm(root: Path, tmp_path: Path, bands: int = 4, **src: object) -> None:
+def setup_dm(root: Path, tmp_path: Path, bands: int = 4, **src: object) -> LandCoverDataModule:
     source = PairedRasterSource(
         root, splits={"train": ["t0"], "val": ["t0"], "test": ["t0"]}, **src
     )  # type: ignore[arg-type]
-    LandCoverDataModule(
+    dm = LandCoverDataModule(
         source, classes=CLASSES, bands=bands, patch_size=16, cache_dir=tmp_path / "cache"
-    ).setup()
+    )
+    dm.setup()
+    return dm
 
 
 def test_size_mismatch(tmp_path: Path) -> None:
@@ -86,10 +88,27 @@ def test_mask_values_outside_class_list(tmp_path: Path) -> None:
 
 def test_ignore_index_is_allowed(tmp_path: Path) -> None:
     geo_pair(tmp_path / "d")
+    image = np.full((4, 40, 40), 200, np.uint8)  # unlabelled rows: 200 in every band
+    image[:, :10] = np.array([3, 5, 7, 9], np.uint8)[:, None, None]
+    image[:, :10, ::2] += 2  # labelled rows: band b alternates 3+2b and 5+2b
+    write_tif(tmp_path / "d" / "images" / "t0.tif", image)
     mask = np.full((1, 40, 40), 255, np.uint8)
     mask[0, :10] = 2
     write_tif(tmp_path / "d" / "masks" / "t0.tif", mask)
-    setup_dm(tmp_path / "d", tmp_path)
+    dm = setup_dm(tmp_path / "d", tmp_path)
+    # The ignore value passes the check and is kept, not mapped to a class.
+    np.testing.assert_array_equal(dm.tiles["train"][0].mask, mask[0])
+    np.testing.assert_array_equal(dm.tiles["train"][0].image, image)
+    assert dm.scored_classes == [0, 1, 2]
+    # Band statistics come from the labelled pixels only: mean 4+2b, std 1 (not 200s).
+    assert dm.normalizer is not None
+    np.testing.assert_allclose(dm.normalizer.mean, [4.0, 6.0, 8.0, 10.0], rtol=1e-6)
+    np.testing.assert_allclose(dm.normalizer.std, [1.0, 1.0, 1.0, 1.0], rtol=1e-5)
+    # Evaluation chips keep the ignore value where the mask has it (and pad with it).
+    chip = dm.eval_dataset("test")[0]
+    assert chip["mask"].shape == (64, 64)  # 40 px padded to a multiple of 32
+    assert (chip["mask"][:10, :40] == 2).all()
+    assert (chip["mask"][10:] == 255).all() and (chip["mask"][:, 40:] == 255).all()
 
 
 def test_all_unlabelled_training_data(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 
 
 def _list(items: list[str]) -> str:
@@ -61,6 +63,51 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Co
     return root, run_pipeline(root)
 
 
+def check_scores(root: Path, results: Path, rows: list[dict[str, str]], report: str) -> None:
+    """Every segmentation stage's scores, recomputed from its confusion matrix, and the
+    matrix itself against the test tile: the numbers the report carries must be these."""
+    data = root / "data" / "tiny"
+    (test_tile,) = json.loads((data / "splits.json").read_text())["test"]
+    with rasterio.open(data / "masks" / f"{test_tile}.tif") as src:
+        test_mask = src.read(1)
+    labels = np.bincount(test_mask.ravel(), minlength=7)
+    labels[0] = 0  # no-data (the ignore index) is scored nowhere
+    stages = sorted((results / "segmentation").glob("*/metrics.json"))
+    assert len(stages) == len(rows) == 2
+    for path in stages:
+        m = json.loads(path.read_text())
+        cm = np.asarray(m["confusion_matrix"], dtype=np.float64)
+        assert m["scored_classes"] == [1, 2, 3, 4, 5, 6]
+        # rows = true classes: every labelled test pixel counted once, no-data never
+        np.testing.assert_array_equal(cm.sum(1), labels)
+        assert m["scored_pixels"] == labels.sum()
+        tp = np.diag(cm)
+        union = cm.sum(0) + cm.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+        scored = iou[m["scored_classes"]]
+        miou = float(np.nanmean(scored))
+        assert m["miou"] == pytest.approx(miou, abs=1e-12)
+        assert m["pixel_accuracy"] == pytest.approx(tp[1:].sum() / labels.sum(), abs=1e-12)
+        for c, name in enumerate(m["classes"]):  # NaN (nothing to score) is written as null
+            got = m["iou"][name]
+            assert np.isnan(iou[c]) if got is None else got == pytest.approx(iou[c], abs=1e-12)
+        # summary.csv carries the same numbers for this run
+        params = json.loads((path.parent / "done.json").read_text())["params"]
+        (row,) = [r for r in rows if float(r["ratio"]) == float(params["ratio"])]
+        assert float(row["miou"]) == pytest.approx(miou, abs=1e-12)
+        per_class = [float(row[f"iou/{m['classes'][c]}"] or "nan") for c in m["scored_classes"]]
+        np.testing.assert_allclose(per_class, scored, atol=1e-12)
+        assert float(row["miou"]) == pytest.approx(float(np.nanmean(per_class)), abs=1e-12)
+        # and so do the report's tables (one seed: the values themselves, no spread)
+        overall, per_class_table = report.split("## Per-class IoU")
+        start = f"| {row['label']} | "
+        line = next(ln for ln in overall.splitlines() if ln.startswith(start))
+        assert line.split(" | ")[2] == f"{miou:.4f}", line
+        line = next(ln for ln in per_class_table.splitlines() if ln.startswith(start))
+        assert line.strip(" |").split(" | ")[2:] == [f"{v:.3f}" for v in scored], line
+
+
 def test_pipeline_runs_every_stage_and_reports(
     study: tuple[Path, subprocess.CompletedProcess],
 ) -> None:
@@ -73,8 +120,8 @@ def test_pipeline_runs_every_stage_and_reports(
     assert tiles, "synthesis wrote no second sample"
     rows = list(csv.DictReader((results / "summary.csv").read_text().splitlines()))
     assert sorted(float(r["ratio"]) for r in rows) == [0.0, 1.0]
-    assert all(0.0 <= float(r["miou"]) <= 1.0 for r in rows)
     report = (results / "report.md").read_text()
+    check_scores(root, results, rows, report)
     assert "real-only" in report and "synthetic-only" in report
     assert "diversity_l1" in report
     assert "## Per-class IoU (mean over seeds)" in report
@@ -113,3 +160,35 @@ def test_rerun_skips_finished_stages(study: tuple[Path, subprocess.CompletedProc
     assert timing["total_s"] == first["wall_s"] + second["wall_s"]
     assert timing["stages"]["segmentation"] > 0
     assert "over 2 pipeline run(s)" in (root / "results" / "demo" / "report.md").read_text()
+
+
+def test_report_with_a_class_that_has_nothing_to_score(tmp_path: Path) -> None:
+    """A scored class absent from the test tiles and never predicted has IoU NaN, written as
+    null: the report shows it as nan instead of failing (it raised TypeError before)."""
+    from synthsat.metrics.segmentation import write_metrics
+    from synthsat.report import summarise
+
+    for ratio, lam, water in ((0.0, None, 0.5), (1.0, 0.0, 0.25)):
+        stage = tmp_path / "segmentation" / f"r{ratio}"
+        stage.mkdir(parents=True)
+        params = {"ratio": ratio, "mode": "replace", "copies": 0, "lambda_div": lam, "seed": 0}
+        (stage / "done.json").write_text(json.dumps({"kind": "segmentation", "params": params}))
+        iou = {"no-data": float("nan"), "water": water, "land": float("nan")}
+        write_metrics(
+            stage / "metrics.json",
+            {
+                "miou": water,
+                "iou": iou,
+                "pixel_accuracy": 0.9,
+                "classes": ["no-data", "water", "land"],
+                "scored_classes": [1, 2],
+            },
+        )
+    summarise(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    per_class = report.split("## Per-class IoU")[1]
+    assert "| real-only | — | 0.500 | nan |" in per_class
+    assert "| synthetic-only | 0 | 0.250 | nan |" in per_class
+    assert "| real-only | — | 0.5000 | 1 |" in report.split("## Per-class IoU")[0]
+    rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
+    assert [(r["iou/water"], r["iou/land"]) for r in rows] == [("0.5", ""), ("0.25", "")]

@@ -61,6 +61,91 @@ def test_losses_ignore_the_ignore_index(loss: str, ignore_index: int) -> None:
     assert criterion(perfect.float(), target) < criterion(logits, target)
 
 
+def reference_loss(
+    name: str, logits: torch.Tensor, target: torch.Tensor, ignore: int
+) -> torch.Tensor:
+    """The loss written out by hand in float64, over the labelled pixels only.
+
+    ce: mean cross-entropy. focal: per class, the mean binary focal term (gamma 2, no alpha)
+    of the sigmoid, averaged over all classes. jaccard: per class other than the ignore
+    index, 1 - soft IoU of the softmax (0 for a class without labelled pixels), averaged.
+    """
+    k = logits.shape[1]
+    keep = target != ignore
+    x = logits.double().permute(0, 2, 3, 1)[keep]  # (N, K)
+    y = torch.nn.functional.one_hot(target[keep], k).double()
+    if name == "ce":
+        return -(x.log_softmax(1) * y).sum(1).mean()
+    if name == "focal":
+        pt = torch.where(y == 1, x.sigmoid(), 1 - x.sigmoid())
+        return (-((1 - pt) ** 2) * pt.log()).mean(0).mean()
+    assert name == "jaccard"
+    p = x.softmax(1)
+    terms = []
+    for c in range(k):
+        if c == ignore:
+            continue
+        inter = (p[:, c] * y[:, c]).sum()
+        union = p[:, c].sum() + y[:, c].sum() - inter
+        terms.append((1 - inter / union) * (y[:, c].sum() > 0))
+    return torch.stack(terms).mean()
+
+
+def step_against_reference(task: SegmentationTask, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Run ``training_step`` and backward; check its loss and the gradient reaching the
+    logits against :func:`reference_loss` on the same logits. Returns the logits' gradient."""
+    captured: list[torch.Tensor] = []
+
+    def keep_logits(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        output.retain_grad()
+        captured.append(output)
+
+    hook = task.model.register_forward_hook(keep_logits)
+    # called outside a Trainer on purpose: Lightning says the self.log() calls go nowhere
+    with pytest.warns(UserWarning, match=r"self\.trainer. reference is not registered"):
+        loss = task.training_step(batch, 0)
+    hook.remove()
+    loss.backward()
+    (logits,) = captured
+    ref_logits = logits.detach().double().requires_grad_()
+    expected = reference_loss(task.hparams.loss, ref_logits, batch["mask"], task.ignore_index)
+    expected.backward()
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=1e-6)
+    assert logits.grad is not None and ref_logits.grad is not None
+    torch.testing.assert_close(logits.grad.double(), ref_logits.grad, rtol=1e-4, atol=1e-8)
+    # pixels labelled with the ignore index get exactly no gradient
+    ignored = (batch["mask"] == task.ignore_index).unsqueeze(1).expand_as(logits)
+    assert ignored.any() and torch.all(logits.grad[ignored] == 0)
+    # the head's last layer is a convolution: its bias gradient is the logits' gradient summed
+    bias_grad = task.model.segmentation_head[0].bias.grad
+    torch.testing.assert_close(
+        bias_grad.double(), ref_logits.grad.sum((0, 2, 3)), atol=1e-7, rtol=1e-4
+    )
+    return logits.grad
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("ignore_index", [0, 255])
+def test_training_step_loss_and_gradient_by_hand(loss: str, ignore_index: int) -> None:
+    torch.manual_seed(0)
+    metadata = {
+        **METADATA,
+        "ignore_index": ignore_index,
+        "scored_classes": [c for c in range(3) if c != ignore_index],
+    }
+    task = SegmentationTask(metadata, loss=loss, **TINY)
+    mask = torch.randint(0, 3, (2, 16, 16))
+    mask[:, :4] = ignore_index
+    batch = {"image": torch.randn(2, 4, 16, 16), "mask": mask}
+    grad = step_against_reference(task, batch)
+    if loss == "ce":  # d CE / d logits = (softmax - one-hot) / labelled pixels, 0 elsewhere
+        keep = mask != ignore_index
+        probs = task(batch["image"]).detach().softmax(1)
+        onehot = torch.nn.functional.one_hot(mask.clamp_max(2), 3).permute(0, 3, 1, 2)
+        analytic = (probs - onehot) * keep.unsqueeze(1) / keep.sum()
+        torch.testing.assert_close(grad, analytic, rtol=1e-4, atol=1e-8)
+
+
 def test_unknown_loss() -> None:
     with pytest.raises(ValueError, match="unknown segmentation loss 'dice'"):
         SegmentationTask(METADATA, loss="dice", **TINY)
@@ -73,9 +158,7 @@ def test_task_step_predict_and_checkpoint(tmp_path: Path) -> None:
         "mask": torch.randint(0, 3, (2, 32, 32)),
         "synthetic": torch.tensor([True, False]),
     }
-    loss = task.training_step(batch, 0)
-    loss.backward()
-    assert task.model.segmentation_head[0].weight.grad is not None
+    step_against_reference(task, batch)  # soft Jaccard over 'water' and 'land' only
     image = torch.randn(4, 45, 30)  # not a multiple of 8: padded and cropped back
     assert task.predict_logits(image).shape == (3, 45, 30)
     raw = torch.full((4, 2, 2), 30.0)
