@@ -363,3 +363,12 @@ def test_diversity_is_measured_in_unit_output_range(
     assert f1.abs().max() <= 1.0
     # the term is the negative image distance / code distance on those unit-range images
     assert terms["g_div"].item() < 0
+
+
+def test_only_the_ema_generator_stays_in_eval_mode(datamodule: LandCoverDataModule) -> None:
+    """Why Lightning's 'modules in eval mode at the start of training' warning is filtered:
+    the modules it counts are exactly the EMA generator's, frozen on purpose."""
+    task = make_task(datamodule, ema=True, lambda_vgg=0.0).train()
+    frozen = [name for name, m in task.named_modules() if not m.training]
+    ema = [name for name, _ in task.named_modules() if name.startswith("generator_ema")]
+    assert frozen == ema and len(ema) > 1

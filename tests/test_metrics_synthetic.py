@@ -27,10 +27,20 @@ from synthsat.metrics.fidelity import (
     find_inception_weights,
     to_uint8,
 )
-from synthsat.metrics.frechet import feature_frechet_distance, frechet_distance, pooled_features
+from synthsat.metrics.frechet import (
+    feature_frechet_distance,
+    frechet_distance,
+    gaussian_fit,
+    pooled_features,
+)
 from synthsat.metrics.seams import GRADIENT_FLOOR, seam_scores
 from synthsat.metrics.segmentation import SegmentationScores
-from synthsat.metrics.spectral import class_pixel_positions, spectral_distances
+from synthsat.metrics.spectral import (
+    class_pixel_positions,
+    gather_pixels,
+    spectral_distances,
+    wasserstein_per_band,
+)
 from synthsat.metrics.synthetic import SEAM_KEYS, Segmenter, find_samples, synthetic_metrics
 from synthsat.synthesis.windows import ChipGrid
 from synthsat.synthesis.writer import PROVENANCE_TAG
@@ -573,3 +583,103 @@ def test_known_shift_gives_known_values(toy_root: Path, tmp_path: Path) -> None:
     assert m["real_miou"] == pytest.approx(scores(0.0), rel=1e-9)
     assert m["consistency_miou"] == pytest.approx(scores(0.0, 10.0), rel=1e-9)
     assert m["consistency_miou"] != pytest.approx(m["real_miou"])
+
+
+# -- known values and named errors of the metric building blocks ---------------------------------
+def test_pixel_positions_values_and_errors() -> None:
+    masks = [np.array([[1, 2], [1, 1]]), np.array([[2, 2], [0, 1]])]
+    everything = class_pixel_positions(masks, [1, 2, 5], max_pixels=100)
+    assert [sorted(p) for p in everything] == [[1, 2], [1, 2]]  # absent class 5 left out
+    np.testing.assert_array_equal(everything[0][1], [0, 2, 3])
+    np.testing.assert_array_equal(everything[1][2], [0, 1])
+    capped = class_pixel_positions(masks, [1], max_pixels=2, seed=3)
+    taken = np.concatenate([p.get(1, []) for p in capped])
+    assert taken.size == 2 and all(np.all(np.diff(p[1]) > 0) for p in capped if 1 in p)
+    with pytest.raises(ValueError, match="max_pixels must be positive, got 0"):
+        class_pixel_positions(masks, [1], max_pixels=0)
+
+
+def test_gather_and_per_band_wasserstein_values() -> None:
+    image = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)
+    got = gather_pixels(image, {4: np.array([0, 5])})
+    assert got[4].dtype == np.float64
+    np.testing.assert_array_equal(got[4], [[0, 5], [6, 11]])
+    real = np.array([[0.0, 1.0], [5.0, 5.0]])
+    synthetic = np.array([[2.0, 3.0, 2.0, 3.0], [5.0, 6.0, 5.0, 6.0]])
+    np.testing.assert_allclose(wasserstein_per_band(real, synthetic), [2.0, 0.5])
+    with pytest.raises(ValueError, match="band counts differ: real 2, synthetic 1"):
+        wasserstein_per_band(real, synthetic[:1])
+    with pytest.raises(ValueError, match="got 1 images, 2 sample lists and 1 masks"):
+        spectral_distances([image], [[image], [image]], [np.zeros((2, 3), int)], [1])
+
+
+def test_gaussian_fit_and_frechet_errors() -> None:
+    x = torch.tensor([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]])
+    mu, sigma = gaussian_fit(x)
+    assert mu.dtype == torch.float64
+    torch.testing.assert_close(mu, torch.tensor([2.0, 2.0], dtype=torch.float64))
+    # unbiased: divide by N - 1
+    torch.testing.assert_close(sigma, torch.tensor([[4.0, 3.0], [3.0, 3.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"features must be \(N, D\), got shape \(3,\)"):
+        gaussian_fit(torch.zeros(3))
+    with pytest.raises(ValueError, match="at least 2 feature vectors, got 1"):
+        gaussian_fit(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"feature dimensions differ: \(2,\) vs \(3,\)"):
+        frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(3), torch.eye(3))
+    # an anisotropic pair by hand: diag(1, 4) vs diag(4, 9) -> (1 - 2)^2 + (2 - 3)^2
+    d = frechet_distance(
+        torch.tensor([1.0, 0.0]),
+        torch.diag(torch.tensor([1.0, 4.0])),
+        torch.tensor([0.0, 0.0]),
+        torch.diag(torch.tensor([4.0, 9.0])),
+    )
+    assert d == pytest.approx(1.0 + 1.0 + 1.0)
+    # a rank-deficient covariance (fewer samples than dimensions) stays finite and >= 0
+    assert feature_frechet_distance(torch.randn(3, 8), torch.randn(3, 8)) >= 0
+
+
+def test_pooled_features_pass_pooled_vectors_and_refuse_other_shapes() -> None:
+    pooled = pooled_features(lambda x: x[:, :, 0, 0].double(), torch.ones(2, 3, 4, 4))
+    assert pooled.dtype == torch.float32 and pooled.shape == (2, 3)
+    with pytest.raises(ValueError, match=r"got \(2, 3, 4\)"):
+        pooled_features(lambda x: x[:, :, 0], torch.ones(2, 3, 4, 4))
+
+
+def test_ms_ssim_known_scales_and_the_torchmetrics_value() -> None:
+    betas = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # sum 1.0001: renormalised
+    assert ms_ssim_betas(256) == pytest.approx(tuple(b / sum(betas) for b in betas), rel=1e-9)
+    # 32 px: only two scales fit (32 // 1 > 10, but 32 // 4 = 8 is not)
+    total = 0.0448 + 0.2856
+    assert ms_ssim_betas(32) == pytest.approx((0.0448 / total, 0.2856 / total))
+    assert ms_ssim_betas(160) == pytest.approx(
+        tuple(b / (0.0448 + 0.2856 + 0.3001 + 0.2363) for b in (0.0448, 0.2856, 0.3001, 0.2363))
+    )
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms
+
+    g = torch.Generator().manual_seed(0)
+    samples = torch.rand(3, 2, 32, 32, generator=g) * 2
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    expected = 1 - np.mean(
+        [
+            float(
+                ms(samples[i : i + 1], samples[j : j + 1], data_range=2.0, betas=ms_ssim_betas(32))
+            )
+            for i, j in pairs
+        ]
+    )
+    assert ms_ssim_diversity(samples, data_range=2.0) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match=r"must be \(K, C, H, W\)"):
+        pairwise_l1(torch.zeros(2, 8, 8))
+
+
+def test_consistency_errors_and_batches() -> None:
+    images, masks = _consistency_data()
+    model = BandThreshold()
+    whole = consistency_miou(model, images, masks, 4, [1, 2, 3], 0, ["a", "b", "c", "d"], 6)
+    batched = consistency_miou(model, images, masks, 4, [1, 2, 3], 0, ["a", "b", "c", "d"], 4)
+    assert batched["confusion_matrix"] == whole["confusion_matrix"]
+    assert batched["miou"] == whole["miou"] and set(whole["iou"]) == {"a", "b", "c", "d"}
+    with pytest.raises(ValueError, match="do not match"):
+        consistency_miou(model, images[:2], masks, 4, [1, 2, 3], 0)
+    with pytest.raises(ValueError, match="model gives 4 class logits, data has 5 classes"):
+        consistency_miou(model, images, masks, 5, [1, 2, 3], 0)
