@@ -155,7 +155,8 @@ class ToyWorldSource(PairedRasterSource):
 
     Args:
         root: directory of the toy world; generated there if missing or made with
-            other parameters.
+            other parameters. A folder holding anything else (your own data) is never
+            written to: that is a :class:`DataError`.
         tiles: number of tiles.
         size: tile size in pixels.
         seed: generator seed.
@@ -166,8 +167,10 @@ class ToyWorldSource(PairedRasterSource):
         self.tiles, self.size, self.seed = tiles, size, seed
 
     def _is_current(self) -> bool:
+        from synthsat.data.toyworld import is_toyworld
+
         meta = self.root / "splits.json"
-        if not meta.exists():
+        if not meta.exists() or not is_toyworld(self.root):
             return False
         m = json.loads(meta.read_text())
         n = sum(len(m.get(s, [])) for s in ("train", "val", "test"))

@@ -40,6 +40,11 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from scipy import fft as sfft
 
+from synthsat.data.errors import DataError
+
+#: File that marks a folder as a toy world written by :func:`generate`.
+MARKER = ".synthsat-toyworld"
+
 CLASSES: tuple[str, ...] = (
     "no-data",
     "water",
@@ -242,24 +247,89 @@ def _write_atomic(path: Path, array: np.ndarray, profile: dict) -> None:
         raise
 
 
+def is_toyworld(root: str | Path) -> bool:
+    """Whether ``root`` holds a toy world written by :func:`generate`.
+
+    Recognised by the :data:`MARKER` file, or (toy worlds written before the marker
+    existed) by a ``splits.json`` with the toy world's classes and seed, next to nothing
+    but ``images/tile_NNN.tif`` and ``masks/tile_NNN.tif``.
+    """
+    root = Path(root)
+    if (root / MARKER).is_file():
+        return True
+    try:
+        meta = json.loads((root / "splits.json").read_text())
+    except (OSError, ValueError):
+        return False
+    toy_classes = {str(i): c for i, c in enumerate(CLASSES)}
+    if not isinstance(meta, dict) or meta.get("classes") != toy_classes or "seed" not in meta:
+        return False
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if path.is_dir():
+            if str(rel) not in ("images", "masks"):
+                return False
+        elif str(rel) != "splits.json" and not (
+            rel.parent.name in ("images", "masks") and rel.name.startswith("tile_")
+        ):
+            return False
+    return True
+
+
+def check_writable(out: str | Path) -> None:
+    """Refuse to generate into a folder that is neither empty nor a toy world.
+
+    Raises:
+        DataError: ``out`` holds other files (perhaps the user's own data).
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; the toy world needs a folder")
+    if not any(out.iterdir()) or is_toyworld(out):
+        return
+    raise DataError(
+        f"{out}: the folder holds files that the toy world did not write (no {MARKER} "
+        "marker), so it will not generate there. If this is your own data, point a "
+        "source at it instead, e.g. data.source._target_=synthsat.data.PairedRasterSource "
+        f"data.source.root={out} (GeoTIFF images/ and masks/), or use ImageFolderSource "
+        "for PNG / JPEG folders; for the toy world, give an empty or new folder"
+    )
+
+
 def generate(out: str | Path, tiles: int = 8, size: int = 1024, seed: int = 0) -> Path:
     """Write the toy world to ``out`` and return it.
 
     Layout: ``images/tile_NNN.tif`` (4-band uint8), ``masks/tile_NNN.tif`` (1-band
-    uint8), ``splits.json``. The same arguments always give the same bytes.
+    uint8), ``splits.json`` and the :data:`MARKER` file. The same arguments always give
+    the same bytes. Only an empty (or new) folder, or one holding a toy world, is
+    written to.
 
     Args:
         out: output directory (created).
         tiles: number of tiles.
         size: tile width and height in pixels (>= 64).
         seed: random seed.
+
+    Raises:
+        DataError: ``out`` holds anything but a toy world.
     """
     if tiles < 1:
         raise ValueError(f"toyworld: tiles must be >= 1, got {tiles}")
     if size < 64:
         raise ValueError(f"toyworld: size must be >= 64 px, got {size}")
     out = Path(out)
+    check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(
+        json.dumps({"tiles": tiles, "size": size, "seed": seed}, sort_keys=True) + "\n"
+    )
     names = [tile_name(i) for i in range(tiles)]
+    for sub in ("images", "masks"):  # tiles of an earlier, larger toy world
+        for stale in sorted((out / sub).glob("tile_*.tif")):
+            if stale.stem not in names:
+                stale.unlink()
     base = {
         "driver": "GTiff",
         "height": size,
@@ -307,7 +377,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = generate(args.out, args.tiles, args.size, args.seed)
+    try:
+        out = generate(args.out, args.tiles, args.size, args.seed)
+    except (DataError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
     print(f"toy world: {args.tiles} tiles of {args.size} px written to {out}")
 
 
