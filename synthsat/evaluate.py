@@ -18,9 +18,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from synthsat.data.errors import DataError
+from synthsat.errors import ConfigError
 from synthsat.metrics.segmentation import evaluate_model, write_metrics
-from synthsat.runtime import prepare_run
-from synthsat.tasks.segmentation import SegmentationTask
+from synthsat.runtime import prepare_run, user_errors
+from synthsat.tasks.checkpoints import load_task
 from synthsat.train_segmentation import config_choice
 
 
@@ -28,14 +29,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on ``cfg.split`` of ``cfg.data`` and write ``metrics.json``."""
     out = prepare_run(cfg)
     ckpt = Path(str(cfg.ckpt)).expanduser()
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt={ckpt}: checkpoint file does not exist")
     if cfg.split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got '{cfg.split}'")
+        raise ConfigError(f"split={cfg.split}: must be 'val' or 'test'")
     device = str(cfg.get("device", "auto"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    task = SegmentationTask.load_from_checkpoint(ckpt, map_location=device)
+    task = load_task(ckpt, "segmentation", "evaluate", map_location=device)
     meta = task.hparams.metadata
     # Checked on the config, before the datamodule is built with the checkpoint's band
     # statistics (which it refuses, less clearly, when the band counts differ).
@@ -74,6 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Console entry point ``synthsat-evaluate``."""
     metrics = evaluate(cfg)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat.data.errors import DataError
 from synthsat.metrics.segmentation import write_metrics
 from synthsat.metrics.synthetic import Segmenter, synthetic_metrics
-from synthsat.runtime import build_loggers, prepare_run
+from synthsat.runtime import build_loggers, prepare_run, user_errors
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,12 +32,12 @@ def resolve_device(name: str) -> torch.device:
 
 def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.device) -> Segmenter:
     """The real-trained segmentation model of checkpoint ``path``, checked against the data."""
-    from synthsat.tasks.segmentation import SegmentationTask
+    from synthsat.tasks.checkpoints import load_task
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: segmentation checkpoint (seg_ckpt) does not exist")
-    task = SegmentationTask.load_from_checkpoint(path, map_location=device)
+    task = load_task(path, "segmentation", "evaluate_synthetic seg_ckpt", map_location=device)
     trained = task.hparams.get("metadata", task.hparams.get("data")) or {}
     for key in ("classes", "bands"):
         if trained.get(key) != metadata[key]:
@@ -90,6 +90,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate_synthetic")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Entry point of ``synthsat-evaluate-synthetic``."""
     run(cfg)

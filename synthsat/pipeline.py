@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat.data import DataError
 from synthsat.report import summarise
-from synthsat.runtime import prepare_run
+from synthsat.runtime import prepare_run, user_errors
 from synthsat.samples import sample_grid
 
 
@@ -215,7 +215,7 @@ def check_data(cfg: DictConfig) -> Any:
         datamodule.prepare_data()
         datamodule.setup("fit")
     except DataError as err:
-        raise SystemExit(f"[pipeline] data problem: {err}") from err
+        raise DataError(f"[pipeline] data problem: {err}") from err
     print(datamodule.summary(), flush=True)
     return datamodule
 
@@ -353,6 +353,7 @@ def run_study(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Run the study configured by ``experiment=NAME``."""
     prepare_run(cfg)

@@ -1,26 +1,46 @@
-"""Shared plumbing of the Hydra entry points: seeding, run directory, loggers."""
+"""Shared plumbing of the Hydra entry points.
+
+Seeding, the run directory, loggers, config validation before any data is read,
+outputs kept out of input data folders, and errors users read (:func:`user_errors`).
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from synthsat.data.cache import NONFINITE
+from synthsat.errors import USER_ERRORS, ConfigError
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def prepare_run(cfg: DictConfig) -> Path:
-    """Seed everything, create the run directory and save the resolved config there.
+    """Check the config, seed everything, create the run directory and save the config.
+
+    The settings are validated (:func:`validate_config`) and the output folders checked
+    against the input data folders (:func:`check_outputs`) before anything is written
+    or read.
 
     Returns:
         the run directory (``cfg.paths.output_dir``).
+
+    Raises:
+        ConfigError: a setting out of range, or an output folder inside the data.
     """
+    validate_config(cfg)
+    check_outputs(cfg)
     if cfg.get("num_threads"):
         # One intra-op thread by default: on a small shared CPU, OpenMP threads competing
         # with data-loader workers and other jobs made steps up to 10x slower.
@@ -42,3 +62,122 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
         if isinstance(conf, DictConfig) and "_target_" in conf:
             loggers.append(instantiate(conf))
     return loggers
+
+
+# -- user errors ------------------------------------------------------------------------
+def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Decorate an entry point's body: errors that users read print without a traceback.
+
+    A :class:`~synthsat.data.DataError`, :class:`~synthsat.errors.ConfigError`,
+    :class:`~synthsat.errors.CheckpointError` or an OmegaConf error (a missing ``???``
+    value, an unknown key) prints as ``error: <message>`` on stderr and exits with
+    status 2. ``HYDRA_FULL_ERROR=1`` or ``debug=true`` re-raises it with its traceback.
+    Use it under ``@hydra.main``.
+    """
+
+    @functools.wraps(main)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return main(cfg)
+        except (*USER_ERRORS, OmegaConfBaseException) as err:
+            debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(
+                OmegaConf.select(cfg, "debug", default=False)
+            )
+            if debug:
+                raise
+            message = str(err).strip() or type(err).__name__
+            if isinstance(err, OmegaConfBaseException):
+                message = message.splitlines()[0]
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            print("(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+# -- outputs never inside inputs ---------------------------------------------------------
+def _paths(cfg: DictConfig, keys: tuple[str, ...]) -> list[tuple[str, Path]]:
+    found = []
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value not in (None, "") and isinstance(value, str | Path):
+            found.append((key, Path(value).expanduser().resolve()))
+    return found
+
+
+#: Config keys of folders a job reads its data from, and of folders it writes to.
+INPUT_KEYS = ("data.source.root", "mix.source", "synthetic")
+OUTPUT_KEYS = ("paths.output_dir", "out", "pipeline.results_dir")
+
+
+def check_outputs(cfg: DictConfig) -> None:
+    """Refuse an output folder that is, or is inside, an input data folder.
+
+    Outputs there would be read back as data by the next run (and may overwrite it).
+
+    Raises:
+        ConfigError: naming both keys and folders.
+    """
+    inputs = _paths(cfg, INPUT_KEYS)
+    data = OmegaConf.select(cfg, "pipeline.data_overrides", default=None)
+    if data:
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist([str(d) for d in data]))
+        inputs += _paths(merged, ("data.source.root",))  # type: ignore[arg-type]
+    for out_key, out in _paths(cfg, OUTPUT_KEYS):
+        for in_key, folder in inputs:
+            if out == folder or folder in out.parents:
+                raise ConfigError(
+                    f"{out_key}={out} is inside the input data folder {in_key}={folder}; "
+                    "outputs there would mix with the data (and be read back as data by "
+                    "the next run). Choose an output folder outside it"
+                )
+
+
+# -- config values -----------------------------------------------------------------------
+def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], rule: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    if value is None:
+        return
+    values = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+    for v in values:
+        try:
+            good = ok(v)
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f"{key}={value}: {rule}")
+
+
+def _positive_int(v: Any) -> bool:
+    return not isinstance(v, bool) and int(v) == float(v) and int(v) > 0
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check ranges, choices and types of the settings, before any data is read.
+
+    Raises:
+        ConfigError: naming the key, its value and the rule.
+    """
+    non_negative = "must be a number >= 0"
+    unit = "must be a number in [0, 1]"
+    _check(cfg, "generator.lambda_div", lambda v: float(v) >= 0, non_negative)
+    _check(cfg, "pipeline.lambdas", lambda v: float(v) >= 0, non_negative)
+    _check(cfg, "mix.ratio", lambda v: 0 <= float(v) <= 1, unit)
+    _check(cfg, "pipeline.ratios", lambda v: 0 <= float(v) <= 1, unit)
+    _check(cfg, "generator.ema_decay", lambda v: 0 <= float(v) <= 1, unit)
+    _check(cfg, "mix.mode", lambda v: v in ("replace", "add"), "must be replace or add")
+    _check(cfg, "mix.copies", _positive_int, "must be a whole number >= 1")
+    for key in ("data.patch_size", "generator.patch_size", "data.eval_chip_size", "samples"):
+        _check(cfg, key, _positive_int, "must be a whole number >= 1")
+    _check(cfg, "data.on_nonfinite", lambda v: v in NONFINITE, f"must be one of {NONFINITE}")
+    _check(cfg, "chip_size", _positive_int, "must be a whole number >= 1 (or null)")
+    chip = OmegaConf.select(cfg, "chip_size", default=None, throw_on_missing=False)
+    if chip is not None:
+        _check(
+            cfg,
+            "overlap",
+            lambda v: 0 <= int(v) < int(chip) and int(v) == float(v),
+            f"must be a whole number of pixels in [0, chip_size={chip})",
+        )
+    else:
+        _check(cfg, "overlap", lambda v: int(v) >= 0, "must be a whole number of pixels >= 0")

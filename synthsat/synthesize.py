@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from synthsat.data import DataError
-from synthsat.runtime import prepare_run
+from synthsat.runtime import prepare_run, user_errors
 from synthsat.synthesis import (
     SynthesisWriter,
     TileSynthesizer,
@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> SynthesisWriter:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="synthesize")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     run(cfg)

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from synthsat.runtime import build_loggers, prepare_run
+from synthsat.runtime import build_loggers, prepare_run, user_errors
 
 
 def train(cfg: DictConfig) -> Path:
@@ -50,6 +50,7 @@ def train(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_generator")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Console entry point (``synthsat-train-generator``)."""
     train(cfg)

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthsat.metrics.segmentation import write_metrics
-from synthsat.runtime import build_loggers, prepare_run
+from synthsat.runtime import build_loggers, prepare_run, user_errors
 
 
 def config_choice(group: str, default: str = "custom") -> str:
@@ -83,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_segmentation")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Console entry point ``synthsat-train-segmentation``."""
     metrics = train(cfg)

@@ -6,12 +6,83 @@ One test (or a few) per case of the issue's table; toy data, CI-sized.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
+from synthsat import evaluate as evaluate_job
 from synthsat.data import DataError, ToyWorldSource, toyworld
+from synthsat.errors import CheckpointError, ConfigError
+from synthsat.synthesize import run as synthesize
+from synthsat.tasks.checkpoints import AtomicCheckpointIO
+from synthsat.tasks.generator import GeneratorTask
+from synthsat.tasks.segmentation import SegmentationTask
+from synthsat.train_generator import train as train_generator
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+CLASSES = list(toyworld.CLASSES)
+METADATA = {
+    "classes": CLASSES,
+    "bands": 4,
+    "band_names": ["r", "g", "b", "n"],
+    "rgb_bands": [0, 1, 2],
+    "ignore_index": 0,
+    "scored_classes": [1, 2, 3, 4, 5, 6],
+    "mean": [90.0, 100.0, 80.0, 120.0],
+    "std": [40.0, 35.0, 30.0, 45.0],
+}
+
+
+def _compose(job: str, toy_root: Path, tmp_path: Path, *extra: str) -> DictConfig:
+    overrides = [
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        f"data.source.root={toy_root}",
+        "data.source.tiles=4",
+        "data.source.size=128",
+        "data.num_workers=0",
+        *extra,
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(job, overrides=overrides)
+
+
+def _save(task: L.LightningModule, path: Path) -> Path:
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny generator and a tiny segmentation checkpoint for the toy world."""
+    root = tmp_path_factory.mktemp("ckpts")
+    generator = GeneratorTask(
+        data=METADATA, patch_size=32, ngf=4, z_dim=8, start_size=4, max_mult=2,
+        spade_hidden=8, nef=4, ndf=4, num_D=1, n_layers=2,
+    )  # fmt: skip
+    segmenter = SegmentationTask(
+        METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
+    )
+    return {
+        "generator": _save(generator, root / "generator.ckpt"),
+        "segmentation": _save(segmenter, root / "segmentation.ckpt"),
+    }
 
 
 def _listing(root: Path) -> dict[str, bytes]:
@@ -48,3 +119,218 @@ def test_toyworld_command_refuses_a_users_folder(tmp_path: Path) -> None:
         toyworld.main(["--out", str(tmp_path), "--tiles", "1", "--size", "64"])
     assert exit_info.value.code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# -- out= inside the data folder ----------------------------------------------------------
+@pytest.mark.parametrize("job", ["synthesize", "train_segmentation", "train_generator"])
+def test_output_inside_the_data_folder_is_refused(
+    job: str, toy_root: Path, tmp_path: Path, checkpoints: dict[str, Path]
+) -> None:
+    before = _listing(toy_root)
+    inside = toy_root / "masks"
+    extra = (
+        [f"ckpt={checkpoints['generator']}", f"out={inside}"]
+        if job == "synthesize"
+        else ["logger=none", f"paths.output_dir={inside / 'run'}"]
+    )
+    cfg = _compose(job, toy_root, tmp_path, *extra)
+    module = __import__(f"synthsat.{job}", fromlist=["x"])
+    entry = module.run if job == "synthesize" else module.train
+    with pytest.raises(ConfigError, match=r"is inside the input data folder data\.source\.root"):
+        entry(cfg)
+    assert _listing(toy_root) == before
+
+
+def test_pipeline_results_inside_the_data_folder_are_refused(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    from synthsat.runtime import check_outputs
+
+    cfg = _compose(
+        "pipeline", toy_root, tmp_path, "experiment=demo", f"pipeline.results_dir={toy_root}"
+    )
+    with pytest.raises(ConfigError, match="pipeline.results_dir"):
+        check_outputs(cfg)
+
+
+# -- wrong kind / empty / corrupt checkpoints ----------------------------------------------
+def test_segmentation_checkpoint_given_to_synthesize(
+    toy_root: Path, tmp_path: Path, checkpoints: dict[str, Path]
+) -> None:
+    ckpt = checkpoints["segmentation"]
+    cfg = _compose("synthesize", toy_root, tmp_path, f"ckpt={ckpt}")
+    with pytest.raises(CheckpointError) as info:
+        synthesize(cfg)
+    assert str(info.value) == (
+        f"ckpt={ckpt}: this is a segmentation checkpoint; synthesize needs a generator checkpoint"
+    )
+
+
+def test_generator_checkpoint_given_to_evaluate(
+    toy_root: Path, tmp_path: Path, checkpoints: dict[str, Path]
+) -> None:
+    ckpt = checkpoints["generator"]
+    cfg = _compose("evaluate", toy_root, tmp_path, f"ckpt={ckpt}")
+    with pytest.raises(CheckpointError) as info:
+        evaluate_job.evaluate(cfg)
+    assert str(info.value) == (
+        f"ckpt={ckpt}: this is a generator checkpoint; evaluate needs a segmentation checkpoint"
+    )
+
+
+def test_empty_and_truncated_checkpoints(
+    toy_root: Path, tmp_path: Path, checkpoints: dict[str, Path]
+) -> None:
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    with pytest.raises(
+        CheckpointError, match=r"^ckpt=.*empty\.ckpt: the file is empty \(0 bytes\)"
+    ):
+        synthesize(_compose("synthesize", toy_root, tmp_path, f"ckpt={empty}"))
+    data = checkpoints["segmentation"].read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"^ckpt=.*cut\.ckpt: the file is corrupt"):
+        evaluate_job.evaluate(_compose("evaluate", toy_root, tmp_path, f"ckpt={cut}"))
+
+
+# -- disk full while saving a checkpoint ---------------------------------------------------
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write to the checkpoint's file system fails half-way (ENOSPC).
+
+    Both ways a checkpoint reaches its folder are cut: ``torch.save`` into a real file,
+    and a move from another file system (Lightning's default moves its /tmp file).
+    """
+    folder = tmp_path / "checkpoints"
+    last = folder / "last.ckpt"
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=tmp_path,
+    )
+    task = SegmentationTask(
+        METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(last)
+    good = last.read_bytes()
+
+    def disk_full() -> OSError:
+        return OSError(errno.ENOSPC, "No space left on device")
+
+    real_save = torch.save
+
+    def save_half(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(f, io.BytesIO):  # in-memory buffers are fine
+            return real_save(obj, f, *args, **kwargs)
+        f.write(good[: len(good) // 2])
+        raise disk_full()
+
+    def move_half(src: str, dst: str, *args: Any, **kwargs: Any) -> None:
+        Path(dst).write_bytes(Path(src).read_bytes()[: len(good) // 2])
+        raise disk_full()
+
+    with torch.no_grad():
+        next(task.parameters()).add_(1.0)  # a new state to save
+    monkeypatch.setattr(torch, "save", save_half)
+    monkeypatch.setattr(shutil, "move", move_half)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint(last)
+    monkeypatch.undo()
+    assert last.read_bytes() == good
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # no temp file left
+    trainer.save_checkpoint(last)  # and the next save works
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert torch.equal(next(iter(state["state_dict"].values())), next(task.parameters()).detach())
+
+
+def test_trainers_save_checkpoints_atomically(toy_root: Path, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = _compose("train_segmentation", toy_root, tmp_path, "logger=none")
+    trainer = instantiate(cfg.trainer)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+# -- every error: one or two lines, exit code 2 --------------------------------------------
+def test_errors_print_one_line_and_exit_2(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    args = [
+        sys.executable,
+        "-m",
+        "synthsat.evaluate",
+        f"ckpt={empty}",
+        f"paths.root={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.source.root={tmp_path / 'toy'}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line != "Seed set to 0"]
+    assert lines == [
+        f"error: ckpt={empty}: the file is empty (0 bytes); evaluate needs a segmentation "
+        "checkpoint",
+        "(HYDRA_FULL_ERROR=1 shows the traceback)",
+    ]
+
+
+@pytest.mark.parametrize("how", ["HYDRA_FULL_ERROR", "debug"])
+def test_full_error_and_debug_still_show_the_trace(
+    how: str, tmp_path: Path, toy_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    extra = ["debug=true"] if how == "debug" else []
+    cfg = _compose("evaluate", toy_root, tmp_path, f"ckpt={empty}", *extra)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    if how == "HYDRA_FULL_ERROR":
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    body = evaluate_job.main.__wrapped__  # the entry point under @hydra.main
+    with pytest.raises(CheckpointError):
+        body(cfg)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    if how == "HYDRA_FULL_ERROR":  # and without it: exit code 2
+        with pytest.raises(SystemExit) as exit_info:
+            body(cfg)
+        assert exit_info.value.code == 2
+
+
+# -- generator.lambda_div=-1 and other settings out of range -------------------------------
+@pytest.mark.parametrize(
+    ("job", "override", "key"),
+    [
+        ("train_generator", "generator.lambda_div=-1", "generator.lambda_div"),
+        ("train_segmentation", "mix.ratio=1.5", "mix.ratio"),
+        ("pipeline", "pipeline.ratios=[0,2]", "pipeline.ratios"),
+        ("synthesize", "overlap=64", "overlap"),
+        ("train_generator", "data.patch_size=0", "data.patch_size"),
+    ],
+)
+def test_settings_are_checked_before_any_data_is_read(
+    job: str, override: str, key: str, tmp_path: Path
+) -> None:
+    from synthsat.runtime import prepare_run
+
+    user = tmp_path / "mydata"  # a data read here would be a DataError (not a toy world)
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    extra = {"synthesize": ["chip_size=64", "ckpt=x.ckpt"], "pipeline": ["experiment=demo"]}
+    cfg = _compose(job, user, tmp_path, override, *extra.get(job, []))
+    with pytest.raises(ConfigError, match=rf"^{key}="):
+        prepare_run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_negative_lambda_div_stops_train_generator_before_data(tmp_path: Path) -> None:
+    user = tmp_path / "mydata"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    cfg = _compose("train_generator", user, tmp_path, "logger=none", "generator.lambda_div=-1")
+    with pytest.raises(ConfigError, match=r"generator\.lambda_div=-1(\.0)?: must be a number >= 0"):
+        train_generator(cfg)

@@ -23,6 +23,8 @@ from synthsat.data.raster_io import read_raster, save_npy_atomic
 from synthsat.data.tiles import TilePair
 
 CACHE_VERSION = 1
+#: What to do with non-finite image pixels (``data.on_nonfinite``).
+NONFINITE = ("error", "ignore")
 
 
 @dataclass

@@ -71,18 +71,20 @@ def load_chip_generator(checkpoint: str | Path, map_location: str = "cpu") -> Ta
     """Load a ``GeneratorTask`` checkpoint as a chip generator.
 
     Raises:
-        FileNotFoundError: if ``checkpoint`` does not exist.
+        CheckpointError: if ``checkpoint`` is missing (also a ``FileNotFoundError``),
+            empty, corrupt or not a generator checkpoint.
     """
+    from synthsat.tasks.checkpoints import load_task
+
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: generator checkpoint does not exist "
+        from synthsat.errors import CheckpointMissing
+
+        raise CheckpointMissing(
+            f"ckpt={path}: generator checkpoint does not exist "
             "(train one with synthsat-train-generator, then pass ckpt=...)"
         )
-    from synthsat.tasks.generator import GeneratorTask
-
-    task = GeneratorTask.load_from_checkpoint(str(path), map_location=map_location)
-    return TaskChipGenerator(task)
+    return TaskChipGenerator(load_task(path, "generator", "synthesize", map_location))
 
 
 class RequestDataset(Dataset):

@@ -1,0 +1,27 @@
+"""Errors that users read: bad data, bad configuration, unusable checkpoints.
+
+Entry points print these as one or two lines with exit code 2 (see
+:func:`synthsat.runtime.user_errors`); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from synthsat.data.errors import DataError
+
+
+class ConfigError(ValueError):
+    """A configuration value out of range or of the wrong kind; names the key."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, empty, corrupt or of the wrong kind for the job."""
+
+
+class CheckpointMissing(CheckpointError, FileNotFoundError):
+    """A checkpoint path that names no file."""
+
+
+#: The exception types an entry point reports without a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError)
+
+__all__ = ["USER_ERRORS", "CheckpointError", "CheckpointMissing", "ConfigError", "DataError"]

@@ -1,0 +1,125 @@
+"""Checkpoints: atomic saving and loading with one-line errors.
+
+* :class:`AtomicCheckpointIO` — a Lightning ``CheckpointIO`` that writes a checkpoint
+  to a temporary file in the checkpoint's own directory, fsyncs it and renames it into
+  place, so a full disk or a killed process never leaves a truncated ``last.ckpt``.
+* :func:`load_task` — loads a task checkpoint, turning a missing, empty, corrupt or
+  wrong-kind file into a :class:`~synthsat.errors.CheckpointError` of one line
+  (``ckpt=<path>: this is a segmentation checkpoint; synthesize needs a generator
+  checkpoint``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from synthsat.errors import CheckpointError, CheckpointMissing
+
+#: What each kind of checkpoint is for (used in messages).
+KINDS = {"generator": "GeneratorTask", "segmentation": "SegmentationTask"}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save checkpoints atomically: temporary file beside the target, fsync, rename.
+
+    Lightning's default writes through an fsspec transaction whose temporary file lives
+    in the system temp folder; moving it across file systems is a copy, and a full disk
+    during that copy truncates the previous checkpoint. Here the temporary file is in
+    the checkpoint's own directory, so the final rename is atomic, and a failed write
+    removes only the temporary file. Remote paths (``s3://`` ...) use Lightning's own
+    saving.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        save_atomic(checkpoint, Path(path))
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
+    """``generator``, ``segmentation`` or None, from a checkpoint's hyperparameters."""
+    hp = checkpoint.get("hyper_parameters") or {}
+    if "metadata" in hp and "encoder_name" in hp:
+        return "segmentation"
+    if "data" in hp and "z_dim" in hp:
+        return "generator"
+    return None
+
+
+def read_checkpoint(path: str | Path, kind: str, job: str) -> dict[str, Any]:
+    """Read ``path`` and check that it is a ``kind`` checkpoint.
+
+    Args:
+        path: the checkpoint file.
+        kind: ``generator`` or ``segmentation``.
+        job: the command that needs it (for messages), e.g. ``synthesize``.
+
+    Raises:
+        CheckpointError: the file is missing, empty, corrupt or of another kind.
+    """
+    path = Path(path).expanduser()
+    where = f"ckpt={path}"
+    what = f"{job} needs a {kind} checkpoint"
+    if not path.is_file():
+        raise CheckpointMissing(f"{where}: file does not exist; {what}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{where}: the file is empty (0 bytes); {what}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"{where}: the file is corrupt or truncated ({type(err).__name__}); {what}"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{where}: not a Lightning checkpoint; {what}")
+    found = checkpoint_kind(checkpoint)
+    if found != kind:
+        this = f"this is a {found} checkpoint" if found else "this is not a synthsat checkpoint"
+        raise CheckpointError(f"{where}: {this}; {what}")
+    return checkpoint
+
+
+def load_task(path: str | Path, kind: str, job: str, map_location: Any = "cpu") -> Any:
+    """Load the ``kind`` task from ``path`` (see :func:`read_checkpoint` for the checks)."""
+    read_checkpoint(path, kind, job)
+    if kind == "generator":
+        from synthsat.tasks.generator import GeneratorTask as Task
+    else:
+        from synthsat.tasks.segmentation import SegmentationTask as Task  # type: ignore[assignment]
+    return Task.load_from_checkpoint(str(Path(path).expanduser()), map_location=map_location)
