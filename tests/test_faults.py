@@ -334,3 +334,117 @@ def test_negative_lambda_div_stops_train_generator_before_data(tmp_path: Path) -
     cfg = _compose("train_generator", user, tmp_path, "logger=none", "generator.lambda_div=-1")
     with pytest.raises(ConfigError, match=r"generator\.lambda_div=-1(\.0)?: must be a number >= 0"):
         train_generator(cfg)
+
+
+# -- NaN pixels in float imagery; nodata pixels ---------------------------------------------
+def _float_world(root: Path, nan_rows: int = 0, nodata: float | None = None) -> Path:
+    """A 3-tile toy world (train tile_000) with float32 imagery; ``nan_rows`` rows of tile 0 NaN,
+    or (with ``nodata``) its bottom half set to ``nodata`` and declared as such."""
+    import numpy as np
+    import rasterio
+
+    toyworld.generate(root, tiles=3, size=64, seed=0)
+    path = root / "images" / "tile_000.tif"
+    with rasterio.open(path) as src:
+        image, profile = src.read().astype(np.float32), src.profile
+    image[:, :nan_rows] = np.nan
+    if nodata is not None:
+        image[:, 32:] = nodata
+    profile.update(dtype="float32", nodata=nodata)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image)
+    return root
+
+
+def _datamodule(root: Path, tmp_path: Path, **kw: Any) -> Any:
+    from synthsat.data import LandCoverDataModule
+
+    dm = LandCoverDataModule(
+        ToyWorldSource(root, tiles=3, size=64),
+        classes=CLASSES,
+        bands=4,
+        ignore_index=0,
+        patch_size=32,
+        num_workers=0,
+        cache_dir=tmp_path / "cache",
+        **kw,
+    )
+    dm.setup()
+    return dm
+
+
+def _valid_stats(path: Path, rows: slice) -> tuple[Any, Any]:
+    """Band mean / std over the labelled pixels of ``rows`` of tile ``path``'s image."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(path) as src:
+        image = src.read().astype(np.float64)[:, rows]
+    with rasterio.open(str(path).replace("images", "masks")) as src:
+        mask = src.read(1)[rows]
+    pixels = image[:, mask != 0]
+    return pixels.mean(1), pixels.std(1)
+
+
+def test_nan_pixels_are_an_error_naming_the_file_and_count(tmp_path: Path) -> None:
+    root = _float_world(tmp_path / "tw", nan_rows=5)
+    with pytest.raises(DataError, match=r"tile_000\.tif: 320 of 4096 pixel\(s\) hold NaN"):
+        _datamodule(root, tmp_path)
+
+
+def test_nan_pixels_ignored_are_unlabelled_and_left_out_of_statistics(tmp_path: Path) -> None:
+    import numpy as np
+
+    root = _float_world(tmp_path / "tw", nan_rows=5)
+    dm = _datamodule(root, tmp_path, on_nonfinite="ignore")
+    tile = dm.tiles["train"][0]
+    assert np.isfinite(tile.image).all()
+    assert (tile.mask[:5] == 0).all() and (tile.mask[5:] != 0).any()
+    # Training statistics (train = tile_000 only): the labelled pixels below the NaN rows.
+    mean, std = _valid_stats(root / "images" / "tile_000.tif", slice(5, None))
+    np.testing.assert_allclose(dm.normalizer.mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(dm.normalizer.std, std, rtol=1e-4)
+    assert np.isfinite(next(iter(dm.train_dataloader()))["image"]).all()
+
+
+def test_nodata_pixels_are_unlabelled_and_left_out_of_statistics(tmp_path: Path) -> None:
+    import numpy as np
+
+    root = _float_world(tmp_path / "tw", nodata=0.0)
+    dm = _datamodule(root, tmp_path)  # nodata declared: no error, even on_nonfinite=error
+    tile = dm.tiles["train"][0]
+    assert (tile.mask[32:] == 0).all()
+    mean, std = _valid_stats(root / "images" / "tile_000.tif", slice(0, 32))
+    np.testing.assert_allclose(dm.normalizer.mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(dm.normalizer.std, std, rtol=1e-4)
+
+
+def test_encoder_synthesis_never_writes_nan(tmp_path: Path) -> None:
+    import numpy as np
+    import rasterio
+    from torch import Tensor, nn
+
+    from synthsat.synthesis import TileSynthesizer, make_requests
+
+    class MeanEncoderGenerator(nn.Module):
+        """Chips are the style code; the code is the real chip's band means (NaN spreads)."""
+
+        num_classes, out_bands, chip_size, z_dim = 7, 4, 32, 4
+
+        def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
+            return z[:, :, None, None].expand(-1, -1, *onehot.shape[2:]).clone()
+
+        def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+            mu = image.mean(dim=(2, 3))
+            return mu, torch.full_like(mu, -60.0)
+
+    root = _float_world(tmp_path / "tw", nan_rows=5)
+    tile = ("tile_000", root / "masks" / "tile_000.tif", root / "images" / "tile_000.tif")
+    request = make_requests([tile], tmp_path / "out", 1, 0)[0]
+    synth = TileSynthesizer(
+        MeanEncoderGenerator(), [90.0] * 4, [40.0] * 4, 0, style="encoder", style_scope="chip"
+    )
+    synth.run(request)
+    with rasterio.open(request.output) as src:
+        out = src.read()
+    assert np.isfinite(out).all()

@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from synthsat.data.checks import check_mask_values, check_pair_headers, label_lut
+from synthsat.data.checks import (
+    check_mask_values,
+    check_pair_headers,
+    fill_invalid,
+    invalid_pixels,
+    label_lut,
+)
+from synthsat.data.errors import DataError
 from synthsat.data.raster_io import read_raster, save_npy_atomic
 from synthsat.data.tiles import TilePair
 
-CACHE_VERSION = 1
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 2  # 2: non-finite and nodata pixels unlabelled and filled
 #: What to do with non-finite image pixels (``data.on_nonfinite``).
 NONFINITE = ("error", "ignore")
 
@@ -59,6 +69,12 @@ class TileCache:
         num_classes: number of classes (mask values 0..num_classes-1).
         ignore_index: mask value that is not a class (or None).
         label_map: raw mask value -> class index, applied before the value check.
+        on_nonfinite: image pixels holding NaN or infinite values are an ``error``
+            (a :class:`DataError` naming the file and the count) or, with ``ignore``,
+            unlabelled like nodata pixels: such pixels get the ignore index in the
+            mask (so they are neither trained on nor scored), are left out of the band
+            statistics and are filled with the tile's band means in the image.
+            Pixels equal to the raster's declared nodata value are always unlabelled.
     """
 
     def __init__(
@@ -68,7 +84,11 @@ class TileCache:
         num_classes: int,
         ignore_index: int | None,
         label_map: dict[int, int] | None = None,
+        on_nonfinite: str = "error",
     ) -> None:
+        if on_nonfinite not in NONFINITE:
+            raise ValueError(f"on_nonfinite must be one of {NONFINITE}, got '{on_nonfinite}'")
+        self.on_nonfinite = on_nonfinite
         self.root = Path(root)
         self.bands = bands
         self.num_classes = num_classes
@@ -85,6 +105,7 @@ class TileCache:
                 self.bands,
                 self.num_classes,
                 self.ignore_index,
+                self.on_nonfinite,
             ]
         )
         return self.root / f"{pair.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
@@ -93,8 +114,6 @@ class TileCache:
         """The cached tile, checking and decoding it first if needed."""
         for path in (pair.image, pair.mask):
             if not path.exists():
-                from synthsat.data.errors import DataError
-
                 raise DataError(f"{path}: file does not exist")
         entry = self._entry(pair)
         meta_path = entry / "meta.json"
@@ -111,15 +130,48 @@ class TileCache:
             count=int(meta["count"]),
         )
 
+    def _invalid(self, pair: TilePair, image: np.ndarray, nodata: tuple) -> np.ndarray:
+        """Pixels of ``image`` to unlabel (non-finite, nodata), or raise per ``on_nonfinite``."""
+        nonfinite, missing = invalid_pixels(image, nodata)
+        n_bad, n_missing = int(nonfinite.sum()), int(missing.sum())
+        total = image.shape[1] * image.shape[2]
+        if n_bad and self.on_nonfinite == "error":
+            raise DataError(
+                f"{pair.image}: {n_bad} of {total} pixel(s) hold NaN or infinite values; "
+                "fix the imagery, declare them as the raster's nodata, or set "
+                "data.on_nonfinite=ignore to leave them out (unlabelled)"
+            )
+        invalid = nonfinite | missing
+        if invalid.any():
+            if self.ignore_index is None:
+                raise DataError(
+                    f"{pair.image}: {int(invalid.sum())} pixel(s) are nodata or non-finite, "
+                    "but there is no ignore index to unlabel them; set data.ignore_index"
+                )
+            parts = [f"{n_bad} non-finite"] if n_bad else []
+            parts += [f"{n_missing} nodata ({nodata[0]})"] if n_missing else []
+            log.warning(
+                "%s: %s of %d pixel(s) left out (ignore index %s in the mask, filled in the image)",
+                pair.image,
+                " and ".join(parts),
+                total,
+                self.ignore_index,
+            )
+        return invalid
+
     def _build(self, pair: TilePair, entry: Path) -> None:
-        check_pair_headers(pair, self.bands)
+        info, _ = check_pair_headers(pair, self.bands)
         mask = read_raster(pair.mask)[0]
         lut = label_lut(self.label_map)
         if lut is not None:
             mask = lut[mask]
         check_mask_values(mask, self.num_classes, self.ignore_index, str(pair.mask))
-        mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
         image = read_raster(pair.image)
+        invalid = self._invalid(pair, image, info.nodata)
+        if invalid.any():
+            mask = np.where(invalid, self.ignore_index, mask)
+            image = fill_invalid(image, invalid)
+        mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
         labelled = mask != self.ignore_index if self.ignore_index is not None else None
         pixels = image[:, labelled] if labelled is not None else image.reshape(image.shape[0], -1)
         pixels = pixels.astype(np.float64)
@@ -142,8 +194,6 @@ def band_statistics(tiles: list[CachedTile]) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation over the labelled pixels of ``tiles``."""
     total = sum(t.count for t in tiles)
     if total == 0:
-        from synthsat.data.errors import DataError
-
         raise DataError(
             "cannot compute band statistics: the training tiles have no labelled "
             "pixels (every mask value is the ignore index); set data.mean/data.std"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from synthsat.data.errors import DataError
@@ -36,6 +38,53 @@ def check_pair_headers(pair: TilePair, bands: int) -> tuple[RasterInfo, RasterIn
     if mask.count != 1:
         raise DataError(f"{pair.mask}: mask has {mask.count} bands, expected 1 (class index)")
     return image, mask
+
+
+def invalid_pixels(
+    image: np.ndarray, nodata: Sequence[float | None] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a (C, H, W) image that hold no usable value.
+
+    Returns:
+        ``(nonfinite, nodata)`` boolean (H, W) maps: a NaN or infinite value in any band;
+        the raster's nodata value in every band that declares one (GDAL's dataset mask:
+        a pixel is nodata when all its bands are).
+    """
+    shape = image.shape[1:]
+    if np.issubdtype(image.dtype, np.floating):
+        nonfinite = ~np.isfinite(image).all(axis=0)
+    else:
+        nonfinite = np.zeros(shape, dtype=bool)
+    declared = [(b, v) for b, v in enumerate(nodata) if v is not None and b < image.shape[0]]
+    if not declared:
+        return nonfinite, np.zeros(shape, dtype=bool)
+    missing = np.ones(shape, dtype=bool)
+    for band, value in declared:
+        if np.isnan(value):
+            missing &= np.isnan(image[band])
+        else:
+            missing &= image[band] == image.dtype.type(value)
+    return nonfinite, missing & ~nonfinite
+
+
+def fill_invalid(image: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """``image`` with the ``invalid`` pixels set to each band's mean of the valid ones.
+
+    The fill keeps every value finite (0 after normalisation when the image is
+    close to the data's mean); those pixels are unlabelled, so nothing learns from them.
+    """
+    if not invalid.any():
+        return image
+    out = np.array(image, copy=True)
+    valid = ~invalid
+    for band in range(out.shape[0]):
+        values = out[band][valid]
+        fill = float(values.astype(np.float64).mean()) if values.size else 0.0
+        if np.issubdtype(out.dtype, np.integer):
+            info = np.iinfo(out.dtype)
+            fill = float(np.clip(np.rint(fill), info.min, info.max))
+        out[band][invalid] = fill
+    return out
 
 
 def label_lut(label_map: dict[int, int] | None) -> np.ndarray | None:

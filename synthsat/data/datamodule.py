@@ -47,6 +47,11 @@ class LandCoverDataModule(L.LightningDataModule):
         seed: seed for fixed validation patches.
         mix: real / synthetic mixing of training patches (see :mod:`synthsat.data.mixing`);
             None trains on real imagery only. Validation and test are always real.
+        on_nonfinite: ``error`` (default) stops on image pixels holding NaN or infinite
+            values, naming the file and the count; ``ignore`` treats them like the
+            raster's nodata pixels: unlabelled (ignore index in the mask, so neither
+            trained on nor scored), left out of the band statistics, filled in the image
+            (see :class:`~synthsat.data.cache.TileCache`).
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class LandCoverDataModule(L.LightningDataModule):
         cache_dir: str | Path = ".cache/synthsat",
         seed: int = 0,
         mix: dict[str, Any] | None = None,
+        on_nonfinite: str = "error",
     ) -> None:
         super().__init__()
         if val_mode not in ("chips", "patches"):
@@ -102,7 +108,14 @@ class LandCoverDataModule(L.LightningDataModule):
         self.augment = augment
         self._mean = None if mean is None else np.asarray(mean, np.float32)
         self._std = None if std is None else np.asarray(std, np.float32)
-        self.cache = TileCache(cache_dir, bands, len(self.classes), ignore_index, source.label_map)
+        self.cache = TileCache(
+            cache_dir,
+            bands,
+            len(self.classes),
+            ignore_index,
+            source.label_map,
+            on_nonfinite=on_nonfinite,
+        )
         self.seed = seed
         self.mix = dict(mix) if mix else None
         self.tiles: dict[str, list[CachedTile]] = {}

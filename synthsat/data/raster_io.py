@@ -27,6 +27,7 @@ class RasterInfo:
     dtype: str
     crs: rasterio.crs.CRS | None
     transform: rasterio.Affine
+    nodata: tuple[float | None, ...] = ()  # per band; None where the band declares none
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
@@ -46,7 +47,14 @@ def raster_info(path: str | Path) -> RasterInfo:
     """Read only the header of ``path``."""
     with open_raster(path) as src:
         return RasterInfo(
-            Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform
+            Path(path),
+            src.width,
+            src.height,
+            src.count,
+            src.dtypes[0],
+            src.crs,
+            src.transform,
+            tuple(src.nodatavals),
         )
 
 

@@ -44,7 +44,7 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from synthsat.data.checks import check_mask_values, label_lut
+from synthsat.data.checks import check_mask_values, invalid_pixels, label_lut
 from synthsat.data.errors import DataError
 from synthsat.data.raster_io import open_raster, raster_info
 from synthsat.models.noise import NoiseField
@@ -386,11 +386,17 @@ class TileSynthesizer:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     def _read_image(self, src: Any, row: int, chip: int, padded_w: int) -> Tensor:
-        """Normalised real image rows ``[row, row + chip)``, padded with zeros (the mean)."""
+        """Normalised real image rows ``[row, row + chip)``, padded with zeros (the mean).
+
+        Non-finite and nodata pixels are zeros (the mean) too: the generator never sees NaN.
+        """
         h = min(chip, src.height - row)
         raw = src.read(window=Window(0, row, src.width, h)).astype(np.float32)
+        nonfinite, nodata = invalid_pixels(raw, src.nodatavals)
         band = np.zeros((raw.shape[0], chip, padded_w), dtype=np.float32)
-        band[:, :h, : src.width] = (raw - self._mean[:, None, None]) / self._std[:, None, None]
+        normalised = (raw - self._mean[:, None, None]) / self._std[:, None, None]
+        normalised[:, nonfinite | nodata] = 0.0
+        band[:, :h, : src.width] = normalised
         return torch.from_numpy(band)
 
     def _generate(
