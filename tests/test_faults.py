@@ -31,6 +31,20 @@ from synthsat.tasks.generator import GeneratorTask
 from synthsat.tasks.segmentation import SegmentationTask
 from synthsat.train_generator import train as train_generator
 
+
+class MeanEncoderGenerator(torch.nn.Module):
+    """Chips are the style code; the code is the real chip's band means (NaN spreads)."""
+
+    num_classes, out_bands, chip_size, z_dim = 7, 4, 32, 4
+
+    def generate(self, onehot: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return z[:, :, None, None].expand(-1, -1, *onehot.shape[2:]).clone()
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu = image.mean(dim=(2, 3))
+        return mu, torch.full_like(mu, -60.0)
+
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 CLASSES = list(toyworld.CLASSES)
@@ -422,21 +436,8 @@ def test_nodata_pixels_are_unlabelled_and_left_out_of_statistics(tmp_path: Path)
 def test_encoder_synthesis_never_writes_nan(tmp_path: Path) -> None:
     import numpy as np
     import rasterio
-    from torch import Tensor, nn
 
     from synthsat.synthesis import TileSynthesizer, make_requests
-
-    class MeanEncoderGenerator(nn.Module):
-        """Chips are the style code; the code is the real chip's band means (NaN spreads)."""
-
-        num_classes, out_bands, chip_size, z_dim = 7, 4, 32, 4
-
-        def generate(self, onehot: Tensor, z: Tensor) -> Tensor:
-            return z[:, :, None, None].expand(-1, -1, *onehot.shape[2:]).clone()
-
-        def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
-            mu = image.mean(dim=(2, 3))
-            return mu, torch.full_like(mu, -60.0)
 
     root = _float_world(tmp_path / "tw", nan_rows=5)
     tile = ("tile_000", root / "masks" / "tile_000.tif", root / "images" / "tile_000.tif")
@@ -448,3 +449,40 @@ def test_encoder_synthesis_never_writes_nan(tmp_path: Path) -> None:
     with rasterio.open(request.output) as src:
         out = src.read()
     assert np.isfinite(out).all()
+
+
+# -- synthesize style=encoder with an image in another CRS or shifted 10 m ------------------
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"crs": "EPSG:32617"}, r"tile_000\.tif: image CRS EPSG:32617 differs from mask CRS"),
+        ({"shift": 10.0}, r"tile_000\.tif: image and mask .*masks/tile_000\.tif are not aligned"),
+        ({"bands": 3}, r"tile_000\.tif: image has 3 band\(s\) but the checkpoint's generator"),
+    ],
+)
+def test_synthesis_runs_the_training_grid_checks(
+    change: dict[str, Any], message: str, toy_root: Path, tmp_path: Path
+) -> None:
+    import rasterio
+    from rasterio.transform import Affine
+
+    from synthsat.synthesis import TileSynthesizer, make_requests
+
+    image = tmp_path / "images" / "tile_000.tif"
+    image.parent.mkdir()
+    with rasterio.open(toy_root / "images" / "tile_000.tif") as src:
+        data, profile = src.read(), src.profile
+    if "crs" in change:
+        profile["crs"] = change["crs"]
+    if "shift" in change:
+        profile["transform"] = profile["transform"] * Affine.translation(change["shift"], 0)
+    data = data[: change.get("bands", 4)]
+    profile["count"] = len(data)
+    with rasterio.open(image, "w", **profile) as dst:
+        dst.write(data)
+    tile = ("tile_000", toy_root / "masks" / "tile_000.tif", image)
+    request = make_requests([tile], tmp_path / "out", 1, 0)[0]
+    synth = TileSynthesizer(MeanEncoderGenerator(), [90.0] * 4, [40.0] * 4, 0, style="encoder")
+    with pytest.raises(DataError, match=message):
+        synth.run(request)
+    assert not request.output.exists()

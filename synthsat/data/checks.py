@@ -11,8 +11,19 @@ from synthsat.data.raster_io import RasterInfo, raster_info
 from synthsat.data.tiles import TilePair
 
 
-def check_pair_headers(pair: TilePair, bands: int) -> tuple[RasterInfo, RasterInfo]:
-    """Image and mask headers agree: same size and CRS, expected band counts."""
+def check_pair_headers(
+    pair: TilePair, bands: int, bands_from: str = "the data config says"
+) -> tuple[RasterInfo, RasterInfo]:
+    """Image and mask headers agree: same size, CRS and grid, expected band counts.
+
+    Training (the tile cache) and synthesis (the mask and its style image) both check
+    their inputs here.
+
+    Args:
+        pair: the image / mask pair.
+        bands: expected image band count.
+        bands_from: where ``bands`` comes from, for the message.
+    """
     image, mask = raster_info(pair.image), raster_info(pair.mask)
     if (image.width, image.height) != (mask.width, mask.height):
         raise DataError(
@@ -33,7 +44,7 @@ def check_pair_headers(pair: TilePair, bands: int) -> tuple[RasterInfo, RasterIn
         )
     if image.count != bands:
         raise DataError(
-            f"{pair.image}: image has {image.count} band(s) but the data config says bands={bands}"
+            f"{pair.image}: image has {image.count} band(s) but {bands_from} bands={bands}"
         )
     if mask.count != 1:
         raise DataError(f"{pair.mask}: mask has {mask.count} bands, expected 1 (class index)")

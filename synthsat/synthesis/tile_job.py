@@ -44,9 +44,15 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from synthsat.data.checks import check_mask_values, invalid_pixels, label_lut
+from synthsat.data.checks import (
+    check_mask_values,
+    check_pair_headers,
+    invalid_pixels,
+    label_lut,
+)
 from synthsat.data.errors import DataError
 from synthsat.data.raster_io import open_raster, raster_info
+from synthsat.data.tiles import TilePair
 from synthsat.models.noise import NoiseField
 from synthsat.models.spade import mask_to_onehot
 from synthsat.synthesis.windows import ChipGrid
@@ -248,19 +254,14 @@ class TileSynthesizer:
                     f"style={self.style}"
                     + ("" if self.style == "encoder" else " and dtype=null need one")
                 )
-            image = raster_info(request.image)
-            if self.style == "encoder":
-                if image.count != self.generator.out_bands:
-                    raise DataError(
-                        f"{request.image}: real image has {image.count} band(s) but the "
-                        f"checkpoint's generator works on {self.generator.out_bands}; "
-                        "style=encoder needs the imagery the generator was trained on"
-                    )
-                if (image.width, image.height) != (mask.width, mask.height):
-                    raise DataError(
-                        f"{request.image}: real image is {image.width}x{image.height} px but "
-                        f"its mask {request.mask} is {mask.width}x{mask.height} px"
-                    )
+            if self.style == "encoder":  # the same grid checks as training
+                check_pair_headers(
+                    TilePair(request.tile, request.image, request.mask),
+                    self.generator.out_bands,
+                    "the checkpoint's generator (style=encoder) expects",
+                )
+            else:
+                raster_info(request.image)  # readable (its dtype is the output's)
         with open_raster(request.mask) as src:
             strip = max(1, (1 << 24) // max(src.width, 1))
             for row in range(0, src.height, strip):
