@@ -160,6 +160,7 @@ def test_grid_chips_cover_every_pixel_once_and_pad_with_ignore() -> None:
         np.testing.assert_allclose(s["image"].numpy()[1][pad], -5.0)
     assert (seen == 1).all()
     np.testing.assert_allclose(rebuilt, norm(tile.image))
+    assert ds.chip_size == 32 and ds.pad_multiple == 16
 
 
 def test_padded_pixels_are_never_scored() -> None:
@@ -196,6 +197,7 @@ def test_normalizer_values_and_inverse() -> None:
     np.testing.assert_allclose(out, [[[0.0, 2.0]], [[-2.0, 2.0]]])
     assert raw[1, 0, 1] == 2000  # the input is not modified
     back = norm.denormalize(torch.from_numpy(out))
+    assert back.dtype == torch.float32 and norm.mean.dtype == norm.std.dtype == np.float32
     np.testing.assert_allclose(back.numpy(), raw.astype(np.float32))
 
 
@@ -241,9 +243,22 @@ def test_random_patches_follow_the_torch_seed_and_pad_small_tiles() -> None:
     again = [ds[i] for i in range(8)]
     for a, b in zip(first, again):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert all(s["row"] == 0 and s["col"] == 0 for s in first)  # the only start
+    # augmented (flipped / transposed) patches are still contiguous tensors
+    assert all(s["image"].is_contiguous() and s["mask"].is_contiguous() for s in first)
     s = first[0]
-    assert s["row"] == 0 and s["col"] == 0 and s["mask"].shape == (16, 16)
+    assert s["mask"].shape == (16, 16)
     assert int((s["mask"] == 9).sum()) == 16 * 16 - 10 * 12  # padding is ignored
     assert sorted(np.unique(s["mask"][s["mask"] != 9]).tolist()) == [0, 1, 2]
-    with pytest.raises(ValueError, match="at least one tile"):
+    with pytest.raises(ValueError, match="^RandomPatchDataset needs at least one tile$"):
         RandomPatchDataset([], 16, 8, norm, 9)
+    defaults = RandomPatchDataset([tile], 16, 8, norm, 9)
+    assert (defaults.augment, defaults.fixed, defaults.seed) == (True, False, 0)
+
+
+def test_unfixed_patches_come_from_many_seeds() -> None:
+    """Each unfixed patch draws a fresh 62-bit seed: far more distinct patches than 124."""
+    tile = _tile(200, 200)
+    ds = RandomPatchDataset([tile], 8, 400, Normalizer(np.zeros(2), np.ones(2)), 9, augment=False)
+    torch.manual_seed(0)
+    assert len({(ds[i]["row"], ds[i]["col"]) for i in range(400)}) > 300

@@ -116,7 +116,9 @@ def test_diversity_per_sample_ratio_with_codes_and_images_away_from_zero() -> No
     assert diversity_loss(f1, f2, [z1], [z2b]).item() == pytest.approx(-(1 / 2 + 3 / 4) / 2)
     # eps is added to the code distance
     assert diversity_loss(f1, f2, z1, z2, eps=1.0).item() == pytest.approx(-(1 / 2 + 3 / 4) / 2)
-    with pytest.raises(ValueError, match="same, non-zero number of parts"):
+    with pytest.raises(
+        ValueError, match="^z1 and z2 must have the same, non-zero number of parts$"
+    ):
         diversity_loss(f1, f2, [], [])
 
 
@@ -165,8 +167,8 @@ def test_oasis_fake_loss_counts_exactly_the_labelled_pixels() -> None:
 
 def test_labelmix_is_a_seeded_coin_per_sample_and_class() -> None:
     torch.manual_seed(0)
-    real, fake = torch.randn(3, 2, 4, 5) + 3, torch.randn(3, 2, 4, 5) - 3
-    mask = torch.randint(0, 4, (3, 4, 5))
+    real, fake = torch.randn(3, 2, 2, 5) + 3, torch.randn(3, 2, 2, 5) - 3
+    mask = torch.randint(0, 4, (3, 2, 5))  # fewer rows than samples
     mask[:, 0, 0] = 5  # classes 0..5 present somewhere
     mixed, m = labelmix(real, fake, mask, generator=torch.Generator().manual_seed(7))
     coin = torch.randint(0, 2, (3, 6), generator=torch.Generator().manual_seed(7))
@@ -177,9 +179,9 @@ def test_labelmix_is_a_seeded_coin_per_sample_and_class() -> None:
     again, _ = labelmix(real, fake, mask, generator=torch.Generator().manual_seed(7))
     assert torch.equal(again, mixed)
     # an all-background batch draws one coin per sample
-    zero = torch.zeros(2, 3, 3, dtype=torch.long)
+    zero = torch.zeros(2, 2, 2, dtype=torch.long)
     _, m0 = labelmix(
-        real[:2, :, :3, :3], fake[:2, :, :3, :3], zero, torch.Generator().manual_seed(1)
+        real[:2, :, :2, :2], fake[:2, :, :2, :2], zero, torch.Generator().manual_seed(1)
     )
     coin0 = torch.randint(0, 2, (2, 1), generator=torch.Generator().manual_seed(1))
     assert torch.equal(m0[:, 0, 0, 0], coin0[:, 0].float())
@@ -230,3 +232,28 @@ def test_vgg_loads_the_cached_imagenet_trunk(tmp_path: Path) -> None:
         for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
             assert torch.equal(a, b)
     assert not loaded.training
+
+
+def test_labelmix_of_an_empty_batch_is_empty() -> None:
+    empty = torch.zeros(2, 3, 0, 0)
+    mixed, m = labelmix(empty, empty, torch.zeros(2, 0, 0, dtype=torch.long))
+    assert mixed.shape == (2, 3, 0, 0) and m.shape == (2, 1, 0, 0)
+
+
+class _Payload:
+    """Not a tensor: a weights file holding it must not be unpickled."""
+
+
+def test_vgg_refuses_a_weights_file_with_arbitrary_objects(tmp_path: Path) -> None:
+    from torchvision.models import VGG19_Weights
+
+    url = VGG19_Weights.IMAGENET1K_V1.url
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"x": _Payload()}, tmp_path / "checkpoints" / url.rsplit("/", 1)[-1])
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        with pytest.raises(Exception, match="Weights only load failed"):
+            VGGPerceptualLoss(pretrained=True)
+    finally:
+        torch.hub.set_dir(old)

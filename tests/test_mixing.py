@@ -10,7 +10,12 @@ import rasterio
 import torch
 
 from synthsat.data import DataError, LandCoverDataModule, ToyWorldSource
-from synthsat.data.mixing import MixedPatchDataset, build_mixed_dataset, find_synthetic
+from synthsat.data.mixing import (
+    MixedPatchDataset,
+    build_mixed_dataset,
+    find_synthetic,
+    load_synthetic_tiles,
+)
 from synthsat.data.toyworld import CLASSES
 
 SYNTHETIC_VALUE = 200  # synthetic tiles are constant, so synthetic patches are recognisable
@@ -218,3 +223,91 @@ def test_find_synthetic_orders_samples(tmp_path: Path) -> None:
         "t_1_s10",
         "t_1",
     ]
+
+
+def test_find_synthetic_skips_other_files_and_folders(tmp_path: Path) -> None:
+    for name in ("t_1_s0.tif", "t_1_s1.TIF", "t_1_s2.tiff", "t_1_s3.png", "t_1_s4.tif.aux.xml"):
+        (tmp_path / name).touch()
+    (tmp_path / "t_1_s5.tif").mkdir()  # a folder with a tile's name is not a tile
+    assert [p.name for p in find_synthetic(tmp_path, "t_1")] == [
+        "t_1_s0.tif",
+        "t_1_s1.TIF",
+        "t_1_s2.tiff",
+    ]
+
+
+def test_synthetic_tile_errors_say_what_is_missing(toy_root: Path, tmp_path: Path) -> None:
+    dm = _datamodule(toy_root, tmp_path)
+    dm.setup()
+    first, second = dm.tiles["train"]
+    out = tmp_path / "synthetic"
+    with pytest.raises(
+        DataError,
+        match=rf"'{first.name}' needs 1 synthetic sample\(s\) but has none; "
+        rf"expected {out / first.name}_s0\.tif$",
+    ):
+        out.mkdir()
+        load_synthetic_tiles(dm, out)
+    for tile in (first, second):
+        _write_synthetic(out, tile.pair.mask, f"{tile.name}_s0", 10)
+    samples = load_synthetic_tiles(dm, out)  # one sample each is enough by default
+    assert [[s.name for s in t] for t in samples] == [[f"{first.name}_s0"], [f"{second.name}_s0"]]
+    with pytest.raises(
+        DataError,
+        match=rf"needs 3 synthetic sample\(s\) but has only 1 \({first.name}_s0\.tif\); "
+        rf"expected .*{first.name}_s0\.tif \.\. _s2\.tif$",
+    ):
+        load_synthetic_tiles(dm, out, need=3)
+    _write_synthetic(out, second.pair.mask, f"{second.name}_s0", 10, size=96)
+    with pytest.raises(
+        DataError,
+        match=rf"{second.name}_s0\.tif: image is 96x96 px but its mask .* is 128x128 px",
+    ):
+        load_synthetic_tiles(dm, out)
+
+
+def test_mixed_dataset_arguments(toy_root: Path, tmp_path: Path, synthetic_dir: Path) -> None:
+    dm = _datamodule(toy_root, tmp_path)
+    dm.setup()
+    assert dm.normalizer is not None
+    tiles, synthetic = dm.tiles["train"], load_synthetic_tiles(dm, synthetic_dir)
+    args = (32, 8, dm.normalizer, 9)
+    mixed = MixedPatchDataset(tiles, synthetic, 0.5, *args)
+    assert mixed.augment is True and mixed.ignore_index == 9
+    assert MixedPatchDataset(tiles, [[], []], 1.0, *args).real_probability == 1.0  # real-only
+    with pytest.raises(ValueError, match="^1 synthetic tile lists for 2 tiles$"):
+        MixedPatchDataset(tiles, synthetic[:1], 0.5, *args)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=rf"^real_probability must be in \[0, 1\], got {bad}$"):
+            MixedPatchDataset(tiles, synthetic, bad, *args)
+    with pytest.raises(
+        ValueError, match="^every tile needs a synthetic version when real_probability < 1$"
+    ):
+        MixedPatchDataset(tiles, [synthetic[0], []], 0.99, *args)
+
+
+def test_mix_settings_defaults_and_errors(
+    toy_root: Path, tmp_path: Path, synthetic_dir: Path
+) -> None:
+    dm = _datamodule(toy_root, tmp_path, patches_per_epoch=10)  # no augmentation
+    dm.setup()
+    real = build_mixed_dataset(dm, {"ratio": 0.0})
+    assert (real.ignore_index, real.augment, len(real)) == (0, False, 10)
+    one_copy = build_mixed_dataset(dm, {"ratio": 0.0, "mode": "add", "source": str(synthetic_dir)})
+    assert len(one_copy) == 20 and one_copy.ignore_index == 0 and one_copy.augment is False
+    replace = build_mixed_dataset(dm, {"ratio": 0.5, "copies": 0, "source": str(synthetic_dir)})
+    assert len(replace) == 10 and replace.real_probability == 0.5  # copies only matter in add
+    with pytest.raises(ValueError, match=r"^mix.copies must be >= 1 in add mode, got 0$"):
+        build_mixed_dataset(dm, {"ratio": 0.5, "mode": "add", "copies": 0, "source": "x"})
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown mix setting\(s\) \['rate'\]; "
+        r"expected \['copies', 'mode', 'ratio', 'source'\]$",
+    ):
+        build_mixed_dataset(dm, {"rate": 0.5})
+    with pytest.raises(
+        ValueError,
+        match=r"^mix.ratio=0.5 in 'replace' mode needs mix.source "
+        r"\(a directory of synthetic GeoTIFFs\)$",
+    ):
+        build_mixed_dataset(dm, {"ratio": 0.5, "source": ""})

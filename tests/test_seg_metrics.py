@@ -127,6 +127,7 @@ def test_nothing_scored_gives_nan_not_zero() -> None:
     assert result["iou"]["0"] == 0.0 and result["iou"]["1"] == 0.5
     assert result["miou"] == 0.25 and result["pixel_accuracy"] == 0.5
     assert result["confusion_matrix"] == [[0, 0], [2, 2]]
+    assert all(type(v) is int for row in result["confusion_matrix"] for v in row)
 
 
 def test_evaluate_model_prefers_predict_logits_and_restores_the_mode() -> None:
@@ -170,7 +171,7 @@ def test_scores_reset_and_accumulate() -> None:
 def test_json_safe_metrics_nest(tmp_path: Path) -> None:
     nan = float("nan")
     metrics = {"iou": {1: nan, "b": 0.5}, "t": (nan, 1), "n": 3, "s": "x"}
-    path = write_metrics(tmp_path / "metrics.json", metrics)
+    path = write_metrics(tmp_path / "a" / "b" / "metrics.json", metrics)
     assert json.loads(path.read_text()) == {
         "iou": {"1": None, "b": 0.5},
         "t": [None, 1],

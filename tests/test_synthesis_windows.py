@@ -37,9 +37,17 @@ def test_small_axis_gets_one_padded_chip() -> None:
     assert len(grid) == 2
 
 
-@pytest.mark.parametrize("args", [(0, 32, 8), (64, 32, 32), (64, 32, -1), (64, 0, 0)])
-def test_chip_starts_rejects_bad_arguments(args: tuple[int, int, int]) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, 32, 8), "axis length must be positive, got 0"),
+        ((64, 32, 32), r"overlap must be in \[0, chip size 32\), got 32"),
+        ((64, 32, -1), r"overlap must be in \[0, chip size 32\), got -1"),
+        ((64, 0, 0), "chip size must be positive, got 0"),
+    ],
+)
+def test_chip_starts_rejects_bad_arguments(args: tuple[int, int, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         chip_starts(*args)
 
 
@@ -96,6 +104,7 @@ def test_known_starts_and_taper_values() -> None:
     np.testing.assert_allclose(taper(6, 2), [low, high, 1, 1, high, low])
     np.testing.assert_allclose(taper(4, 8), [low, high, high, low])  # ramp capped at chip / 2
     np.testing.assert_array_equal(taper(5, 0), np.ones(5))
+    np.testing.assert_allclose(taper(4, 1), [0.5, 1, 1, 0.5])  # a one-pixel ramp
     assert taper(6, 2).dtype == np.float64
 
 

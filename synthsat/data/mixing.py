@@ -105,16 +105,8 @@ def load_synthetic_tiles(
                 f"sample(s) but has {have}; expected {root / f'{tile.name}_s0.tif'}"
                 f"{f' .. _s{need - 1}.tif' if need > 1 else ''}"
             )
-        samples = []
-        for path in paths:
-            cached = datamodule.cache.load(TilePair(path.stem, path, tile.pair.mask))
-            if cached.image.shape[1:] != tile.image.shape[1:]:
-                raise DataError(
-                    f"{path}: synthetic image is {cached.image.shape[1:]} px but "
-                    f"tile '{tile.name}' is {tile.image.shape[1:]} px"
-                )
-            samples.append(cached)
-        result.append(samples)
+        # the cache checks each sample against its mask's grid and the data's bands
+        result.append([datamodule.cache.load(TilePair(p.stem, p, tile.pair.mask)) for p in paths])
     return result
 
 
