@@ -26,6 +26,8 @@ def equivalents(path: Path) -> dict[str, str]:
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
         name, _, reason = line.partition("#")
         if name.strip():
             if not reason.strip():

@@ -198,6 +198,8 @@ def test_normalizer_values_and_inverse() -> None:
     assert raw[1, 0, 1] == 2000  # the input is not modified
     back = norm.denormalize(torch.from_numpy(out))
     assert back.dtype == torch.float32 and norm.mean.dtype == norm.std.dtype == np.float32
+    # the statistics follow the image to its device (meta here: no GPU needed)
+    assert norm.denormalize(torch.empty(2, 1, 3, device="meta")).device.type == "meta"
     np.testing.assert_allclose(back.numpy(), raw.astype(np.float32))
 
 

@@ -179,3 +179,9 @@ def test_json_safe_metrics_nest(tmp_path: Path) -> None:
         "s": "x",
     }
     assert path.read_text().startswith('{\n  "iou"')  # indented for people
+
+
+def test_no_scored_classes_gives_nan() -> None:
+    result = scores_from_confusion(torch.eye(3), [])
+    assert math.isnan(result["miou"]) and math.isnan(result["pixel_accuracy"])
+    assert result["iou"] == {"0": 1.0, "1": 1.0, "2": 1.0}
