@@ -683,3 +683,73 @@ def test_consistency_errors_and_batches() -> None:
         consistency_miou(model, images[:2], masks, 4, [1, 2, 3], 0)
     with pytest.raises(ValueError, match="model gives 4 class logits, data has 5 classes"):
         consistency_miou(model, images, masks, 5, [1, 2, 3], 0)
+
+
+def test_fid_needs_both_the_package_and_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from synthsat.metrics import fidelity
+
+    weights = tmp_path / "w.pth"
+    weights.touch()
+    real_find = importlib.util.find_spec
+    installed = lambda name: object() if name == "torch_fidelity" else real_find(name)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", installed)
+    assert find_inception_weights(weights) == weights
+    assert find_inception_weights(str(weights)) == weights
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert (
+        fidelity.default_weights_path() == tmp_path / "hub" / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    )
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    fidelity.default_weights_path().touch()
+    assert find_inception_weights() == fidelity.default_weights_path()
+    with pytest.raises(FidelityUnavailableError) as err:
+        find_inception_weights(tmp_path / "nowhere.pth")
+    assert str(err.value) == (
+        "FID/KID need torch-fidelity's InceptionV3: the configured Inception weights file "
+        f"{tmp_path / 'nowhere.pth'} does not exist; download {fidelity.INCEPTION_WEIGHTS_URL} "
+        f"on a machine with internet access and copy it to {fidelity.default_weights_path()} "
+        f"(or anywhere, and set fid.weights_path=/path/to/{INCEPTION_WEIGHTS_FILE}). "
+        "Or set fid.enabled=false; the weight-free metrics do not need it."
+    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FidelityUnavailableError) as err:
+        find_inception_weights(weights)
+    assert str(err.value) == (
+        "FID/KID need torch-fidelity's InceptionV3: the package torch-fidelity is not "
+        "installed (pip install torch-fidelity, or torchmetrics[image]). Or set "
+        "fid.enabled=false; the weight-free metrics do not need it."
+    )
+    with pytest.raises(
+        ValueError, match=r"fid.feature must be one of \(64, 192, 768, 2048\), got 100"
+    ):
+        fidelity.inception_extractor(100, weights)
+
+
+def test_extracted_features_and_fid_kid_settings() -> None:
+    from synthsat.metrics.fidelity import extract_features
+
+    images = torch.arange(5 * 3 * 2 * 2, dtype=torch.float32).view(5, 3, 2, 2)
+    calls: list[int] = []
+
+    class Flat(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            calls.append(x.shape[0])
+            return x[:, :, :1]  # (B, 3, 1, 2): flattened to (B, 6)
+
+    features = extract_features(Flat(), images, batch_size=2)
+    assert calls == [2, 2, 1] and features.dtype == torch.float64
+    torch.testing.assert_close(features, images[:, :, :1].flatten(1).double())
+    with pytest.raises(ValueError, match="at least 2 real and 2 synthetic images, got 1 and 5"):
+        fid_kid_from_features(features[:1], features)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, 3, generator=g), torch.randn(10, 3, generator=g) + 1
+    first = fid_kid_from_features(a, b, kid_subsets=4, kid_subset_size=50, seed=3)
+    assert first == fid_kid_from_features(a, b, kid_subsets=4, kid_subset_size=50, seed=3)
+    assert first["kid_std"] > 0  # subsets of 10 (capped at the smaller set) differ
+    assert first["fid"] == pytest.approx(feature_frechet_distance(a, b), rel=1e-6)
+    other = fid_kid_from_features(a, b, kid_subsets=4, kid_subset_size=50, seed=4)
+    assert other["kid_mean"] != first["kid_mean"]
