@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -71,19 +72,21 @@ def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     A :class:`~synthsat.data.DataError`, :class:`~synthsat.errors.ConfigError`,
     :class:`~synthsat.errors.CheckpointError` or an OmegaConf error (a missing ``???``
     value, an unknown key) prints as ``error: <message>`` on stderr and exits with
-    status 2. ``HYDRA_FULL_ERROR=1`` or ``debug=true`` re-raises it with its traceback.
-    Use it under ``@hydra.main``.
+    status 2, also when Hydra's ``instantiate`` wrapped it (a bad ``data.source``
+    setting found while the data module is built). ``HYDRA_FULL_ERROR=1`` or
+    ``debug=true`` re-raises it with its traceback. Use it under ``@hydra.main``.
     """
 
     @functools.wraps(main)
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return main(cfg)
-        except (*USER_ERRORS, OmegaConfBaseException) as err:
+        except (*USER_ERRORS, OmegaConfBaseException, InstantiationException) as raised:
+            err = _user_error(raised)
             debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(
                 OmegaConf.select(cfg, "debug", default=False)
             )
-            if debug:
+            if err is None or debug:
                 raise
             message = str(err).strip() or type(err).__name__
             if isinstance(err, OmegaConfBaseException):
@@ -93,6 +96,13 @@ def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def _user_error(err: BaseException | None) -> BaseException | None:
+    """``err`` or, for an error ``instantiate`` wrapped, the user error it wraps (or None)."""
+    while isinstance(err, InstantiationException):
+        err = err.__cause__
+    return err if isinstance(err, (*USER_ERRORS, OmegaConfBaseException)) else None
 
 
 # -- outputs never inside inputs ---------------------------------------------------------

@@ -60,6 +60,7 @@ def run(cfg: DictConfig) -> SynthesisWriter:
         batch_size=int(cfg.batch_size),
         chip_size=chip,
         label_map=datamodule.source.label_map,
+        colour_map=datamodule.source.colour_map,
         dtype=cfg.dtype,
         block_size=int(cfg.block_size),
         compress=str(cfg.compress),

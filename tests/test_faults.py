@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -486,3 +487,232 @@ def test_synthesis_runs_the_training_grid_checks(
     with pytest.raises(DataError, match=message):
         synth.run(request)
     assert not request.output.exists()
+
+
+# -- palette PNG masks; RGB colour masks and colour_map --------------------------------------
+#: Class colours of a 6-class scheme (the Dubai data set's), in class order.
+COLOURS = [
+    (60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41),
+    (155, 155, 155),
+]  # fmt: skip
+#: Their classes, keyed as a data config may write them.
+COLOUR_MAP = {
+    "#3C1098": 0, "#8429f6": 1, "110,193,228": 2, "254, 221, 58": 3, "#e2a929": 4,
+    "155 155 155": 5,
+}  # fmt: skip
+#: Palette of the palette masks: index i shows the colour of class PERM[i].
+PERM = [3, 5, 0, 4, 1, 2]
+#: The masks' indices: every index on every row, shifted by the row (as written).
+INDICES = (np.arange(24)[None, :] + np.arange(24)[:, None]) % 6
+
+
+def _colour_world(root: Path, masks: dict[str, Any], suffix: str = ".png") -> Path:
+    """An image folder data set: tiles a (train), b (val), c (test) of 24 x 24 px; the
+    mask of each is a palette index array (mode ``P``, palette ``PERM``) or RGB colours."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name, mask in masks.items():
+        image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        if mask.ndim == 2:
+            written = Image.fromarray(mask.astype(np.uint8), mode="P")
+            written.putpalette([v for i in PERM for v in COLOURS[i]])
+        else:
+            written = Image.fromarray(mask.astype(np.uint8), mode="RGB")
+        written.save(root / "masks" / f"{name}{suffix}")
+    return root
+
+
+def _colour_dm(root: Path, tmp_path: Path, colour_map: dict[str, int] | None = None) -> Any:
+    """The data module over :func:`_colour_world`; ``colour_map`` arrives as a data config
+    gives it (a ``DictConfig`` with string keys)."""
+    from omegaconf import OmegaConf
+
+    from synthsat.data import ImageFolderSource, LandCoverDataModule
+
+    source = ImageFolderSource(
+        root,
+        splits={"train": ["a"], "val": ["b"], "test": ["c"]},
+        colour_map=None if colour_map is None else OmegaConf.create(colour_map),
+    )
+    dm = LandCoverDataModule(
+        source,
+        classes=list("BLRVWU"),
+        bands=3,
+        ignore_index=255,
+        patch_size=16,
+        num_workers=0,
+        cache_dir=tmp_path / "cache",
+    )
+    dm.setup()
+    return dm
+
+
+def _rgb(classes: np.ndarray) -> np.ndarray:
+    return np.array(COLOURS, np.uint8)[classes]
+
+
+def test_palette_mask_is_read_as_its_indices_with_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The palette shows index i in class PERM[i]'s colour: the indices are what is read
+    (as written, not the colours' classes), and a note says so; with a colour_map the
+    palette's colours are the classes."""
+    root = _colour_world(tmp_path / "pal", {n: INDICES for n in "abc"})
+    with caplog.at_level("INFO", logger="synthsat.data.masks"):
+        dm = _colour_dm(root, tmp_path)
+    train = np.asarray(dm.tiles["train"][0].mask)
+    assert train[0, :8].tolist() == [0, 1, 2, 3, 4, 5, 0, 1]
+    assert train[5, :3].tolist() == [5, 0, 1]
+    np.testing.assert_array_equal(train, INDICES)
+    notes = [r.getMessage() for r in caplog.records]
+    assert f"{root / 'masks' / 'a.png'}: palette mask: read as its palette indices, as written" in (
+        " ".join(notes)
+    )
+    assert len(notes) == 3  # one per mask
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="synthsat.data.masks"):
+        mapped = _colour_dm(root, tmp_path, COLOUR_MAP)  # a new cache entry: the map differs
+    train = np.asarray(mapped.tiles["train"][0].mask)
+    assert train[0, :8].tolist() == [3, 5, 0, 4, 1, 2, 3, 5]
+    np.testing.assert_array_equal(train, np.array(PERM)[INDICES])
+    assert "classes taken from its palette colours" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_rgb_mask_with_a_colour_map_gives_the_mapped_classes(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("synthsat.data.masks.STRIP_PIXELS", 24 * 5)  # decoded in 5 strips
+    classes = (np.arange(24)[None, :] // 4 + np.arange(24)[:, None] // 12) % 6
+    root = _colour_world(tmp_path / "rgb", {n: _rgb(classes) for n in "abc"}, suffix)
+    dm = _colour_dm(root, tmp_path, COLOUR_MAP)
+    train = np.asarray(dm.tiles["train"][0].mask)
+    assert train[0, ::4].tolist() == [0, 1, 2, 3, 4, 5]
+    assert train[12, ::4].tolist() == [1, 2, 3, 4, 5, 0]
+    np.testing.assert_array_equal(train, classes)
+    assert train.dtype == np.uint8  # cached as class indices, like any mask
+    # Band statistics over the labelled pixels (all of them): the image's own.
+    from PIL import Image
+
+    image = np.asarray(Image.open(root / "images" / "a.png"), np.float64)
+    np.testing.assert_allclose(dm.normalizer.mean, image.mean((0, 1)), rtol=1e-6)
+
+
+def _synth_classes(mask: Path, tmp_path: Path, colour_map: dict[str, int]) -> np.ndarray:
+    """Synthesise ``mask`` with a generator that writes each pixel's class index."""
+    import rasterio
+
+    from synthsat.synthesis import TileSynthesizer, make_requests
+
+    class ClassGenerator(torch.nn.Module):
+        num_classes, out_bands, chip_size, z_dim = 6, 1, 16, 2
+
+        def generate(self, onehot: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return onehot.argmax(1, keepdim=True).float()
+
+    request = make_requests([("m", mask, None)], tmp_path / "out", 1, 0)[0]
+    synth = TileSynthesizer(
+        ClassGenerator(), [0.0], [1.0], 255, dtype="uint8", colour_map=colour_map
+    )
+    synth.run(request)
+    with rasterio.open(request.output) as src:
+        return src.read(1)
+
+
+def test_synthesis_reads_colour_masks_as_classes(tmp_path: Path) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    classes = (np.arange(40)[None, :] // 5 + np.arange(40)[:, None] // 20) % 6
+    mask = tmp_path / "m.tif"
+    profile = dict(driver="GTiff", width=40, height=40, count=3, dtype="uint8")
+    profile |= dict(crs="EPSG:32618", transform=from_origin(500000, 4000000, 1, 1))
+    with rasterio.open(mask, "w", **profile) as dst:
+        dst.write(np.moveaxis(_rgb(classes), 2, 0))
+    out = _synth_classes(mask, tmp_path, COLOUR_MAP)
+    assert out[0, ::5].tolist() == [0, 1, 2, 3, 4, 5, 0, 1]
+    np.testing.assert_array_equal(out, classes)
+
+
+@pytest.mark.parametrize("where", ["training", "synthesis"])
+def test_unmapped_colour_is_an_error_naming_the_file_and_colour(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("synthsat.data.masks.STRIP_PIXELS", 24 * 5)  # counted over strips
+    classes = np.zeros((24, 24), np.int64)
+    bad = _rgb(classes)
+    bad[3, 2:9] = (1, 2, 3)  # 7 pixels in a colour the map does not list
+    bad[20, 20] = (250, 0, 0)  # and one more
+    masks = {"a": _rgb(classes), "b": bad, "c": _rgb(classes)}
+    root = _colour_world(tmp_path / "bad", masks)
+    message = (
+        rf"{root / 'masks' / 'b.png'}: 8 pixel\(s\) have 2 colour\(s\) that "
+        r"data\.source\.colour_map does not list: \(1, 2, 3\) #010203: 7 px, "
+        r"\(250, 0, 0\) #fa0000: 1 px; add them"
+    )
+    with pytest.raises(DataError, match=message):
+        if where == "training":
+            _colour_dm(root, tmp_path, COLOUR_MAP)
+        else:
+            _synth_classes(root / "masks" / "b.png", tmp_path, COLOUR_MAP)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_ambiguous_masks_are_errors_naming_the_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    classes = np.zeros((24, 24), np.int64)
+    classes[:6] = 2  # 144 px of class 2's colour, 432 of class 0's
+    root = _colour_world(tmp_path / "rgb", {n: _rgb(classes) for n in "abc"})
+    a = root / "masks" / "a.png"
+    with pytest.raises(
+        DataError,
+        match=rf"{a}: mask has 3 bands of RGB colours \(2 colour\(s\): \(60, 16, 152\) #3c1098: "
+        r"432 px, \(110, 193, 228\) #6ec1e4: 144 px\), but data\.source\.colour_map",
+    ):
+        _colour_dm(root, tmp_path)  # RGB without a colour map
+    Image.fromarray(classes.astype(np.uint8)).save(a)  # 1 band of values, with a colour map
+    with pytest.raises(DataError, match=rf"{a}: mask has 1 band of class values \(no palette\)"):
+        _colour_dm(root, tmp_path, COLOUR_MAP)
+    with pytest.raises(DataError, match=r"colour \(60, 16, 152\) #3c1098 is mapped twice"):
+        _colour_dm(root, tmp_path, {**COLOUR_MAP, "60,16,152": 1})
+    with pytest.raises(DataError, match=r"outside the class list 0\.\.5 .*#000000 -> 7"):
+        _colour_dm(root, tmp_path, {**COLOUR_MAP, "#000000": 7})
+
+
+def test_a_bad_colour_map_prints_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A data error found while Hydra builds the data module (which wraps it in an
+    InstantiationException) still prints one line and exits 2."""
+    from omegaconf import open_dict
+
+    from synthsat import train_segmentation
+
+    root = _colour_world(tmp_path / "rgb", {n: _rgb(INDICES) for n in "abc"})
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train_segmentation",
+            overrides=[
+                f"paths.root={tmp_path}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                "data=dubai",
+                f"data.source.root={root}",
+                "logger=none",
+            ],
+        )
+    with open_dict(cfg):
+        cfg.data.source.colour_map = {**COLOUR_MAP, "#000000": 9}
+    with pytest.raises(SystemExit) as exit_info:
+        train_segmentation.main.__wrapped__(cfg)  # the entry point under @hydra.main
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "error: data.source.colour_map maps colours to classes outside the class list 0..5 "
+        "and ignore index 255: (0, 0, 0) #000000 -> 9"
+    )
+

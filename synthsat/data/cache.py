@@ -3,9 +3,11 @@
 Reading random patches through GDAL for every sample is slow (torchgeo's
 ``RandomGeoSampler`` gives tens of patches per second). Each tile is therefore
 checked and decoded once into two ``.npy`` files (image C x H x W in its native
-dtype, mask H x W as class indices) plus per-band statistics; training patches are
-then slices of memory maps. The cache key covers the files' paths, sizes and
-modification times and the label map, so editing a file invalidates its entry.
+dtype, mask H x W as class indices: palette masks as their indices, colour masks
+mapped by the colour map, see :mod:`synthsat.data.masks`) plus per-band statistics;
+training patches are then slices of memory maps. The cache key covers the files'
+paths, sizes and modification times and the label and colour maps, so editing a file
+or a map invalidates its entry.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +28,9 @@ from synthsat.data.checks import (
     check_pair_headers,
     fill_invalid,
     invalid_pixels,
-    label_lut,
 )
 from synthsat.data.errors import DataError
+from synthsat.data.masks import MaskReader
 from synthsat.data.raster_io import read_raster, save_npy_atomic
 from synthsat.data.tiles import TilePair
 
@@ -69,6 +73,9 @@ class TileCache:
         num_classes: number of classes (mask values 0..num_classes-1).
         ignore_index: mask value that is not a class (or None).
         label_map: raw mask value -> class index, applied before the value check.
+        colour_map: RGB colour -> class index for colour masks (keys ``(r, g, b)``,
+            ``'#rrggbb'`` or ``'r,g,b'``), applied before the value check; see
+            :mod:`synthsat.data.masks`.
         on_nonfinite: image pixels holding NaN or infinite values are an ``error``
             (a :class:`DataError` naming the file and the count) or, with ``ignore``,
             unlabelled like nodata pixels: such pixels get the ignore index in the
@@ -85,9 +92,12 @@ class TileCache:
         ignore_index: int | None,
         label_map: dict[int, int] | None = None,
         on_nonfinite: str = "error",
+        colour_map: Mapping[Any, int] | None = None,
     ) -> None:
         if on_nonfinite not in NONFINITE:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE}, got '{on_nonfinite}'")
+        self.masks = MaskReader(label_map, colour_map)
+        self.masks.check_classes(num_classes, ignore_index)
         self.on_nonfinite = on_nonfinite
         self.root = Path(root)
         self.bands = bands
@@ -102,6 +112,7 @@ class TileCache:
                 _file_key(pair.image),
                 _file_key(pair.mask),
                 sorted((self.label_map or {}).items()),
+                sorted((self.masks.colour_map or {}).items()),
                 self.bands,
                 self.num_classes,
                 self.ignore_index,
@@ -160,11 +171,8 @@ class TileCache:
         return invalid
 
     def _build(self, pair: TilePair, entry: Path) -> None:
-        info, _ = check_pair_headers(pair, self.bands)
-        mask = read_raster(pair.mask)[0]
-        lut = label_lut(self.label_map)
-        if lut is not None:
-            mask = lut[mask]
+        info, _ = check_pair_headers(pair, self.bands, colour_map=self.masks.colour_map)
+        mask = self.masks.read(pair.mask)  # class indices (label / colour map applied)
         check_mask_values(mask, self.num_classes, self.ignore_index, str(pair.mask))
         image = read_raster(pair.image)
         invalid = self._invalid(pair, image, info.nodata)

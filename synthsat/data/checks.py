@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from synthsat.data.errors import DataError
+from synthsat.data.masks import Colour, mask_kind
 from synthsat.data.raster_io import RasterInfo, raster_info
 from synthsat.data.tiles import TilePair
 
 
 def check_pair_headers(
-    pair: TilePair, bands: int, bands_from: str = "the data config says"
+    pair: TilePair,
+    bands: int,
+    bands_from: str = "the data config says",
+    colour_map: Mapping[Colour, int] | None = None,
 ) -> tuple[RasterInfo, RasterInfo]:
     """Image and mask headers agree: same size, CRS and grid, expected band counts.
 
@@ -23,6 +27,9 @@ def check_pair_headers(
         pair: the image / mask pair.
         bands: expected image band count.
         bands_from: where ``bands`` comes from, for the message.
+        colour_map: RGB colour -> class index of colour masks; without it a mask must
+            have one band (class values or palette indices), see
+            :func:`~synthsat.data.masks.mask_kind`.
     """
     image, mask = raster_info(pair.image), raster_info(pair.mask)
     if (image.width, image.height) != (mask.width, mask.height):
@@ -46,8 +53,7 @@ def check_pair_headers(
         raise DataError(
             f"{pair.image}: image has {image.count} band(s) but {bands_from} bands={bands}"
         )
-    if mask.count != 1:
-        raise DataError(f"{pair.mask}: mask has {mask.count} bands, expected 1 (class index)")
+    mask_kind(mask, colour_map)
     return image, mask
 
 
@@ -96,16 +102,6 @@ def fill_invalid(image: np.ndarray, invalid: np.ndarray) -> np.ndarray:
             fill = float(np.clip(np.rint(fill), info.min, info.max))
         out[band][invalid] = fill
     return out
-
-
-def label_lut(label_map: dict[int, int] | None) -> np.ndarray | None:
-    """A 65536-entry look-up table for ``label_map`` (unmapped values kept), or None."""
-    if not label_map:
-        return None
-    lut = np.arange(65536, dtype=np.int64)
-    for raw, cls in label_map.items():
-        lut[raw] = cls
-    return lut
 
 
 def check_mask_values(

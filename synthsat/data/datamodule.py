@@ -115,6 +115,7 @@ class LandCoverDataModule(L.LightningDataModule):
             ignore_index,
             source.label_map,
             on_nonfinite=on_nonfinite,
+            colour_map=source.colour_map,
         )
         self.seed = seed
         self.mix = dict(mix) if mix else None

@@ -28,6 +28,7 @@ class RasterInfo:
     crs: rasterio.crs.CRS | None
     transform: rasterio.Affine
     nodata: tuple[float | None, ...] = ()  # per band; None where the band declares none
+    colorinterp: tuple[str, ...] = ()  # per band: "gray", "palette", "red", ..., "alpha"
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
@@ -46,16 +47,22 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
 def raster_info(path: str | Path) -> RasterInfo:
     """Read only the header of ``path``."""
     with open_raster(path) as src:
-        return RasterInfo(
-            Path(path),
-            src.width,
-            src.height,
-            src.count,
-            src.dtypes[0],
-            src.crs,
-            src.transform,
-            tuple(src.nodatavals),
-        )
+        return info_of(src, path)
+
+
+def info_of(src: rasterio.DatasetReader, path: str | Path) -> RasterInfo:
+    """The header of an open raster ``src`` read from ``path``."""
+    return RasterInfo(
+        Path(path),
+        src.width,
+        src.height,
+        src.count,
+        src.dtypes[0],
+        src.crs,
+        src.transform,
+        tuple(src.nodatavals),
+        tuple(c.name for c in src.colorinterp),
+    )
 
 
 def read_raster(path: str | Path, window: Window | None = None) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from synthsat.data.errors import DataError
+from synthsat.data.masks import Colour, parse_colour_map
 from synthsat.data.tiles import TilePair, pair_by_stem, select_split
 
 SPLITS = ("train", "val", "test")
@@ -48,6 +49,8 @@ class TileSource(ABC):
 
     #: Optional mapping of raw mask values to class indices (applied when reading masks).
     label_map: dict[int, int] | None = None
+    #: Optional mapping of RGB mask colours to class indices (for colour masks).
+    colour_map: dict[Colour, int] | None = None
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Download or generate the data, if this source can (called once, on rank 0)."""
@@ -91,6 +94,9 @@ class PairedRasterSource(TileSource):
         splits: split name -> tile names, or a JSON file with ``train``/``val``/``test``
             lists; ``None`` takes the last tile(s) for test and one for validation.
         label_map: raw mask value -> class index, applied when masks are read.
+        colour_map: RGB colour -> class index for masks of colours (3-band RGB, or
+            palette masks whose colours are the classes); keys ``'#rrggbb'``,
+            ``'r,g,b'`` or ``(r, g, b)``. See :mod:`synthsat.data.masks`.
     """
 
     def __init__(
@@ -100,12 +106,14 @@ class PairedRasterSource(TileSource):
         mask_glob: str = "masks/*.tif",
         splits: Mapping[str, Sequence[str]] | str | None = None,
         label_map: Mapping[int, int] | None = None,
+        colour_map: Mapping[Any, int] | None = None,
     ) -> None:
         self.root = Path(root)
         self.image_glob = image_glob
         self.mask_glob = mask_glob
         self._splits = splits
         self.label_map = {int(k): int(v) for k, v in label_map.items()} if label_map else None
+        self.colour_map = parse_colour_map(colour_map)
 
     def _check_root(self) -> None:
         if not self.root.is_dir():
@@ -272,7 +280,9 @@ class ChesapeakeSource(TileSource):
 class ImageFolderSource(TileSource):
     """Non-georeferenced ``images/`` and ``masks/`` folders with matching stems.
 
-    PNG, JPEG or TIFF, any band count. Example: ``../shared/data/dubai``.
+    PNG, JPEG or TIFF, any band count. Example: ``../shared/data/dubai``. Masks hold
+    class indices (1 band; a palette PNG is read as its palette indices) or, with
+    ``colour_map``, RGB colours.
 
     Args:
         root: dataset directory.
@@ -280,6 +290,9 @@ class ImageFolderSource(TileSource):
         masks: mask sub-folder.
         splits: split name -> tile names (stems or stem prefixes), or a JSON file.
         label_map: raw mask value -> class index.
+        colour_map: RGB colour -> class index for masks of colours (3-band RGB, or
+            palette masks whose colours are the classes); keys ``'#rrggbb'``,
+            ``'r,g,b'`` or ``(r, g, b)``. See :mod:`synthsat.data.masks`.
     """
 
     def __init__(
@@ -289,11 +302,13 @@ class ImageFolderSource(TileSource):
         masks: str = "masks",
         splits: Mapping[str, Sequence[str]] | str | None = None,
         label_map: Mapping[int, int] | None = None,
+        colour_map: Mapping[Any, int] | None = None,
     ) -> None:
         self.root = Path(root)
         self.images, self.masks = images, masks
         self._splits = splits
         self.label_map = {int(k): int(v) for k, v in label_map.items()} if label_map else None
+        self.colour_map = parse_colour_map(colour_map)
 
     def _files(self, sub: str) -> list[Path]:
         folder = self.root / sub

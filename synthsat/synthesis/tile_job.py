@@ -48,9 +48,9 @@ from synthsat.data.checks import (
     check_mask_values,
     check_pair_headers,
     invalid_pixels,
-    label_lut,
 )
 from synthsat.data.errors import DataError
+from synthsat.data.masks import MaskFile, MaskReader, mask_kind
 from synthsat.data.raster_io import open_raster, raster_info
 from synthsat.data.tiles import TilePair
 from synthsat.models.noise import NoiseField
@@ -177,6 +177,8 @@ class TileSynthesizer:
             chips (fewer, relatively less overlap) at the cost of working off the size
             it was trained on.
         label_map: raw mask value -> class index, applied when masks are read.
+        colour_map: RGB colour -> class index for masks of colours (see
+            :mod:`synthsat.data.masks`), applied when masks are read.
         dtype: output dtype; None takes the real image's dtype.
         block_size: GeoTIFF block side in pixels.
         compress: GeoTIFF compression (``none`` for none).
@@ -196,6 +198,7 @@ class TileSynthesizer:
     batch_size: int = 8
     chip_size: int | None = None
     label_map: Mapping[int, int] | None = None
+    colour_map: Mapping[Any, int] | None = None
     dtype: str | None = None
     block_size: int = 256
     compress: str = "deflate"
@@ -231,7 +234,8 @@ class TileSynthesizer:
         self.noise_cell = int(getattr(self.generator, "noise_cell", 1))
         if self.channels_last and isinstance(self.generator, torch.nn.Module):
             self.generator.to(memory_format=torch.channels_last)
-        self._lut = label_lut(dict(self.label_map) if self.label_map else None)
+        self._masks = MaskReader(self.label_map, self.colour_map)
+        self._masks.check_classes(self.generator.num_classes, self.ignore_index)
         self._mean = np.asarray(self.mean, dtype=np.float32)
         self._std = np.asarray(self.std, dtype=np.float32)
 
@@ -242,11 +246,8 @@ class TileSynthesizer:
         Raises:
             DataError: naming the file and the problem.
         """
-        mask = raster_info(request.mask)
-        if mask.count != 1:
-            raise DataError(
-                f"{request.mask}: mask has {mask.count} bands, expected 1 (class index)"
-            )
+        colour_map = self._masks.colour_map
+        mask_kind(raster_info(request.mask), colour_map)
         if self.style == "encoder" or self.dtype is None:
             if request.image is None:
                 raise DataError(
@@ -259,19 +260,12 @@ class TileSynthesizer:
                     TilePair(request.tile, request.image, request.mask),
                     self.generator.out_bands,
                     "the checkpoint's generator (style=encoder) expects",
+                    colour_map,
                 )
             else:
                 raster_info(request.image)  # readable (its dtype is the output's)
-        with open_raster(request.mask) as src:
-            strip = max(1, (1 << 24) // max(src.width, 1))
-            for row in range(0, src.height, strip):
-                window = Window(0, row, src.width, min(strip, src.height - row))
-                values = _unique(src.read(1, window=window))
-                if self._lut is not None and values.min() >= 0 and values.max() < len(self._lut):
-                    values = np.unique(self._lut[values])
-                check_mask_values(
-                    values, self.generator.num_classes, self.ignore_index, str(request.mask)
-                )
+        values = self._masks.values(request.mask)  # class indices, read strip by strip
+        check_mask_values(values, self.generator.num_classes, self.ignore_index, str(request.mask))
 
     def output_dtype(self, request: TileRequest) -> str:
         """The dtype of the synthetic tile: ``dtype``, else the real image's."""
@@ -300,7 +294,7 @@ class TileSynthesizer:
         rng = torch.Generator().manual_seed(request.tile_seed)
         eps = torch.randn(1, gen.z_dim, generator=rng)
         assert self.overlap is not None
-        with open_raster(request.mask) as mask_src:
+        with self._masks.open(request.mask) as mask_src:
             height, width = mask_src.height, mask_src.width
             grid = ChipGrid(height, width, chip, self.overlap)
             row_w, col_w = grid.axis_weights(0), grid.axis_weights(1)
@@ -351,12 +345,11 @@ class TileSynthesizer:
                 if image_src is not None:
                     image_src.close()
 
-    def _read_mask(self, src: Any, row: int, chip: int, padded_w: int) -> Tensor:
+    def _read_mask(self, src: MaskFile, row: int, chip: int, padded_w: int) -> Tensor:
         """Mask rows ``[row, row + chip)`` as class indices, padded with the ignore index."""
         h = min(chip, src.height - row)
-        raw = src.read(1, window=Window(0, row, src.width, h))
         band = np.full((chip, padded_w), self.ignore_index, dtype=np.int64)
-        band[:h, : src.width] = self._lut[raw] if self._lut is not None else raw
+        band[:h, : src.width] = src.read(Window(0, row, src.width, h))
         return torch.from_numpy(band)
 
     def _tile_style(self, src: Any, eps: Tensor, device: torch.device) -> Tensor:
@@ -478,10 +471,3 @@ class TileSynthesizer:
             "overlap": self.overlap,
             **self.provenance,
         }
-
-
-def _unique(values: np.ndarray) -> np.ndarray:
-    """Distinct values of an integer array (bincount for small unsigned types)."""
-    if values.dtype in (np.uint8, np.uint16):
-        return np.flatnonzero(np.bincount(values.ravel()))
-    return np.unique(values)
