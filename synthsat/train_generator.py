@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from synthsat.runtime import build_loggers, prepare_run, user_errors
+from synthsat.tasks.checkpoints import RandomStateCheckpoint
 
 
 def train(cfg: DictConfig) -> Path:
@@ -35,6 +36,7 @@ def train(cfg: DictConfig) -> Path:
         cfg.generator, data=datamodule.metadata(), patch_size=datamodule.patch_size, _convert_="all"
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks.append(RandomStateCheckpoint())  # resumed runs continue the same draws
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -3,6 +3,9 @@
 * :class:`AtomicCheckpointIO` — a Lightning ``CheckpointIO`` that writes a checkpoint
   to a temporary file in the checkpoint's own directory, fsyncs it and renames it into
   place, so a full disk or a killed process never leaves a truncated ``last.ckpt``.
+* :class:`RandomStateCheckpoint` — a callback that keeps the random number generators'
+  states in checkpoints and restores them on resume, so a run resumed from a checkpoint
+  draws what the uninterrupted run would have drawn.
 * :func:`load_task` — loads a task checkpoint, turning a missing, empty, corrupt or
   wrong-kind file into a :class:`~synthsat.errors.CheckpointError` of one line
   (``ckpt=<path>: this is a segmentation checkpoint; synthesize needs a generator
@@ -13,11 +16,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -70,6 +76,75 @@ def save_atomic(obj: Any, path: Path) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def random_states() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's (CPU and CUDA) global generators.
+
+    Plain types and tensors only, so that checkpoints load with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [
+            str(kind),
+            torch.from_numpy(np.array(keys)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    """Restore the generators' states saved by :func:`random_states` (CUDA states only
+    onto as many devices as they were saved from)."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Save the random generators' states in every checkpoint; restore them on resume.
+
+    Training draws its random patches, style codes, noise fields and LabelMix coins from
+    the global generators (data-loader workers are seeded from torch's), which
+    ``seed_everything`` resets at the start of every run, so without their states a
+    resumed run repeats the draws of steps 0, 1, ... With them, a run resumed from a
+    checkpoint written at an epoch's end (validation on the epoch's last batch: the
+    generator's default ``val_check_interval`` of 250 batches is two toy-world epochs)
+    continues exactly as the uninterrupted run, to the same weights. From a checkpoint
+    written mid-epoch it continues deterministically, but not with the uninterrupted
+    run's draws: the data loader restarts, and it had already drawn its next batch when
+    the checkpoint was written.
+
+    The states are applied in ``on_train_start``, after everything that builds modules
+    (and draws initial weights) on the way to training. Under DDP the checkpoint holds
+    rank 0's states and every rank gets them, as every rank gets the same seed at start.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return random_states()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending:
+            set_random_states(self._pending)
+            self._pending = None
 
 
 def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
