@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from synthsat import config_dir
 from synthsat.data.errors import DataError
 from synthsat.errors import ConfigError
 from synthsat.metrics.segmentation import evaluate_model, write_metrics
@@ -72,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 @user_errors
 def main(cfg: DictConfig) -> None:
     """Console entry point ``synthsat-evaluate``."""

@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from synthsat import config_dir
 from synthsat.data.errors import DataError
 from synthsat.metrics.segmentation import write_metrics
 from synthsat.metrics.synthetic import Segmenter, synthetic_metrics
@@ -89,7 +90,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate_synthetic")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate_synthetic")
 @user_errors
 def main(cfg: DictConfig) -> None:
     """Entry point of ``synthsat-evaluate-synthetic``."""

@@ -35,6 +35,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
@@ -352,7 +353,7 @@ def run_study(cfg: DictConfig) -> Path:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")
 @user_errors
 def main(cfg: DictConfig) -> None:
     """Run the study configured by ``experiment=NAME``."""

@@ -8,6 +8,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.runtime import prepare_run, user_errors
 from synthsat.synthesis import (
@@ -77,7 +78,7 @@ def run(cfg: DictConfig) -> SynthesisWriter:
     return writer
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="synthesize")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="synthesize")
 @user_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""

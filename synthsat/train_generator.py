@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
+from synthsat import config_dir
 from synthsat.runtime import build_loggers, prepare_run, user_errors
 from synthsat.tasks.checkpoints import RandomStateCheckpoint
 
@@ -51,7 +52,7 @@ def train(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train_generator")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_generator")
 @user_errors
 def main(cfg: DictConfig) -> None:
     """Console entry point (``synthsat-train-generator``)."""

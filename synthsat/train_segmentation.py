@@ -16,6 +16,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from synthsat import config_dir
 from synthsat.metrics.segmentation import write_metrics
 from synthsat.runtime import build_loggers, prepare_run, user_errors
 
@@ -82,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train_segmentation")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_segmentation")
 @user_errors
 def main(cfg: DictConfig) -> None:
     """Console entry point ``synthsat-train-segmentation``."""
