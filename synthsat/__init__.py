@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 __version__ = "0.1.0"
+
+
+def launch_dir() -> str:
+    """The directory a job was launched from: Hydra's ``runtime.cwd``, else the process's.
+
+    ``conf/paths/default.yaml`` roots the default locations here through the
+    ``${synthsat.cwd:}`` resolver. Hydra's own ``${hydra:runtime.cwd}`` cannot be used
+    there: a multirun resolves ``hydra.sweep.dir`` (which lies under ``paths.root``)
+    before any job has set the Hydra config, so every sweep stopped with "HydraConfig
+    was not set". Inside a job both give the same folder (``hydra.job.chdir=false``).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.cwd)
+    return os.getcwd()
+
+
+# Registered on import: every entry point imports synthsat before Hydra composes a config.
+if not OmegaConf.has_resolver("synthsat.cwd"):
+    OmegaConf.register_new_resolver("synthsat.cwd", launch_dir)
 
 
 def config_dir() -> str:

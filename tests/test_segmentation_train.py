@@ -133,20 +133,31 @@ def test_run_stopped_before_validation_records_its_last_checkpoint(
 
 
 def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
-    """``-m`` runs one job per sweep point, each in its own directory with its metrics."""
+    """The README's sweep, as a user types it: ``-m`` from a working directory, without
+    ``hydra.sweep.dir`` or ``paths.root``; one job per point in
+    ``multirun/train_segmentation/<time>/<n>/``, each with its metrics.
+
+    ``hydra.sweep.dir`` used to stop every multirun with "HydraConfig was not set": it
+    lies under ``paths.root``, which used ``${hydra:runtime.cwd}``.
+    """
+    import shutil
     import subprocess
     import sys
 
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    for image in sorted((toy_root / "images").glob("*.tif")):
+        shutil.copy(image, synthetic / f"{image.stem}_s0.tif")
+    work = tmp_path / "work"
+    work.mkdir()
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "synthsat.train_segmentation",
             "-m",
-            "seed=0,1",
-            "mix.ratio=0.0",
-            f"paths.root={tmp_path}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
+            "mix.ratio=0.5,1",
+            f"mix.source={synthetic}",
             f"data.source.root={toy_root}",
             "data.source.tiles=4",
             "data.source.size=128",
@@ -157,14 +168,21 @@ def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
             "segmentation=tiny",
             "logger=none",
             "trainer.max_steps=1",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
+        cwd=work,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
-    assert len(runs) == 2
-    assert sorted(json.loads(r.read_text())["seed"] for r in runs) == [0, 1]
+    (sweep,) = (work / "multirun" / "train_segmentation").iterdir()
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert [r.parent.name for r in runs] == ["0", "1"]
+    saved = [json.loads(r.read_text()) for r in runs]
+    assert [m["mix"] for m in saved] == [
+        {"ratio": ratio, "mode": "replace", "source": str(synthetic), "copies": 1}
+        for ratio in (0.5, 1.0)
+    ]
+    assert [m["run_dir"] for m in saved] == [str(sweep / "0"), str(sweep / "1")]
+    assert (work / ".cache" / "synthsat").is_dir()  # paths.root: the launch directory
