@@ -68,6 +68,9 @@ def run(cfg: DictConfig) -> SynthesisWriter:
         channels_last=bool(cfg.channels_last),
         autocast=bool(cfg.autocast),
         provenance={"checkpoint": str(ckpt), "lambda_div": generator.lambda_div},
+        band_names=datamodule.band_names,
+        rgb_bands=datamodule.rgb_bands,
+        cog=bool(cfg.get("cog", False)),
     )
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     writer = run_synthesis(synthesizer, requests, out, trainer)

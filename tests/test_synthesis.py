@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -452,3 +453,127 @@ def test_auto_style_follows_the_encoder() -> None:
     assert _synth(NoEncoder(), style="auto").style == "random"
     with pytest.raises(ValueError, match="style_scope"):
         _synth(MaskGenerator(), style_scope="pixel")
+
+
+class ThreeBandGenerator(MaskGenerator):
+    """:class:`MaskGenerator` making three bands (an RGB product)."""
+
+    out_bands = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(self.num_classes, 3, 3, padding=1)
+        self.style = nn.Linear(self.z_dim, 3)
+
+
+def _mask_with_unlabelled(path: Path, height: int, width: int) -> np.ndarray:
+    """Classes 1..6 in stripes, class 0 (the ignore index) in the top-left corner."""
+    mask = (np.arange(width)[None, :] // 16 % 6 + 1).repeat(height, 0).astype(np.uint8)
+    mask[: height // 3, : width // 4] = 0
+    _write_raster(path, mask)
+    return mask
+
+
+def _tiff_shorts(path: Path) -> dict[int, tuple[int, ...]]:
+    """The SHORT tags of a classic TIFF's first IFD (262 photometric, 338 extra samples)."""
+    data = path.read_bytes()
+    order = "<" if data[:2] == b"II" else ">"
+    assert struct.unpack(order + "H", data[2:4])[0] == 42, "classic TIFF expected"
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    tags = {}
+    for i in range(struct.unpack(order + "H", data[ifd : ifd + 2])[0]):
+        entry = data[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
+        tag, kind, count, offset = struct.unpack(order + "HHII", entry)
+        if kind == 3:  # SHORT: inline when it fits in 4 bytes
+            raw = entry[8:] if count <= 2 else data[offset : offset + 2 * count]
+            tags[tag] = struct.unpack(order + f"{count}H", raw[: 2 * count])
+    return tags
+
+
+def test_outputs_are_gis_clean_geotiffs(tmp_path: Path) -> None:
+    """4 bands (R, G, B, NIR): MINISBLACK with no alpha band (NIR was tagged alpha); band
+    names as descriptions; the unlabelled pixels hidden by an internal nodata mask with
+    their values kept; files 0644 under umask 022 (mkstemp's 0600 before); provenance."""
+    mask_path = tmp_path / "masks" / "m.tif"
+    mask = _mask_with_unlabelled(mask_path, 70, 90)
+    image = _write_raster(tmp_path / "images" / "m.tif", np.full((4, 70, 90), 120, np.uint8))
+    requests = make_requests([("m", mask_path, image)], tmp_path / "out", 1, 0)
+    old_umask = os.umask(0o022)
+    try:
+        synth = _synth(
+            MaskGenerator(),
+            style="random",
+            band_names=["red", "green", "blue", "nir"],
+            rgb_bands=[0, 1, 2],
+        )
+        run_synthesis(synth, requests, tmp_path / "out")
+    finally:
+        os.umask(old_umask)
+    out = requests[0].output
+    with rasterio.open(out) as src:
+        assert [c.name for c in src.colorinterp] == ["red", "green", "blue", "undefined"]
+        assert src.descriptions == ("red", "green", "blue", "nir")
+        assert src.nodata is None
+        assert [f.name for f in src.mask_flag_enums[3]] == ["per_dataset"]
+        valid = src.dataset_mask()
+        values = src.read()
+        assert src.overviews(1) == []
+        assert json.loads(src.tags()["SYNTHSAT_PROVENANCE"])["seed"] == 0
+    shorts = _tiff_shorts(out)
+    assert shorts[262] == (1,)  # MINISBLACK
+    assert shorts[338] == (0, 0, 0)  # three extra samples, unspecified (not alpha = 2)
+    np.testing.assert_array_equal(valid, np.where(mask == 0, 0, 255))
+    assert int((valid == 0).sum()) == 23 * 22
+    modes = [p.stat().st_mode & 0o777 for p in (out, tmp_path / "out" / "manifest.json")]
+    assert modes == [0o644, 0o644]
+
+    # the same synthesis without names or RGB bands: the same pixel values
+    plain = make_requests([("m", mask_path, image)], tmp_path / "plain", 1, 0)
+    run_synthesis(_synth(MaskGenerator(), style="random"), plain, tmp_path / "plain")
+    np.testing.assert_array_equal(_read(plain[0].output), values)
+    with rasterio.open(plain[0].output) as src:
+        assert [c.name for c in src.colorinterp] == ["gray", "undefined", "undefined", "undefined"]
+        assert src.descriptions == (None, None, None, None)
+
+
+def test_three_band_cloud_optimised_output(tmp_path: Path) -> None:
+    """3 bands: photometric RGB; ``cog=True``: COG layout with overviews, the same
+    pixels and mask as the plain GeoTIFF."""
+    mask_path = tmp_path / "masks" / "m.tif"
+    mask = _mask_with_unlabelled(mask_path, 150, 200)
+    outputs = {}
+    for cog in (False, True):
+        requests = make_requests([("m", mask_path, None)], tmp_path / str(cog), 1, 5)
+        synth = _synth(
+            ThreeBandGenerator(),
+            mean=MEAN[:3],
+            std=STD[:3],
+            style="random",
+            dtype="uint8",
+            block_size=64,
+            band_names=["r", "g", "b"],
+            cog=cog,
+        )
+        run_synthesis(synth, requests, tmp_path / str(cog))
+        outputs[cog] = requests[0].output
+    with rasterio.open(outputs[False]) as a, rasterio.open(outputs[True]) as b:
+        for src in (a, b):
+            assert [c.name for c in src.colorinterp] == ["red", "green", "blue"]
+            assert src.descriptions == ("r", "g", "b")
+            assert src.block_shapes[0] == (64, 64)
+        assert a.overviews(1) == [] and "LAYOUT" not in a.tags(ns="IMAGE_STRUCTURE")
+        assert b.overviews(1) == [2, 4] and b.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(a.read(), b.read())
+        np.testing.assert_array_equal(b.dataset_mask(), np.where(mask == 0, 0, 255))
+        assert json.loads(b.tags()["SYNTHSAT_PROVENANCE"])["seed"] == 5
+    for path in outputs.values():
+        assert _tiff_shorts(path)[262] == (2,) and 338 not in _tiff_shorts(path)  # RGB
+    assert (outputs[True].stat().st_mode & 0o077) == (0o666 & ~_umask()) & 0o077
+    assert not list((tmp_path / "True").glob(".*"))
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current

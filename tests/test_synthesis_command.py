@@ -104,6 +104,9 @@ def test_command_synthesises_georeferenced_tiles(
                 src.height,
             )
             assert dst.count == 4 and dst.dtypes[0] == "uint8"
+            # data.band_names / rgb_bands of conf/data/toyworld.yaml; NIR is not alpha
+            assert dst.descriptions == ("red", "green", "blue", "nir")
+            assert [c.name for c in dst.colorinterp] == ["red", "green", "blue", "undefined"]
     manifest = json.loads((out / "manifest.json").read_text())["outputs"]
     assert [m["path"] for m in manifest] == names
     assert {m["checkpoint"] for m in manifest} == {str(checkpoint.resolve())}

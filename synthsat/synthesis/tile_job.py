@@ -186,6 +186,9 @@ class TileSynthesizer:
         autocast: run the generator under bfloat16 autocast (faster on CPUs with bf16
             units and on GPUs; outputs differ by about 1e-2 normalised units).
         provenance: extra fields recorded with every output (checkpoint, lambda, ...).
+        band_names: band descriptions of the outputs (the data's ``band_names``).
+        rgb_bands: the output bands tagged red, green and blue (the data's ``rgb_bands``).
+        cog: write Cloud-Optimised GeoTIFFs (internal tiles and overviews).
     """
 
     generator: ChipGenerator
@@ -205,6 +208,9 @@ class TileSynthesizer:
     channels_last: bool = False
     autocast: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
+    band_names: Sequence[str] | None = None
+    rgb_bands: Sequence[int] | None = None
+    cog: bool = False
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -429,6 +435,9 @@ class TileSynthesizer:
     def write(self, request: TileRequest, rows: Iterable[np.ndarray]) -> dict[str, Any]:
         """Write the rows of ``request`` atomically to ``request.output``.
 
+        Pixels whose mask is the ignore index are left out by the file's nodata mask
+        (their values are kept as synthesised).
+
         Returns:
             the output's provenance record (also stored in the file).
         """
@@ -439,10 +448,25 @@ class TileSynthesizer:
             self.output_dtype(request),
             self.block_size,
             self.compress,
+            self.rgb_bands,
         )
-        with AtomicTileWriter(request.output, profile, self.mean, self.std, record) as writer:
+        with (
+            self._masks.open(request.mask) as mask_src,
+            AtomicTileWriter(
+                request.output,
+                profile,
+                self.mean,
+                self.std,
+                record,
+                band_names=self.band_names,
+                rgb_bands=self.rgb_bands,
+                cog=self.cog,
+            ) as writer,
+        ):
             for strip in rows:
-                writer.write(strip)
+                row, h = writer.rows_done, strip.shape[1]
+                labels = mask_src.read(Window(0, row, mask_src.width, h))
+                writer.write(strip, labels != self.ignore_index)
         return record
 
     def run(

@@ -5,6 +5,17 @@ renamed onto the final path only when every row is written — a file with the f
 name is always complete. Each output carries its provenance (source mask,
 checkpoint, seed, style, ...) as a GeoTIFF tag, and the manifest is rebuilt from
 those tags, so it never disagrees with the files on disk.
+
+The files read as GIS tools expect: photometric RGB for three bands in R, G, B order,
+MINISBLACK otherwise (never an alpha band: a fourth band such as NIR is data), the
+data config's band names as band descriptions, the ``rgb_bands`` tagged red, green and
+blue, and an internal per-dataset mask (GDAL's nodata mask) that hides the pixels whose
+mask is the ignore index. A mask rather than a nodata value: 8-bit outputs use all 256
+values, so any nodata value would collide with real pixels (and the tile cache treats a
+declared nodata value as unlabelled), while the mask leaves every pixel value as
+synthesised. ``cog=True`` rewrites the finished tile as a Cloud-Optimised GeoTIFF
+(GDAL's COG driver: internal tiles, overviews, mask overviews). Files get the usual
+permissions (``0o666`` less the umask).
 """
 
 from __future__ import annotations
@@ -18,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from synthsat.data.raster_io import atomic_path, open_raster
@@ -32,13 +45,60 @@ TEMP_GLOB = ".*.part"
 GDAL_CACHE_MB = 64
 
 
+def file_mode() -> int:
+    """Permissions of a new file under this process's umask (``0o666`` less the umask)."""
+    try:  # Linux: read it without changing it (os.umask would, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Give ``tmp`` (private, from ``mkstemp``) the usual permissions, rename it to ``final``."""
+    os.chmod(tmp, file_mode())
+    os.replace(tmp, final)
+
+
+def is_rgb_order(count: int, rgb_bands: Sequence[int] | None) -> bool:
+    """Three bands in red, green, blue order: written with photometric RGB."""
+    return count == 3 and (rgb_bands is None or list(rgb_bands) == [0, 1, 2])
+
+
+def colour_interpretation(count: int, rgb_bands: Sequence[int] | None = None) -> list[ColorInterp]:
+    """Band colour interpretations: ``rgb_bands`` red, green, blue; the others undefined.
+
+    Without ``rgb_bands`` the first band is gray (as TIFF's MINISBLACK says), unless the
+    file has three bands (red, green, blue). Never alpha.
+    """
+    if rgb_bands is None:
+        if count == 3:
+            return [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        return [ColorInterp.gray] + [ColorInterp.undefined] * (count - 1)
+    interp = [ColorInterp.undefined] * count
+    for band, colour in zip(rgb_bands, (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        if 0 <= band < count:
+            interp[band] = colour
+    return interp
+
+
 def output_profile(
-    mask_path: str | Path, count: int, dtype: str, block_size: int = 256, compress: str = "deflate"
+    mask_path: str | Path,
+    count: int,
+    dtype: str,
+    block_size: int = 256,
+    compress: str = "deflate",
+    rgb_bands: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """GeoTIFF profile of a synthetic tile on the pixel grid of ``mask_path``.
 
     CRS, transform, width and height are the mask's; the file is internally tiled
-    and compressed (with a predictor suited to ``dtype``).
+    and compressed (with a predictor suited to ``dtype``). Photometric RGB for three
+    bands in R, G, B order (:func:`is_rgb_order`), else MINISBLACK (no alpha band).
     """
     with open_raster(mask_path) as src:
         crs, transform, width, height = src.crs, src.transform, src.width, src.height
@@ -56,6 +116,7 @@ def output_profile(
         "blockxsize": block_size,
         "blockysize": block_size,
         "interleave": "pixel",
+        "photometric": "RGB" if is_rgb_order(count, rgb_bands) else "MINISBLACK",
         "BIGTIFF": "IF_SAFER",
     }
     if compress and compress.lower() != "none":
@@ -82,7 +143,9 @@ class AtomicTileWriter:
 
     Rows arrive as normalised float strips of any height; they are denormalised,
     cast to the output dtype and buffered into strips of whole GeoTIFF blocks, so
-    each block is written once and memory is bounded by one block row.
+    each block is written once and memory is bounded by one block row. Rows may come
+    with their validity (``write(rows, valid)``, every call or none): invalid pixels
+    are hidden by the file's per-dataset mask, their values are kept.
 
     Use as a context manager: on a clean exit the tile must be complete and is
     renamed onto ``path``; on an exception the temporary file is removed.
@@ -93,6 +156,10 @@ class AtomicTileWriter:
         mean: per-band mean of raw values (denormalisation).
         std: per-band standard deviation of raw values.
         provenance: JSON-able record stored in the file's :data:`PROVENANCE_TAG`.
+        band_names: band descriptions (None: none).
+        rgb_bands: the bands tagged red, green and blue (see
+            :func:`colour_interpretation`).
+        cog: rewrite the finished tile as a Cloud-Optimised GeoTIFF (with overviews).
     """
 
     def __init__(
@@ -102,6 +169,9 @@ class AtomicTileWriter:
         mean: Sequence[float],
         std: Sequence[float],
         provenance: Mapping[str, Any] | None = None,
+        band_names: Sequence[str] | None = None,
+        rgb_bands: Sequence[int] | None = None,
+        cog: bool = False,
     ) -> None:
         self.path = Path(path)
         self.profile = dict(profile)
@@ -112,12 +182,21 @@ class AtomicTileWriter:
                 f"{self.path}: {self.profile['count']} output bands but "
                 f"{len(self.mean)} means and {len(self.std)} stds"
             )
+        if band_names is not None and len(band_names) != self.profile["count"]:
+            raise ValueError(
+                f"{self.path}: {self.profile['count']} output bands but "
+                f"{len(band_names)} band names {list(band_names)}"
+            )
         self.provenance = dict(provenance or {})
+        self.band_names = None if band_names is None else [str(n) for n in band_names]
+        self.colorinterp = colour_interpretation(int(self.profile["count"]), rgb_bands)
+        self.cog = cog
         self.height, self.width = int(self.profile["height"]), int(self.profile["width"])
         self.strip = int(self.profile.get("blockysize", 256))
         self._buffer = np.empty(
             (self.profile["count"], self.strip, self.width), dtype=self.profile["dtype"]
         )
+        self._valid: np.ndarray | None = None  # validity rows, once write() is given them
         self._buffered = 0  # rows in the buffer
         self._written = 0  # rows written to the file
         self._tmp: Path | None = None
@@ -131,17 +210,26 @@ class AtomicTileWriter:
 
     def __enter__(self) -> AtomicTileWriter:
         self._tmp = atomic_path(self.path)
-        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True)
         self._env.__enter__()
         try:
             self._ds = rasterio.open(self._tmp, "w", **self.profile)
+            self._ds.colorinterp = self.colorinterp
+            for band, name in enumerate(self.band_names or [], start=1):
+                self._ds.set_band_description(band, name)
         except BaseException:
             self._abort()
             raise
         return self
 
-    def write(self, rows: np.ndarray) -> None:
-        """Append normalised float rows ``(C, h, width)`` below those written so far."""
+    def write(self, rows: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Append normalised float rows ``(C, h, width)`` below those written so far.
+
+        Args:
+            rows: the rows' normalised values.
+            valid: ``(h, width)`` booleans, False where the pixel has no meaning (its
+                mask is the ignore index); given with every call or with none.
+        """
         if self._ds is None:
             raise RuntimeError(f"{self.path}: write() outside the writer's context")
         c, h, w = rows.shape
@@ -154,11 +242,25 @@ class AtomicTileWriter:
             raise ValueError(
                 f"{self.path}: {self.rows_done + h} rows written to a tile of height {self.height}"
             )
+        if valid is not None and self._valid is None and self.rows_done == 0:
+            self._valid = np.empty((self.strip, self.width), dtype=np.uint8)
+        if (valid is None) != (self._valid is None) or (
+            valid is not None and valid.shape != (h, w)
+        ):
+            raise ValueError(
+                f"{self.path}: validity rows must come with every write() or with none, "
+                f"shaped (rows, width) = {(h, w)}"
+            )
         raw = to_raw(rows, self.mean, self.std, self.profile["dtype"])
         start = 0
         while start < h:
             take = min(self.strip - self._buffered, h - start)
             self._buffer[:, self._buffered : self._buffered + take] = raw[:, start : start + take]
+            if self._valid is not None:
+                assert valid is not None
+                self._valid[self._buffered : self._buffered + take] = np.where(
+                    valid[start : start + take], 255, 0
+                )
             self._buffered += take
             start += take
             if self._buffered == self.strip:
@@ -168,6 +270,8 @@ class AtomicTileWriter:
         if self._buffered:
             window = Window(0, self._written, self.width, self._buffered)
             self._ds.write(self._buffer[:, : self._buffered], window=window)
+            if self._valid is not None:
+                self._ds.write_mask(self._valid[: self._buffered], window=window)
             self._written += self._buffered
             self._buffered = 0
 
@@ -191,10 +295,37 @@ class AtomicTileWriter:
             self._ds.close()
             self._ds = None
             assert self._tmp is not None
-            os.replace(self._tmp, self.path)
+            if self.cog:
+                self._to_cog()
+            publish(self._tmp, self.path)
             self._tmp = None
         finally:
             self._abort()
+
+    def _to_cog(self) -> None:
+        """Rewrite the finished temporary file as a Cloud-Optimised GeoTIFF (COG driver).
+
+        Same pixels, mask, tags, band descriptions and colour interpretations; internal
+        tiles of ``blockxsize``, overviews (and mask overviews) by averaging down to
+        one block.
+        """
+        assert self._tmp is not None
+        cog = atomic_path(self.path)
+        options: dict[str, Any] = {
+            "BLOCKSIZE": int(self.profile.get("blockxsize", 256)),
+            "COMPRESS": str(self.profile.get("compress", "NONE")).upper(),
+            "OVERVIEW_RESAMPLING": "AVERAGE",
+            "BIGTIFF": "IF_SAFER",
+        }
+        if "predictor" in self.profile:
+            options["PREDICTOR"] = "YES"
+        try:
+            rasterio.shutil.copy(self._tmp, cog, driver="COG", **options)
+        except BaseException:
+            cog.unlink(missing_ok=True)
+            raise
+        self._tmp.unlink(missing_ok=True)
+        self._tmp = cog
 
     def _abort(self) -> None:
         """Close and remove the temporary file (no-op once renamed)."""
@@ -240,7 +371,7 @@ def write_manifest(out_dir: str | Path) -> Path:
     tmp = atomic_path(manifest)
     try:
         tmp.write_text(json.dumps({"outputs": entries}, indent=2))
-        os.replace(tmp, manifest)
+        publish(tmp, manifest)
     finally:
         tmp.unlink(missing_ok=True)
     return manifest
