@@ -188,9 +188,17 @@ def test_paired_raster_source_and_torchgeo_view(toy_root: Path) -> None:
     assert sample["image"].shape == (4, 32, 32) and sample["mask"].shape == (32, 32)
 
 
-def test_paired_raster_default_splits(toy_root: Path) -> None:
-    src = PairedRasterSource(toy_root)  # no split file: last tile test, one before it val
+def test_paired_raster_default_splits(toy_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    for sub in ("images", "masks"):
+        shutil.copytree(toy_root / sub, tmp_path / sub)
+    src = PairedRasterSource(tmp_path)  # no split file: last tile test, one before it val
     assert [p.name for p in src.pairs("val")] == ["tile_002"]
+    assert [p.name for p in src.pairs("test")] == ["tile_003"]
+    # a splits.json in the folder is used without being named
+    (tmp_path / "splits.json").write_text('{"train": ["tile_001"], "test": ["tile_000"]}')
+    assert [p.name for p in PairedRasterSource(tmp_path).pairs("test")] == ["tile_000"]
 
 
 def test_image_folder_source(tmp_path: Path) -> None:

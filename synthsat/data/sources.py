@@ -92,7 +92,8 @@ class PairedRasterSource(TileSource):
         image_glob: glob of image rasters relative to ``root``.
         mask_glob: glob of mask rasters relative to ``root``.
         splits: split name -> tile names, or a JSON file with ``train``/``val``/``test``
-            lists; ``None`` takes the last tile(s) for test and one for validation.
+            lists; ``None`` reads ``<root>/splits.json`` when it exists, else takes the
+            last tile(s) for test and one for validation.
         label_map: raw mask value -> class index, applied when masks are read.
         colour_map: RGB colour -> class index for masks of colours (3-band RGB, or
             palette masks whose colours are the classes); keys ``'#rrggbb'``,
@@ -133,7 +134,10 @@ class PairedRasterSource(TileSource):
         return pair_by_stem(images, masks, str(self.root))
 
     def split_names(self) -> dict[str, list[str]]:
-        splits = _load_splits(self._splits, self.root)
+        given = self._splits
+        if given is None and (self.root / "splits.json").is_file():
+            given = "splits.json"  # optional: used when the data folder has one
+        splits = _load_splits(given, self.root)
         return splits if splits is not None else _default_splits([p.name for p in self.all_pairs()])
 
     def geo_dataset(self, split: str) -> Any:
@@ -326,5 +330,8 @@ class ImageFolderSource(TileSource):
         return pair_by_stem(self._files(self.images), self._files(self.masks), str(self.root))
 
     def split_names(self) -> dict[str, list[str]]:
-        splits = _load_splits(self._splits, self.root)
+        given = self._splits
+        if given is None and (self.root / "splits.json").is_file():
+            given = "splits.json"  # optional: used when the data folder has one
+        splits = _load_splits(given, self.root)
         return splits if splits is not None else _default_splits([p.name for p in self.all_pairs()])

@@ -292,8 +292,8 @@ def check_writable(out: str | Path) -> None:
     raise DataError(
         f"{out}: the folder holds files that the toy world did not write (no {MARKER} "
         "marker), so it will not generate there. If this is your own data, point a "
-        "source at it instead, e.g. data.source._target_=synthsat.data.PairedRasterSource "
-        f"data.source.root={out} (GeoTIFF images/ and masks/), or use ImageFolderSource "
+        "source at it instead, e.g. data=rasters (PairedRasterSource, GeoTIFF images/ and "
+        f"masks/) data.source.root={out} data.bands=N 'data.classes=[...]', or ImageFolderSource "
         "for PNG / JPEG folders; for the toy world, give an empty or new folder"
     )
 
