@@ -219,3 +219,41 @@ def test_synthesised_checkerboard_in_chip_coordinates_has_seams(tmp_path: Path) 
     # - cos(pi / 3) (the other axis's factor is the same at every position and cancels)
     assert scores["seam_ratio"] == pytest.approx((5 + 3 * math.sqrt(3)) / 2, rel=1e-4)
     assert scores["acf_peak"] > 0.3
+
+
+def test_lag_correlation_is_pearson_on_uncentred_residuals() -> None:
+    """Known answers on hand-made residuals whose means are far from 0."""
+    from synthsat.metrics.seams import _lag_correlations
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(6, 40)) + 5.0).astype(np.float32)
+    out = _lag_correlations(x, [0, 3, 7, 40], axis=1, flat=0.0)
+    assert sorted(out) == [3, 7]  # lag 0 and lags >= the length are skipped
+    for lag in (3, 7):
+        a, b = x[:, : 40 - lag].ravel(), x[:, lag:].ravel()
+        assert out[lag] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-6)
+    # axis 0 correlates along the rows: the transpose along axis 1
+    assert _lag_correlations(x.T.copy(), [3], axis=0, flat=0.0)[3] == pytest.approx(out[3])
+    # a side with a standard deviation at most ``flat`` is left out, the rest kept
+    y = x.copy()
+    y[:, :15] = 5.0  # at lag 25 the first side is y[:, :15]: flat
+    assert sorted(_lag_correlations(y, [3, 25], axis=1, flat=1e-3)) == [3]
+
+
+def test_acf_peak_is_the_step_minus_its_neighbours() -> None:
+    from synthsat.metrics.seams import autocorrelation, step_autocorrelation
+
+    texture = np.random.default_rng(3).normal(size=(3, 16, 16))
+    image = _chips(96, 96, 16, 0, lambda i, j: texture)
+    scores = step_autocorrelation(image, 16)
+    near = [14, 18, 13, 19, 12, 20]
+    acf = autocorrelation(image, [16, *near])
+    assert scores["acf_step"] == pytest.approx(acf[16])
+    assert scores["acf_peak"] == pytest.approx(acf[16] - np.mean([acf[lag] for lag in near]))
+    # small steps only compare with the positive lags
+    small = step_autocorrelation(image, 3)
+    acf3 = autocorrelation(image, [3, 1, 5, 6, 7])
+    assert small["acf_peak"] == pytest.approx(acf3[3] - np.mean([acf3[k] for k in (1, 5, 6, 7)]))
+    assert autocorrelation(image[0], [16])[16] == pytest.approx(
+        autocorrelation(image[:1], [16])[16]
+    )
