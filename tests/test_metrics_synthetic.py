@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,13 @@ from synthsat.metrics.spectral import (
     spectral_distances,
     wasserstein_per_band,
 )
-from synthsat.metrics.synthetic import SEAM_KEYS, Segmenter, find_samples, synthetic_metrics
+from synthsat.metrics.synthetic import (
+    SEAM_KEYS,
+    Segmenter,
+    find_samples,
+    sample_grid,
+    synthetic_metrics,
+)
 from synthsat.synthesis.windows import ChipGrid
 from synthsat.synthesis.writer import PROVENANCE_TAG
 
@@ -753,3 +760,238 @@ def test_extracted_features_and_fid_kid_settings() -> None:
     assert first["fid"] == pytest.approx(feature_frechet_distance(a, b), rel=1e-6)
     other = fid_kid_from_features(a, b, kid_subsets=4, kid_subset_size=50, seed=4)
     assert other["kid_mean"] != first["kid_mean"]
+
+
+# -- the synthetic-set helpers: sample files, manifest, chips, FID set-up -------------------------
+def test_segmenter_from_a_task() -> None:
+    model = ToySegmenter()
+
+    class Task(nn.Module):
+        def __init__(self, hparams: dict) -> None:
+            super().__init__()
+            self.hparams = hparams
+            self.model = model
+
+        def predict_logits(self, x: Tensor) -> Tensor:
+            return self.model(x) * 2
+
+    meta = {"mean": [1.0, 2.0, 3.0, 4.0], "std": [2.0, 2.0, 2.0, 2.0]}
+    for key in ("metadata", "data"):
+        task = Task({key: meta}).train()
+        seg = Segmenter.from_task(task)
+        assert not task.training
+        np.testing.assert_array_equal(seg.normalizer.mean, meta["mean"])
+        np.testing.assert_array_equal(seg.normalizer.std, meta["std"])
+        assert seg.encoder is model.encoder
+        x = torch.randn(1, 4, 8, 8)
+        logits, features = seg.predict(x)
+        torch.testing.assert_close(logits, model(x) * 2)
+        torch.testing.assert_close(features, model.encoder(x).mean(dim=(2, 3)))
+    bare = Task({"metadata": meta})
+    del bare.model
+    assert Segmenter.from_task(bare).encoder is None
+    with pytest.raises(
+        ValueError,
+        match=r"^the segmentation task's hparams hold no data metadata "
+        r"\('metadata': classes, bands, mean, std, \.\.\.\)$",
+    ):
+        Segmenter.from_task(Task({}))
+
+
+def test_find_samples_names_what_it_found(tmp_path: Path) -> None:
+    for name in (
+        "a.txt",
+        "t1_s1.tif",
+        "t1_s0.TIFF",
+        ".t1_s2.tif",
+        "t2_s0.tif",
+        "x_s0.tif",
+        "t1.tif",
+    ):
+        (tmp_path / name).touch()
+    found = find_samples(tmp_path, ["t1", "t2", "t3"])
+    assert {k: [p.name for p in v] for k, v in found.items()} == {
+        "t1": ["t1_s0.TIFF", "t1_s1.tif"],
+        "t2": ["t2_s0.tif"],
+    }
+    with pytest.raises(DataError) as err:
+        find_samples(tmp_path, ["u1", "u2", "u3", "u4"])
+    assert str(err.value) == (
+        f"{tmp_path}: no synthetic sample of the 4 tile(s) evaluated (expected files named "
+        "<tile>_s<k>.tif for tiles such as u1, u2, u3; found t1.tif, t1_s0.TIFF, t1_s1.tif, "
+        "t2_s0.tif, x_s0.tif)"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"found no GeoTIFF\)$"):
+        find_samples(empty, ["t1"])
+
+
+def test_manifest_and_sample_grid(tmp_path: Path) -> None:
+    from synthsat.metrics.synthetic import read_manifest
+
+    assert read_manifest(tmp_path) == {}
+    (tmp_path / "manifest.json").write_text('{"outputs": []}')
+    assert read_manifest(tmp_path) == {"outputs": 0}
+    (tmp_path / "manifest.json").write_text("{}")
+    assert read_manifest(tmp_path) == {"outputs": 0}
+    entries = [
+        {"path": "a_s0.tif", "lambda_div": 2.0, "seed": 0, "chip_size": 64},
+        {"path": "a_s1.tif", "lambda_div": 2.0, "seed": 1},
+    ]
+    (tmp_path / "manifest.json").write_text(json.dumps({"outputs": entries}))
+    assert read_manifest(tmp_path) == {"outputs": 2, "lambda_div": 2.0}
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"manifest.json: not a synthesis manifest \("):
+        read_manifest(tmp_path)
+    path = tmp_path / "plain.tif"  # no provenance tag: the manifest decides
+    profile = dict(driver="GTiff", width=1, height=1, count=1, dtype="uint8", crs="EPSG:32640")
+    with rasterio.open(path, "w", transform=rasterio.transform.from_origin(0, 1, 1, 1), **profile):
+        pass
+    assert sample_grid(path, {"chip_size": 64, "overlap": None}) is None
+    assert sample_grid(path, {"chip_size": 64, "overlap": 8}) == (64, 8)
+    assert sample_grid(path, {"chip_size": None, "overlap": 8}) is None
+
+
+def test_chip_side_and_chip_selection() -> None:
+    from synthsat.metrics.synthetic import _nanmean, chip_side, select_chips
+
+    assert chip_side([(100, 200)], 256) == 96
+    assert chip_side([(300, 300), (40, 500)], 256) == 32
+    assert chip_side([(300, 300)], 33) == 32 and chip_side([(300, 300)], 32) == 32
+    assert chip_side([(20, 300)], 256) == 20 and chip_side([(16, 300)], 256) == 16
+    with pytest.raises(
+        DataError, match=r"^tiles of 15 px are too small for chip metrics \(need 16 px\)$"
+    ):
+        chip_side([(15, 300)], 256)
+    every = select_chips([(64, 96), (32, 32)], 32, None, 0)
+    assert every == [
+        (0, 0, 0),
+        (0, 0, 32),
+        (0, 0, 64),
+        (0, 32, 0),
+        (0, 32, 32),
+        (0, 32, 64),
+        (1, 0, 0),
+    ]
+    assert select_chips([(64, 96), (32, 32)], 32, 7, 0) == every
+    some = select_chips([(64, 96), (32, 32)], 32, 3, 5)
+    assert len(set(some)) == 3 and set(some) <= set(every) and some == sorted(some)
+    assert some == select_chips([(64, 96), (32, 32)], 32, 3, 5)
+    assert {tuple(select_chips([(64, 96)], 32, 3, s)) for s in range(8)} != {tuple(some)}
+    assert math.isnan(_nanmean([])) and math.isnan(_nanmean([float("nan")]))
+    assert _nanmean([float("nan"), 1.0, 3.0]) == 2.0
+
+
+def test_fid_extractor_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from synthsat.metrics.synthetic import _fid_extractor
+
+    with pytest.raises(ValueError, match=r"^fid.enabled must be true, false or auto, got 'yes'$"):
+        _fid_extractor({"enabled": "yes"}, None, torch.device("cpu"))
+    assert _fid_extractor({"enabled": False}, TinyFeatures(), torch.device("cpu")) == (
+        None,
+        "disabled (fid.enabled=false)",
+    )
+    extractor = TinyFeatures().train()
+    got, note = _fid_extractor({"enabled": True}, extractor, torch.device("cpu"))
+    assert got is extractor and note is None and not extractor.training
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    settings = {"enabled": "auto", "feature": 2048, "weights_path": str(tmp_path / "w.pth")}
+    with pytest.warns(UserWarning, match="skipping FID/KID: FID/KID need torch-fidelity"):
+        got, note = _fid_extractor(settings, None, torch.device("cpu"))
+    assert got is None and str(tmp_path / "w.pth") in note
+    with pytest.raises(FidelityUnavailableError, match="w.pth does not exist"):
+        _fid_extractor({**settings, "enabled": True}, None, torch.device("cpu"))
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_whole_set_result_layout(toy_root: Path, tmp_path: Path) -> None:
+    """Every key of the result, its info and details, on a set with a tile left out."""
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    tiles = dm.tiles["train"] + dm.tiles["val"]
+    _write_samples(dm, tmp_path / "synth", [np.zeros(4), np.array([10.0, 0, 0, 0])])
+    model = PixelSegmenter().eval()
+    assert dm.normalizer is not None
+    segmenter = Segmenter(model, Normalizer(dm.normalizer.mean, dm.normalizer.std), model.encoder)
+    fid = {"enabled": True, "kid_subsets": 2, "kid_subset_size": 4, "bands": [2, 1, 0]}
+    with pytest.warns(UserWarning, match="4 of 4 sample\\(s\\) record no chip_size / overlap"):
+        m = synthetic_metrics(
+            tiles,
+            tmp_path / "synth",
+            dm.metadata(),
+            segmenter,
+            chip_size=64,
+            max_chips=None,
+            fid=fid,
+            fid_extractor=ChannelMeans(),
+        )
+    assert set(m) == {
+        "spectral_w1",
+        "diversity_l1",
+        "diversity_ms_ssim",
+        "consistency_miou",
+        "real_miou",
+        "domain_fd",
+        "fid",
+        "kid_mean",
+        "kid_std",
+        *SEAM_KEYS,
+        *(f"{k}_real" for k in SEAM_KEYS),
+        "details",
+        "info",
+    }
+    assert all(isinstance(m[k], float) for k in ("kid_mean", "kid_std", "domain_fd", "real_miou"))
+    assert m["info"] == {
+        "tiles": 2,
+        "tiles_without_samples": 1,
+        "samples_per_tile": 2,
+        "chips": 8,
+        "chip_size": 64,
+        "max_pixels": 200_000,
+        "spectral_units": "raw pixel values; spectral_w1 = mean of W1 / band std over scored "
+        "classes and bands",
+        "diversity_units": "diversity_l1 in band std units; diversity_ms_ssim = 1 - MS-SSIM",
+        "fid_bands": ["b2", "b1", "b0"],
+        "fid_note": None,
+        "segmenter": True,
+        "seam_grids": [],
+        "seam_note": "4 of 4 sample(s) record no chip_size / overlap (provenance tag or "
+        "manifest): seams skipped",
+        "synthesis": {"outputs": 4, "checkpoint": "gen.ckpt", "lambda_div": 8.0},
+    }
+    assert set(m["details"]) == {"spectral_w1", "consistency_iou", "real_iou"}
+    assert set(m["details"]["real_iou"]) == set(CLASSES)
+    # MS-SSIM diversity on the 8-bit range: the chips' samples / 255, pair by pair
+    expected = []
+    for tile in dm.tiles["train"]:
+        base = np.asarray(tile.image, np.float32)
+        for r in (0, 64):
+            for c in (0, 64):
+                pair = torch.from_numpy(
+                    np.stack([base, base + np.array([10.0, 0, 0, 0])[:, None, None]])
+                )
+                chip = pair[:, :, r : r + 64, c : c + 64] / 255
+                expected.append(ms_ssim_diversity(chip))
+    assert m["diversity_ms_ssim"] == pytest.approx(np.mean(expected), rel=1e-5)
+    with pytest.raises(
+        ValueError, match=r"^FID/KID compare 3-band composites; fid.bands=\[0, 1\]$"
+    ):
+        synthetic_metrics(
+            tiles,
+            tmp_path / "synth",
+            dm.metadata(),
+            None,
+            chip_size=64,
+            fid={**fid, "bands": [0, 1]},
+            fid_extractor=ChannelMeans(),
+        )
+    with pytest.raises(ValueError, match=r"^fid.bands=\[0, 1, 4\] but the imagery has 4 bands$"):
+        synthetic_metrics(
+            tiles,
+            tmp_path / "synth",
+            dm.metadata(),
+            None,
+            chip_size=64,
+            fid={**fid, "bands": [0, 1, 4]},
+            fid_extractor=ChannelMeans(),
+        )
