@@ -543,25 +543,28 @@ class ChannelMeans(nn.Module):
         return x.float().mean(dim=(2, 3))
 
 
+def _shifted_set_metrics(
+    dm: LandCoverDataModule, tiles: list, out: Path, fid_bands: list[int]
+) -> tuple[nn.Module, dict]:
+    """Samples s0 = the real tile, s1 = the real tile + 10 on band 0, scored with a
+    per-pixel segmenter and channel-mean FID features; returns the segmenter's model too."""
+    assert dm.normalizer is not None
+    _write_samples(dm, out, [np.zeros(4), np.array([10.0, 0, 0, 0])])
+    model = PixelSegmenter().eval()
+    norm = Normalizer(dm.normalizer.mean, dm.normalizer.std)
+    fid = {"enabled": True, "kid_subsets": 2, "kid_subset_size": 4, "bands": fid_bands}
+    segmenter = Segmenter(model, norm, model.encoder)
+    kwargs = dict(chip_size=64, max_chips=None, fid=fid, fid_extractor=ChannelMeans())
+    return model, synthetic_metrics(tiles, out, dm.metadata(), segmenter, **kwargs)
+
+
 def test_known_shift_gives_known_values(toy_root: Path, tmp_path: Path) -> None:
     """Sample 0 copies each real tile, sample 1 adds 10 to band 0 (no clipping: the toy
     world's band 0 stays below 245). Every metric then has a closed-form value."""
     dm = _datamodule(toy_root, tmp_path / "cache")
     tiles, norm = dm.tiles["train"], dm.normalizer
     assert norm is not None and max(int(t.image[0].max()) for t in tiles) <= 245
-    _write_samples(dm, tmp_path / "synth", [np.zeros(4), np.array([10.0, 0, 0, 0])])
-    model = PixelSegmenter().eval()
-    segmenter = Segmenter(model, Normalizer(norm.mean, norm.std), model.encoder)
-    m = synthetic_metrics(
-        tiles,
-        tmp_path / "synth",
-        dm.metadata(),
-        segmenter,
-        chip_size=64,
-        max_chips=None,
-        fid={"enabled": True, "kid_subsets": 2, "kid_subset_size": 4, "bands": [0, 1, 2]},
-        fid_extractor=ChannelMeans(),
-    )
+    model, m = _shifted_set_metrics(dm, tiles, tmp_path / "synth", [0, 1, 2])
     s0 = float(norm.std[0])
     # W1(P, (P + (P + 10)) / 2) = 5 on band 0 of every class, 0 elsewhere; / std, band mean
     assert m["spectral_w1"] == pytest.approx(5 / s0 / 4, rel=1e-9)
@@ -909,22 +912,9 @@ def test_whole_set_result_layout(toy_root: Path, tmp_path: Path) -> None:
     """Every key of the result, its info and details, on a set with a tile left out."""
     dm = _datamodule(toy_root, tmp_path / "cache")
     tiles = dm.tiles["train"] + dm.tiles["val"]
-    _write_samples(dm, tmp_path / "synth", [np.zeros(4), np.array([10.0, 0, 0, 0])])
-    model = PixelSegmenter().eval()
-    assert dm.normalizer is not None
-    segmenter = Segmenter(model, Normalizer(dm.normalizer.mean, dm.normalizer.std), model.encoder)
     fid = {"enabled": True, "kid_subsets": 2, "kid_subset_size": 4, "bands": [2, 1, 0]}
     with pytest.warns(UserWarning, match="4 of 4 sample\\(s\\) record no chip_size / overlap"):
-        m = synthetic_metrics(
-            tiles,
-            tmp_path / "synth",
-            dm.metadata(),
-            segmenter,
-            chip_size=64,
-            max_chips=None,
-            fid=fid,
-            fid_extractor=ChannelMeans(),
-        )
+        _, m = _shifted_set_metrics(dm, tiles, tmp_path / "synth", [2, 1, 0])
     assert set(m) == {
         "spectral_w1",
         "diversity_l1",
