@@ -985,3 +985,77 @@ def test_whole_set_result_layout(toy_root: Path, tmp_path: Path) -> None:
             fid={**fid, "bands": [0, 1, 4]},
             fid_extractor=ChannelMeans(),
         )
+
+
+def test_inception_extractor_is_built_from_the_local_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    import torchmetrics.image.fid as tm_fid
+
+    from synthsat.metrics import fidelity
+
+    built: list[dict] = []
+    monkeypatch.setattr(
+        tm_fid, "NoTrainInceptionV3", lambda **kw: built.append(kw) or nn.Identity()
+    )
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n: object() if n == "torch_fidelity" else real_find(n)
+    )
+    weights = tmp_path / "w.pth"
+    weights.touch()
+    assert isinstance(fidelity.inception_extractor(weights_path=weights), nn.Identity)
+    fidelity.inception_extractor(768, weights)
+    assert built == [
+        {
+            "name": "inception-v3-compat",
+            "features_list": [f],
+            "feature_extractor_weights_path": str(weights),
+        }
+        for f in ("2048", "768")
+    ]
+    # both problems at once, the hub-cache wording
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FidelityUnavailableError) as err:
+        find_inception_weights()
+    assert str(err.value).startswith(
+        "FID/KID need torch-fidelity's InceptionV3: the package torch-fidelity is not installed "
+        "(pip install torch-fidelity, or torchmetrics[image]); the Inception weights are not in "
+        f"torch's hub cache: {tmp_path / 'hub' / 'checkpoints' / INCEPTION_WEIGHTS_FILE} "
+        "does not exist"
+    )
+
+
+def test_fid_kid_defaults_and_subset_caps() -> None:
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(12, 3, generator=g), torch.randn(10, 3, generator=g) + 0.5
+    assert fid_kid_from_features(a, b) == fid_kid_from_features(a, b, 100, 1000, 0)
+    assert fid_kid(a, b, nn.Identity()) == fid_kid_from_features(a, b, 100, 1000, 0)
+    assert fid_kid_from_features(a, b, 4, 10, 0) != fid_kid_from_features(a, b, 4, 9, 0)
+    assert fid_kid_from_features(a, b, 4, 50, 0) == fid_kid_from_features(a, b, 4, 10, 0)
+    assert fid_kid_from_features(a, b, 4, 9, 0) != fid_kid_from_features(a, b, 5, 9, 0)
+    two = fid_kid_from_features(a[:2], b[:2], 2, 2, 0)  # the smallest sets allowed
+    assert math.isfinite(two["fid"])
+    # a value range narrower than 1 is scaled, not divided by a floor of 1
+    x = torch.tensor([0.0, 0.25, 0.5]).view(1, 1, 1, 3)
+    assert to_uint8(x, torch.tensor([0.0]), torch.tensor([0.5])).flatten().tolist() == [0, 128, 255]
+
+
+def test_ms_ssim_scales_at_the_edges() -> None:
+    assert len(ms_ssim_betas(11)) == 2  # 11 // 1 > 10 with the default 11 px kernel
+    assert len(ms_ssim_betas(43)) == 2  # 43 // 4 = 10 is not > 10
+    assert ms_ssim_betas(3, kernel_size=3) == (1.0,)  # one scale fits 3 px only
+    assert len(ms_ssim_betas(4, kernel_size=3)) == 2  # 4 >= 2**2
+    assert len(ms_ssim_betas(9, kernel_size=1)) == 3  # 9 < 2**4
+    with pytest.raises(ValueError, match="got 1$"):
+        pairwise_l1(torch.zeros(1, 2, 8, 8))
+    # the default value range is [0, 1], whatever range the samples span
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms
+
+    g = torch.Generator().manual_seed(1)
+    pair = torch.rand(2, 1, 32, 32, generator=g) * 0.5
+    expected = 1 - float(ms(pair[:1], pair[1:], data_range=1.0, betas=ms_ssim_betas(32)))
+    assert ms_ssim_diversity(pair) == pytest.approx(expected, rel=1e-6)
