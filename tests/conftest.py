@@ -11,6 +11,21 @@ import torch
 
 from synthsat.data import LandCoverDataModule, ToyWorldSource, toyworld
 
+#: GeneratorTask settings small enough for CPU tests (a few thousand parameters).
+TINY_GENERATOR: dict[str, Any] = dict(
+    ngf=4,
+    z_dim=8,
+    start_size=4,
+    max_mult=4,
+    spade_hidden=8,
+    nef=4,
+    ndf=8,
+    num_D=1,
+    n_layers=2,
+    sample_every_n_steps=0,
+    ema=False,
+)
+
 
 def toy_datamodule(root: Path, cache_dir: Path, **overrides: Any) -> LandCoverDataModule:
     """A set-up datamodule over the 4-tile, 128 px toy world of :func:`toy_root`."""

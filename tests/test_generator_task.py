@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from conftest import TINY_GENERATOR
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -19,19 +20,7 @@ from synthsat.tasks.generator import GeneratorTask
 from synthsat.train_generator import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-TINY: dict[str, Any] = dict(
-    ngf=4,
-    z_dim=8,
-    start_size=4,
-    max_mult=4,
-    spade_hidden=8,
-    nef=4,
-    ndf=8,
-    num_D=1,
-    n_layers=2,
-    sample_every_n_steps=0,
-    ema=False,
-)
+TINY: dict[str, Any] = TINY_GENERATOR
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import toy_datamodule
+from conftest import TINY_GENERATOR, toy_datamodule
 from hydra import compose, initialize_config_dir
 from torch import Tensor, nn
 
@@ -93,19 +93,8 @@ def test_evaluate_refuses_a_checkpoint_for_other_data(
 
 
 # -- a generator without a style encoder ----------------------------------------------------
-TINY: dict[str, Any] = dict(
-    ngf=4,
-    z_dim=8,
-    start_size=4,
-    max_mult=4,
-    spade_hidden=8,
-    ndf=8,
-    num_D=1,
-    n_layers=2,
-    sample_every_n_steps=0,
-    ema=False,
-    lambda_kld=0.05,  # on, but there is no posterior to apply it to
-)
+# lambda_kld on, but there is no posterior to apply it to
+TINY: dict[str, Any] = {**TINY_GENERATOR, "lambda_kld": 0.05}
 
 
 def test_generator_without_encoder_trains_and_samples_random_codes(
