@@ -27,6 +27,32 @@ TINY_GENERATOR: dict[str, Any] = dict(
 )
 
 
+def tiny_generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[str]:
+    """Hydra overrides of a tiny ``train_generator`` run on the 4-tile toy world into
+    ``tmp_path / run``: 2 batches of 4 patches per epoch, validation every 2 steps, no logger.
+    Tests append what they vary (steps, samples, seed, ...)."""
+    return [
+        f"paths.root={tmp_path}",
+        f"paths.output_dir={tmp_path / run}",
+        f"data.source.root={toy_root}",
+        "data.source.tiles=4",
+        "data.source.size=128",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.patches_per_epoch=8",
+        "data.val_patches=4",
+        "generator=cpu",
+        "generator.patch_size=32",
+        "generator.ngf=4",
+        "generator.z_dim=8",
+        "generator.spade_hidden=8",
+        "generator.ndf=8",
+        "generator.n_layers=2",
+        "logger=none",
+        "trainer.val_check_interval=2",
+    ]
+
+
 def toy_datamodule(root: Path, cache_dir: Path, **overrides: Any) -> LandCoverDataModule:
     """A set-up datamodule over the 4-tile, 128 px toy world of :func:`toy_root`."""
     args: dict[str, Any] = dict(

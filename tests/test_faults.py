@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_generator_overrides
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -743,28 +744,11 @@ def _generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[str]:
     patches per epoch, validation and checkpoints every 2 generator steps (at each epoch's
     end), lambda_div on."""
     return [
-        f"paths.root={tmp_path}",
+        *tiny_generator_overrides(toy_root, tmp_path, run),
         f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.output_dir={tmp_path / run}",
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        "data.num_workers=0",
-        "data.batch_size=4",
-        "data.patches_per_epoch=8",
-        "data.val_patches=4",
-        "generator=cpu",
-        "generator.patch_size=32",
-        "generator.ngf=4",
-        "generator.z_dim=8",
-        "generator.spade_hidden=8",
-        "generator.ndf=8",
-        "generator.n_layers=2",
         "generator.sample_every_n_steps=0",
         "generator.lambda_div=2",
-        "logger=none",
         "trainer.max_steps=4",
-        "trainer.val_check_interval=2",
         "seed=3",
     ]
 

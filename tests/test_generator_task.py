@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_GENERATOR
+from conftest import TINY_GENERATOR, tiny_generator_overrides
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -182,27 +182,10 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(
 
 def _compose(toy_root: Path, tmp_path: Path, run: str, *extra: str) -> Any:
     overrides = [
-        f"paths.root={tmp_path}",
-        f"paths.output_dir={tmp_path / run}",
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        "data.num_workers=0",
-        "data.batch_size=4",
-        "data.patches_per_epoch=8",
-        "data.val_patches=4",
-        "generator=cpu",
-        "generator.patch_size=32",
-        "generator.ngf=4",
-        "generator.z_dim=8",
-        "generator.spade_hidden=8",
+        *tiny_generator_overrides(toy_root, tmp_path, run),
         "generator.nef=4",
-        "generator.ndf=8",
         "generator.num_D=1",
-        "generator.n_layers=2",
         "generator.sample_every_n_steps=2",
-        "logger=none",
-        "trainer.val_check_interval=2",
         *extra,
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
