@@ -1,8 +1,15 @@
-"""Synthesise georeferenced imagery for mask tiles: ``python -m synthsat.synthesize ckpt=...``."""
+"""Synthesise georeferenced imagery for mask tiles: ``python -m synthsat.synthesize ckpt=...``.
+
+``method=generator`` (default) runs a trained generator checkpoint; ``method=classtexture``
+fills each mask region with real texture of its class (no training, no checkpoint; see
+:mod:`synthsat.synthesis.classtexture`). Both write the same files and manifest.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
@@ -10,19 +17,39 @@ from omegaconf import DictConfig
 
 from synthsat import config_dir
 from synthsat.data import DataError
+from synthsat.errors import ConfigError
 from synthsat.runtime import prepare_run, user_errors
 from synthsat.synthesis import (
     SynthesisWriter,
+    TileRequest,
     TileSynthesizer,
     load_chip_generator,
     make_requests,
     run_synthesis,
 )
+from synthsat.synthesis.classtexture import ClassTextureSynthesizer, build_bank
+
+log = logging.getLogger(__name__)
+
+#: The values of ``method``.
+METHODS = ("generator", "classtexture")
 
 
 def run(cfg: DictConfig) -> SynthesisWriter:
     """Synthesise ``cfg.samples`` images for every mask of ``cfg.splits`` into ``cfg.out``."""
+    method = str(cfg.get("method", "generator"))
+    if method not in METHODS:
+        raise ConfigError(f"method={method}: must be one of {list(METHODS)}")
+    if method == "generator" and cfg.get("ckpt") is None:
+        raise ConfigError(
+            "ckpt=null: method=generator needs a GeneratorTask checkpoint "
+            "(ckpt=outputs/train_generator/<run>/checkpoints/last.ckpt), or use "
+            "method=classtexture (real class textures, no checkpoint)"
+        )
+    texture = _texture_settings(cfg) if method == "classtexture" else None
     prepare_run(cfg)
+    if texture is not None:
+        return _run_classtexture(cfg, texture)
     ckpt = Path(cfg.ckpt).expanduser().resolve()
     generator = load_chip_generator(ckpt)
     meta = generator.data
@@ -35,20 +62,7 @@ def run(cfg: DictConfig) -> SynthesisWriter:
             f"{datamodule.classes} and {datamodule.bands} band(s)"
         )
     datamodule.source.prepare()
-    pairs = [p for split in cfg.splits for p in datamodule.source.pairs(split)]
-    if cfg.get("tiles"):
-        wanted = [str(t) for t in cfg.tiles]
-        unknown = sorted(set(wanted) - {p.name for p in pairs})
-        if unknown:
-            raise DataError(
-                f"tiles {unknown} are not in splits {list(cfg.splits)} of "
-                f"{datamodule.source.describe()}"
-            )
-        pairs = [p for p in pairs if p.name in set(wanted)]
-    out = Path(cfg.out)
-    requests = make_requests(
-        [(p.name, p.mask, p.image) for p in pairs], out, int(cfg.samples), int(cfg.seed)
-    )
+    requests = _requests(cfg, datamodule)
     chip = int(cfg.chip_size or generator.chip_size)
     synthesizer = TileSynthesizer(
         generator,
@@ -72,6 +86,111 @@ def run(cfg: DictConfig) -> SynthesisWriter:
         rgb_bands=datamodule.rgb_bands,
         cog=bool(cfg.get("cog", False)),
     )
+    return _synthesise(cfg, synthesizer, requests)
+
+
+def _requests(cfg: DictConfig, datamodule: Any) -> list[TileRequest]:
+    """The outputs to make: ``cfg.samples`` per mask of ``cfg.splits`` (or ``cfg.tiles``)."""
+    pairs = [p for split in cfg.splits for p in datamodule.source.pairs(split)]
+    if cfg.get("tiles"):
+        wanted = [str(t) for t in cfg.tiles]
+        unknown = sorted(set(wanted) - {p.name for p in pairs})
+        if unknown:
+            raise DataError(
+                f"tiles {unknown} are not in splits {list(cfg.splits)} of "
+                f"{datamodule.source.describe()}"
+            )
+        pairs = [p for p in pairs if p.name in set(wanted)]
+    return make_requests(
+        [(p.name, p.mask, p.image) for p in pairs], Path(cfg.out), int(cfg.samples), int(cfg.seed)
+    )
+
+
+def _texture_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The checked ``classtexture`` settings (recorded with every output).
+
+    Raises:
+        ConfigError: naming the key, its value and the rule.
+    """
+    opts = cfg.classtexture
+    for key in ("patch_size", "per_class"):
+        value = opts[key]
+        try:
+            good = not isinstance(value, bool) and int(value) == float(value) and int(value) >= 1
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f"classtexture.{key}={value}: must be a whole number >= 1")
+    for key in ("purity", "fallback_purity"):
+        value = opts[key]
+        try:
+            good = 0 < float(value) <= 1
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f"classtexture.{key}={value}: must be a number in (0, 1]")
+    size, per_class = int(opts.patch_size), int(opts.per_class)
+    purity, fallback = float(opts.purity), float(opts.fallback_purity)
+    splits = [str(s) for s in opts.texture_splits]
+    if not splits:
+        raise ConfigError("classtexture.texture_splits=[]: name at least one split")
+    return {
+        "patch_size": size,
+        "purity": purity,
+        "fallback_purity": fallback,
+        "per_class": per_class,
+        "texture_splits": splits,
+    }
+
+
+def _run_classtexture(cfg: DictConfig, texture: dict[str, Any]) -> SynthesisWriter:
+    """``method=classtexture``: a texture bank from the real tiles of ``texture_splits``."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    splits = texture["texture_splits"]
+    unknown = sorted(set(splits) - set(datamodule.tiles))
+    if unknown:
+        raise ConfigError(
+            f"classtexture.texture_splits={splits}: must name splits of {sorted(datamodule.tiles)}"
+        )
+    tiles = [(t.image, t.mask) for s in splits for t in datamodule.tiles[s]]
+    if not tiles:
+        raise DataError(f"{datamodule.source.describe()}: no tiles in splits {splits}")
+    bank = build_bank(
+        tiles,
+        datamodule.num_classes,
+        datamodule.ignore_index,
+        patch_size=texture["patch_size"],
+        purity=texture["purity"],
+        fallback_purity=texture["fallback_purity"],
+        per_class=texture["per_class"],
+        seed=int(cfg.seed),
+    )
+    log.info("class textures: %s", bank.sources)
+    synthesizer = ClassTextureSynthesizer(
+        bank,
+        datamodule.num_classes,
+        datamodule.ignore_index,
+        label_map=datamodule.source.label_map,
+        colour_map=datamodule.source.colour_map,
+        dtype=cfg.dtype,
+        block_size=int(cfg.block_size),
+        compress=str(cfg.compress),
+        provenance={"texture": texture},
+        band_names=datamodule.band_names,
+        rgb_bands=datamodule.rgb_bands,
+        cog=bool(cfg.get("cog", False)),
+    )
+    return _synthesise(cfg, synthesizer, _requests(cfg, datamodule))
+
+
+def _synthesise(
+    cfg: DictConfig,
+    synthesizer: TileSynthesizer | ClassTextureSynthesizer,
+    requests: list[TileRequest],
+) -> SynthesisWriter:
+    """Run the requests through the Lightning synthesis path into ``cfg.out``."""
+    out = Path(cfg.out)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     writer = run_synthesis(synthesizer, requests, out, trainer)
     print(

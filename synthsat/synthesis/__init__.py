@@ -4,6 +4,8 @@
 * :mod:`~synthsat.synthesis.writer` — atomic, streaming GeoTIFF output and the manifest.
 * :mod:`~synthsat.synthesis.tile_job` — streaming synthesis of one tile.
 * :mod:`~synthsat.synthesis.predict` — the same as Lightning ``predict`` (DDP-ready).
+* :mod:`~synthsat.synthesis.classtexture` — control without training: real texture of
+  each mask class, blended.
 """
 
 from synthsat.synthesis.predict import (
@@ -15,11 +17,13 @@ from synthsat.synthesis.predict import (
 )
 from synthsat.synthesis.tile_job import (
     ChipGenerator,
+    Synthesizer,
     TileRequest,
     TileSynthesizer,
     derive_seed,
     make_requests,
     output_name,
+    write_tile,
 )
 from synthsat.synthesis.windows import ChipGrid, chip_starts, taper
 from synthsat.synthesis.writer import AtomicTileWriter, read_provenance, write_manifest
@@ -30,6 +34,7 @@ __all__ = [
     "ChipGrid",
     "SynthesisModule",
     "SynthesisWriter",
+    "Synthesizer",
     "TaskChipGenerator",
     "TileRequest",
     "TileSynthesizer",
@@ -42,4 +47,5 @@ __all__ = [
     "run_synthesis",
     "taper",
     "write_manifest",
+    "write_tile",
 ]

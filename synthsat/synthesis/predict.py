@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from synthsat.synthesis.tile_job import TileRequest, TileSynthesizer
+from synthsat.synthesis.tile_job import Synthesizer, TileRequest
 from synthsat.synthesis.writer import read_provenance, remove_stale_temps, write_manifest
 
 log = logging.getLogger(__name__)
@@ -114,17 +114,21 @@ class TileStream:
 
 
 class SynthesisModule(L.LightningModule):
-    """Runs a :class:`TileSynthesizer` in ``predict``; the generator moves with the module.
+    """Runs a tile synthesiser in ``predict``; its generator (if any) moves with the module.
 
     Args:
-        synthesizer: the tile synthesiser (its generator should be an ``nn.Module``).
+        synthesizer: the tile synthesiser (a
+            :class:`~synthsat.synthesis.tile_job.TileSynthesizer`, whose generator should
+            be an ``nn.Module``, or another
+            :class:`~synthsat.synthesis.tile_job.Synthesizer`).
     """
 
-    def __init__(self, synthesizer: TileSynthesizer) -> None:
+    def __init__(self, synthesizer: Synthesizer) -> None:
         super().__init__()
         self.synthesizer = synthesizer
-        if isinstance(synthesizer.generator, nn.Module):
-            self.generator = synthesizer.generator
+        generator = getattr(synthesizer, "generator", None)
+        if isinstance(generator, nn.Module):
+            self.generator = generator
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
@@ -195,13 +199,22 @@ class SynthesisWriter(BasePredictionWriter):
             write_manifest(self.out_dir)
 
 
-def _warn_if_different(request: TileRequest, synthesizer: TileSynthesizer) -> None:
+def _warn_if_different(request: TileRequest, synthesizer: Synthesizer) -> None:
     """Warn when a kept output was made with other settings than this run's."""
     old = read_provenance(request.output) or {}
     new = synthesizer.record(request)
     diff = [
         k
-        for k in ("checkpoint", "seed", "style", "style_scope", "lambda_div", "overlap")
+        for k in (
+            "generator",
+            "checkpoint",
+            "seed",
+            "style",
+            "style_scope",
+            "lambda_div",
+            "overlap",
+            "texture",
+        )
         if k in new and old.get(k) != new[k]
     ]
     if diff:
@@ -216,7 +229,7 @@ def _warn_if_different(request: TileRequest, synthesizer: TileSynthesizer) -> No
 
 
 def run_synthesis(
-    synthesizer: TileSynthesizer,
+    synthesizer: Synthesizer,
     requests: Sequence[TileRequest],
     out_dir: str | Path,
     trainer: L.Trainer | None = None,
@@ -224,7 +237,8 @@ def run_synthesis(
     """Make every request's output with ``trainer.predict`` (skipping finished ones).
 
     Args:
-        synthesizer: the tile synthesiser.
+        synthesizer: the tile synthesiser (see
+            :class:`~synthsat.synthesis.tile_job.Synthesizer`).
         requests: the outputs to make (see :func:`~synthsat.synthesis.tile_job.make_requests`).
         out_dir: output directory.
         trainer: a Trainer without the writer (it is added); None: one CPU process.

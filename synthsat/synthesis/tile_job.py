@@ -158,6 +158,98 @@ def make_requests(
     return requests
 
 
+@runtime_checkable
+class Synthesizer(Protocol):
+    """What the Lightning synthesis path needs from a tile synthesiser.
+
+    :class:`TileSynthesizer` (a generator) and
+    :class:`~synthsat.synthesis.classtexture.ClassTextureSynthesizer` (real class
+    textures) are two; both write through :func:`write_tile`.
+    """
+
+    def check(self, request: TileRequest) -> None:
+        """Check a request's inputs before any work (raises ``DataError``)."""
+        ...
+
+    def stream(
+        self, request: TileRequest, device: torch.device | str = "cpu"
+    ) -> Iterator[np.ndarray]:
+        """The request's rows, top to bottom, as float strips ``(bands, h, width)``."""
+        ...
+
+    def write(self, request: TileRequest, rows: Iterable[np.ndarray]) -> dict[str, Any]:
+        """Write the rows atomically to ``request.output``; returns the provenance."""
+        ...
+
+    def record(self, request: TileRequest) -> dict[str, Any]:
+        """Provenance of the output of ``request``."""
+        ...
+
+
+def resolve_dtype(request: TileRequest, dtype: str | None) -> str:
+    """The dtype of a synthetic tile: ``dtype``, else the request's real image's.
+
+    Raises:
+        DataError: ``dtype`` is None and the request has no real image.
+    """
+    if dtype is not None:
+        return dtype
+    if request.image is None:
+        raise DataError(f"{request.mask}: no real image to take the output dtype from; set dtype")
+    return raster_info(request.image).dtype
+
+
+def write_tile(
+    request: TileRequest,
+    rows: Iterable[np.ndarray],
+    masks: MaskReader,
+    ignore_index: int | None,
+    profile: Mapping[str, Any],
+    mean: Sequence[float],
+    std: Sequence[float],
+    record: Mapping[str, Any],
+    band_names: Sequence[str] | None = None,
+    rgb_bands: Sequence[int] | None = None,
+    cog: bool = False,
+) -> None:
+    """Write the rows of ``request`` atomically to ``request.output``.
+
+    Pixels whose mask is the ignore index are left out by the file's nodata mask
+    (their values are kept as synthesised).
+
+    Args:
+        request: the tile.
+        rows: its float strips ``(bands, h, width)``, top to bottom, normalised by
+            ``mean`` and ``std`` (mean 0, std 1: raw values).
+        masks: reads the request's mask as class indices.
+        ignore_index: mask value of unlabelled pixels.
+        profile: the output's profile (:func:`~synthsat.synthesis.writer.output_profile`).
+        mean: per-band mean of raw values (denormalisation).
+        std: per-band standard deviation of raw values.
+        record: provenance stored in the file.
+        band_names: band descriptions.
+        rgb_bands: the bands tagged red, green and blue.
+        cog: write a Cloud-Optimised GeoTIFF.
+    """
+    with (
+        masks.open(request.mask) as mask_src,
+        AtomicTileWriter(
+            request.output,
+            profile,
+            mean,
+            std,
+            record,
+            band_names=band_names,
+            rgb_bands=rgb_bands,
+            cog=cog,
+        ) as writer,
+    ):
+        for strip in rows:
+            row, h = writer.rows_done, strip.shape[1]
+            labels = mask_src.read(Window(0, row, mask_src.width, h))
+            writer.write(strip, labels != ignore_index)
+
+
 @dataclass
 class TileSynthesizer:
     """Turns mask tiles into synthetic image tiles with a :class:`ChipGenerator`.
@@ -275,13 +367,7 @@ class TileSynthesizer:
 
     def output_dtype(self, request: TileRequest) -> str:
         """The dtype of the synthetic tile: ``dtype``, else the real image's."""
-        if self.dtype is not None:
-            return self.dtype
-        if request.image is None:
-            raise DataError(
-                f"{request.mask}: no real image to take the output dtype from; set dtype"
-            )
-        return raster_info(request.image).dtype
+        return resolve_dtype(request, self.dtype)
 
     # -- synthesis ---------------------------------------------------------------------
     def stream(
@@ -450,23 +536,19 @@ class TileSynthesizer:
             self.compress,
             self.rgb_bands,
         )
-        with (
-            self._masks.open(request.mask) as mask_src,
-            AtomicTileWriter(
-                request.output,
-                profile,
-                self.mean,
-                self.std,
-                record,
-                band_names=self.band_names,
-                rgb_bands=self.rgb_bands,
-                cog=self.cog,
-            ) as writer,
-        ):
-            for strip in rows:
-                row, h = writer.rows_done, strip.shape[1]
-                labels = mask_src.read(Window(0, row, mask_src.width, h))
-                writer.write(strip, labels != self.ignore_index)
+        write_tile(
+            request,
+            rows,
+            self._masks,
+            self.ignore_index,
+            profile,
+            self.mean,
+            self.std,
+            record,
+            band_names=self.band_names,
+            rgb_bands=self.rgb_bands,
+            cog=self.cog,
+        )
         return record
 
     def run(
