@@ -188,7 +188,7 @@ def test_report_with_a_class_that_has_nothing_to_score(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     per_class = report.split("## Per-class IoU")[1]
     assert "| real-only | — | 0.500 | nan |" in per_class
-    assert "| synthetic-only | 0 | 0.250 | nan |" in per_class
+    assert "| synthetic-only | lambda_div = 0 | 0.250 | nan |" in per_class
     assert "| real-only | — | 0.5000 | 1 |" in report.split("## Per-class IoU")[0]
     rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
     assert [(r["iou/water"], r["iou/land"]) for r in rows] == [("0.5", ""), ("0.25", "")]

@@ -1,0 +1,144 @@
+"""Paired statistics over seeds: an arm's scores against a baseline's, seed by seed.
+
+The study trains every arm (a mixing ratio with one synthetic source) and the real-only
+baseline with the same seeds, so seed ``s`` of an arm and seed ``s`` of the baseline share
+their initialisation and data order. The paired difference ``arm[s] - baseline[s]`` removes
+that shared seed-to-seed variation; its mean, a percentile-bootstrap confidence interval of
+that mean and the number of seeds on which the arm did better summarise the comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Resamples drawn by :func:`bootstrap_ci` unless told otherwise.
+N_BOOT = 10_000
+
+
+def paired_differences(arm: Mapping[int, float], baseline: Mapping[int, float]) -> dict[int, float]:
+    """Per-seed differences ``arm[s] - baseline[s]`` over the seeds both have.
+
+    Args:
+        arm: Score of the arm by seed.
+        baseline: Score of the baseline by seed.
+
+    Returns:
+        The differences by seed, in ascending seed order; seeds that only one side has are
+        left out.
+
+    Raises:
+        ValueError: If the two have no seed in common.
+    """
+    common = sorted(set(arm) & set(baseline))
+    if not common:
+        raise ValueError(
+            f"no seed in common: arm has {sorted(arm)}, baseline has {sorted(baseline)}"
+        )
+    return {s: float(arm[s]) - float(baseline[s]) for s in common}
+
+
+def bootstrap_ci(
+    values: Iterable[float], level: float = 0.95, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean of ``values``.
+
+    Draws ``n_boot`` resamples of ``len(values)`` values with replacement (indices from
+    ``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))``), takes each
+    resample's mean and returns the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
+    those means (numpy's default linear interpolation between order statistics). The same
+    arguments always give the same interval.
+
+    Args:
+        values: The sample (e.g. paired differences over seeds).
+        level: Coverage of the interval, in (0, 1).
+        n_boot: Number of bootstrap resamples (at least 1).
+        seed: Seed of the random generator that draws the resamples.
+
+    Returns:
+        ``(low, high)``; ``(v, v)`` for a single value ``v``.
+
+    Raises:
+        ValueError: If ``values`` is empty, ``level`` is not in (0, 1) or ``n_boot < 1``.
+    """
+    arr = np.asarray(list(values), dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    if arr.size == 1:
+        return float(arr[0]), float(arr[0])
+    idx = np.random.default_rng(seed).integers(0, arr.size, size=(n_boot, arr.size))
+    means = arr[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """An arm's scores over seeds and their paired comparison with the baseline.
+
+    Attributes:
+        mean: Mean of the arm's scores over all its seeds.
+        std: Sample standard deviation (``ddof=1``) of those scores; 0 with one seed.
+        n: Number of the arm's seeds.
+        mean_diff: Mean paired difference (arm minus baseline) over the common seeds.
+        ci_low: Lower bound of the bootstrap confidence interval of ``mean_diff``.
+        ci_high: Upper bound of that interval.
+        n_improved: Common seeds on which the arm scored strictly above the baseline.
+        n_paired: Number of seeds the arm and the baseline have in common.
+    """
+
+    mean: float
+    std: float
+    n: int
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    n_improved: int
+    n_paired: int
+
+
+def compare_paired(
+    arm: Mapping[int, float],
+    baseline: Mapping[int, float],
+    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> PairedComparison:
+    """Summarise an arm against the baseline, pairing their scores by seed.
+
+    Args:
+        arm: Score of the arm by seed (at least one).
+        baseline: Score of the baseline by seed.
+        level: Coverage of the confidence interval of the mean difference.
+        n_boot: Bootstrap resamples for that interval.
+        seed: Seed of the bootstrap's random generator.
+
+    Returns:
+        The arm's mean, std and seed count over all its seeds, and the mean paired
+        difference, its confidence interval (:func:`bootstrap_ci`) and the number of seeds
+        improved over the seeds both have.
+
+    Raises:
+        ValueError: If the two have no seed in common.
+    """
+    diffs = paired_differences(arm, baseline)
+    scores = np.asarray([float(v) for v in arm.values()], dtype=np.float64)
+    d = np.asarray(list(diffs.values()), dtype=np.float64)
+    low, high = bootstrap_ci(d, level=level, n_boot=n_boot, seed=seed)
+    return PairedComparison(
+        mean=float(scores.mean()),
+        std=float(scores.std(ddof=1)) if scores.size > 1 else 0.0,
+        n=int(scores.size),
+        mean_diff=float(d.mean()),
+        ci_low=low,
+        ci_high=high,
+        n_improved=int((d > 0).sum()),
+        n_paired=int(d.size),
+    )
