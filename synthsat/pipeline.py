@@ -221,28 +221,59 @@ def check_data(cfg: DictConfig) -> Any:
     return datamodule
 
 
-def _seg_label(ratio: float, mode: str, copies: int, lambda_div: float | None, seed: int) -> str:
+def source_name(lambda_div: float | None, generator: str | None) -> str:
+    """Stage name of a synthetic source: ``lambda<x>`` (a trained GAN) or a control's name."""
+    return str(generator) if generator else f"lambda{_fmt(lambda_div or 0.0)}"
+
+
+def _seg_label(
+    ratio: float,
+    mode: str,
+    copies: int,
+    lambda_div: float | None,
+    seed: int,
+    generator: str | None = None,
+) -> str:
     label = f"r{_fmt(ratio)}-{mode}" + (f"x{copies}" if mode == "add" else "")
-    return label + ("" if lambda_div is None else f"-lambda{_fmt(lambda_div)}") + f"-seed{seed}"
+    if lambda_div is not None or generator:
+        label += "-" + source_name(lambda_div, generator)
+    return label + f"-seed{seed}"
 
 
 def segmentation_runs(p: DictConfig) -> list[dict[str, Any]]:
-    """(ratio, mode, copies, lambda, seed) of every segmentation run; real-only runs do not
-    depend on lambda and run once per seed."""
+    """(ratio, mode, copies, lambda, generator, seed) of every segmentation run, seed by
+    seed (so an interrupted study holds complete seeds).
+
+    Every synthetic source (a GAN per ``lambdas``, and each control generator of
+    ``controls``, e.g. ``classtexture``) gets the ``replace`` runs of ``ratios`` > 0 and
+    the ``add`` runs of ``copies`` (real data plus k synthetic copies: ``ratio`` 0 of
+    add mode, the augmentation regime). Real-only runs depend on no source and run once
+    per seed.
+    """
+    sources = [(float(lam), None) for lam in p.lambdas]
+    sources += [(None, str(name)) for name in p.get("controls") or []]
     runs: list[dict[str, Any]] = []
     for seed in p.seeds:
         if any(float(r) == 0 for r in p.ratios):
             runs.append(
-                {"ratio": 0.0, "mode": "replace", "copies": 0, "lambda_div": None, "seed": seed}
+                {
+                    "ratio": 0.0,
+                    "mode": "replace",
+                    "copies": 0,
+                    "lambda_div": None,
+                    "generator": None,
+                    "seed": seed,
+                }
             )
-        for lam in p.lambdas:
+        for lam, generator in sources:
+            source = {"lambda_div": lam, "generator": generator, "seed": seed}
             runs += [
-                {"ratio": float(r), "mode": "replace", "copies": 0, "lambda_div": lam, "seed": seed}
+                {"ratio": float(r), "mode": "replace", "copies": 0, **source}
                 for r in p.ratios
                 if float(r) > 0
             ]
             runs += [
-                {"ratio": 1.0, "mode": "add", "copies": int(k), "lambda_div": lam, "seed": seed}
+                {"ratio": float(p.add_ratio), "mode": "add", "copies": int(k), **source}
                 for k in p.copies
             ]
     return runs
@@ -298,13 +329,31 @@ def run_study(cfg: DictConfig) -> Path:
         )
         return gen, syn
 
+    def control_stage(name: str) -> Stage:
+        # a control generator (e.g. classtexture) needs no training: synthesis only
+        return make_stage(
+            "synthesis",
+            name,
+            "synthsat.synthesize",
+            [
+                *common,
+                *p.control_overrides,
+                f"method={name}",
+                f"samples={p.samples}",
+                "out=${paths.output_dir}/tiles",
+                "splits=[train]",
+                f"seed={p.synthesis_seed}",
+            ],
+            {"lambda_div": None, "generator": name},
+        )
+
     def run_chain(stages: tuple[Stage, ...]) -> Path:
         return [run(stage) for stage in stages][-1]
 
-    lambdas = list(p.lambdas)
-    chains = [synthetic_stages(lam) for lam in lambdas]
-    syn_dirs = run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains])
-    synthetic = {lam: d / "tiles" for lam, d in zip(lambdas, syn_dirs)}
+    chains = {source_name(lam, None): synthetic_stages(lam) for lam in p.lambdas}
+    chains.update({name: (control_stage(name),) for name in p.get("controls") or []})
+    syn_dirs = run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains.values()])
+    synthetic = {name: d / "tiles" for name, d in zip(chains, syn_dirs)}
 
     def segmentation_stage(params: dict[str, Any]) -> Stage:
         mix = [
@@ -312,8 +361,9 @@ def run_study(cfg: DictConfig) -> Path:
             f"mix.mode={params['mode']}",
             f"mix.copies={max(params['copies'], 1)}",
         ]
-        if params["lambda_div"] is not None:
-            mix.append(f"mix.source={synthetic[params['lambda_div']]}")
+        if params["lambda_div"] is not None or params["generator"]:
+            name = source_name(params["lambda_div"], params["generator"])
+            mix.append(f"mix.source={synthetic[name]}")
         return make_stage(
             "segmentation",
             _seg_label(**params),
@@ -327,7 +377,7 @@ def run_study(cfg: DictConfig) -> Path:
     outs = run_parallel(jobs, [lambda s=stage: run(s) for stage in seg_stages])
     real_ckpt: str | None = None
     for params, out in zip(runs, outs):
-        if params["lambda_div"] is None:
+        if params["lambda_div"] is None and not params["generator"]:
             real_ckpt = json.loads((out / "metrics.json").read_text()).get("checkpoint")
             break
 
@@ -336,12 +386,12 @@ def run_study(cfg: DictConfig) -> Path:
         metric_stages = [
             make_stage(
                 "synthetic_metrics",
-                f"lambda{_fmt(lam)}",
+                name,
                 "synthsat.evaluate_synthetic",
                 [*logged, f"synthetic={tiles}", *extra, *p.synthetic_metric_overrides],
-                {"lambda_div": lam},
+                chains[name][-1].params,
             )
-            for lam, tiles in synthetic.items()
+            for name, tiles in synthetic.items()
         ]
         run_parallel(jobs, [lambda s=stage: run(s) for stage in metric_stages])
 

@@ -37,46 +37,53 @@ def rgb_composite(image: np.ndarray, rgb_bands: list[int]) -> np.ndarray:
 
 
 def sample_grid(
-    datamodule: Any, synthetic: dict[float, Path], out: Path, size: int = 256
+    datamodule: Any, synthetic: dict[str, Path], out: Path, size: int = 256, rows: int = 3
 ) -> Path | None:
-    """Mask | real | synthetic at each lambda_div for the centre of the first training tile."""
+    """Mask | real | sample 0 of each synthetic source, for the centre of ``rows``
+    training tiles spread over the split (the first, ..., the last).
+
+    Args:
+        datamodule: a set-up datamodule (its training tiles are shown).
+        synthetic: source name (e.g. ``lambda2``, ``classtexture``) -> tile folder.
+        out: PNG path.
+        size: side of each panel's window in pixels.
+        rows: training tiles shown, one per row.
+    """
     if not synthetic:
         return None
-    tile = datamodule.tiles["train"][0]
-    h, w = tile.shape
-    s = min(size, h, w)
-    r0, c0 = (h - s) // 2, (w - s) // 2
-    window = Window(c0, r0, s, s)
-    panels = [
-        (
-            "mask",
-            colorize_mask(
-                np.asarray(tile.mask[r0 : r0 + s, c0 : c0 + s]).astype(np.int64),
-                datamodule.num_classes,
-            ),
-        ),
-        (
-            "real",
-            rgb_composite(
-                np.asarray(tile.image[:, r0 : r0 + s, c0 : c0 + s]), datamodule.rgb_bands
-            ),
-        ),
-    ]
-    for lam, folder in sorted(synthetic.items()):
-        path = Path(folder) / f"{tile.name}_s0.tif"
-        if path.exists():
-            panels.append(
-                (
-                    f"lambda_div={lam:g}",
-                    rgb_composite(read_raster(path, window), datamodule.rgb_bands),
-                )
-            )
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-    for ax, (title, img) in zip(np.atleast_1d(axes), panels):
-        ax.imshow(img, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
+    tiles = datamodule.tiles["train"]
+    picks = sorted({round(i * (len(tiles) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    grid = [_sample_row(datamodule, tiles[i], synthetic, size) for i in picks]
+    cols = max(len(row) for row in grid)
+    fig, axes = plt.subplots(len(grid), cols, figsize=(3 * cols, 3.2 * len(grid)), squeeze=False)
+    for ax_row, panels in zip(axes, grid):
+        for ax, (title, img) in zip(ax_row, panels):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+        for ax in ax_row:
+            ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _sample_row(
+    datamodule: Any, tile: Any, synthetic: dict[str, Path], size: int
+) -> list[tuple[str, np.ndarray]]:
+    """The panels of one tile: its mask, real image and each source's sample 0."""
+    h, w = tile.shape
+    s = min(size, h, w)
+    r0, c0 = (h - s) // 2, (w - s) // 2
+    mask = np.asarray(tile.mask[r0 : r0 + s, c0 : c0 + s]).astype(np.int64)
+    real = np.asarray(tile.image[:, r0 : r0 + s, c0 : c0 + s])
+    panels = [
+        (f"mask ({tile.name})", colorize_mask(mask, datamodule.num_classes)),
+        ("real", rgb_composite(real, datamodule.rgb_bands)),
+    ]
+    for name, folder in synthetic.items():
+        path = Path(folder) / f"{tile.name}_s0.tif"
+        if path.exists():
+            image = read_raster(path, Window(c0, r0, s, s))
+            panels.append((str(name), rgb_composite(image, datamodule.rgb_bands)))
+    return panels

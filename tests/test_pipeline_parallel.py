@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from synthsat.pipeline import run_parallel, stage_env
+from synthsat.pipeline import _seg_label, run_parallel, segmentation_runs, source_name, stage_env
 
 
 def test_results_come_back_in_task_order() -> None:
@@ -83,3 +84,41 @@ def test_stage_key_follows_the_composed_config(tmp_path: Path) -> None:
     assert "lr: 1.0e-3" in text
     preset.write_text(text.replace("lr: 1.0e-3", "lr: 2.0e-3"))
     assert key() != before
+
+
+def test_study_arms_pair_every_source_with_the_same_seeds() -> None:
+    p = OmegaConf.create(
+        {
+            "lambdas": [0.0, 2.0],
+            "controls": ["classtexture"],
+            "ratios": [0.0, 0.5],
+            "copies": [1],
+            "add_ratio": 0.0,
+            "seeds": [3, 4],
+        }
+    )
+    runs = segmentation_runs(p)
+    labels = [_seg_label(**r) for r in runs]
+    per_seed = [
+        "r0-replace-seed{s}",
+        "r0.5-replace-lambda0-seed{s}",
+        "r0-addx1-lambda0-seed{s}",
+        "r0.5-replace-lambda2-seed{s}",
+        "r0-addx1-lambda2-seed{s}",
+        "r0.5-replace-classtexture-seed{s}",
+        "r0-addx1-classtexture-seed{s}",
+    ]
+    assert labels == [x.format(s=s) for s in (3, 4) for x in per_seed]
+    control = runs[5]
+    assert control == {
+        "ratio": 0.5,
+        "mode": "replace",
+        "copies": 0,
+        "lambda_div": None,
+        "generator": "classtexture",
+        "seed": 3,
+    }
+    assert runs[0]["lambda_div"] is None and runs[0]["generator"] is None
+    assert (
+        source_name(2.0, None) == "lambda2" and source_name(None, "classtexture") == "classtexture"
+    )

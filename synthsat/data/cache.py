@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from synthsat.data.checks import (
     check_mask_values,
@@ -82,6 +84,9 @@ class TileCache:
             mask (so they are neither trained on nor scored), are left out of the band
             statistics and are filled with the tile's band means in the image.
             Pixels equal to the raster's declared nodata value are always unlabelled.
+        scale: resampling factor in (0, 1]: tiles are cached at ``round(side * scale)``
+            pixels, images by area averaging and masks by the nearest pixel centre
+            (see :func:`rescale`); 1 keeps the native grid.
     """
 
     def __init__(
@@ -93,7 +98,11 @@ class TileCache:
         label_map: dict[int, int] | None = None,
         on_nonfinite: str = "error",
         colour_map: Mapping[Any, int] | None = None,
+        scale: float = 1.0,
     ) -> None:
+        if not 0 < scale <= 1:
+            raise ValueError(f"data.scale must be in (0, 1], got {scale}")
+        self.scale = float(scale)
         if on_nonfinite not in NONFINITE:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE}, got '{on_nonfinite}'")
         self.masks = MaskReader(label_map, colour_map)
@@ -118,6 +127,7 @@ class TileCache:
                 self.ignore_index,
                 self.on_nonfinite,
             ]
+            + ([self.scale] if self.scale != 1 else [])
         )
         return self.root / f"{pair.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 
@@ -180,6 +190,8 @@ class TileCache:
             mask = np.where(invalid, self.ignore_index, mask)
             image = fill_invalid(image, invalid)
         mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
+        if self.scale != 1:
+            image, mask = rescale(image, mask, self.scale)
         labelled = mask != self.ignore_index if self.ignore_index is not None else None
         pixels = image[:, labelled] if labelled is not None else image.reshape(image.shape[0], -1)
         pixels = pixels.astype(np.float64)
@@ -196,6 +208,26 @@ class TileCache:
         tmp = entry / f".meta.{os.getpid()}.json"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, entry / "meta.json")
+
+
+def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The (height, width) of a ``height`` x ``width`` grid resampled by ``scale``."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a tile to :func:`scaled_shape`: the image by area averaging (in its dtype,
+    rounded for integer types), the mask by the class of the nearest source pixel centre."""
+    h, w = mask.shape
+    out_h, out_w = scaled_shape(h, w, scale)
+    pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    small = F.interpolate(pixels, size=(out_h, out_w), mode="area")[0].numpy()
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        small = np.clip(np.rint(small), info.min, info.max)
+    rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
+    return small.astype(image.dtype), np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
 
 
 def band_statistics(tiles: list[CachedTile]) -> tuple[np.ndarray, np.ndarray]:

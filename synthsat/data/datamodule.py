@@ -52,6 +52,11 @@ class LandCoverDataModule(L.LightningDataModule):
             raster's nodata pixels: unlabelled (ignore index in the mask, so neither
             trained on nor scored), left out of the band statistics, filled in the image
             (see :class:`~synthsat.data.cache.TileCache`).
+        scale: train and validate at this fraction of the native resolution (in (0, 1];
+            e.g. 0.5 for coarse polygon masks): training, validation and synthetic tiles
+            are resampled once, in the cache; test tiles stay native, and the model
+            (which records the scale in its metadata) resamples its input and returns
+            logits at native resolution, so test scores are always at native resolution.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class LandCoverDataModule(L.LightningDataModule):
         seed: int = 0,
         mix: dict[str, Any] | None = None,
         on_nonfinite: str = "error",
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         if val_mode not in ("chips", "patches"):
@@ -108,15 +114,22 @@ class LandCoverDataModule(L.LightningDataModule):
         self.augment = augment
         self._mean = None if mean is None else np.asarray(mean, np.float32)
         self._std = None if std is None else np.asarray(std, np.float32)
-        self.cache = TileCache(
-            cache_dir,
-            bands,
-            len(self.classes),
-            ignore_index,
-            source.label_map,
-            on_nonfinite=on_nonfinite,
-            colour_map=source.colour_map,
-        )
+
+        def tile_cache(scale: float) -> TileCache:
+            return TileCache(
+                cache_dir,
+                bands,
+                len(self.classes),
+                ignore_index,
+                source.label_map,
+                on_nonfinite=on_nonfinite,
+                colour_map=source.colour_map,
+                scale=scale,
+            )
+
+        self.scale = float(scale)
+        self.cache = tile_cache(self.scale)  # training (real and synthetic) and validation
+        self.native_cache = self.cache if self.scale == 1 else tile_cache(1.0)  # test
         self.seed = seed
         self.mix = dict(mix) if mix else None
         self.tiles: dict[str, list[CachedTile]] = {}
@@ -141,6 +154,7 @@ class LandCoverDataModule(L.LightningDataModule):
             "scored_classes": self.scored_classes,
             "mean": self.normalizer.mean.tolist(),
             "std": self.normalizer.std.tolist(),
+            "scale": self.scale,
         }
 
     # -- Lightning hooks -----------------------------------------------------------------
@@ -154,7 +168,8 @@ class LandCoverDataModule(L.LightningDataModule):
             return
         self.source.prepare()
         for split in ("train", "val", "test"):
-            self.tiles[split] = [self.cache.load(p) for p in self.source.pairs(split)]
+            cache = self.native_cache if split == "test" else self.cache
+            self.tiles[split] = [cache.load(p) for p in self.source.pairs(split)]
         if self._mean is None:
             self._mean, self._std = band_statistics(self.tiles["train"])
         self.normalizer = Normalizer(self._mean, self._std)
@@ -229,6 +244,8 @@ class LandCoverDataModule(L.LightningDataModule):
             f"bands: {self.bands} ({', '.join(self.band_names)}), "
             f"classes: {self.num_classes}, ignore index: {self.ignore_index}",
         ]
+        if self.scale != 1:
+            lines.append(f"scale: {self.scale:g} (train / val resampled; test native)")
         for split, tiles in self.tiles.items():
             px = sum(t.shape[0] * t.shape[1] for t in tiles)
             lines.append(f"{split:5s}: {len(tiles):3d} tiles, {px / 1e6:.2f} Mpx")

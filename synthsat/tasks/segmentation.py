@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from synthsat.data.cache import scaled_shape
 from synthsat.data.datasets import Normalizer
 from synthsat.metrics.segmentation import SegmentationScores
 from synthsat.models.segmentation import build_unet
@@ -133,6 +134,9 @@ class SegmentationTask(L.LightningModule):
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.pad_multiple = 2**encoder_depth
+        #: the data's resolution factor (``data.scale``): inputs of predict_logits are
+        #: resampled by it and the logits brought back to the input's size
+        self.scale = float(metadata.get("scale", 1.0))
         self.criterion = build_loss(loss, self.num_classes, self.ignore_index)
         # keyed "<split>_scores": a ModuleDict key may not shadow nn.Module.train
         self.scores = nn.ModuleDict(
@@ -152,10 +156,13 @@ class SegmentationTask(L.LightningModule):
         return self.model(image)
 
     def predict_logits(self, image_norm: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K, H, W) of normalised images (B, C, H, W) or (C, H, W) of any size.
+        """Logits (B, K, H, W) of normalised images (B, C, H, W) or (C, H, W) of any size,
+        at native resolution.
 
-        Images are padded at the bottom-right (reflect, or replicate for tiny ones)
-        to a multiple of ``2 ** encoder_depth`` and the logits cropped back.
+        A model trained at ``data.scale`` < 1 sees the image area-resampled by that
+        factor, and its logits are resized back (bilinear) to (H, W). Images are padded
+        at the bottom-right (reflect, or replicate for tiny ones) to a multiple of
+        ``2 ** encoder_depth`` and the logits cropped back.
         """
         squeeze = image_norm.ndim == 3
         x = image_norm.unsqueeze(0) if squeeze else image_norm
@@ -165,19 +172,28 @@ class SegmentationTask(L.LightningModule):
                 f"{self.hparams.metadata['bands']}"
             )
         x = x.to(self.device, torch.float32)
+        native = x.shape[-2:]
+        if self.scale != 1:
+            size = scaled_shape(int(native[0]), int(native[1]), self.scale)
+            x = F.interpolate(x, size=size, mode="area")
         h, w = x.shape[-2:]
         m = self.pad_multiple
         ph, pw = math.ceil(h / m) * m - h, math.ceil(w / m) * m - w
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         logits = self.model(x)[..., :h, :w]
+        if self.scale != 1:
+            logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
         return logits[0] if squeeze else logits
 
     # -- training ----------------------------------------------------------------------
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         image, mask = batch["image"], batch["mask"]
-        logits = self(image)
+        # test tiles are native: a model trained at a reduced scale resamples them
+        logits = self.predict_logits(image) if split == "test" and self.scale != 1 else self(image)
         loss = self.criterion(logits, mask)
         bs = image.shape[0]
         self.log(
