@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -100,3 +101,39 @@ def test_checkpoints_without_scale_load_at_native_resolution() -> None:
     del metadata["scale"]
     old = SegmentationTask(metadata, encoder_depth=3, decoder_channels=[16, 8, 4])
     assert old.scale == 1.0
+
+
+def test_cosine_schedule_warms_up_then_decays_to_min_lr() -> None:
+    metadata = dict(_task(1.0).hparams.metadata)
+    task = SegmentationTask(
+        metadata,
+        encoder_depth=3,
+        decoder_channels=[16, 8, 4],
+        lr=1e-2,
+        min_lr=1e-4,
+        scheduler="cosine",
+        warmup_steps=2,
+    )
+    task.trainer = SimpleNamespace(max_steps=10)  # type: ignore[assignment]
+    config = task.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(11):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.5e-2) and lrs[1] == pytest.approx(1e-2)
+    # halfway through the 8 decay steps: the mean of lr and min_lr
+    assert lrs[6] == pytest.approx((1e-2 + 1e-4) / 2)
+    assert lrs[10] == pytest.approx(1e-4) and lrs[2] == pytest.approx(1e-2)
+
+
+def test_cosine_schedule_needs_a_step_budget() -> None:
+    metadata = dict(_task(1.0).hparams.metadata)
+    task = SegmentationTask(metadata, encoder_depth=3, scheduler="cosine")
+    task.trainer = SimpleNamespace(max_steps=-1)  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="needs trainer.max_steps > 0"):
+        task.configure_optimizers()
+    with pytest.raises(ValueError, match="unknown scheduler 'step'"):
+        SegmentationTask(metadata, scheduler="step")
