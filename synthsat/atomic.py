@@ -1,0 +1,87 @@
+"""Atomic file writes: a temporary file next to the target, then one rename.
+
+A reader never sees a half-written file, and a killed writer leaves at most a hidden
+``.<name>.*.part`` file behind (never the target). Every write of a result, record or
+cache entry in synthsat goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+#: Pattern of temporary files (left behind only by a killed writer).
+TEMP_GLOB = ".*.part"
+
+
+def file_mode() -> int:
+    """Permissions of a new file under this process's umask (``0o666`` less the umask)."""
+    try:  # Linux: read it without changing it (os.umask would, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_path(final: str | Path) -> Path:
+    """A fresh private temporary path next to ``final`` (same file system, so the rename
+    is atomic); the parent directory is created."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.stem}.", suffix=final.suffix + ".part", dir=final.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: Path, final: str | Path) -> None:
+    """Give ``tmp`` (private, from ``mkstemp``) the usual permissions, rename it to ``final``."""
+    os.chmod(tmp, file_mode())
+    os.replace(tmp, final)
+
+
+@contextmanager
+def atomic_write(final: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; on success it replaces ``final``, on error it
+    is removed and ``final`` is untouched.
+
+    Example::
+
+        with atomic_write(out / "summary.csv", newline="") as f:
+            csv.writer(f).writerows(rows)
+    """
+    tmp = atomic_path(final)
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+        publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(final: str | Path, text: str) -> Path:
+    """Write ``text`` to ``final`` atomically; returns ``final``."""
+    with atomic_write(final) as f:
+        f.write(text)
+    return Path(final)
+
+
+def write_with(final: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Let ``write(tmp)`` fill a temporary path (e.g. ``np.save``, a library's ``save``),
+    then publish it as ``final``; ``final`` is untouched if ``write`` raises."""
+    tmp = atomic_path(final)
+    try:
+        write(tmp)
+        publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Path(final)

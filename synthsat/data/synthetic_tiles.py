@@ -1,0 +1,160 @@
+"""Synthetic tiles on disk: one owner for their names, discovery, reading and records.
+
+A synthesis run writes, for each mask tile ``<tile>`` and sample ``k``::
+
+    <dir>/<tile>_s<k>.tif     on the mask's pixel grid, the data's bands and dtype
+    <dir>/manifest.json       {"outputs": [{"path": ..., <provenance>}, ...]}
+
+Each GeoTIFF carries its provenance (generator, checkpoint, ``lambda_div``, seed,
+style, chip grid, ...) in the :data:`PROVENANCE_TAG` tag; the manifest is rebuilt from
+those tags, so it always lists exactly the complete files. A plain ``<tile>.tif``
+(imagery made elsewhere) counts as one more sample of ``<tile>``, after the numbered
+ones. Mixing, metrics, figures and the report all find and describe synthetic tiles
+through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthsat.atomic import write_text
+from synthsat.data.errors import DataError
+from synthsat.data.raster_io import open_raster, raster_info, read_raster
+
+#: Synthetic tile file names: ``<mask stem>_s<sample index>.tif``.
+SAMPLE_NAME = re.compile(r"^(?P<tile>.+)_s(?P<k>\d+)$")
+#: File suffixes of synthetic tiles.
+SUFFIXES = (".tif", ".tiff")
+#: GeoTIFF tag holding a synthetic tile's provenance record (JSON).
+PROVENANCE_TAG = "SYNTHSAT_PROVENANCE"
+#: File name of the manifest in a synthetic tile directory.
+MANIFEST = "manifest.json"
+
+
+def output_name(tile: str, sample: int) -> str:
+    """File name of sample ``sample`` of mask tile ``tile``: ``<tile>_s<sample>.tif``."""
+    return f"{tile}_s{sample}.tif"
+
+
+def _is_tile_file(path: Path) -> bool:
+    return path.suffix.lower() in SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def find_synthetic(source: str | Path, tile: str) -> list[Path]:
+    """The synthetic samples of ``tile`` in ``source``: ``<tile>_s<k>.tif`` by ``k``,
+    then a plain ``<tile>.tif`` if there is one."""
+    numbered: list[tuple[int, Path]] = []
+    plain: list[Path] = []
+    for path in Path(source).iterdir():
+        if not _is_tile_file(path):
+            continue
+        match = SAMPLE_NAME.match(path.stem)
+        if match and match["tile"] == tile:
+            numbered.append((int(match["k"]), path))
+        elif path.stem == tile:
+            plain.append(path)
+    return [p for _, p in sorted(numbered)] + plain
+
+
+def find_samples(source: str | Path, tiles: Sequence[str]) -> dict[str, list[Path]]:
+    """The samples of each of ``tiles`` that has any (see :func:`find_synthetic`).
+
+    Raises:
+        DataError: if ``source`` is not a directory or holds no sample of any tile.
+    """
+    root = Path(source)
+    if not root.is_dir():
+        raise DataError(f"{root}: synthetic imagery directory does not exist")
+    found = {tile: find_synthetic(root, tile) for tile in tiles}
+    found = {tile: paths for tile, paths in found.items() if paths}
+    if not found:
+        others = sorted(p.name for p in root.iterdir() if _is_tile_file(p))
+        raise DataError(
+            f"{root}: no synthetic sample of the {len(tiles)} tile(s) asked for (expected "
+            f"files named <tile>_s<k>.tif for tiles such as {', '.join(sorted(tiles)[:3])}; "
+            f"found {', '.join(others[:5]) or 'no GeoTIFF'})"
+        )
+    return found
+
+
+def read_sample(path: Path, shape: tuple[int, int], bands: int, real: str | Path) -> np.ndarray:
+    """A synthetic tile (C, H, W), checked against the size and bands of its real tile.
+
+    Args:
+        path: the synthetic GeoTIFF.
+        shape: (height, width) of the real tile.
+        bands: band count of the real imagery.
+        real: the real tile's image path (for the message).
+    """
+    info = raster_info(path)
+    h, w = shape
+    if (info.height, info.width) != (h, w) or info.count != bands:
+        raise DataError(
+            f"{path}: synthetic tile is {info.width}x{info.height} px with {info.count} "
+            f"band(s), but its real tile {real} is {w}x{h} px with {bands} band(s)"
+        )
+    return read_raster(path)
+
+
+def read_provenance(path: str | Path) -> dict[str, Any] | None:
+    """The provenance record of a synthetic tile, or None if it has none."""
+    with open_raster(path) as src:
+        tag = src.tags().get(PROVENANCE_TAG)
+    return json.loads(tag) if tag else None
+
+
+def write_manifest(directory: str | Path) -> Path:
+    """Rebuild ``<directory>/manifest.json`` from the provenance tags of its GeoTIFFs.
+
+    Lists every complete synthetic tile (temporary files are never listed), sorted by
+    file name; the manifest itself is written atomically.
+    """
+    out = Path(directory)
+    entries = []
+    for path in sorted(out.glob("*.tif")):
+        record = read_provenance(path)
+        if record is not None:
+            entries.append({"path": path.name, **record})
+    return write_text(out / MANIFEST, json.dumps({"outputs": entries}, indent=2))
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """What the manifest says of all outputs alike (e.g. generator, checkpoint,
+    ``lambda_div``), with ``outputs``: their count; ``{}`` without a manifest.
+
+    Raises:
+        DataError: if the manifest is not one.
+    """
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text()).get("outputs", [])
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise DataError(f"{path}: not a synthesis manifest ({err})") from err
+    if not entries:
+        return {"outputs": 0}
+    common = {
+        k: v for k, v in entries[0].items() if k != "path" and all(e.get(k) == v for e in entries)
+    }
+    return {"outputs": len(entries), **common}
+
+
+def describe_source(directory: str | Path) -> dict[str, Any]:
+    """Which generator made a directory's tiles, from its manifest: ``generator``
+    (``gan`` unless recorded otherwise, None without a manifest), ``lambda_div`` and
+    ``checkpoint`` (None where unrecorded or not the same for every tile)."""
+    manifest = read_manifest(directory)
+    if not manifest:
+        return {"generator": None, "lambda_div": None, "checkpoint": None}
+    return {
+        "generator": manifest.get("generator") or "gan",
+        "lambda_div": manifest.get("lambda_div"),
+        "checkpoint": manifest.get("checkpoint"),
+    }
