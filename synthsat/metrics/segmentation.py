@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+from synthsat.atomic import write_text
 
 
 def scores_from_confusion(
@@ -174,13 +175,5 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> Path:
-    """Write ``metrics`` as JSON atomically (temporary file, then rename); NaN -> null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``metrics`` as indented JSON, NaN as null, atomically (:mod:`synthsat.atomic`)."""
+    return write_text(path, json.dumps(_json_safe(metrics), indent=2, allow_nan=False))
