@@ -34,7 +34,7 @@ from the tile's seed):
   generator call under ``torch.no_grad`` (fp32, contiguous), each chip weighted by a
   centre-weighted separable Hann window with a small floor (:func:`centre_window`) into
   whole-tile weighted-sum and weight-sum arrays, divided at the end, written at once.
-* ``ours-*`` — :class:`~synthsat.synthesis.tile_job.TileSynthesizer` with its defaults
+* ``ours-*`` — :class:`~synthsat.synthesis.gan_synthesizer.TileSynthesizer` with its defaults
   (``overlap`` = half a chip, cosine-taper blend, rows streamed to an atomic GeoTIFF,
   ``torch.inference_mode``), channels-last, batched: chips of the generator's patch
   size (64 px, overlap 32) or of 256 px (overlap 128), each in fp32 and under bfloat16
@@ -190,7 +190,7 @@ def build_generator(preset: str = "cpu") -> Any:
 
 def request(mask: Path, output: Path) -> Any:
     """The tile request of the benchmark tile (one name and seed: one ``z`` and noise field)."""
-    from synthsat.synthesis.tile_job import TileRequest
+    from synthsat.synthesis.requests import TileRequest
 
     return TileRequest(TILE, mask, None, 0, SEED, output)
 
@@ -250,7 +250,7 @@ def reference_job(gen: Any, mask: Path, out: Path) -> None:
 
 def synthesizer(gen: Any, cfg: Config, batch_size: int, autocast: bool | None = None) -> Any:
     """Our tile job for ``cfg`` (``autocast`` overrides the config's)."""
-    from synthsat.synthesis.tile_job import TileSynthesizer
+    from synthsat.synthesis.gan_synthesizer import TileSynthesizer
 
     chip = cfg.chip or gen.chip_size
     return TileSynthesizer(

@@ -2,12 +2,14 @@
 
 ``method=generator`` (default) runs a trained generator checkpoint; ``method=classtexture``
 fills each mask region with real texture of its class (no training, no checkpoint; see
-:mod:`synthsat.synthesis.classtexture`). Both write the same files and manifest.
+:mod:`synthsat.synthesis.classtexture`). Both write the same files and manifest
+(:mod:`synthsat.data.synthetic_tiles`); :func:`run` returns what it did.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,16 @@ from synthsat.data import DataError
 from synthsat.errors import ConfigError
 from synthsat.runtime import prepare_run, user_errors
 from synthsat.synthesis import (
+    ClassTextureSynthesizer,
     SynthesisWriter,
+    Synthesizer,
     TileRequest,
     TileSynthesizer,
+    build_bank,
     load_chip_generator,
     make_requests,
     run_synthesis,
 )
-from synthsat.synthesis.classtexture import ClassTextureSynthesizer, build_bank
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,31 @@ log = logging.getLogger(__name__)
 METHODS = ("generator", "classtexture")
 
 
-def run(cfg: DictConfig) -> SynthesisWriter:
-    """Synthesise ``cfg.samples`` images for every mask of ``cfg.splits`` into ``cfg.out``."""
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Synthesise ``cfg.samples`` images for every mask of ``cfg.splits`` into ``cfg.out``.
+
+    Returns:
+        ``tiles_written`` and ``tiles_skipped`` (outputs that were already there) by
+        this process, ``out_dir`` (the tiles and ``manifest.json``) and ``seconds``
+        (wall time of the run).
+    """
+    start = time.perf_counter()
+    writer = _make_tiles(cfg)
+    out = Path(cfg.out)
+    print(
+        f"synthesis: {len(writer.written)} tile(s) written, {len(writer.skipped)} already "
+        f"there; outputs and manifest.json in {out}"
+    )
+    return {
+        "tiles_written": len(writer.written),
+        "tiles_skipped": len(writer.skipped),
+        "out_dir": str(out),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
+    """Check ``cfg``, build the synthesiser of ``cfg.method`` and make the tiles."""
     method = str(cfg.get("method", "generator"))
     if method not in METHODS:
         raise ConfigError(f"method={method}: must be one of {list(METHODS)}")
@@ -185,19 +212,11 @@ def _run_classtexture(cfg: DictConfig, texture: dict[str, Any]) -> SynthesisWrit
 
 
 def _synthesise(
-    cfg: DictConfig,
-    synthesizer: TileSynthesizer | ClassTextureSynthesizer,
-    requests: list[TileRequest],
+    cfg: DictConfig, synthesizer: Synthesizer, requests: list[TileRequest]
 ) -> SynthesisWriter:
     """Run the requests through the Lightning synthesis path into ``cfg.out``."""
-    out = Path(cfg.out)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-    writer = run_synthesis(synthesizer, requests, out, trainer)
-    print(
-        f"synthesis: {len(writer.written)} tile(s) written, {len(writer.skipped)} already "
-        f"there; outputs and manifest.json in {out}"
-    )
-    return writer
+    return run_synthesis(synthesizer, requests, Path(cfg.out), trainer)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="synthesize")

@@ -215,10 +215,11 @@ def test_command_with_class_textures(toy_root: Path, tmp_path: Path) -> None:
         "seed=3",
         "classtexture.patch_size=32",
     )
-    writer = run(cfg)  # type: ignore[arg-type]
+    result = run(cfg)  # type: ignore[arg-type]
     names = sorted(p.name for p in out.glob("*.tif"))
     assert names == ["tile_000_s0.tif", "tile_000_s1.tif", "tile_001_s0.tif", "tile_001_s1.tif"]
-    assert len(writer.written) == 4
+    assert (result["tiles_written"], result["tiles_skipped"]) == (4, 0)
+    assert result["out_dir"] == str(out)
     for name in names:
         mask = toy_root / "masks" / f"{name[:8]}.tif"
         with rasterio.open(out / name) as dst, rasterio.open(mask) as src:
@@ -247,7 +248,7 @@ def test_command_with_class_textures(toy_root: Path, tmp_path: Path) -> None:
     }
     assert (manifest[0]["chip_size"], manifest[0]["overlap"]) == (32, 16)
     again = run(cfg)  # type: ignore[arg-type]
-    assert not again.written and len(again.skipped) == 4
+    assert (again["tiles_written"], again["tiles_skipped"]) == (0, 4)
 
 
 def test_generator_method_still_needs_a_checkpoint(toy_root: Path, tmp_path: Path) -> None:
@@ -259,3 +260,35 @@ def test_generator_method_still_needs_a_checkpoint(toy_root: Path, tmp_path: Pat
         with pytest.raises(ConfigError, match=f"classtexture.{key}="):
             run(_compose(toy_root, tmp_path, "method=classtexture", f"classtexture.{bad}"))  # type: ignore[arg-type]
     assert not (tmp_path / "run").exists()  # refused before the run starts
+
+
+def test_record_fields_and_order() -> None:
+    from synthsat.synthesis import SynthesizerBase
+
+    bank = TextureBank.from_patches({1: _constant(A), 2: _constant(B)}, 3, ignore_index=0)
+    synth = ClassTextureSynthesizer(bank, 3, 0, dtype="uint8", provenance={"texture": {"k": 1}})
+    assert isinstance(synth, SynthesizerBase)
+    (request,) = make_requests([("m", Path("m.tif"), None)], "out", 1, seed=9)
+    record = synth.record(request)
+    assert list(record) == [
+        "tile",
+        "sample",
+        "source_mask",
+        "source_image",
+        "seed",
+        "tile_seed",
+        "chip_size",
+        "overlap",
+        "generator",
+        "checkpoint",
+        "lambda_div",
+        "texture",
+    ]
+    assert {k: record[k] for k in list(record)[6:]} == {
+        "chip_size": bank.patch_size,
+        "overlap": bank.patch_size // 2,
+        "generator": "classtexture",
+        "checkpoint": None,
+        "lambda_div": None,
+        "texture": {"k": 1},
+    }

@@ -577,3 +577,50 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+def test_names_and_records_have_one_owner() -> None:
+    import synthsat.synthesis as synthesis
+    from synthsat.data import synthetic_tiles
+    from synthsat.synthesis import writer
+
+    for name in ("output_name", "read_provenance", "write_manifest"):
+        assert getattr(synthesis, name) is getattr(synthetic_tiles, name)
+    assert (synthesis.PROVENANCE_TAG, synthesis.MANIFEST) == (
+        "SYNTHSAT_PROVENANCE",
+        "manifest.json",
+    )
+    assert writer.PROVENANCE_TAG is synthetic_tiles.PROVENANCE_TAG
+    (first, second) = make_requests([("a", Path("m/a.tif"), None)], "out", 2, seed=3)
+    assert second.output == Path("out/a_s1.tif")
+    assert derive_seed(3, "tile_000", 1) == 3576258240928014603  # pinned: outputs depend on it
+    assert first.tile_seed == derive_seed(3, "a", 0)
+
+
+def test_gan_provenance_fields_and_order(toy_root: Path) -> None:
+    from synthsat.synthesis import SynthesizerBase
+
+    synth = _synth(MaskGenerator(), style="random")
+    assert isinstance(synth, SynthesizerBase)
+    (request,) = make_requests(_toy(toy_root)[:1], "out", 1, seed=3)
+    record = synth.record(request)
+    assert list(record) == [
+        "tile",
+        "sample",
+        "source_mask",
+        "source_image",
+        "seed",
+        "tile_seed",
+        "style",
+        "style_scope",
+        "chip_size",
+        "overlap",
+        "checkpoint",
+        "lambda_div",
+    ]
+    assert [record[k] for k in ("style", "style_scope", "chip_size", "overlap")] == [
+        "random",
+        "tile",
+        32,
+        8,
+    ]

@@ -90,10 +90,11 @@ def test_command_synthesises_georeferenced_tiles(
         "seed=4",
         "splits=[test]",
     )
-    writer = run(cfg)  # type: ignore[arg-type]
+    result = run(cfg)  # type: ignore[arg-type]
     names = sorted(p.name for p in out.glob("*.tif"))
     assert names == ["tile_003_s0.tif", "tile_003_s1.tif"]
-    assert len(writer.written) == 2
+    assert (result["tiles_written"], result["tiles_skipped"]) == (2, 0)
+    assert result["out_dir"] == str(out) and result["seconds"] > 0
     for name in names:
         mask = toy_root / "masks" / f"{name[:8]}.tif"
         with rasterio.open(out / name) as dst, rasterio.open(mask) as src:
@@ -116,7 +117,7 @@ def test_command_synthesises_georeferenced_tiles(
     # a rerun skips everything and leaves the files untouched
     before = {n: (out / n).read_bytes() for n in names}
     again = run(cfg)  # type: ignore[arg-type]
-    assert not again.written and len(again.skipped) == 2
+    assert (again["tiles_written"], again["tiles_skipped"]) == (0, 2)
     assert all((out / n).read_bytes() == before[n] for n in names)
 
     # a fresh run with the same seed reproduces the tiles bit for bit

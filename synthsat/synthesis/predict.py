@@ -3,7 +3,7 @@
 ``trainer.predict`` hands each process (rank) its share of the requests — under DDP
 the distributed sampler splits them across GPUs and nodes. For every request,
 :meth:`SynthesisModule.predict_step` returns a lazy stream of finished rows (see
-:meth:`~synthsat.synthesis.tile_job.TileSynthesizer.stream`), and
+:meth:`~synthsat.synthesis.synthesizer.Synthesizer.stream`), and
 :class:`SynthesisWriter` consumes it, writing the GeoTIFF atomically, so the tile is
 never held in memory. Finished outputs are skipped, so a rerun resumes a killed job;
 at the end rank 0 rebuilds the manifest from the outputs on disk.
@@ -24,14 +24,16 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from synthsat.synthesis.tile_job import Synthesizer, TileRequest
-from synthsat.synthesis.writer import read_provenance, remove_stale_temps, write_manifest
+from synthsat.data.synthetic_tiles import read_provenance, write_manifest
+from synthsat.synthesis.requests import TileRequest
+from synthsat.synthesis.synthesizer import Synthesizer
+from synthsat.synthesis.writer import remove_stale_temps
 
 log = logging.getLogger(__name__)
 
 
 class TaskChipGenerator(nn.Module):
-    """:class:`~synthsat.synthesis.tile_job.ChipGenerator` view of a trained ``GeneratorTask``.
+    """A :class:`~synthsat.synthesis.gan_synthesizer.ChipGenerator` of a trained ``GeneratorTask``.
 
     Args:
         task: the generator task (its ``hparams`` hold the data metadata, patch size,
@@ -118,9 +120,9 @@ class SynthesisModule(L.LightningModule):
 
     Args:
         synthesizer: the tile synthesiser (a
-            :class:`~synthsat.synthesis.tile_job.TileSynthesizer`, whose generator should
+            :class:`~synthsat.synthesis.gan_synthesizer.TileSynthesizer`, whose generator should
             be an ``nn.Module``, or another
-            :class:`~synthsat.synthesis.tile_job.Synthesizer`).
+            :class:`~synthsat.synthesis.synthesizer.Synthesizer`).
     """
 
     def __init__(self, synthesizer: Synthesizer) -> None:
@@ -238,8 +240,8 @@ def run_synthesis(
 
     Args:
         synthesizer: the tile synthesiser (see
-            :class:`~synthsat.synthesis.tile_job.Synthesizer`).
-        requests: the outputs to make (see :func:`~synthsat.synthesis.tile_job.make_requests`).
+            :class:`~synthsat.synthesis.synthesizer.Synthesizer`).
+        requests: the outputs to make (see :func:`~synthsat.synthesis.requests.make_requests`).
         out_dir: output directory.
         trainer: a Trainer without the writer (it is added); None: one CPU process.
 

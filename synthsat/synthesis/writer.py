@@ -1,10 +1,11 @@
-"""Atomic, streaming GeoTIFF output of synthetic tiles and the outputs' manifest.
+"""Atomic, streaming GeoTIFF output of synthetic tiles.
 
 A tile is written to a temporary file next to its final path, strip by strip, and
 renamed onto the final path only when every row is written — a file with the final
-name is always complete. Each output carries its provenance (source mask,
-checkpoint, seed, style, ...) as a GeoTIFF tag, and the manifest is rebuilt from
-those tags, so it never disagrees with the files on disk.
+name is always complete (:mod:`synthsat.atomic`). Each output carries its provenance
+(source mask, checkpoint, seed, style, ...) in the
+:data:`~synthsat.data.synthetic_tiles.PROVENANCE_TAG` GeoTIFF tag, from which
+:func:`~synthsat.data.synthetic_tiles.write_manifest` rebuilds the manifest.
 
 The files read as GIS tools expect: photometric RGB for three bands in R, G, B order,
 MINISBLACK otherwise (never an alpha band: a fourth band such as NIR is data), the
@@ -21,7 +22,6 @@ permissions (``0o666`` less the umask).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -33,35 +33,13 @@ import rasterio.shutil
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from synthsat.data.raster_io import atomic_path, open_raster
+from synthsat.atomic import TEMP_GLOB, atomic_path, publish
+from synthsat.data.raster_io import open_raster
+from synthsat.data.synthetic_tiles import PROVENANCE_TAG
+from synthsat.data.synthetic_tiles import read_provenance as read_provenance  # old import path
 
-#: GeoTIFF tag holding an output's provenance as JSON.
-PROVENANCE_TAG = "SYNTHSAT_PROVENANCE"
-#: File name of the manifest in the output directory.
-MANIFEST = "manifest.json"
-#: Pattern of temporary files (left behind only by a killed run).
-TEMP_GLOB = ".*.part"
 #: GDAL block cache for writing, in MiB: bounds memory whatever the tile size.
 GDAL_CACHE_MB = 64
-
-
-def file_mode() -> int:
-    """Permissions of a new file under this process's umask (``0o666`` less the umask)."""
-    try:  # Linux: read it without changing it (os.umask would, for every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Give ``tmp`` (private, from ``mkstemp``) the usual permissions, rename it to ``final``."""
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, final)
 
 
 def is_rgb_order(count: int, rgb_bands: Sequence[int] | None) -> bool:
@@ -340,38 +318,9 @@ class AtomicTileWriter:
             self._env = None
 
 
-def read_provenance(path: str | Path) -> dict[str, Any] | None:
-    """The provenance record of a synthetic tile, or None if it has none."""
-    with open_raster(path) as src:
-        tag = src.tags().get(PROVENANCE_TAG)
-    return json.loads(tag) if tag else None
-
-
 def remove_stale_temps(out_dir: str | Path) -> list[Path]:
     """Delete temporary files left in ``out_dir`` by a killed run; returns them."""
     stale = sorted(Path(out_dir).glob(TEMP_GLOB))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
-
-
-def write_manifest(out_dir: str | Path) -> Path:
-    """Rebuild ``<out_dir>/manifest.json`` from the provenance tags of its GeoTIFFs.
-
-    Lists every complete synthetic tile (temporary files are never listed), sorted
-    by file name; the manifest itself is written atomically.
-    """
-    out = Path(out_dir)
-    entries = []
-    for path in sorted(out.glob("*.tif")):
-        record = read_provenance(path)
-        if record is not None:
-            entries.append({"path": path.name, **record})
-    manifest = out / MANIFEST
-    tmp = atomic_path(manifest)
-    try:
-        tmp.write_text(json.dumps({"outputs": entries}, indent=2))
-        publish(tmp, manifest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return manifest
