@@ -551,7 +551,10 @@ def main() -> None:
         "generator); load: 1-min load average before/after the case"
     )
     if args.json:
-        args.json.write_text(
+        from synthsat.atomic import write_text
+
+        write_text(
+            args.json,
             json.dumps(
                 {
                     "meta": meta,
@@ -559,7 +562,7 @@ def main() -> None:
                     "results": results,
                 },
                 indent=2,
-            )
+            ),
         )
         print(f"wrote {args.json}")
 
