@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from synthsat.data import LandCoverDataModule, ToyWorldSource
 from synthsat.data.datasets import Normalizer
 from synthsat.data.errors import DataError
+from synthsat.data.synthetic_tiles import PROVENANCE_TAG, find_samples
 from synthsat.data.toyworld import CLASSES
 from synthsat.evaluate_synthetic import run
 from synthsat.metrics.consistency import consistency_miou
@@ -34,23 +35,17 @@ from synthsat.metrics.frechet import (
     gaussian_fit,
     pooled_features,
 )
-from synthsat.metrics.seams import GRADIENT_FLOOR, seam_scores
+from synthsat.metrics.seams import GRADIENT_FLOOR, SEAM_KEYS, seam_scores
 from synthsat.metrics.segmentation import SegmentationScores
+from synthsat.metrics.segmenter import Segmenter
 from synthsat.metrics.spectral import (
     class_pixel_positions,
     gather_pixels,
     spectral_distances,
     wasserstein_per_band,
 )
-from synthsat.metrics.synthetic import (
-    SEAM_KEYS,
-    Segmenter,
-    find_samples,
-    sample_grid,
-    synthetic_metrics,
-)
+from synthsat.metrics.synthetic import sample_grid, synthetic_metrics
 from synthsat.synthesis.windows import ChipGrid
-from synthsat.synthesis.writer import PROVENANCE_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -813,14 +808,15 @@ def test_find_samples_names_what_it_found(tmp_path: Path) -> None:
     ):
         (tmp_path / name).touch()
     found = find_samples(tmp_path, ["t1", "t2", "t3"])
+    # synthsat.data.synthetic_tiles: a plain <tile>.tif is one more sample, after the numbered
     assert {k: [p.name for p in v] for k, v in found.items()} == {
-        "t1": ["t1_s0.TIFF", "t1_s1.tif"],
+        "t1": ["t1_s0.TIFF", "t1_s1.tif", "t1.tif"],
         "t2": ["t2_s0.tif"],
     }
     with pytest.raises(DataError) as err:
         find_samples(tmp_path, ["u1", "u2", "u3", "u4"])
     assert str(err.value) == (
-        f"{tmp_path}: no synthetic sample of the 4 tile(s) evaluated (expected files named "
+        f"{tmp_path}: no synthetic sample of the 4 tile(s) asked for (expected files named "
         "<tile>_s<k>.tif for tiles such as u1, u2, u3; found t1.tif, t1_s0.TIFF, t1_s1.tif, "
         "t2_s0.tif, x_s0.tif)"
     )
@@ -831,7 +827,7 @@ def test_find_samples_names_what_it_found(tmp_path: Path) -> None:
 
 
 def test_manifest_and_sample_grid(tmp_path: Path) -> None:
-    from synthsat.metrics.synthetic import read_manifest
+    from synthsat.data.synthetic_tiles import read_manifest
 
     assert read_manifest(tmp_path) == {}
     (tmp_path / "manifest.json").write_text('{"outputs": []}')
@@ -857,7 +853,8 @@ def test_manifest_and_sample_grid(tmp_path: Path) -> None:
 
 
 def test_chip_side_and_chip_selection() -> None:
-    from synthsat.metrics.synthetic import _nanmean, chip_side, select_chips
+    from synthsat.metrics.chips import chip_side, select_chips
+    from synthsat.metrics.seams import nanmean
 
     assert chip_side([(100, 200)], 256) == 96
     assert chip_side([(300, 300), (40, 500)], 256) == 32
@@ -882,29 +879,29 @@ def test_chip_side_and_chip_selection() -> None:
     assert len(set(some)) == 3 and set(some) <= set(every) and some == sorted(some)
     assert some == select_chips([(64, 96), (32, 32)], 32, 3, 5)
     assert {tuple(select_chips([(64, 96)], 32, 3, s)) for s in range(8)} != {tuple(some)}
-    assert math.isnan(_nanmean([])) and math.isnan(_nanmean([float("nan")]))
-    assert _nanmean([float("nan"), 1.0, 3.0]) == 2.0
+    assert math.isnan(nanmean([])) and math.isnan(nanmean([float("nan")]))
+    assert nanmean([float("nan"), 1.0, 3.0]) == 2.0
 
 
 def test_fid_extractor_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from synthsat.metrics.synthetic import _fid_extractor
+    from synthsat.metrics.fidelity import resolve_fid_extractor
 
     with pytest.raises(ValueError, match=r"^fid.enabled must be true, false or auto, got 'yes'$"):
-        _fid_extractor({"enabled": "yes"}, None, torch.device("cpu"))
-    assert _fid_extractor({"enabled": False}, TinyFeatures(), torch.device("cpu")) == (
+        resolve_fid_extractor({"enabled": "yes"}, None, torch.device("cpu"))
+    assert resolve_fid_extractor({"enabled": False}, TinyFeatures(), torch.device("cpu")) == (
         None,
         "disabled (fid.enabled=false)",
     )
     extractor = TinyFeatures().train()
-    got, note = _fid_extractor({"enabled": True}, extractor, torch.device("cpu"))
+    got, note = resolve_fid_extractor({"enabled": True}, extractor, torch.device("cpu"))
     assert got is extractor and note is None and not extractor.training
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     settings = {"enabled": "auto", "feature": 2048, "weights_path": str(tmp_path / "w.pth")}
     with pytest.warns(UserWarning, match="skipping FID/KID: FID/KID need torch-fidelity"):
-        got, note = _fid_extractor(settings, None, torch.device("cpu"))
+        got, note = resolve_fid_extractor(settings, None, torch.device("cpu"))
     assert got is None and str(tmp_path / "w.pth") in note
     with pytest.raises(FidelityUnavailableError, match="w.pth does not exist"):
-        _fid_extractor({**settings, "enabled": True}, None, torch.device("cpu"))
+        resolve_fid_extractor({**settings, "enabled": True}, None, torch.device("cpu"))
 
 
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")

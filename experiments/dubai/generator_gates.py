@@ -45,13 +45,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from synthsat.evaluate_synthetic import load_segmenter  # noqa: E402
+from synthsat.metrics.chips import chip_side, select_chips  # noqa: E402
 from synthsat.metrics.frechet import feature_frechet_distance  # noqa: E402
-from synthsat.metrics.synthetic import (  # noqa: E402
-    _normalize,
-    chip_side,
-    select_chips,
-    synthetic_metrics,
-)
+from synthsat.metrics.segmenter import normalize  # noqa: E402
+from synthsat.metrics.synthetic import synthetic_metrics  # noqa: E402
 from synthsat.samples import colorize_mask  # noqa: E402
 from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_requests  # noqa: E402
 
@@ -110,7 +107,7 @@ def chip_features(segmenter: Any, images: list[np.ndarray], normalizer: Any) -> 
     feats = []
     for i in range(0, len(images), 8):
         batch = torch.from_numpy(np.stack(images[i : i + 8]).astype(np.float32))
-        _, pooled = segmenter.predict(_normalize(batch, normalizer))
+        _, pooled = segmenter.predict(normalize(batch, normalizer))
         feats.append(pooled.cpu())
     return torch.cat(feats)
 

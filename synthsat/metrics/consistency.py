@@ -19,6 +19,44 @@ from torch import Tensor
 from synthsat.metrics.segmentation import SegmentationScores
 
 
+class SegmentationConsistency:
+    """A real-trained segmenter's scores of images against their masks, accumulated.
+
+    Args:
+        num_classes: number of classes (logit channels).
+        scored_classes: classes averaged into the mIoU.
+        ignore_index: mask value that is not scored.
+        class_names: names for the per-class IoU keys.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        scored_classes: Sequence[int],
+        ignore_index: int | None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.num_classes = num_classes
+        self.scores = SegmentationScores(num_classes, scored_classes, ignore_index, class_names)
+
+    def update(self, logits: Tensor, masks: Tensor) -> None:
+        """Add the ``(B, num_classes, H, W)`` logits of a batch and its ``(B, H, W)`` masks.
+
+        Raises:
+            ValueError: if the logits have another number of classes.
+        """
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"model gives {logits.shape[1]} class logits, data has {self.num_classes} classes"
+            )
+        self.scores.update(logits.cpu(), masks.long().cpu())
+
+    def compute(self) -> dict[str, Any]:
+        """The scores of :func:`~synthsat.metrics.segmentation.scores_from_confusion`
+        (``miou``, ``iou``, ``pixel_accuracy``, ...) of everything added."""
+        return self.scores.compute()
+
+
 def consistency_miou(
     model: Callable[[Tensor], Tensor],
     images: Tensor,
@@ -50,13 +88,9 @@ def consistency_miou(
         raise ValueError(
             f"images {tuple(images.shape)} and masks {tuple(masks.shape)} do not match"
         )
-    scores = SegmentationScores(num_classes, scored_classes, ignore_index, class_names)
+    scores = SegmentationConsistency(num_classes, scored_classes, ignore_index, class_names)
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            logits = model(images[start : start + batch_size])
-            if logits.shape[1] != num_classes:
-                raise ValueError(
-                    f"model gives {logits.shape[1]} class logits, data has {num_classes} classes"
-                )
-            scores.update(logits.cpu(), masks[start : start + batch_size].long().cpu())
+            batch = slice(start, start + batch_size)
+            scores.update(model(images[batch]), masks[batch])
     return scores.compute()

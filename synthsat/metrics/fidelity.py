@@ -16,12 +16,18 @@ can stand in for Inception.
 from __future__ import annotations
 
 import importlib.util
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
+
+from synthsat.metrics.accumulator import MatchedFeatures
 
 #: torch-fidelity's InceptionV3 weights (converted from the TensorFlow FID network).
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -31,6 +37,16 @@ INCEPTION_WEIGHTS_URL = (
 )
 #: Feature layers torchmetrics' InceptionV3 offers.
 INCEPTION_FEATURES = (64, 192, 768, 2048)
+#: Settings of FID / KID; ``enabled`` is true (required), false (skipped) or "auto"
+#: (computed when torch-fidelity and the weights are there, else noted in the result).
+FID_DEFAULTS: dict[str, Any] = {
+    "enabled": "auto",
+    "bands": None,
+    "feature": 2048,
+    "weights_path": None,
+    "kid_subsets": 100,
+    "kid_subset_size": 1000,
+}
 
 
 class FidelityUnavailableError(RuntimeError):
@@ -102,6 +118,39 @@ def inception_extractor(feature: int = 2048, weights_path: str | Path | None = N
     )
 
 
+def resolve_fid_extractor(
+    settings: Mapping[str, Any], extractor: nn.Module | None, device: torch.device
+) -> tuple[nn.Module | None, str | None]:
+    """The FID feature extractor the settings ask for, or None and the reason there is none.
+
+    Args:
+        settings: FID settings (:data:`FID_DEFAULTS`; ``enabled``, ``feature``,
+            ``weights_path`` are read).
+        extractor: a module to use instead of Inception (put in eval mode on ``device``).
+        device: where the extractor runs.
+
+    Raises:
+        ValueError: if ``enabled`` is not true, false or "auto".
+        FidelityUnavailableError: if ``enabled`` is true and Inception is unavailable
+            (with "auto" this is a warning and the reason is returned).
+    """
+    enabled = settings["enabled"]
+    if enabled not in (True, False, "auto"):
+        raise ValueError(f"fid.enabled must be true, false or auto, got {enabled!r}")
+    if enabled is False:
+        return None, "disabled (fid.enabled=false)"
+    if extractor is not None:
+        return extractor.to(device).eval(), None
+    try:
+        feature, weights = int(settings["feature"]), settings["weights_path"]
+        return inception_extractor(feature, weights).to(device), None
+    except FidelityUnavailableError as err:
+        if enabled is True:
+            raise
+        warnings.warn(f"skipping FID/KID: {err}", stacklevel=3)
+        return None, str(err)
+
+
 def to_uint8(images: Tensor, low: Tensor, high: Tensor) -> Tensor:
     """Scale raw ``(N, C, H, W)`` values linearly from per-band ``[low, high]`` to uint8."""
     low = low.to(images).view(1, -1, 1, 1)
@@ -168,6 +217,62 @@ def fid_kid_from_features(
     }
 
 
+class FidKid:
+    """FID and KID of real images against matched synthetic ones, accumulated.
+
+    Features are extracted at each :meth:`update`. With ``samples`` synthetic samples per
+    real image, FID and KID compare the real images with the ``k``-th sample of every
+    image (:class:`~synthsat.metrics.accumulator.MatchedFeatures`) and are averaged over
+    ``k``.
+
+    Args:
+        extractor: feature extractor, e.g. :func:`inception_extractor`.
+        samples: synthetic samples per real image.
+        batch_size: images per forward pass.
+        kid_subsets: number of KID subsets.
+        kid_subset_size: KID subset size (capped at the smaller set size).
+        seed: seed of KID's subsets.
+    """
+
+    def __init__(
+        self,
+        extractor: nn.Module,
+        samples: int = 1,
+        batch_size: int = 16,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        self.extractor = extractor
+        self.batch_size = batch_size
+        self.kid_subsets = kid_subsets
+        self.kid_subset_size = kid_subset_size
+        self.seed = seed
+        self.features = MatchedFeatures(samples)
+
+    def update(self, real: Tensor, synthetic: Tensor) -> None:
+        """Add ``(N, 3, H, W)`` real images and their ``(N * samples, 3, H, W)`` samples
+        (uint8 for Inception; whatever the extractor takes otherwise)."""
+        self.features.add(
+            extract_features(self.extractor, real, self.batch_size),
+            extract_features(self.extractor, synthetic, self.batch_size),
+        )
+
+    @property
+    def count(self) -> int:
+        """Real images added so far."""
+        return self.features.count
+
+    def compute(self) -> dict[str, float]:
+        """``{"fid", "kid_mean", "kid_std"}``, each the mean over the synthetic sets."""
+        real, synthetic = self.features.sets()
+        per_set = [
+            fid_kid_from_features(real, s, self.kid_subsets, self.kid_subset_size, self.seed)
+            for s in synthetic
+        ]
+        return {key: float(np.mean([r[key] for r in per_set])) for key in per_set[0]}
+
+
 def fid_kid(
     real: Tensor,
     synthetic: Tensor,
@@ -191,10 +296,6 @@ def fid_kid(
     Returns:
         ``{"fid", "kid_mean", "kid_std"}``.
     """
-    return fid_kid_from_features(
-        extract_features(extractor, real, batch_size),
-        extract_features(extractor, synthetic, batch_size),
-        kid_subsets,
-        kid_subset_size,
-        seed,
-    )
+    scores = FidKid(extractor, 1, batch_size, kid_subsets, kid_subset_size, seed)
+    scores.update(real, synthetic)
+    return scores.compute()

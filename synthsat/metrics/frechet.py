@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from synthsat.metrics.accumulator import MatchedFeatures
 
 
 def gaussian_fit(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -59,9 +62,41 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     return float(value.clamp(min=0))
 
 
+class FrechetDistance:
+    """Squared Fréchet distance of real features to matched synthetic ones, accumulated.
+
+    With ``samples`` synthetic samples per real item, the distance of the real features
+    to those of the ``k``-th sample of every item, averaged over ``k``
+    (:class:`~synthsat.metrics.accumulator.MatchedFeatures`).
+
+    Args:
+        samples: synthetic samples per real item.
+    """
+
+    def __init__(self, samples: int = 1) -> None:
+        self.features = MatchedFeatures(samples)
+
+    def update(self, real: Tensor, synthetic: Tensor) -> None:
+        """Add ``(N, D)`` real features and the ``(N * samples, D)`` synthetic ones."""
+        self.features.add(real, synthetic)
+
+    @property
+    def count(self) -> int:
+        """Real feature vectors added so far."""
+        return self.features.count
+
+    def compute(self) -> float:
+        """The mean squared Fréchet distance over the synthetic sets."""
+        real, synthetic = self.features.sets()
+        fit = gaussian_fit(real)
+        return float(np.mean([frechet_distance(*fit, *gaussian_fit(s)) for s in synthetic]))
+
+
 def feature_frechet_distance(real: Tensor, synthetic: Tensor) -> float:
     """Squared Fréchet distance between Gaussian fits of two ``(N, D)`` feature sets."""
-    return frechet_distance(*gaussian_fit(real), *gaussian_fit(synthetic))
+    distance = FrechetDistance()
+    distance.update(real, synthetic)
+    return distance.compute()
 
 
 def pooled_features(

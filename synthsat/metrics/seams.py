@@ -16,9 +16,13 @@ tile's edge). Two defects give the grid away:
 Both are computed on raw values (any dtype), one band at a time in float32, so tiles a few
 thousand pixels on a side need a few of their bands' worth of memory; both are invariant to
 an affine change of the values, so real and synthetic tiles can be compared as they are.
+:class:`SeamScores` scores a set of tiles, each sample on the chip grid it was generated on
+and its real tile on the same grid.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -36,6 +40,9 @@ FLAT_TOLERANCE = 1e-6
 HIGH_PASS = 5
 #: Offsets from the step of the shifts the autocorrelation peak is compared with.
 NEAR_LAGS = (2, 3, 4)
+#: The scores of :func:`seam_scores`; a set of tiles reports each for the samples and
+#: (``<key>_real``) for their real tiles on the same chip grids.
+SEAM_KEYS = ("seam_ratio", "acf_step", "acf_peak")
 
 
 def border_positions(length: int, chip: int, overlap: int) -> np.ndarray:
@@ -202,3 +209,84 @@ def seam_scores(image: np.ndarray, chip: int, overlap: int) -> dict[str, float]:
         "seam_ratio": seam_ratio(image, chip, overlap),
         **step_autocorrelation(image, chip - overlap),
     }
+
+
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the values that are not nan; nan if there is none."""
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def tile_seam_scores(
+    real: np.ndarray, synthetic: Sequence[np.ndarray], grids: Sequence[tuple[int, int] | None]
+) -> dict[str, float] | None:
+    """Seam scores of a tile's samples and of the real tile, each on the sample's grid.
+
+    Args:
+        real: the real ``(C, H, W)`` tile.
+        synthetic: its samples.
+        grids: per sample, the ``(chip_size, overlap)`` it was generated on, or None.
+
+    Returns:
+        the :data:`SEAM_KEYS` averaged over the samples with a grid (nan ignored), and
+        ``<key>_real`` those of the real tile on the same grids; None if no sample has one.
+    """
+    pairs = [(image, grid) for image, grid in zip(synthetic, grids) if grid is not None]
+    if not pairs:
+        return None
+    on_real = {grid: seam_scores(real, *grid) for grid in dict.fromkeys(g for _, g in pairs)}
+    scores = [(seam_scores(image, *grid), on_real[grid]) for image, grid in pairs]
+    out = {}
+    for key in SEAM_KEYS:
+        out[key] = nanmean([s[key] for s, _ in scores])
+        out[f"{key}_real"] = nanmean([r[key] for _, r in scores])
+    return out
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if np.isnan(value) else value
+
+
+class SeamScores:
+    """Seam scores of a set of tiles (:func:`tile_seam_scores`), accumulated tile by tile.
+
+    Attributes:
+        tiles: per tile name, its scores (tiles without a sample on a known grid left out).
+        grids: every ``(chip_size, overlap)`` a sample was generated on.
+        without_grid: samples whose grid is unknown (left out).
+    """
+
+    def __init__(self) -> None:
+        self.tiles: dict[str, dict[str, float]] = {}
+        self.grids: set[tuple[int, int]] = set()
+        self.without_grid = 0
+
+    def update(
+        self,
+        name: str,
+        real: np.ndarray,
+        synthetic: Sequence[np.ndarray],
+        grids: Sequence[tuple[int, int] | None],
+    ) -> None:
+        """Add tile ``name``: its real image, its samples and each sample's grid (or None)."""
+        self.grids.update(g for g in grids if g is not None)
+        self.without_grid += list(grids).count(None)
+        scores = tile_seam_scores(real, synthetic, grids)
+        if scores is not None:
+            self.tiles[name] = scores
+
+    def compute(self) -> dict[str, float | None]:
+        """Each of :data:`SEAM_KEYS` and ``<key>_real``, the mean over tiles (nan ignored;
+        None where no tile has a value)."""
+        return {
+            name: _none_if_nan(nanmean([s[name] for s in self.tiles.values()]))
+            for key in SEAM_KEYS
+            for name in (key, f"{key}_real")
+        }
+
+    def details(self) -> dict[str, dict[str, float | None]]:
+        """Per tile, its scores (None where undefined)."""
+        return {
+            name: {key: _none_if_nan(v) for key, v in scores.items()}
+            for name, scores in self.tiles.items()
+        }

@@ -4,7 +4,8 @@ For each class and band, the pixel values of the real imagery under that class a
 compared with those of the synthetic imagery generated from the same masks. Large tiles
 are subsampled: per class, a uniform random sample (without replacement, seeded, hence
 reproducible) of at most ``max_pixels`` positions over all tiles is drawn; the real and the
-synthetic values are read at the same positions.
+synthetic values are read at the same positions. :class:`SpectralDistance` accumulates the
+values tile by tile.
 """
 
 from __future__ import annotations
@@ -72,6 +73,65 @@ def wasserstein_per_band(real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
     return np.array([wasserstein_distance(r, s) for r, s in zip(real, synthetic)])
 
 
+class SpectralDistance:
+    """Per class, the per-band Wasserstein distance between real and synthetic pixels.
+
+    The positions are drawn once, over the masks of all tiles
+    (:func:`class_pixel_positions`); each :meth:`update` adds the values of one tile and
+    its samples at that tile's positions.
+
+    Args:
+        masks: ``(H, W)`` masks, one per tile.
+        classes: classes to compare (never the ignore index).
+        max_pixels: pixels sampled per class.
+        seed: sampling seed.
+    """
+
+    def __init__(
+        self,
+        masks: Sequence[np.ndarray],
+        classes: Sequence[int],
+        max_pixels: int = 200_000,
+        seed: int = 0,
+    ) -> None:
+        self.positions = class_pixel_positions(masks, classes, max_pixels, seed)
+        self._real: dict[int, list[np.ndarray]] = {}
+        self._synthetic: dict[int, list[np.ndarray]] = {}
+
+    def update(self, tile: int, real: np.ndarray, synthetic: Sequence[np.ndarray]) -> None:
+        """Add tile ``tile`` (its index in ``masks``): the real ``(C, H, W)`` image and the
+        synthetic samples generated from its mask (all pooled)."""
+        where = self.positions[tile]
+        for c, values in gather_pixels(real, where).items():
+            self._real.setdefault(c, []).append(values)
+        for sample in synthetic:
+            for c, values in gather_pixels(sample, where).items():
+                self._synthetic.setdefault(c, []).append(values)
+
+    def compute(self) -> dict[int, np.ndarray]:
+        """``{class: (C,) distances}`` in the units of the pixel values, for every class
+        with pixels."""
+        return {
+            c: wasserstein_per_band(
+                np.concatenate(self._real[c], 1), np.concatenate(self._synthetic[c], 1)
+            )
+            for c in sorted(self._real)
+            if c in self._synthetic
+        }
+
+
+def standardised_mean(
+    distances: dict[int, np.ndarray], std: np.ndarray, classes: Sequence[int]
+) -> float | None:
+    """Mean over ``classes`` (those with a distance) and bands of ``distance / std``.
+
+    Returns:
+        None if no class of ``classes`` has a distance.
+    """
+    per_class = [float(np.mean(distances[c] / std)) for c in classes if c in distances]
+    return float(np.mean(per_class)) if per_class else None
+
+
 def spectral_distances(
     real: Sequence[np.ndarray],
     synthetic: Sequence[Sequence[np.ndarray]],
@@ -100,19 +160,7 @@ def spectral_distances(
             f"need one mask and one sample list per real image, got {len(real)} "
             f"images, {len(synthetic)} sample lists and {len(masks)} masks"
         )
-    positions = class_pixel_positions(masks, classes, max_pixels, seed)
-    real_values: dict[int, list[np.ndarray]] = {}
-    synthetic_values: dict[int, list[np.ndarray]] = {}
-    for image, samples, where in zip(real, synthetic, positions):
-        for c, values in gather_pixels(image, where).items():
-            real_values.setdefault(c, []).append(values)
-        for sample in samples:
-            for c, values in gather_pixels(sample, where).items():
-                synthetic_values.setdefault(c, []).append(values)
-    return {
-        c: wasserstein_per_band(
-            np.concatenate(real_values[c], 1), np.concatenate(synthetic_values[c], 1)
-        )
-        for c in sorted(real_values)
-        if c in synthetic_values
-    }
+    distance = SpectralDistance(masks, classes, max_pixels, seed)
+    for tile, (image, samples) in enumerate(zip(real, synthetic)):
+        distance.update(tile, image, samples)
+    return distance.compute()
