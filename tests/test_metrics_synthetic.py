@@ -1056,3 +1056,17 @@ def test_ms_ssim_scales_at_the_edges() -> None:
     pair = torch.rand(2, 1, 32, 32, generator=g) * 0.5
     expected = 1 - float(ms(pair[:1], pair[1:], data_range=1.0, betas=ms_ssim_betas(32)))
     assert ms_ssim_diversity(pair) == pytest.approx(expected, rel=1e-6)
+
+
+def test_value_range_of_8_bit_and_other_data() -> None:
+    from types import SimpleNamespace
+
+    from synthsat.metrics.synthetic import _value_range
+
+    norm = Normalizer(np.array([100.0, 50.0]), np.array([10.0, 5.0]))
+    eight_bit = [SimpleNamespace(image=np.zeros((2, 4, 4), np.uint8))]
+    low, high = _value_range(eight_bit, norm)  # type: ignore[arg-type]
+    assert low.tolist() == [0.0, 0.0] and high.tolist() == [255.0, 255.0]
+    mixed = [*eight_bit, SimpleNamespace(image=np.zeros((2, 4, 4), np.uint16))]
+    low, high = _value_range(mixed, norm)  # type: ignore[arg-type]
+    assert low.tolist() == [70.0, 35.0] and high.tolist() == [130.0, 65.0]
