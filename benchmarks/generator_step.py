@@ -76,7 +76,6 @@ def main() -> None:
         root = f"paths.root={CONF.parents[1]}"
         cfg = compose("train_generator", overrides=[f"generator={args.preset}", root]).generator
     cfg.patch_size = args.size
-    cfg.sample_every_n_steps = 0
     if args.lambda_div is not None:
         cfg.lambda_div = args.lambda_div
     data = {

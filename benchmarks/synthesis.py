@@ -176,6 +176,7 @@ def build_generator(preset: str = "cpu") -> Any:
 
     cfg = load_preset(preset)
     cfg.pop("_target_", None)
+    cfg.pop("_recursive_", None)
     data = {
         "classes": [f"c{i}" for i in range(CLASSES)],
         "bands": BANDS,

@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from synthsat import config_dir
-from synthsat.data.errors import DataError
 from synthsat.errors import ConfigError
 from synthsat.metrics.segmentation import evaluate_model, write_metrics
-from synthsat.runtime import prepare_run, user_errors
+from synthsat.runtime import (
+    check_checkpoint_data,
+    config_choice,
+    prepare_run,
+    resolve_device,
+    user_errors,
+)
 from synthsat.tasks.checkpoints import load_task
-from synthsat.train_segmentation import config_choice
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -32,19 +35,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(str(cfg.ckpt)).expanduser()
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split}: must be 'val' or 'test'")
-    device = str(cfg.get("device", "auto"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(cfg.get("device", "auto"))
     task = load_task(ckpt, "segmentation", "evaluate", map_location=device)
     meta = task.hparams.metadata
     # Checked on the config, before the datamodule is built with the checkpoint's band
     # statistics (which it refuses, less clearly, when the band counts differ).
-    bands, classes = int(cfg.data.bands), list(cfg.data.classes)
-    if bands != meta["bands"] or classes != list(meta["classes"]):
-        raise DataError(
-            f"ckpt={ckpt}: the model was trained on {meta['bands']} bands and classes "
-            f"{meta['classes']}, but the data has {bands} bands and classes {classes}"
-        )
+    check_checkpoint_data(f"ckpt={ckpt}", meta, cfg.data)
     datamodule = instantiate(cfg.data, mean=meta["mean"], std=meta["std"])
     datamodule.setup("test")
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()

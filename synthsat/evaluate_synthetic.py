@@ -21,14 +21,13 @@ from synthsat import config_dir
 from synthsat.data.errors import DataError
 from synthsat.metrics.segmentation import write_metrics
 from synthsat.metrics.synthetic import Segmenter, synthetic_metrics
-from synthsat.runtime import build_loggers, prepare_run, user_errors
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from synthsat.runtime import (
+    build_loggers,
+    check_checkpoint_data,
+    prepare_run,
+    resolve_device,
+    user_errors,
+)
 
 
 def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.device) -> Segmenter:
@@ -40,12 +39,7 @@ def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.dev
         raise DataError(f"{path}: segmentation checkpoint (seg_ckpt) does not exist")
     task = load_task(path, "segmentation", "evaluate_synthetic seg_ckpt", map_location=device)
     trained = task.hparams.get("metadata", task.hparams.get("data")) or {}
-    for key in ("classes", "bands"):
-        if trained.get(key) != metadata[key]:
-            raise DataError(
-                f"{path}: the segmentation model was trained with {key}="
-                f"{trained.get(key)}, the data has {key}={metadata[key]}"
-            )
+    check_checkpoint_data(f"seg_ckpt={path}", trained, metadata, "segmentation model")
     return Segmenter.from_task(task.to(device))
 
 

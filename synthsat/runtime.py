@@ -1,7 +1,9 @@
-"""Shared plumbing of the Hydra entry points.
+"""Shared plumbing of the Hydra entry points (the one place for it: no job imports another).
 
-Seeding, the run directory, loggers, config validation before any data is read,
-outputs kept out of input data folders, and errors users read (:func:`user_errors`).
+Seeding, the run directory, loggers, callbacks and trainers built from the config, the
+device and the config choices of a run, config validation before any data is read, a
+checkpoint checked against the data, outputs kept out of input data folders, and errors
+users read (:func:`user_errors`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from synthsat.data.cache import NONFINITE
+from synthsat.data.errors import DataError
 from synthsat.errors import USER_ERRORS, ConfigError
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -56,13 +59,78 @@ def prepare_run(cfg: DictConfig) -> Path:
     return out
 
 
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a group of named objects (null entries are skipped)."""
+    return [
+        instantiate(conf)
+        for conf in (group or {}).values()
+        if isinstance(conf, DictConfig) and "_target_" in conf
+    ]
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """Instantiate every logger under ``cfg.logger`` (an empty group gives none)."""
-    loggers = []
-    for conf in (cfg.get("logger") or {}).values():
-        if isinstance(conf, DictConfig) and "_target_" in conf:
-            loggers.append(instantiate(conf))
-    return loggers
+    return _instantiate_all(cfg.get("logger"))
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    """Instantiate every callback under ``cfg.callbacks`` (``conf/callbacks/``; null
+    entries are skipped, so ``callbacks.early_stopping=null`` turns one off)."""
+    return _instantiate_all(cfg.get("callbacks"))
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Lightning trainer of ``cfg.trainer`` with the run's loggers and callbacks.
+
+    Args:
+        cfg: the job's config.
+        **kwargs: further trainer arguments (they override the config's).
+    """
+    kwargs.setdefault("logger", build_loggers(cfg) or False)
+    kwargs.setdefault("callbacks", build_callbacks(cfg))
+    return instantiate(cfg.trainer, **kwargs)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None) -> cuda when available, else cpu; anything else as given."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(str(name))
+
+
+def config_choice(group: str, default: str = "custom") -> str:
+    """The option chosen for config ``group`` in the running Hydra app (or ``default``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return default
+    return str(HydraConfig.get().runtime.choices.get(group) or default)
+
+
+def check_checkpoint_data(
+    where: str, trained: Mapping[str, Any], data: Mapping[str, Any], model: str = "model"
+) -> None:
+    """Refuse a checkpoint whose model was trained on other bands or classes than the data.
+
+    Args:
+        where: the checkpoint setting, e.g. ``ckpt=<path>``.
+        trained: the checkpoint's data metadata (``bands``, ``classes``).
+        data: the data's (``bands``, ``classes``), e.g. ``datamodule.metadata()``.
+        model: what the checkpoint holds, for the message.
+
+    Raises:
+        DataError: naming both sides.
+    """
+
+    def describe(meta: Mapping[str, Any]) -> str:
+        return f"bands={meta.get('bands')}, classes={list(meta.get('classes') or [])}"
+
+    same_bands = trained.get("bands") is not None and int(trained["bands"]) == int(data["bands"])
+    if not same_bands or list(trained.get("classes") or []) != list(data["classes"]):
+        raise DataError(
+            f"{where}: the {model} was trained on {describe(trained)}; "
+            f"the data has {describe(data)}"
+        )
 
 
 # -- user errors ------------------------------------------------------------------------
@@ -179,6 +247,15 @@ def validate_config(cfg: DictConfig) -> None:
     _check(cfg, "mix.copies", _positive_int, "must be a whole number >= 1")
     for key in ("data.patch_size", "generator.patch_size", "data.eval_chip_size", "samples"):
         _check(cfg, key, _positive_int, "must be a whole number >= 1")
+    generator_patch = OmegaConf.select(cfg, "generator.patch_size", default=None)
+    if generator_patch is not None:  # train_generator: one patch size, the generator's
+        _check(
+            cfg,
+            "data.patch_size",
+            lambda v: int(v) == int(generator_patch),
+            f"the generator trains on generator.patch_size={generator_patch} patches; "
+            "set generator.patch_size (data.patch_size follows it)",
+        )
     _check(cfg, "data.on_nonfinite", lambda v: v in NONFINITE, f"must be one of {NONFINITE}")
     _check(cfg, "chip_size", _positive_int, "must be a whole number >= 1 (or null)")
     chip = OmegaConf.select(cfg, "chip_size", default=None, throw_on_missing=False)

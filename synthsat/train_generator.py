@@ -2,13 +2,16 @@
 
 ``python -m synthsat.train_generator data=toyworld generator=cpu trainer.max_steps=...``
 
-Writes ``<run dir>/checkpoints/{last,best-stepNNNNNN}.ckpt`` and sample grids under
-``<run dir>/samples/``; ``ckpt_path=...`` resumes with the step count and optimiser state.
+Writes ``<run dir>/checkpoints/{last,best-stepNNNNNN}.ckpt``, sample grids under
+``<run dir>/samples/`` (the ``samples`` callback) and ``metrics.json``;
+``ckpt_path=...`` resumes with the step count and optimiser state.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
@@ -16,47 +19,63 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from synthsat import config_dir
-from synthsat.runtime import build_loggers, prepare_run, user_errors
-from synthsat.tasks.checkpoints import RandomStateCheckpoint
+from synthsat.metrics.segmentation import write_metrics
+from synthsat.runtime import build_trainer, config_choice, prepare_run, user_errors
 
 
-def train(cfg: DictConfig) -> Path:
-    """Build the data, task and trainer from ``cfg`` and fit.
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Build the data, task and trainer from ``cfg``, fit, and write ``metrics.json``.
 
-    The datamodule's patch size is set to the generator preset's ``patch_size``. After a
-    completed fit, ``last.ckpt`` is (re)written so that it holds the final state.
+    The patch size is the generator's (``generator.patch_size``; ``data.patch_size``
+    follows it). After a completed fit, ``last.ckpt`` is (re)written so that it holds
+    the final state.
 
     Returns:
-        the run directory.
+        the run's essentials: steps, the best validation score and its checkpoint, the
+        last checkpoint, the run directory (as in ``metrics.json``).
     """
     out = prepare_run(cfg)
-    datamodule = instantiate(cfg.data, patch_size=cfg.generator.patch_size)
+    datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    task = instantiate(
-        cfg.generator, data=datamodule.metadata(), patch_size=datamodule.patch_size, _convert_="all"
-    )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(RandomStateCheckpoint())  # resumed runs continue the same draws
-    loggers = build_loggers(cfg)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    task = instantiate(cfg.generator, data=datamodule.metadata(), _convert_="all")
+    trainer = build_trainer(cfg)
+    start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_time = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
-    if (
-        isinstance(checkpoint, ModelCheckpoint)
-        and checkpoint.dirpath
-        and checkpoint.save_last
-        and not trainer.interrupted
-    ):
-        trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
-    return out
+    last = None
+    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and checkpoint.save_last:
+        last = Path(checkpoint.dirpath) / "last.ckpt"
+        if not trainer.interrupted:
+            trainer.save_checkpoint(last)
+    best = getattr(checkpoint, "best_model_path", "") or None
+    score = getattr(checkpoint, "best_model_score", None)
+    metrics = {
+        "score": float(score) if score is not None else None,
+        "monitor": getattr(checkpoint, "monitor", None),
+        "data": config_choice("data"),
+        "generator": config_choice("generator"),
+        "lambda_div": float(cfg.generator.get("lambda_div", 0.0)),
+        "patch_size": int(task.hparams.patch_size),
+        "seed": cfg.get("seed"),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "fit_time_s": round(fit_time, 1),
+        "checkpoint": str(last.resolve()) if last is not None and last.exists() else None,
+        "best_checkpoint": str(Path(best).resolve()) if best else None,
+        "run_dir": str(out.resolve()),
+    }
+    write_metrics(out / "metrics.json", metrics)
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_generator")
 @user_errors
 def main(cfg: DictConfig) -> None:
     """Console entry point (``synthsat-train-generator``)."""
-    train(cfg)
+    metrics = train(cfg)
+    print(f"{metrics['steps']} generator steps -> {metrics['checkpoint']}")
 
 
 if __name__ == "__main__":

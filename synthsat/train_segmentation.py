@@ -18,25 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.metrics.segmentation import write_metrics
-from synthsat.runtime import build_loggers, prepare_run, user_errors
-
-
-def config_choice(group: str, default: str = "custom") -> str:
-    """The option chosen for config ``group`` in the running Hydra app (or ``default``)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return default
-    return str(HydraConfig.get().runtime.choices.get(group) or default)
-
-
-def build_callbacks(cfg: DictConfig) -> list[Any]:
-    """Instantiate every callback under ``cfg.callbacks`` (null entries are skipped)."""
-    return [
-        instantiate(c)
-        for c in (cfg.get("callbacks") or {}).values()
-        if isinstance(c, DictConfig) and "_target_" in c
-    ]
+from synthsat.runtime import build_trainer, config_choice, prepare_run, user_errors
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -47,9 +29,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = instantiate(cfg.segmentation, metadata=datamodule.metadata(), _convert_="all")
-    trainer = instantiate(
-        cfg.trainer, logger=build_loggers(cfg) or False, callbacks=build_callbacks(cfg)
-    )
+    trainer = build_trainer(cfg)
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start

@@ -13,16 +13,12 @@ from synthsat.data import LandCoverDataModule, ToyWorldSource, toyworld
 
 #: GeneratorTask settings small enough for CPU tests (a few thousand parameters).
 TINY_GENERATOR: dict[str, Any] = dict(
-    ngf=4,
     z_dim=8,
-    start_size=4,
-    max_mult=4,
-    spade_hidden=8,
+    net=dict(ngf=4, start_size=4, max_mult=4, spade_hidden=8),
     nef=4,
     ndf=8,
     num_D=1,
     n_layers=2,
-    sample_every_n_steps=0,
     ema=False,
 )
 
@@ -43,9 +39,9 @@ def tiny_generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[s
         "data.val_patches=4",
         "generator=cpu",
         "generator.patch_size=32",
-        "generator.ngf=4",
+        "generator.net.ngf=4",
         "generator.z_dim=8",
-        "generator.spade_hidden=8",
+        "generator.net.spade_hidden=8",
         "generator.ndf=8",
         "generator.n_layers=2",
         "logger=none",

@@ -20,7 +20,7 @@ SPEC.loader.exec_module(bench)
 
 def test_preset_defaults_are_merged() -> None:
     cfg = bench.load_preset("cpu")
-    assert "defaults" not in cfg and cfg["patch_size"] == 64 and cfg["noise_dim"] > 0
+    assert "defaults" not in cfg and cfg["patch_size"] == 64 and cfg["net"]["noise_dim"] > 0
 
 
 def test_centre_window_peaks_in_the_middle_with_a_floor() -> None:

@@ -89,8 +89,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny generator and a tiny segmentation checkpoint for the toy world."""
     root = tmp_path_factory.mktemp("ckpts")
     generator = GeneratorTask(
-        data=METADATA, patch_size=32, ngf=4, z_dim=8, start_size=4, max_mult=2,
-        spade_hidden=8, nef=4, ndf=4, num_D=1, n_layers=2,
+        data=METADATA, patch_size=32, z_dim=8,
+        net=dict(ngf=4, start_size=4, max_mult=2, spade_hidden=8),
+        nef=4, ndf=4, num_D=1, n_layers=2,
     )  # fmt: skip
     segmenter = SegmentationTask(
         METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
@@ -746,7 +747,7 @@ def _generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[str]:
     return [
         *tiny_generator_overrides(toy_root, tmp_path, run),
         f"paths.cache_dir={tmp_path / 'cache'}",
-        "generator.sample_every_n_steps=0",
+        "callbacks.samples.every_n_steps=0",
         "generator.lambda_div=2",
         "trainer.max_steps=4",
         "seed=3",
@@ -794,7 +795,7 @@ def test_kill_9_mid_training_then_rerun_matches_an_uninterrupted_run(
         # Meanwhile, the uninterrupted run (in this process: same code, one thread).
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose("train_generator", _generator_overrides(toy_root, tmp_path, "whole"))
-        whole = train_generator(cfg) / "checkpoints" / "last.ckpt"
+        whole = Path(train_generator(cfg)["checkpoint"])
         deadline = time.monotonic() + 120
         while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -816,7 +817,7 @@ def test_kill_9_mid_training_then_rerun_matches_an_uninterrupted_run(
             "train_generator",
             [*_generator_overrides(toy_root, tmp_path, "resumed"), f"ckpt_path={last}"],
         )
-    resumed = train_generator(cfg) / "checkpoints" / "last.ckpt"
+    resumed = Path(train_generator(cfg)["checkpoint"])
     final = torch.load(resumed, map_location="cpu", weights_only=False)
     reference = torch.load(whole, map_location="cpu", weights_only=False)
     assert final["global_step"] == reference["global_step"] == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def _compose(toy_root: Path, tmp_path: Path, run: str, *extra: str) -> Any:
         *tiny_generator_overrides(toy_root, tmp_path, run),
         "generator.nef=4",
         "generator.num_D=1",
-        "generator.sample_every_n_steps=2",
+        "callbacks.samples.every_n_steps=2",
         *extra,
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -193,8 +194,12 @@ def _compose(toy_root: Path, tmp_path: Path, run: str, *extra: str) -> Any:
 
 
 def test_entry_point_checkpoints_samples_and_resume(toy_root: Path, tmp_path: Path) -> None:
-    run = train(_compose(toy_root, tmp_path, "run", "trainer.max_steps=3"))
+    metrics = train(_compose(toy_root, tmp_path, "run", "trainer.max_steps=3"))
+    run = Path(metrics["run_dir"])
     last = run / "checkpoints" / "last.ckpt"
+    assert metrics["checkpoint"] == str(last.resolve()) and metrics["steps"] == 3
+    assert metrics["patch_size"] == 32 and metrics["lambda_div"] == 0.0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 3
     assert (run / "config.yaml").exists()
     assert (run / "samples" / "step_000002.png").stat().st_size > 0
     assert list((run / "checkpoints").glob("best-step*.ckpt"))
@@ -207,8 +212,10 @@ def test_entry_point_checkpoints_samples_and_resume(toy_root: Path, tmp_path: Pa
     assert task.hparams.data["bands"] == 4 and len(task.hparams.data["mean"]) == 4
     assert task.generator_ema is not None and task.inference_generator() is task.generator_ema
 
-    resumed = train(
-        _compose(toy_root, tmp_path, "resumed", "trainer.max_steps=5", f"ckpt_path={last}")
+    resumed = Path(
+        train(_compose(toy_root, tmp_path, "resumed", "trainer.max_steps=5", f"ckpt_path={last}"))[
+            "run_dir"
+        ]
     )
     state = torch.load(
         resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
@@ -227,8 +234,10 @@ def _preset(name: str) -> dict[str, Any]:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / "generator" / f"{name}.yaml"))
     assert isinstance(cfg, dict)
     cfg.pop("_target_")
+    cfg.pop("_recursive_")
     cfg.pop("patch_size")
-    cfg.update(ngf=4, spade_hidden=8, nef=4, ndf=4, n_layers=2, sample_every_n_steps=0)
+    cfg["net"].update(ngf=4, spade_hidden=8)
+    cfg.update(nef=4, ndf=4, n_layers=2)
     return cfg
 
 
@@ -344,3 +353,91 @@ def test_only_the_ema_generator_stays_in_eval_mode(datamodule: LandCoverDataModu
     frozen = [name for name, m in task.named_modules() if not m.training]
     ema = [name for name, _ in task.named_modules() if name.startswith("generator_ema")]
     assert frozen == ema and len(ema) > 1
+
+
+# -- the network's config and checkpoints written before it ---------------------------------
+def test_net_config_builds_the_spade_generator(datamodule: LandCoverDataModule) -> None:
+    """``net`` holds the generator network's settings (its own defaults otherwise); the
+    task passes the data's classes and bands, the patch size and z_dim."""
+    task = make_task(datamodule, net={"ngf": 4, "start_size": 8, "norm": "batch"})
+    assert task.hparams.net == {
+        "_target_": "synthsat.models.spade.SPADEGenerator",
+        "ngf": 4,
+        "start_size": 8,
+        "norm": "batch",
+    }
+    gen = task.generator
+    assert (gen.num_classes, gen.out_channels, gen.z_dim, gen.num_up) == (7, 4, 8, 2)
+    assert gen.start == "fc" and gen.noise_dim == 0  # SPADEGenerator's defaults
+    assert task._batch_norm and not make_task(datamodule)._batch_norm
+
+
+def test_flat_settings_of_old_checkpoints_still_load(
+    datamodule: LandCoverDataModule, tmp_path: Path
+) -> None:
+    """Checkpoints written before ``net`` hold the network's settings flat among the
+    task's, and the sample grid's settings: they load into the same network."""
+    from synthsat.tasks.checkpoints import load_task
+
+    torch.manual_seed(0)
+    new = make_task(datamodule, ema=True)
+    flat = {k: v for k, v in TINY.items() if k != "net"}
+    old_hparams = {
+        **flat,
+        **TINY["net"],
+        "data": datamodule.metadata(),
+        "patch_size": 32,
+        "ema": True,
+        "sample_every_n_steps": 500,
+        "sample_rows": 4,
+        "num_samples": 3,
+    }
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(new)
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    state = torch.load(tmp_path / "new.ckpt", map_location="cpu", weights_only=False)
+    state["hyper_parameters"] = old_hparams
+    torch.save(state, tmp_path / "old.ckpt")
+    for old in (
+        GeneratorTask.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu"),
+        load_task(tmp_path / "old.ckpt", "generator", "test"),
+    ):
+        assert old.hparams.net == new.hparams.net
+        assert "ngf" not in old.hparams and "sample_every_n_steps" not in old.hparams
+        for (k, a), (_, b) in zip(new.state_dict().items(), old.state_dict().items()):
+            assert torch.equal(a, b), k
+    with pytest.raises(TypeError, match="ngff"):
+        make_task(datamodule, ngff=4)
+
+
+# -- sample grids: a callback -------------------------------------------------------------
+def test_sample_grid_callback_writes_grids_and_changes_no_weights(
+    datamodule: LandCoverDataModule, tmp_path: Path
+) -> None:
+    """Grids every 2 generator steps (2 discriminator steps each), drawn without touching
+    the weights or the random state: the run ends as one without the callback."""
+    from synthsat.callbacks import GeneratorSamples
+
+    states = []
+    for every in (2, 0):
+        L.seed_everything(0)
+        task = make_task(datamodule, d_steps_per_g=2, ema=True, lambda_div=1.0)
+        samples = GeneratorSamples(every_n_steps=every, rows=2, samples=2)
+        fit(task, datamodule, 4, tmp_path / str(every), callbacks=[samples])
+        states.append(task.state_dict())
+    grids = sorted(p.name for p in (tmp_path / "2" / "samples").glob("*.png"))
+    assert grids == ["step_000002.png", "step_000004.png"]
+    assert not (tmp_path / "0" / "samples").exists()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_generator_grid_layout(datamodule: LandCoverDataModule) -> None:
+    from synthsat.figures import generator_grid
+
+    task = make_task(datamodule)
+    batch = next(iter(datamodule.train_dataloader()))
+    grid = generator_grid(task, batch, rows=3, samples=2)
+    # 3 rows x (mask, real, 2 samples) of 32 px panels upscaled 4x, 2 px padding
+    assert grid.shape == (3, 3 * 128 + 4 * 2, 4 * 128 + 5 * 2)
+    assert float(grid.min()) >= 0.0 and float(grid.max()) <= 1.0
+    assert torch.equal(grid, generator_grid(task, batch, rows=3, samples=2))

@@ -57,8 +57,8 @@ def _segmentation_checkpoint(path: Path, bands: int, classes: list[str]) -> Path
 @pytest.mark.parametrize(
     ("bands", "classes", "trained_on"),
     [
-        (3, CLASSES, f"3 bands and classes {CLASSES}"),
-        (4, CLASSES[:3], "4 bands and classes ['no-data', 'water', 'tree canopy']"),
+        (3, CLASSES, f"bands=3, classes={CLASSES}"),
+        (4, CLASSES[:3], "bands=4, classes=['no-data', 'water', 'tree canopy']"),
     ],
     ids=["bands", "classes"],
 )
@@ -86,8 +86,8 @@ def test_evaluate_refuses_a_checkpoint_for_other_data(
     with pytest.raises(DataError) as refused:
         evaluate(cfg)
     assert str(refused.value) == (
-        f"ckpt={ckpt}: the model was trained on {trained_on}, "
-        f"but the data has 4 bands and classes {CLASSES}"
+        f"ckpt={ckpt}: the model was trained on {trained_on}; "
+        f"the data has bands=4, classes={CLASSES}"
     )
     assert not (tmp_path / "eval" / "metrics.json").exists()
 

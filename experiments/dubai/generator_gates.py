@@ -45,11 +45,11 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from synthsat.evaluate_synthetic import load_segmenter  # noqa: E402
+from synthsat.figures import colorize_mask  # noqa: E402
 from synthsat.metrics.chips import chip_side, select_chips  # noqa: E402
 from synthsat.metrics.frechet import feature_frechet_distance  # noqa: E402
 from synthsat.metrics.segmenter import normalize  # noqa: E402
 from synthsat.metrics.synthetic import synthetic_metrics  # noqa: E402
-from synthsat.samples import colorize_mask  # noqa: E402
 from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

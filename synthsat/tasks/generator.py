@@ -15,17 +15,15 @@ is the number of generator updates.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
-from torchvision.utils import make_grid, save_image
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from synthsat.losses import VGGPerceptualLoss, class_statistics_loss, diversity_loss, kl_loss
 from synthsat.models.encoder import StyleEncoder
@@ -42,26 +40,57 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Settings of checkpoints written before the ``net`` config: the network's keys sat flat
+#: among the task's (folded into ``net``), and the sample grid's (now the
+#: :class:`~synthsat.callbacks.GeneratorSamples` callback's; ignored).
+LEGACY_NET_KEYS = (
+    "ngf",
+    "start_size",
+    "max_mult",
+    "spade_hidden",
+    "norm",
+    "spectral",
+    "output_scale",
+    "start",
+    "noise_dim",
+    "noise_cell",
+)
+LEGACY_SAMPLE_KEYS = ("sample_every_n_steps", "sample_rows", "num_samples")
+DEFAULT_NET = "synthsat.models.spade.SPADEGenerator"
+
+
+def net_config(net: Mapping[str, Any] | None, legacy: Mapping[str, Any]) -> dict[str, Any]:
+    """The generator network's config: ``net`` with the flat keys of old checkpoints
+    (:data:`LEGACY_NET_KEYS`) folded in; ``_target_`` defaults to the SPADE generator.
+
+    Raises:
+        TypeError: ``legacy`` holds a key that is neither an old network key nor an old
+            sample-grid key (a misspelt setting).
+    """
+    unknown = sorted(set(legacy) - set(LEGACY_NET_KEYS) - set(LEGACY_SAMPLE_KEYS))
+    if unknown:
+        raise TypeError(f"GeneratorTask got unexpected settings {unknown}")
+    config = {"_target_": DEFAULT_NET, **dict(_plain(net) or {})}
+    config.update({k: _plain(v) for k, v in legacy.items() if k in LEGACY_NET_KEYS})
+    return config
+
+
 class GeneratorTask(L.LightningModule):
     """Mask-conditional SPADE / OASIS GAN with the DSGAN diversity loss.
+
+    Sample grids during training come from the
+    :class:`~synthsat.callbacks.GeneratorSamples` callback.
 
     Args:
         data: the datamodule's :meth:`~synthsat.data.LandCoverDataModule.metadata`
             (classes, bands, rgb_bands, mean, std, ignore_index, ...), stored in the
             checkpoint so that downstream jobs can interpret the outputs.
-        patch_size: training patch side in pixels.
-        ngf: generator channels at full resolution.
-        z_dim: style code length.
-        start_size: side of the generator's starting grid at ``patch_size``.
-        max_mult: cap on the generator's channel multiplier.
-        spade_hidden: channels of the SPADE mask embeddings.
-        norm: parameter-free normalisation in SPADE (``instance`` or ``batch``).
-        spectral: spectral normalisation in the generator.
-        output_scale: the generator outputs ``output_scale * tanh(.)`` in normalised units.
-        start: the generator's starting map, ``fc`` (SPADE: linear(z)) or ``cond``
-            (OASIS: convolution of the down-sampled mask, noise and broadcast z).
-        noise_dim: channels of the generator's spatial noise field (0: none).
-        noise_cell: lattice spacing of the noise field in pixels.
+        patch_size: training patch side in pixels (the network's depth follows from it).
+        z_dim: style code length (of the generator, the style encoder and ``sample_z``).
+        net: the generator network's config: ``_target_`` (default
+            :class:`~synthsat.models.spade.SPADEGenerator`) and its settings (``ngf``,
+            ``start_size``, ``norm``, ``start``, ``noise_dim``, ...; see that class),
+            built with the data's classes and bands, ``patch_size`` and ``z_dim``.
         discriminator: ``patch`` (multiscale PatchGAN, hinge + feature matching) or
             ``oasis`` (segmentation discriminator, (N+1)-class loss + LabelMix).
         use_vae: train a style encoder (image -> z); otherwise z ~ N(0, I) only.
@@ -84,26 +113,17 @@ class GeneratorTask(L.LightningModule):
         d_steps_per_g: discriminator steps per generator step.
         ema: keep an exponential moving average of the generator for inference.
         ema_decay: EMA decay (warmed up as ``min(decay, (1 + n) / (10 + n))``).
-        sample_every_n_steps: save a sample grid every this many generator steps (0: never).
-        sample_rows: masks shown in a sample grid.
-        num_samples: samples per mask in a sample grid.
+        **legacy: the flat settings of checkpoints written before ``net`` existed
+            (:data:`LEGACY_NET_KEYS`, folded into ``net``; :data:`LEGACY_SAMPLE_KEYS`,
+            ignored), so that old checkpoints load.
     """
 
     def __init__(
         self,
         data: Mapping[str, Any],
         patch_size: int,
-        ngf: int = 64,
-        z_dim: int = 256,
-        start_size: int = 8,
-        max_mult: int = 16,
-        spade_hidden: int = 128,
-        norm: str = "instance",
-        spectral: bool = True,
-        output_scale: float = 5.0,
-        start: str = "fc",
-        noise_dim: int = 0,
-        noise_cell: int = 8,
+        z_dim: int,
+        net: Mapping[str, Any] | None = None,
         discriminator: str = "patch",
         use_vae: bool = True,
         nef: int = 64,
@@ -124,13 +144,12 @@ class GeneratorTask(L.LightningModule):
         d_steps_per_g: int = 1,
         ema: bool = False,
         ema_decay: float = 0.999,
-        sample_every_n_steps: int = 500,
-        sample_rows: int = 4,
-        num_samples: int = 3,
+        **legacy: Any,
     ) -> None:
         super().__init__()
         data = dict(_plain(data))
         betas = list(_plain(betas))
+        net = net_config(net, legacy)
         missing = [k for k in REQUIRED_METADATA if k not in data]
         if missing:
             raise ValueError(
@@ -144,25 +163,44 @@ class GeneratorTask(L.LightningModule):
             raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay}")
         if d_steps_per_g < 1:
             raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(
+            {
+                "data": data,
+                "patch_size": patch_size,
+                "z_dim": z_dim,
+                "net": net,
+                "discriminator": discriminator,
+                "use_vae": use_vae,
+                "nef": nef,
+                "ndf": ndf,
+                "num_D": num_D,
+                "n_layers": n_layers,
+                "lambda_gan": lambda_gan,
+                "lambda_feat": lambda_feat,
+                "lambda_labelmix": lambda_labelmix,
+                "lambda_kld": lambda_kld,
+                "lambda_vgg": lambda_vgg,
+                "lambda_stats": lambda_stats,
+                "lambda_div": lambda_div,
+                "tau": tau,
+                "lr_g": lr_g,
+                "lr_d": lr_d,
+                "betas": betas,
+                "d_steps_per_g": d_steps_per_g,
+                "ema": ema,
+                "ema_decay": ema_decay,
+            }
+        )
         self.automatic_optimization = False
         self.num_classes = len(data["classes"])
         self.bands = int(data["bands"])
-        self.generator = SPADEGenerator(
-            self.num_classes,
-            self.bands,
-            patch_size,
-            ngf,
-            z_dim,
-            start_size,
-            max_mult,
-            spade_hidden,
-            norm,
-            spectral,
-            output_scale,
-            start,
-            noise_dim,
-            noise_cell,
+        self.generator: SPADEGenerator = instantiate(
+            net,
+            num_classes=self.num_classes,
+            out_channels=self.bands,
+            patch_size=patch_size,
+            z_dim=z_dim,
+            _convert_="all",
         )
         self.encoder = StyleEncoder(self.bands, z_dim, patch_size, nef) if use_vae else None
         self.discriminator: PatchAdversary | OASISAdversary
@@ -182,6 +220,8 @@ class GeneratorTask(L.LightningModule):
         self.generator_ema: SPADEGenerator | None = None
         if ema:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        # batch norm: the EMA generator keeps running statistics of its own weights
+        self._batch_norm = any(isinstance(m, _BatchNorm) for m in self.generator.modules())
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self._vgg: list[VGGPerceptualLoss] = []  # a list keeps it out of the checkpoint
 
@@ -301,7 +341,7 @@ class GeneratorTask(L.LightningModule):
             # SPADE/DSGAN images, so that lambda_div means what it means in the paper. On raw
             # 5 * tanh outputs the achievable reward is 5x larger, and lambda_div = 6 drove
             # the generator into saturated, mask-independent outputs.
-            scale = hp.output_scale
+            scale = self.generator.output_scale
             codes1 = [c for c in (extras["z1"], extras["n1"]) if c is not None]
             codes2 = [c for c in (extras["z2"], extras["n2"]) if c is not None]
             terms["g_div"] = diversity_loss(
@@ -383,10 +423,6 @@ class GeneratorTask(L.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in d_terms.items()}, batch_size=bs)
         self.log("train/d_grad_norm", d_norm, batch_size=bs)
 
-        every = hp.sample_every_n_steps
-        if g_step and every and self.global_step % every == 0 and self.trainer.is_global_zero:
-            self.save_sample_grid(batch)
-
     @torch.no_grad()
     def _update_ema(self, onehot: Tensor) -> None:
         """Move the EMA weights towards the generator's.
@@ -399,7 +435,7 @@ class GeneratorTask(L.LightningModule):
         if self.generator_ema is None:
             return
         decay = warmed_up_decay(self.hparams.ema_decay, self.global_step)
-        own_statistics = self.hparams.norm == "batch"
+        own_statistics = self._batch_norm
         ema_update(self.generator_ema, self.generator, decay, buffers=not own_statistics)
         if own_statistics:
             b, _, h, w = onehot.shape
@@ -433,72 +469,3 @@ class GeneratorTask(L.LightningModule):
             score = (gen(onehot, mu, self.sample_noise(bs, h, w, seed)) - image).abs().mean()
             self.log("val/l1_rec", score, batch_size=bs)
         self.log("val/score", score, batch_size=bs, prog_bar=True)
-
-    # -- sample grids ------------------------------------------------------------------------------
-    def _palette(self) -> Tensor:
-        cmap = matplotlib.colormaps["tab20"]
-        colours = torch.tensor([cmap(i % 20)[:3] for i in range(self.num_classes)])
-        ignore = self.hparams.data["ignore_index"]
-        if 0 <= ignore < self.num_classes:
-            colours[ignore] = 0.0
-        return colours
-
-    def _rgb(self, images: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-        return ((images - lo) / (hi - lo)).clamp(0, 1)
-
-    @torch.no_grad()
-    def sample_grid(self, batch: Mapping[str, Any], seed: int = 0) -> Tensor:
-        """An image grid (3, H, W) in [0, 1]: one row per mask, columns mask | real | samples.
-
-        Masks are colour-coded (ignored pixels black); images are RGB composites of
-        ``data.rgb_bands`` in raw units, stretched between the 2nd and 98th percentiles
-        of the real patches shown.
-        """
-        hp, data = self.hparams, self.hparams.data
-        n = min(hp.sample_rows, batch["image"].shape[0])
-        image = batch["image"][:n].to(self.device)
-        mask = batch["mask"][:n].to(self.device)
-        onehot = self.onehot(mask)
-        gen = self.inference_generator()
-        was_training = gen.training
-        gen.eval()
-        rng = torch.Generator().manual_seed(seed)
-        h, w = image.shape[-2:]
-        fakes = [
-            gen(onehot, self.sample_z(n, rng), self.sample_noise(n, h, w, rng))
-            for _ in range(hp.num_samples)
-        ]
-        gen.train(was_training)
-        mean = torch.as_tensor(data["mean"], device=self.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(data["std"], device=self.device).view(1, -1, 1, 1)
-        rgb = list(data["rgb_bands"])[:3]
-        if len(rgb) < 3:
-            rgb = [rgb[0]] * 3
-        real_rgb = (image * std + mean)[:, rgb]
-        flat = real_rgb.transpose(0, 1).flatten(1).float()
-        lo = torch.quantile(flat, 0.02, dim=1).view(1, -1, 1, 1)
-        hi = torch.quantile(flat, 0.98, dim=1).view(1, -1, 1, 1)
-        hi = torch.maximum(hi, lo + 1e-6)
-        mask_rgb = self._palette().to(self.device)[mask.clamp(0, self.num_classes - 1)]
-        mask_rgb = mask_rgb * ((mask >= 0) & (mask < self.num_classes)).unsqueeze(-1)
-        columns = [mask_rgb.permute(0, 3, 1, 2), self._rgb(real_rgb, lo, hi)]
-        columns += [self._rgb((f * std + mean)[:, rgb], lo, hi) for f in fakes]
-        tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: mask, real, samples
-        scale = max(1, 128 // image.shape[-1])
-        if scale > 1:
-            tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
-        return make_grid(tiles.float().cpu(), nrow=len(columns), padding=2, pad_value=1.0)
-
-    def save_sample_grid(self, batch: Mapping[str, Any]) -> Path:
-        """Write the sample grid to ``<run dir>/samples/step_<step>.png`` and to image loggers."""
-        grid = self.sample_grid(batch)
-        out = Path(self.trainer.default_root_dir) / "samples"
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"step_{self.global_step:06d}.png"
-        tmp = path.with_suffix(".png.part")
-        save_image(grid, tmp, format="png")
-        os.replace(tmp, path)
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples", images=[str(path)], step=self.global_step)
-        return path

@@ -1,0 +1,285 @@
+"""Every config composes: each preset of each group with each job that uses the group, each
+experiment with each job, and each pipeline stage's overrides as the pipeline passes them;
+the models, data modules, callbacks, trainers and loggers they describe instantiate
+(models on the meta device: no memory, no time)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from synthsat import config_dir
+
+CONF = Path(config_dir())
+JOBS = (
+    "train_generator",
+    "train_segmentation",
+    "synthesize",
+    "evaluate",
+    "evaluate_synthetic",
+    "pipeline",
+)
+#: Config groups of the jobs (``hydra`` and ``paths`` have a single option each).
+GROUPS = tuple(
+    sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "paths"))
+)
+#: Data metadata as a datamodule's ``metadata()`` gives it (the toy world's classes).
+METADATA: dict[str, Any] = {
+    "classes": ["no-data", "water", "tree", "low", "barren", "impervious", "road"],
+    "bands": 4,
+    "band_names": ["red", "green", "blue", "nir"],
+    "rgb_bands": [0, 1, 2],
+    "ignore_index": 0,
+    "scored_classes": [1, 2, 3, 4, 5, 6],
+    "mean": [90.0, 100.0, 80.0, 120.0],
+    "std": [40.0, 35.0, 30.0, 45.0],
+    "scale": 1.0,
+}
+
+
+def presets(group: str) -> list[str]:
+    """The options of config group ``group``: its YAML files but ``base.yaml``, the shared
+    part the options extend."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "base")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hydra() -> Iterator[None]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("root")
+
+
+def _compose(job: str, root: Path, *overrides: str) -> DictConfig:
+    return compose(
+        job,
+        overrides=[f"paths.root={root}", f"paths.output_dir={root / 'run'}", *overrides],
+    )
+
+
+def _groups(job: str, root: Path) -> dict[str, Any]:
+    cfg = compose(job, overrides=[f"paths.root={root}"], return_hydra_config=True)
+    return {k: v for k, v in cfg.hydra.runtime.choices.items() if "/" not in k}
+
+
+def _resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved (``???`` values left missing)."""
+    out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(out, dict)
+    return out
+
+
+# -- composition --------------------------------------------------------------------------
+def _cases() -> list[tuple[str, str, str]]:
+    cases = []
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for job in JOBS:
+            groups = compose(job, return_hydra_config=True).hydra.runtime.choices
+            cases += [(job, g, p) for g in GROUPS if g in groups for p in presets(g)]
+    GlobalHydra.instance().clear()
+    return cases
+
+
+CASES = _cases()
+
+
+def test_every_group_is_used_by_a_job() -> None:
+    assert {g for _, g, _ in CASES} == set(GROUPS)
+    assert {"generator", "segmentation", "trainer", "data", "experiment"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize(("job", "group", "preset"), CASES, ids=lambda x: str(x))
+def test_every_preset_composes_with_every_job(
+    job: str, group: str, preset: str, root: Path
+) -> None:
+    cfg = _compose(job, root, f"{group}={preset}")
+    resolved = _resolve(cfg)
+    assert resolved["task_name"] == job
+    assert str(resolved["paths"]["root"]) == str(root)
+    if group in ("generator", "segmentation", "data", "trainer"):
+        assert get_class(resolved[group]["_target_"])  # the target exists
+
+
+@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize("experiment", presets("experiment"))
+def test_every_experiment_composes_with_every_job(job: str, experiment: str, root: Path) -> None:
+    prefix = "" if "experiment" in _groups(job, root) else "+"
+    cfg = _compose(job, root, f"{prefix}experiment={experiment}")
+    assert cfg.experiment_name == experiment
+    _resolve(cfg)
+
+
+def _stage_overrides(pipeline: DictConfig, data: str) -> dict[str, list[str]]:
+    """Each stage job's overrides as :mod:`synthsat.pipeline` passes them."""
+    common = [f"data={data}", *pipeline.data_overrides]
+    stages = {
+        "train_generator": [*pipeline.generator_overrides, "generator.lambda_div=2.0"],
+        "synthesize": [*pipeline.synthesize_overrides, "ckpt=x.ckpt", "samples=1"],
+        "train_segmentation": [*pipeline.segmentation_overrides, "mix.ratio=0.5"],
+        "evaluate_synthetic": [*pipeline.synthetic_metric_overrides, "synthetic=x"],
+    }
+    if pipeline.get("controls"):
+        stages["synthesize_control"] = [*pipeline.control_overrides, "method=classtexture"]
+    return {job: [*common, *extra, "logger=none"] for job, extra in stages.items()}
+
+
+@pytest.mark.parametrize("experiment", [None, *presets("experiment")])
+def test_every_pipeline_stage_composes(experiment: str | None, root: Path) -> None:
+    """The stage overrides of each study (and of the pipeline's defaults) name keys that
+    exist: a moved key would only fail when the study reaches that stage."""
+    cfg = _compose("pipeline", root, *([f"experiment={experiment}"] if experiment else []))
+    data = str(_data_choice(experiment))
+    for job, overrides in _stage_overrides(cfg.pipeline, data).items():
+        if job == "synthesize_control":
+            job = "synthesize"
+        if job == "synthesize":
+            overrides = [o for o in overrides if not o.startswith("logger=")]
+        stage = _compose(job, root, *overrides)
+        _resolve(stage)
+        if job == "train_generator":
+            task = _meta(lambda s=stage: instantiate(s.generator, data=METADATA, _convert_="all"))
+            assert task.hparams.lambda_div == 2.0
+            assert int(stage.data.patch_size) == task.hparams.patch_size
+        if job == "train_segmentation":
+            _meta(lambda s=stage: instantiate(s.segmentation, metadata=METADATA, _convert_="all"))
+
+
+def _data_choice(experiment: str | None) -> str:
+    if experiment is None:
+        return "toyworld"
+    defaults = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").get("defaults", [])
+    for entry in defaults:
+        if isinstance(entry, DictConfig) and "override /data" in entry:
+            return str(entry["override /data"])
+    return "toyworld"
+
+
+# -- instantiation ------------------------------------------------------------------------
+def _meta(build: Any) -> Any:
+    """Build on the meta device: shapes and settings without memory or initialisation."""
+    with torch.device("meta"):
+        return build()
+
+
+@pytest.mark.parametrize("preset", presets("generator"))
+def test_generator_presets_instantiate(preset: str, root: Path) -> None:
+    cfg = _compose("train_generator", root, f"generator={preset}")
+    task = _meta(lambda: instantiate(cfg.generator, data=METADATA, _convert_="all"))
+    assert task.hparams.patch_size == cfg.generator.patch_size == cfg.data.patch_size
+    assert task.generator.out_channels == 4 and task.generator.num_classes == 7
+    assert (task.encoder is not None) == (preset in ("paper", "spade_cpu"))
+
+
+@pytest.mark.parametrize("preset", presets("segmentation"))
+def test_segmentation_presets_instantiate(preset: str, root: Path) -> None:
+    cfg = _compose("train_segmentation", root, f"segmentation={preset}")
+    task = _meta(lambda: instantiate(cfg.segmentation, metadata=METADATA, _convert_="all"))
+    assert task.hparams.encoder_name == cfg.segmentation.encoder_name
+
+
+@pytest.mark.parametrize("preset", presets("data"))
+def test_data_presets_instantiate(preset: str, root: Path) -> None:
+    required = {
+        "rasters": [f"data.source.root={root / 'rasters'}", "data.classes=[a,b]", "data.bands=3"]
+    }
+    cfg = _compose("train_segmentation", root, f"data={preset}", *required.get(preset, []))
+    dm = instantiate(cfg.data)
+    assert dm.patch_size == cfg.data.patch_size
+    assert dm.classes == list(cfg.data.classes)
+
+
+@pytest.mark.parametrize("preset", presets("data"))
+def test_data_presets_state_only_what_differs(preset: str, root: Path) -> None:
+    """Each data config extends ``data/base.yaml`` and restates none of its values."""
+    own = OmegaConf.load(CONF / "data" / f"{preset}.yaml")
+    base = OmegaConf.load(CONF / "data" / "base.yaml")
+    assert list(own.defaults) == ["base", "_self_"]
+    restated = [k for k in own if k in base and k != "source" and own[k] == base[k]]
+    assert restated == []
+    composed = _compose("train_segmentation", root, f"data={preset}").data
+    assert set(base) <= set(composed)
+
+
+@pytest.mark.parametrize("preset", presets("trainer"))
+def test_trainer_presets(preset: str, root: Path) -> None:
+    cfg = _compose("train_segmentation", root, f"trainer={preset}")
+    if cfg.trainer.accelerator in ("cpu", "auto"):
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        assert trainer.max_steps == cfg.trainer.max_steps
+    else:  # gpu / ddp: the settings only, on machines without a GPU
+        assert get_class(cfg.trainer._target_)
+        assert cfg.trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize("preset", presets("logger"))
+def test_logger_presets(preset: str, root: Path) -> None:
+    from synthsat.runtime import build_loggers
+
+    cfg = _compose("train_segmentation", root, f"logger={preset}")
+    if preset == "wandb":
+        assert get_class(cfg.logger.wandb._target_) and cfg.logger.wandb.offline
+        return
+    loggers = build_loggers(cfg)
+    assert len(loggers) == len(cfg.logger)
+
+
+@pytest.mark.parametrize("job", ["train_generator", "train_segmentation"])
+def test_job_callbacks_instantiate(job: str, root: Path) -> None:
+    from synthsat.runtime import build_callbacks
+
+    cfg = _compose(job, root)
+    callbacks = build_callbacks(cfg)
+    names = {type(c).__name__ for c in callbacks}
+    assert "ModelCheckpoint" in names
+    assert "RandomStateCheckpoint" in names  # resumed runs continue the same draws
+
+
+# -- overrides the README, Makefile, experiments and tests use ----------------------------
+@pytest.mark.parametrize(
+    ("job", "overrides", "expected"),
+    [
+        (
+            "train_generator",
+            ["generator=cpu", "generator.lambda_div=2"],
+            {"generator.lambda_div": 2},
+        ),
+        ("train_generator", ["generator.patch_size=32"], {"data.patch_size": 32}),
+        ("train_generator", ["generator=paper"], {"data.patch_size": 256}),
+        ("train_generator", ["generator.z_dim=8"], {"generator.z_dim": 8}),
+        ("train_generator", ["trainer.max_steps=7"], {"trainer.max_steps": 7}),
+        ("train_segmentation", ["segmentation=tiny"], {"segmentation.encoder_depth": 3}),
+        (
+            "train_segmentation",
+            ["segmentation.scheduler=cosine"],
+            {"segmentation.scheduler": "cosine"},
+        ),
+        ("train_segmentation", ["data.scale=0.5"], {"data.scale": 0.5}),
+        ("train_segmentation", ["data.patch_size=128"], {"data.patch_size": 128}),
+        ("train_segmentation", ["trainer.max_steps=30"], {"trainer.max_steps": 30}),
+        (
+            "train_segmentation",
+            [],
+            {"trainer.max_steps": 520, "callbacks.early_stopping.patience": 20},
+        ),
+        ("train_segmentation", ["data=dubai"], {"data.ignore_index": 255, "data.bands": 3}),
+    ],
+)
+def test_documented_overrides(
+    job: str, overrides: list[str], expected: dict[str, Any], root: Path
+) -> None:
+    cfg = _compose(job, root, *overrides)
+    for key, value in expected.items():
+        assert OmegaConf.select(cfg, key) == value, key
