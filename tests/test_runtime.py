@@ -1,0 +1,114 @@
+"""The entry points' shared plumbing (synthsat.runtime): callbacks, trainer, device,
+config choices, checkpoint vs data; and the figure helpers the jobs draw with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from synthsat import config_dir
+from synthsat.data.errors import DataError
+from synthsat.errors import ConfigError
+from synthsat.figures import colorize_mask, palette, percentile_limits, rgb_composite
+from synthsat.runtime import (
+    build_callbacks,
+    build_trainer,
+    check_checkpoint_data,
+    config_choice,
+    resolve_device,
+    validate_config,
+)
+
+
+def _compose(job: str, tmp_path: Path, *overrides: str) -> object:
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        return compose(
+            job,
+            overrides=[
+                f"paths.root={tmp_path}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                *overrides,
+            ],
+        )
+
+
+def test_callbacks_by_name_and_null_turns_one_off(tmp_path: Path) -> None:
+    cfg = _compose("train_segmentation", tmp_path, "callbacks.early_stopping=null", "logger=none")
+    names = [type(c).__name__ for c in build_callbacks(cfg)]
+    assert names == ["ModelCheckpoint", "RandomStateCheckpoint"]
+    trainer = build_trainer(cfg, enable_checkpointing=True)
+    assert trainer.checkpoint_callback.monitor == "val/miou"
+    assert trainer.max_steps == 520 and trainer.loggers == []
+
+
+def test_generator_callbacks(tmp_path: Path) -> None:
+    cfg = _compose("train_generator", tmp_path, "callbacks.samples.every_n_steps=7")
+    (samples,) = [c for c in build_callbacks(cfg) if type(c).__name__ == "GeneratorSamples"]
+    assert (samples.every_n_steps, samples.rows, samples.samples) == (7, 4, 3)
+    with pytest.raises(ValueError, match="every_n_steps"):
+        type(samples)(every_n_steps=-1)
+
+
+def test_the_generator_owns_the_patch_size(tmp_path: Path) -> None:
+    """In train_generator, data.patch_size follows generator.patch_size; setting the
+    data's alone (which used to change nothing but the stage hash) is refused."""
+    cfg = _compose("train_generator", tmp_path, "generator.patch_size=32")
+    assert cfg.data.patch_size == 32
+    validate_config(cfg)
+    cfg = _compose("train_generator", tmp_path, "data.patch_size=128")
+    with pytest.raises(ConfigError, match=r"^data\.patch_size=128: .*generator\.patch_size=64"):
+        validate_config(cfg)
+
+
+def test_device_and_config_choice() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == resolve_device(None).type == expected
+    assert config_choice("data") == "custom"  # outside a Hydra app
+    assert config_choice("data", "toyworld") == "toyworld"
+
+
+def test_checkpoint_against_the_data() -> None:
+    data = {"bands": 4, "classes": ["a", "b"]}
+    check_checkpoint_data("ckpt=m.ckpt", {"bands": 4, "classes": ["a", "b"]}, data)
+    check_checkpoint_data("x", {"bands": 4, "classes": ["a", "b"]}, OmegaConf.create(data))
+    with pytest.raises(DataError) as err:
+        check_checkpoint_data("ckpt=m.ckpt", {"bands": 3, "classes": ["a", "b"]}, data)
+    assert str(err.value) == (
+        "ckpt=m.ckpt: the model was trained on bands=3, classes=['a', 'b']; "
+        "the data has bands=4, classes=['a', 'b']"
+    )
+    with pytest.raises(DataError, match=r"^seg_ckpt=s: the segmentation model .*\['a'\];"):
+        check_checkpoint_data(
+            "seg_ckpt=s", {"bands": 4, "classes": ["a"]}, data, "segmentation model"
+        )
+
+
+# -- figures -------------------------------------------------------------------------------
+def test_one_palette_with_the_ignore_index_black() -> None:
+    colours = palette(7, ignore_index=0)
+    assert colours.shape == (7, 3) and np.all(colours[0] == 0) and np.all(colours[1:].sum(1) > 0)
+    assert palette(12).shape == (12, 3)  # tab20 beyond 10 classes
+    rgb = colorize_mask(np.array([[0, 1], [6, 9]]), 7, ignore_index=0)
+    np.testing.assert_array_equal(rgb[0, 0], 0)
+    np.testing.assert_allclose(rgb[0, 1], palette(7)[1])
+    np.testing.assert_array_equal(rgb[1, 1], 0)  # out of range
+
+
+def test_percentile_stretch() -> None:
+    image = np.stack([np.arange(100, dtype=np.float32).reshape(10, 10) * k for k in (1, 2, 3)])
+    lo, hi = percentile_limits(image, [0, 1, 2])
+    np.testing.assert_allclose(lo, [1.98, 3.96, 5.94], rtol=1e-5)
+    np.testing.assert_allclose(hi, [97.02, 194.04, 291.06], rtol=1e-5)
+    rgb = rgb_composite(image, [0, 1, 2])
+    assert rgb.shape == (10, 10, 3) and rgb.min() == 0.0 and rgb.max() == 1.0
+    np.testing.assert_allclose(rgb[5, 0], (50 - 1.98) / (97.02 - 1.98), rtol=1e-5)
+    # shared limits (a grid's): an image twice as bright saturates
+    assert rgb_composite(image * 2, [0, 1, 2], (lo, hi))[5, 0].tolist() == [1.0, 1.0, 1.0]
+    grey = rgb_composite(image[:1], [0])
+    np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
