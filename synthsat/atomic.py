@@ -43,10 +43,32 @@ def atomic_path(final: str | Path) -> Path:
     return Path(tmp)
 
 
-def publish(tmp: Path, final: str | Path) -> None:
-    """Give ``tmp`` (private, from ``mkstemp``) the usual permissions, rename it to ``final``."""
+def publish(tmp: Path, final: str | Path, fsync: bool = False) -> None:
+    """Give ``tmp`` (private, from ``mkstemp``) the usual permissions, rename it to ``final``.
+
+    With ``fsync``, the data reach the disk before the rename and the rename before
+    this returns (the file survives a power cut whole or not at all).
+    """
     os.chmod(tmp, file_mode())
+    if fsync:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     os.replace(tmp, final)
+    if fsync:
+        _fsync_dir(Path(final).parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -75,13 +97,14 @@ def write_text(final: str | Path, text: str) -> Path:
     return Path(final)
 
 
-def write_with(final: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Let ``write(tmp)`` fill a temporary path (e.g. ``np.save``, a library's ``save``),
-    then publish it as ``final``; ``final`` is untouched if ``write`` raises."""
+def write_with(final: str | Path, write: Callable[[Path], Any], fsync: bool = False) -> Path:
+    """Let ``write(tmp)`` fill a temporary path (e.g. ``torch.save``, ``rasterio``), then
+    publish it as ``final`` (see :func:`publish` for ``fsync``); ``final`` is untouched
+    if ``write`` raises."""
     tmp = atomic_path(final)
     try:
         write(tmp)
-        publish(tmp, final)
+        publish(tmp, final, fsync=fsync)
     finally:
         tmp.unlink(missing_ok=True)
     return Path(final)

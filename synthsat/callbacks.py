@@ -7,12 +7,13 @@ The checkpoint callbacks live in :mod:`synthsat.tasks.checkpoints`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+
+from synthsat.atomic import write_with
 
 
 class GeneratorSamples(L.Callback):
@@ -81,9 +82,7 @@ class GeneratorSamples(L.Callback):
         out = Path(trainer.default_root_dir) / self.dirname
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"step_{trainer.global_step:06d}.png"
-        tmp = path.with_suffix(".png.part")
-        save_image(grid, tmp, format="png")
-        os.replace(tmp, path)
+        write_with(path, lambda tmp: save_image(grid, tmp, format="png"))
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(path)], step=trainer.global_step)

@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
+from synthsat.atomic import write_text
 from synthsat.data import DataError
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
@@ -133,9 +134,7 @@ def run_stage(
         "params": stage.params,
         "seconds": seconds,
     }
-    tmp = out / ".done.json.part"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, done)
+    write_text(done, json.dumps(record, indent=2))
     log.append(f"ran   {stage.kind}/{stage.label} in {seconds:.0f} s")
     say(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s")
     return out
@@ -192,9 +191,7 @@ def record_timing(results: Path, wall_s: float, log: list[str]) -> dict[str, Any
         record = json.loads(done.read_text())
         stages[record["kind"]] = stages.get(record["kind"], 0.0) + float(record["seconds"])
     timing = {"total_s": sum(r["wall_s"] for r in runs), "stages": stages, "runs": runs}
-    tmp = results / ".timing.json.part"
-    tmp.write_text(json.dumps(timing, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(timing, indent=2))
     return timing
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import matplotlib
 
+from synthsat.atomic import atomic_write, write_text
 from synthsat.stats import N_BOOT, PairedComparison, compare_paired
 
 matplotlib.use("Agg")
@@ -52,12 +52,6 @@ CI_LEVEL = 0.95
 
 #: An arm: (training imagery label, source); real-only's source is "".
 ArmKey = tuple[str, str]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_stages(results_dir: Path, stage: str) -> list[dict[str, Any]]:
@@ -127,11 +121,38 @@ def scored_iou(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: iou[name] for name in names if name in iou}
 
 
+def run_params(rec: dict[str, Any]) -> dict[str, Any]:
+    """A segmentation record's parameters, with its synthetic source (control generator or
+    the GAN's ``lambda_div``) as the synthetic tiles' manifest records it.
+
+    Raises:
+        ValueError: if the stage's record and the tiles' manifest name different sources.
+    """
+    params = dict(rec["params"])
+    source = (rec.get("metrics") or {}).get("synthetic_source") or {}
+    if source.get("generator") is None:  # real-only, or tiles without a manifest
+        return params
+    generator = None if source["generator"] == "gan" else str(source["generator"])
+    lam = None if generator else source.get("lambda_div")  # None: the manifest does not say
+    recorded = params.get("lambda_div")
+    if (params.get("generator") or None) != generator or (
+        lam is not None and recorded is not None and float(lam) != float(recorded)
+    ):
+        raise ValueError(
+            f"{rec.get('dir', 'a segmentation stage')}: its record names the synthetic source "
+            f"{source_label(params)!r}, but the tiles' manifest says "
+            f"{source_label({'generator': generator, 'lambda_div': lam})!r}"
+        )
+    params.update(generator=generator, lambda_div=None if generator else lam or recorded)
+    return params
+
+
 def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One summary.csv row per segmentation record that has metrics."""
+    """One summary.csv row per segmentation record that has metrics (the source of its
+    synthetic imagery read from the tiles' manifest, see :func:`run_params`)."""
     rows = []
     for rec in seg:
-        p, m = rec["params"], rec["metrics"]
+        p, m = run_params(rec), rec["metrics"]
         row = {
             "lambda_div": p.get("lambda_div"),
             "generator": run_generator(p),
@@ -153,12 +174,10 @@ def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _write_csv(results_dir: Path, rows: list[dict[str, Any]]) -> None:
     """summary.csv; ``source`` stays out (``lambda_div`` and ``generator`` say it)."""
     keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "source"]
-    tmp = results_dir / ".summary.csv.part"
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(results_dir / "summary.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, results_dir / "summary.csv")
 
 
 def _source_rank(source: str) -> tuple[int, float, str]:
@@ -365,7 +384,7 @@ def summarise(results_dir: str | Path, mark_paper: bool = False) -> Path:
         ]
     if (results_dir / "timing.json").exists():
         lines += _timing_lines(results_dir / "timing.json")
-    _write_atomic(results_dir / "report.md", "\n".join(lines) + "\n")
+    write_text(results_dir / "report.md", "\n".join(lines) + "\n")
     return results_dir / "report.md"
 
 

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from synthsat.atomic import write_text
 from synthsat.data.cache import NONFINITE
 from synthsat.data.errors import DataError
 from synthsat.errors import USER_ERRORS, ConfigError
@@ -53,9 +54,7 @@ def prepare_run(cfg: DictConfig) -> Path:
         L.seed_everything(int(cfg.seed), workers=True)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".config.yaml.part"
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, out / "config.yaml")
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out
 
 

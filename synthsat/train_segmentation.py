@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
+from synthsat.data.synthetic_tiles import describe_source
 from synthsat.metrics.segmentation import write_metrics
 from synthsat.runtime import build_trainer, config_choice, prepare_run, user_errors
 
@@ -51,6 +52,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "encoder": cfg.segmentation.get("encoder_name"),
         "loss": cfg.segmentation.get("loss"),
         "mix": mix,
+        # which generator made the synthetic tiles, as their manifest records it
+        "synthetic_source": describe_source(mix["source"]) if mix and mix.get("source") else None,
         "seed": cfg.get("seed"),
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),

@@ -8,15 +8,22 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from torch.utils.data import Dataset
 
 from synthsat.data import DataError, LandCoverDataModule, ToyWorldSource
 from synthsat.data.mixing import (
     MixedPatchDataset,
     build_mixed_dataset,
-    find_synthetic,
     load_synthetic_tiles,
 )
+from synthsat.data.synthetic_tiles import find_synthetic
 from synthsat.data.toyworld import CLASSES
+
+
+def _mix(dm: LandCoverDataModule, mix_cfg: dict) -> Dataset:
+    """The mixed training dataset of a set-up datamodule's training tiles."""
+    return build_mixed_dataset(dm.tiles["train"], dm.cache.load, dm.patch_spec(), mix_cfg)
+
 
 SYNTHETIC_VALUE = 200  # synthetic tiles are constant, so synthetic patches are recognisable
 
@@ -153,26 +160,22 @@ def test_ratio_zero_needs_no_source(toy_root: Path, tmp_path: Path) -> None:
 def test_add_mode_lengths_and_shares(toy_root: Path, tmp_path: Path, synthetic_dir: Path) -> None:
     dm = _datamodule(toy_root, tmp_path, patches_per_epoch=100)
     dm.setup()
-    real_plus_two = build_mixed_dataset(
+    real_plus_two = _mix(
         dm, {"ratio": 0.0, "mode": "add", "copies": 2, "source": str(synthetic_dir)}
     )
     assert len(real_plus_two) == 300
     assert real_plus_two.real_probability == pytest.approx(1 / 3)
-    synthetic_only = build_mixed_dataset(
+    synthetic_only = _mix(
         dm, {"ratio": 1.0, "mode": "add", "copies": 2, "source": str(synthetic_dir)}
     )
     assert len(synthetic_only) == 200 and synthetic_only.real_probability == 0.0
     torch.manual_seed(2)
     assert all(_check_flags(synthetic_only, dm, 16))
     assert _synthetic_share(real_plus_two) == pytest.approx(2 / 3, abs=0.02)
-    one_copy = build_mixed_dataset(
-        dm, {"ratio": 1.0, "mode": "add", "copies": 1, "source": str(synthetic_dir)}
-    )
+    one_copy = _mix(dm, {"ratio": 1.0, "mode": "add", "copies": 1, "source": str(synthetic_dir)})
     assert all(len(v) == 1 and v[0].name.endswith("_s0") for v in one_copy.synthetic)
     with pytest.raises(DataError, match="needs 3 synthetic sample"):
-        build_mixed_dataset(
-            dm, {"ratio": 1.0, "mode": "add", "copies": 3, "source": str(synthetic_dir)}
-        )
+        _mix(dm, {"ratio": 1.0, "mode": "add", "copies": 3, "source": str(synthetic_dir)})
 
 
 def test_validation_and_test_are_never_synthetic(
@@ -197,21 +200,21 @@ def test_missing_or_mismatched_synthetic_tiles(toy_root: Path, tmp_path: Path) -
     first, second = dm.tiles["train"]
     _write_synthetic(out, first.pair.mask, f"{first.name}_s0", 10)
     with pytest.raises(DataError, match=rf"'{second.name}'.*{second.name}_s0\.tif"):
-        build_mixed_dataset(dm, {"ratio": 0.5, "source": str(out)})
+        _mix(dm, {"ratio": 0.5, "source": str(out)})
     _write_synthetic(out, second.pair.mask, f"{second.name}_s0", 10, size=96)
     with pytest.raises(DataError, match="96x96"):
-        build_mixed_dataset(dm, {"ratio": 0.5, "source": str(out)})
+        _mix(dm, {"ratio": 0.5, "source": str(out)})
     _write_synthetic(out, second.pair.mask, f"{second.name}_s0", 10, bands=3)
     with pytest.raises(DataError, match="3 band"):
-        build_mixed_dataset(dm, {"ratio": 0.5, "source": str(out)})
+        _mix(dm, {"ratio": 0.5, "source": str(out)})
     with pytest.raises(DataError, match="does not exist"):
-        build_mixed_dataset(dm, {"ratio": 0.5, "source": str(tmp_path / "nowhere")})
+        _mix(dm, {"ratio": 0.5, "source": str(tmp_path / "nowhere")})
     with pytest.raises(ValueError, match="needs mix.source"):
-        build_mixed_dataset(dm, {"ratio": 0.5, "source": None})
+        _mix(dm, {"ratio": 0.5, "source": None})
     with pytest.raises(ValueError, match="mix.mode"):
-        build_mixed_dataset(dm, {"ratio": 0.5, "mode": "blend", "source": str(out)})
+        _mix(dm, {"ratio": 0.5, "mode": "blend", "source": str(out)})
     with pytest.raises(ValueError, match="mix.ratio"):
-        build_mixed_dataset(dm, {"ratio": 1.5, "source": str(out)})
+        _mix(dm, {"ratio": 1.5, "source": str(out)})
 
 
 def test_find_synthetic_orders_samples(tmp_path: Path) -> None:
@@ -247,30 +250,35 @@ def test_synthetic_tile_errors_say_what_is_missing(toy_root: Path, tmp_path: Pat
         rf"expected {out / first.name}_s0\.tif$",
     ):
         out.mkdir()
-        load_synthetic_tiles(dm, out)
+        load_synthetic_tiles(dm.tiles["train"], dm.cache.load, out)
     for tile in (first, second):
         _write_synthetic(out, tile.pair.mask, f"{tile.name}_s0", 10)
-    samples = load_synthetic_tiles(dm, out)  # one sample each is enough by default
+    samples = load_synthetic_tiles(
+        dm.tiles["train"], dm.cache.load, out
+    )  # one sample each is enough by default
     assert [[s.name for s in t] for t in samples] == [[f"{first.name}_s0"], [f"{second.name}_s0"]]
     with pytest.raises(
         DataError,
         match=rf"needs 3 synthetic sample\(s\) but has only 1 \({first.name}_s0\.tif\); "
         rf"expected .*{first.name}_s0\.tif \.\. _s2\.tif$",
     ):
-        load_synthetic_tiles(dm, out, need=3)
+        load_synthetic_tiles(dm.tiles["train"], dm.cache.load, out, need=3)
     _write_synthetic(out, second.pair.mask, f"{second.name}_s0", 10, size=96)
     with pytest.raises(
         DataError,
         match=rf"{second.name}_s0\.tif: image is 96x96 px but its mask .* is 128x128 px",
     ):
-        load_synthetic_tiles(dm, out)
+        load_synthetic_tiles(dm.tiles["train"], dm.cache.load, out)
 
 
 def test_mixed_dataset_arguments(toy_root: Path, tmp_path: Path, synthetic_dir: Path) -> None:
     dm = _datamodule(toy_root, tmp_path)
     dm.setup()
     assert dm.normalizer is not None
-    tiles, synthetic = dm.tiles["train"], load_synthetic_tiles(dm, synthetic_dir)
+    tiles, synthetic = (
+        dm.tiles["train"],
+        load_synthetic_tiles(dm.tiles["train"], dm.cache.load, synthetic_dir),
+    )
     args = (32, 8, dm.normalizer, 9)
     mixed = MixedPatchDataset(tiles, synthetic, 0.5, *args)
     assert mixed.augment is True and mixed.ignore_index == 9
@@ -291,23 +299,23 @@ def test_mix_settings_defaults_and_errors(
 ) -> None:
     dm = _datamodule(toy_root, tmp_path, patches_per_epoch=10)  # no augmentation
     dm.setup()
-    real = build_mixed_dataset(dm, {"ratio": 0.0})
+    real = _mix(dm, {"ratio": 0.0})
     assert (real.ignore_index, real.augment, len(real)) == (0, False, 10)
-    one_copy = build_mixed_dataset(dm, {"ratio": 0.0, "mode": "add", "source": str(synthetic_dir)})
+    one_copy = _mix(dm, {"ratio": 0.0, "mode": "add", "source": str(synthetic_dir)})
     assert len(one_copy) == 20 and one_copy.ignore_index == 0 and one_copy.augment is False
-    replace = build_mixed_dataset(dm, {"ratio": 0.5, "copies": 0, "source": str(synthetic_dir)})
+    replace = _mix(dm, {"ratio": 0.5, "copies": 0, "source": str(synthetic_dir)})
     assert len(replace) == 10 and replace.real_probability == 0.5  # copies only matter in add
     with pytest.raises(ValueError, match=r"^mix.copies must be >= 1 in add mode, got 0$"):
-        build_mixed_dataset(dm, {"ratio": 0.5, "mode": "add", "copies": 0, "source": "x"})
+        _mix(dm, {"ratio": 0.5, "mode": "add", "copies": 0, "source": "x"})
     with pytest.raises(
         ValueError,
         match=r"^unknown mix setting\(s\) \['rate'\]; "
         r"expected \['copies', 'mode', 'ratio', 'source'\]$",
     ):
-        build_mixed_dataset(dm, {"rate": 0.5})
+        _mix(dm, {"rate": 0.5})
     with pytest.raises(
         ValueError,
         match=r"^mix.ratio=0.5 in 'replace' mode needs mix.source "
         r"\(a directory of synthetic GeoTIFFs\)$",
     ):
-        build_mixed_dataset(dm, {"ratio": 0.5, "source": ""})
+        _mix(dm, {"ratio": 0.5, "source": ""})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthsat.report import run_generator, run_label, run_source, summarise
+from synthsat.report import run_generator, run_label, run_params, run_source, summarise
 
 
 def _stage(root: Path, kind: str, name: str, params: dict, metrics: dict) -> None:
@@ -322,3 +322,36 @@ def test_control_generators_in_the_synthetic_table(tmp_path: Path) -> None:
         "| classtexture | 0.05 | 0.5 |",
     ]
     assert (tmp_path / "fidelity_diversity.png").stat().st_size > 1000
+
+
+def _record(params: dict, source: dict | None) -> dict:
+    return {"params": params, "metrics": {"synthetic_source": source}, "dir": "seg/x"}
+
+
+def test_the_source_is_read_from_the_tiles_manifest() -> None:
+    gan = {"ratio": 0.5, "mode": "replace", "copies": 0, "seed": 0}
+    # the manifest names the lambda where the stage record has none
+    assert run_params(_record({**gan, "lambda_div": None}, _src("gan", 2.0)))["lambda_div"] == 2.0
+    # both agree: unchanged; a manifest that does not say keeps the record's value
+    assert run_params(_record({**gan, "lambda_div": 2.0}, _src("gan", 2.0)))["lambda_div"] == 2.0
+    assert run_params(_record({**gan, "lambda_div": 6.0}, _src("gan", None)))["lambda_div"] == 6.0
+    control = run_params(
+        _record(
+            {**gan, "lambda_div": None, "generator": "classtexture"}, _src("classtexture", None)
+        )
+    )
+    assert (control["generator"], control["lambda_div"]) == ("classtexture", None)
+    # real-only runs and tiles without a manifest: the record as it is
+    assert run_params(_record({**gan, "lambda_div": 2.0}, None))["lambda_div"] == 2.0
+    with pytest.raises(
+        ValueError,
+        match=r"seg/x: its record names the synthetic source "
+        r"'lambda_div = 2', but the tiles' manifest says 'lambda_div = 6'",
+    ):
+        run_params(_record({**gan, "lambda_div": 2.0}, _src("gan", 6.0)))
+    with pytest.raises(ValueError, match="but the tiles' manifest says 'classtexture'"):
+        run_params(_record({**gan, "lambda_div": 2.0}, _src("classtexture", None)))
+
+
+def _src(generator: str, lam: float | None) -> dict:
+    return {"generator": generator, "lambda_div": lam, "checkpoint": None}

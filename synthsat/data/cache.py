@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthsat.atomic import write_text, write_with
 from synthsat.data.checks import (
     check_mask_values,
     check_pair_headers,
@@ -33,7 +33,7 @@ from synthsat.data.checks import (
 )
 from synthsat.data.errors import DataError
 from synthsat.data.masks import MaskReader
-from synthsat.data.raster_io import read_raster, save_npy_atomic
+from synthsat.data.raster_io import read_raster
 from synthsat.data.tiles import TilePair
 
 log = logging.getLogger(__name__)
@@ -203,11 +203,9 @@ class TileCache:
             "count": int(pixels.shape[1]),
         }
         entry.mkdir(parents=True, exist_ok=True)
-        save_npy_atomic(entry / "image.npy", np.ascontiguousarray(image))
-        save_npy_atomic(entry / "mask.npy", np.ascontiguousarray(mask))
-        tmp = entry / f".meta.{os.getpid()}.json"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, entry / "meta.json")
+        save_npy(entry / "image.npy", image)
+        save_npy(entry / "mask.npy", mask)
+        write_text(entry / "meta.json", json.dumps(meta))
 
 
 def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -228,6 +226,16 @@ def rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarr
     rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
     cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
     return small.astype(image.dtype), np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` a C-contiguous copy of ``array`` to ``path`` atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # np.save(path) would append .npy to the temporary name
+            np.save(f, np.ascontiguousarray(array))
+
+    write_with(path, write)
 
 
 def band_statistics(tiles: list[CachedTile]) -> tuple[np.ndarray, np.ndarray]:

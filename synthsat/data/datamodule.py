@@ -12,7 +12,8 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from synthsat.data.cache import CachedTile, TileCache, band_statistics
-from synthsat.data.datasets import GridChipDataset, Normalizer, RandomPatchDataset
+from synthsat.data.datasets import GridChipDataset, Normalizer, PatchSpec, RandomPatchDataset
+from synthsat.data.mixing import build_mixed_dataset
 from synthsat.data.sources import TileSource
 
 
@@ -178,22 +179,25 @@ class LandCoverDataModule(L.LightningDataModule):
         if not self.tiles:
             self.setup()
 
-    def train_dataset(self) -> Dataset:
-        """Random augmented patches from the training tiles."""
+    def patch_spec(self) -> PatchSpec:
+        """How this data's training patches are cut."""
         self._require_setup()
         assert self.normalizer is not None
-        if self.mix:
-            from synthsat.data.mixing import build_mixed_dataset
-
-            return build_mixed_dataset(self, self.mix)
-        return RandomPatchDataset(
-            self.tiles["train"],
+        return PatchSpec(
             self.patch_size,
             self.patches_per_epoch,
             self.normalizer,
             self.ignore_index,
             augment=self.augment,
         )
+
+    def train_dataset(self) -> Dataset:
+        """Random augmented patches from the training tiles (real, or mixed with
+        synthetic imagery per ``mix``)."""
+        patches = self.patch_spec()
+        if self.mix:
+            return build_mixed_dataset(self.tiles["train"], self.cache.load, patches, self.mix)
+        return RandomPatchDataset(self.tiles["train"], **patches.dataset_kwargs())
 
     def eval_dataset(self, split: str) -> Dataset:
         """Validation or test data: whole-tile chips, or fixed patches (``val_mode``)."""

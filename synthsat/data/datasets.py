@@ -10,6 +10,7 @@ Samples follow one format everywhere::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,28 @@ def to_sample(
         "col": col,
         "synthetic": synthetic,
     }
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """How training patches are cut: side, count per epoch, normalisation, padding
+    value of the mask, and whether they are augmented."""
+
+    patch_size: int
+    length: int
+    normalize: Normalizer
+    ignore_index: int
+    augment: bool = True
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`RandomPatchDataset` (and its subclasses)."""
+        return {
+            "patch_size": self.patch_size,
+            "length": self.length,
+            "normalize": self.normalize,
+            "ignore_index": self.ignore_index,
+            "augment": self.augment,
+        }
 
 
 class RandomPatchDataset(Dataset):

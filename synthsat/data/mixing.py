@@ -7,12 +7,15 @@ one per diversity weight lambda) laid out as the synthesis job writes it::
     <source>/<tile stem>.tif          also accepted: a single sample
     <source>/manifest.json            optional; not needed here
 
+(:mod:`synthsat.data.synthetic_tiles` owns these names.)
+
 A synthetic image is drawn for the *mask* of its tile, so it lies on the mask's pixel
 grid (same width and height and, for georeferenced data, same CRS and transform)
 and has the data's band count; every training tile needs one. Synthetic tiles are
 checked and cached like real ones (a synthetic tile is a
-``TilePair(name, image=<synthetic file>, mask=<real mask>)`` in the
-:class:`~synthsat.data.cache.TileCache`), so patches are memory-map slices.
+``TilePair(name, image=<synthetic file>, mask=<real mask>)`` loaded by the caller's
+tile loader, e.g. :meth:`~synthsat.data.cache.TileCache.load`), so patches are
+memory-map slices.
 
 Modes (``N`` = ``data.patches_per_epoch``, ``r`` = ``mix.ratio``, ``k`` = ``mix.copies``):
 
@@ -35,58 +38,40 @@ Validation and test data never pass through here: they are always real.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from synthsat.data.cache import CachedTile
-from synthsat.data.datasets import Normalizer, RandomPatchDataset
+from synthsat.data.datasets import Normalizer, PatchSpec, RandomPatchDataset
 from synthsat.data.errors import DataError
+from synthsat.data.synthetic_tiles import find_synthetic, output_name
 from synthsat.data.tiles import TilePair
 
-if TYPE_CHECKING:
-    from synthsat.data.datamodule import LandCoverDataModule
-
 MODES = ("replace", "add")
-SYNTHETIC_SUFFIXES = (".tif", ".tiff")
 MIX_KEYS = {"ratio", "mode", "source", "copies"}
 
-
-def find_synthetic(source: str | Path, stem: str) -> list[Path]:
-    """Synthetic images of tile ``stem`` in ``source``, ordered by sample index.
-
-    ``<stem>_s<k>.tif`` files come first by ``k``; a plain ``<stem>.tif`` counts as one
-    more sample.
-    """
-    pattern = re.compile(rf"^{re.escape(stem)}(?:_s(\d+))?$")
-    found: list[tuple[int, Path]] = []
-    for path in Path(source).iterdir():
-        if path.suffix.lower() not in SYNTHETIC_SUFFIXES or not path.is_file():
-            continue
-        match = pattern.match(path.stem)
-        if match:
-            k = int(match.group(1)) if match.group(1) is not None else -1
-            found.append((k, path))
-    ordered = sorted(p for p in found if p[0] >= 0) + [p for p in found if p[0] < 0]
-    return [path for _, path in ordered]
+#: Loads (checks and caches) a tile pair, e.g. :meth:`~synthsat.data.cache.TileCache.load`.
+TileLoader = Callable[[TilePair], CachedTile]
 
 
 def load_synthetic_tiles(
-    datamodule: LandCoverDataModule, source: str | Path, need: int = 1
+    real: list[CachedTile], load: TileLoader, source: str | Path, need: int = 1
 ) -> list[list[CachedTile]]:
-    """Check and cache the synthetic samples of every training tile.
+    """Check and load the synthetic samples of every real training tile.
 
     Args:
-        datamodule: a set-up datamodule (its training tiles and tile cache are used).
+        real: the real training tiles.
+        load: loads a tile pair (the synthetic image with its real mask); it checks the
+            sample against its mask's grid and the data's band count.
         source: directory of synthetic GeoTIFFs (see the module docstring).
         need: samples each tile must have.
 
     Returns:
-        per training tile (in ``datamodule.tiles["train"]`` order), its cached samples.
+        per real tile (in order), its loaded samples.
 
     Raises:
         DataError: missing directory or samples, or a sample that does not match its
@@ -96,17 +81,16 @@ def load_synthetic_tiles(
     if not root.is_dir():
         raise DataError(f"mix.source {root}: synthetic image directory does not exist")
     result: list[list[CachedTile]] = []
-    for tile in datamodule.tiles["train"]:
+    for tile in real:
         paths = find_synthetic(root, tile.name)
         if len(paths) < need:
             have = f"only {len(paths)} ({', '.join(p.name for p in paths)})" if paths else "none"
+            last = f" .. _s{need - 1}.tif" if need > 1 else ""
             raise DataError(
                 f"mix.source {root}: training tile '{tile.name}' needs {need} synthetic "
-                f"sample(s) but has {have}; expected {root / f'{tile.name}_s0.tif'}"
-                f"{f' .. _s{need - 1}.tif' if need > 1 else ''}"
+                f"sample(s) but has {have}; expected {root / output_name(tile.name, 0)}{last}"
             )
-        # the cache checks each sample against its mask's grid and the data's bands
-        result.append([datamodule.cache.load(TilePair(p.stem, p, tile.pair.mask)) for p in paths])
+        result.append([load(TilePair(p.stem, p, tile.pair.mask)) for p in paths])
     return result
 
 
@@ -170,11 +154,16 @@ def _mix_settings(mix_cfg: Mapping[str, Any]) -> tuple[float, str, Any, int]:
     return ratio, mode, mix_cfg.get("source"), copies
 
 
-def build_mixed_dataset(datamodule: LandCoverDataModule, mix_cfg: Mapping[str, Any]) -> Dataset:
-    """The training dataset of ``datamodule`` with synthetic imagery mixed in.
+def build_mixed_dataset(
+    real: list[CachedTile], load: TileLoader, patches: PatchSpec, mix_cfg: Mapping[str, Any]
+) -> Dataset:
+    """The training dataset of ``real`` tiles with synthetic imagery mixed in.
 
     Args:
-        datamodule: a set-up :class:`~synthsat.data.LandCoverDataModule`.
+        real: the real training tiles.
+        load: loads a synthetic tile pair (see :func:`load_synthetic_tiles`).
+        patches: patch size, patches per epoch (``N``), normalisation, padding and
+            augmentation of the training patches.
         mix_cfg: ``ratio`` (0..1), ``mode`` (``replace`` or ``add``), ``source``
             (directory of synthetic GeoTIFFs) and ``copies`` (synthetic versions per
             tile in ``add`` mode); see the module docstring.
@@ -184,34 +173,21 @@ def build_mixed_dataset(datamodule: LandCoverDataModule, mix_cfg: Mapping[str, A
         settings (``replace`` with ratio 0), else a :class:`MixedPatchDataset`.
     """
     ratio, mode, source, copies = _mix_settings(mix_cfg)
-    dm = datamodule
-    assert dm.normalizer is not None
-    real = dm.tiles["train"]
-    n = dm.patches_per_epoch
+    n = patches.length
     if mode == "replace" and ratio == 0.0:
-        return RandomPatchDataset(
-            real, dm.patch_size, n, dm.normalizer, dm.ignore_index, augment=dm.augment
-        )
+        return RandomPatchDataset(real, **patches.dataset_kwargs())
     if source is None or str(source) == "":
         raise ValueError(
             f"mix.ratio={ratio} in '{mode}' mode needs mix.source (a directory "
             "of synthetic GeoTIFFs)"
         )
     if mode == "replace":
-        synthetic = load_synthetic_tiles(dm, source, need=1)
+        synthetic = load_synthetic_tiles(real, load, source, need=1)
         real_probability, length = 1.0 - ratio, n
     else:
-        synthetic = [s[:copies] for s in load_synthetic_tiles(dm, source, need=copies)]
+        synthetic = [s[:copies] for s in load_synthetic_tiles(real, load, source, need=copies)]
         n_real = round((1.0 - ratio) * n)
         length = n_real + copies * n
         real_probability = n_real / length
-    return MixedPatchDataset(
-        real,
-        synthetic,
-        real_probability,
-        dm.patch_size,
-        length,
-        dm.normalizer,
-        dm.ignore_index,
-        augment=dm.augment,
-    )
+    kwargs = {**patches.dataset_kwargs(), "length": length}
+    return MixedPatchDataset(real, synthetic, real_probability, **kwargs)

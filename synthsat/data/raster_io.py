@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,24 +72,3 @@ def read_raster(path: str | Path, window: Window | None = None) -> np.ndarray:
                 return src.read(window=window)
         except rasterio.RasterioIOError as err:
             raise DataError(f"{path}: cannot read raster data ({err})") from err
-
-
-def atomic_path(final: Path) -> Path:
-    """A fresh temporary path next to ``final`` (same file system, so rename is atomic)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=final.suffix + ".part", dir=final.parent
-    )
-    os.close(fd)
-    return Path(tmp)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file, then rename onto ``path``."""
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from scipy import fft as sfft
 
+from synthsat.atomic import write_with
 from synthsat.data.errors import DataError
 
 #: File that marks a folder as a toy world written by :func:`generate`.
@@ -235,16 +234,11 @@ def default_splits(names: list[str]) -> dict[str, list[str]]:
 
 
 def _write_atomic(path: Path, array: np.ndarray, profile: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: Path) -> None:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_with(path, write)
 
 
 def is_toyworld(root: str | Path) -> bool:

@@ -14,10 +14,8 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from synthsat.atomic import write_with
 from synthsat.errors import CheckpointError, CheckpointMissing
 
 #: What each kind of checkpoint is for (used in messages).
@@ -55,27 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dir_fd)
+    write_with(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
 
 def random_states() -> dict[str, Any]:
