@@ -21,7 +21,8 @@ from typing import Any
 
 from synthsat.data.errors import DataError
 from synthsat.data.masks import Colour, parse_colour_map
-from synthsat.data.tiles import TilePair, pair_by_stem, select_split
+from synthsat.data.tiles import TilePair, default_splits, pair_by_stem, select_split
+from synthsat.data.toyworld import generate, is_toyworld
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -78,12 +79,6 @@ class TileSource(ABC):
         return select_split(all_pairs, names, split, self.describe())
 
 
-def _default_splits(names: list[str]) -> dict[str, list[str]]:
-    from synthsat.data.toyworld import default_splits
-
-    return default_splits(names)
-
-
 class PairedRasterSource(TileSource):
     """Georeferenced image and mask rasters matched by file stem.
 
@@ -138,7 +133,7 @@ class PairedRasterSource(TileSource):
         if given is None and (self.root / "splits.json").is_file():
             given = "splits.json"  # optional: used when the data folder has one
         splits = _load_splits(given, self.root)
-        return splits if splits is not None else _default_splits([p.name for p in self.all_pairs()])
+        return splits if splits is not None else default_splits([p.name for p in self.all_pairs()])
 
     def geo_dataset(self, split: str) -> Any:
         """The split as torchgeo ``RasterDataset`` s (image & mask) intersected.
@@ -179,8 +174,6 @@ class ToyWorldSource(PairedRasterSource):
         self.tiles, self.size, self.seed = tiles, size, seed
 
     def _is_current(self) -> bool:
-        from synthsat.data.toyworld import is_toyworld
-
         meta = self.root / "splits.json"
         if not meta.exists() or not is_toyworld(self.root):
             return False
@@ -194,9 +187,7 @@ class ToyWorldSource(PairedRasterSource):
 
     def prepare(self) -> None:
         if not self._is_current():
-            from synthsat.data import toyworld
-
-            toyworld.generate(self.root, self.tiles, self.size, self.seed)
+            generate(self.root, self.tiles, self.size, self.seed)
 
     def all_pairs(self) -> list[TilePair]:
         self.prepare()
@@ -334,4 +325,4 @@ class ImageFolderSource(TileSource):
         if given is None and (self.root / "splits.json").is_file():
             given = "splits.json"  # optional: used when the data folder has one
         splits = _load_splits(given, self.root)
-        return splits if splits is not None else _default_splits([p.name for p in self.all_pairs()])
+        return splits if splits is not None else default_splits([p.name for p in self.all_pairs()])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthsat.data.errors import DataError
+
 
 @dataclass(frozen=True)
 class TilePair:
@@ -20,8 +22,6 @@ def select_split(pairs: list[TilePair], names: list[str], split: str, where: str
 
     A split name that matches no tile raises :class:`~synthsat.data.errors.DataError`.
     """
-    from synthsat.data.errors import DataError
-
     chosen: list[TilePair] = []
     for name in names:
         hits = [p for p in pairs if p.name == name or p.name.startswith(f"{name}_")]
@@ -37,8 +37,6 @@ def select_split(pairs: list[TilePair], names: list[str], split: str, where: str
 
 def pair_by_stem(images: list[Path], masks: list[Path], where: str) -> list[TilePair]:
     """Match image and mask files by stem; unmatched files are an error."""
-    from synthsat.data.errors import DataError
-
     if not images:
         raise DataError(f"{where}: no image files found")
     if not masks:
@@ -52,3 +50,16 @@ def pair_by_stem(images: list[Path], masks: list[Path], where: str) -> list[Tile
     if orphans:
         raise DataError(f"{where}: no image for mask(s) {', '.join(orphans[:5])}")
     return [TilePair(i.stem, i, by_stem[i.stem]) for i in sorted(images)]
+
+
+def default_splits(names: list[str]) -> dict[str, list[str]]:
+    """Last tile(s) for test, one before them for validation, the rest for training."""
+    n = len(names)
+    if n < 3:
+        return {"train": names, "val": names[-1:], "test": names[-1:]}
+    n_test = max(1, n // 8)
+    return {
+        "train": names[: n - n_test - 1],
+        "val": names[n - n_test - 1 : n - n_test],
+        "test": names[n - n_test :],
+    }

@@ -40,6 +40,7 @@ from scipy import fft as sfft
 
 from synthsat.atomic import write_with
 from synthsat.data.errors import DataError
+from synthsat.data.tiles import default_splits
 
 #: File that marks a folder as a toy world written by :func:`generate`.
 MARKER = ".synthsat-toyworld"
@@ -218,19 +219,6 @@ def make_image(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
 def tile_name(index: int) -> str:
     """File stem of tile ``index``."""
     return f"tile_{index:03d}"
-
-
-def default_splits(names: list[str]) -> dict[str, list[str]]:
-    """Last tile(s) for test, one before them for validation, the rest for training."""
-    n = len(names)
-    if n < 3:
-        return {"train": names, "val": names[-1:], "test": names[-1:]}
-    n_test = max(1, n // 8)
-    return {
-        "train": names[: n - n_test - 1],
-        "val": names[n - n_test - 1 : n - n_test],
-        "test": names[n - n_test :],
-    }
 
 
 def _write_atomic(path: Path, array: np.ndarray, profile: dict) -> None:
