@@ -16,183 +16,54 @@ continues where it stopped, and editing a preset file reruns the stages it chang
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
-from synthsat.atomic import write_text
 from synthsat.data import DataError
+from synthsat.figures import sample_grid
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
-from synthsat.samples import sample_grid
+from synthsat.stages import (
+    Stage,
+    StageFailed,
+    composed_config,
+    make_stage,
+    record_timing,
+    run_parallel,
+    run_stage,
+    say,
+    stage_env,
+)
 
-
-@dataclass
-class Stage:
-    """One job of the study: a module run with Hydra overrides in its own directory."""
-
-    kind: str
-    label: str
-    module: str
-    overrides: list[str]
-    params: dict[str, Any] = field(default_factory=dict)
-    config: str = ""
-
-    @property
-    def key(self) -> str:
-        """Hash of what determines the stage's outputs: module, overrides and config."""
-        blob = json.dumps([self.module, self.overrides, self.config], sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:10]
-
-    def directory(self, results: Path) -> Path:
-        """Where the stage writes (named by label and hash)."""
-        return results / self.kind / f"{self.label}-{self.key}"
-
-
-def composed_config(module: str, overrides: list[str]) -> str:
-    """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML.
-
-    Needs an initialised Hydra (inside the pipeline's ``@hydra.main``); the job's config
-    file is named after the module's last part (``synthsat.train_generator``).
-    """
-    cfg = compose(config_name=module.rsplit(".", 1)[-1], overrides=overrides)
-    return OmegaConf.to_yaml(cfg, resolve=False)
-
-
-def make_stage(
-    kind: str, label: str, module: str, overrides: list[str], params: dict[str, Any]
-) -> Stage:
-    """A stage whose key covers its composed config (so preset edits rerun it)."""
-    return Stage(kind, label, module, overrides, params, composed_config(module, overrides))
-
-
-_SAY_LOCK = threading.Lock()
-
-
-def say(message: str) -> None:
-    """Print one whole line, also when stages run side by side in threads."""
-    with _SAY_LOCK:
-        sys.stdout.write(message + "\n")
-        sys.stdout.flush()
-
-
-class StageFailed(RuntimeError):
-    """A stage's job exited with an error."""
-
-
-def run_stage(
-    stage: Stage, results: Path, log: list[str], env: dict[str, str] | None = None
-) -> Path:
-    """Run ``stage`` unless it is already done; return its directory.
-
-    Args:
-        stage: the job to run.
-        results: the study's results directory.
-        log: receives one line per stage (ran / skipped).
-        env: environment of the job's process (default: this process's).
-    """
-    out = stage.directory(results)
-    done = out / "done.json"
-    if done.exists():
-        log.append(f"skip  {stage.kind}/{stage.label} (done)")
-        say(f"[pipeline] skip {stage.kind}/{stage.label}: done in {out}")
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
-    say(f"[pipeline] run  {stage.kind}/{stage.label}: {' '.join(cmd[1:])}")
-    start = time.perf_counter()
-    with open(out / "stage.log", "w") as logfile:
-        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False, env=env)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = (out / "stage.log").read_text().splitlines()[-25:]
-        raise StageFailed(
-            f"stage {stage.kind}/{stage.label} failed (exit {proc.returncode}); "
-            f"log: {out / 'stage.log'}\n" + "\n".join(tail)
-        )
-    record = {
-        "kind": stage.kind,
-        "label": stage.label,
-        "module": stage.module,
-        "overrides": stage.overrides,
-        "params": stage.params,
-        "seconds": seconds,
-    }
-    write_text(done, json.dumps(record, indent=2))
-    log.append(f"ran   {stage.kind}/{stage.label} in {seconds:.0f} s")
-    say(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s")
-    return out
-
-
-def run_parallel(jobs: int, tasks: Iterable[Callable[[], Any]]) -> list[Any]:
-    """Call ``tasks`` with at most ``jobs`` running at once; results in task order.
-
-    On the first failure no further task starts; the running ones finish (so no stage is
-    left half-written by an abandoned process) and the failure is raised.
-    """
-    tasks = list(tasks)
-    if jobs <= 1:
-        return [task() for task in tasks]
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        futures = [pool.submit(task) for task in tasks]
-        return [future.result() for future in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def stage_env(num_threads: int, jobs: int) -> dict[str, str]:
-    """Environment for stage processes: the study's threads shared among ``jobs``."""
-    env = dict(os.environ)
-    if jobs > 1:
-        env["SYNTHSAT_THREADS"] = str(max(1, int(num_threads or os.cpu_count() or 1) // jobs))
-    return env
-
-
-def record_timing(results: Path, wall_s: float, log: list[str]) -> dict[str, Any]:
-    """Add this pipeline run to ``timing.json`` and return its content.
-
-    ``total_s`` sums the wall time of every pipeline run that reached the report (a
-    resumed study took several); ``stages`` sums each kind's job time from the stages'
-    own ``done.json`` records, whichever run did them.
-    """
-    path = results / "timing.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    runs = list(old.get("runs", []))
-    if not runs and "total_s" in old:  # written before runs were recorded one by one
-        runs.append({"wall_s": old["total_s"]})
-    runs.append(
-        {
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "wall_s": wall_s,
-            "ran": sum(line.startswith("ran") for line in log),
-            "skipped": sum(line.startswith("skip") for line in log),
-            "log": log,
-        }
-    )
-    stages: dict[str, float] = {}
-    for done in sorted(results.glob("*/*/done.json")):
-        record = json.loads(done.read_text())
-        stages[record["kind"]] = stages.get(record["kind"], 0.0) + float(record["seconds"])
-    timing = {"total_s": sum(r["wall_s"] for r in runs), "stages": stages, "runs": runs}
-    write_text(path, json.dumps(timing, indent=2))
-    return timing
+__all__ = [
+    "Stage",
+    "StageFailed",
+    "check_data",
+    "composed_config",
+    "control_stage",
+    "data_choice",
+    "main",
+    "make_stage",
+    "real_only_checkpoint",
+    "record_timing",
+    "run_parallel",
+    "run_stage",
+    "run_study",
+    "say",
+    "segmentation_runs",
+    "segmentation_stage",
+    "source_name",
+    "stage_env",
+    "synthetic_stages",
+]
 
 
 def _fmt(x: float) -> str:
@@ -276,6 +147,91 @@ def segmentation_runs(p: DictConfig) -> list[dict[str, Any]]:
     return runs
 
 
+def synthetic_stages(
+    p: DictConfig, logged: list[str], common: list[str], results: Path, lam: float
+) -> tuple[Stage, Stage]:
+    """The GAN's stages for one ``lambda_div``: train the generator, then synthesise."""
+    name = f"lambda{_fmt(lam)}"
+    gen = make_stage(
+        "generator",
+        name,
+        "synthsat.train_generator",
+        [
+            *logged,
+            *p.generator_overrides,
+            f"generator.lambda_div={lam}",
+            f"seed={p.generator_seed}",
+        ],
+        {"lambda_div": lam},
+    )
+    syn = make_stage(
+        "synthesis",
+        name,
+        "synthsat.synthesize",
+        [
+            *common,
+            *p.synthesize_overrides,
+            f"ckpt={gen.directory(results) / 'checkpoints' / 'last.ckpt'}",
+            f"samples={p.samples}",
+            "out=${paths.output_dir}/tiles",
+            "splits=[train]",
+            f"style={p.style}",
+            f"seed={p.synthesis_seed}",
+        ],
+        {"lambda_div": lam},
+    )
+    return gen, syn
+
+
+def control_stage(p: DictConfig, common: list[str], name: str) -> Stage:
+    """A control generator's stage (e.g. classtexture): it needs no training, synthesis only."""
+    return make_stage(
+        "synthesis",
+        name,
+        "synthsat.synthesize",
+        [
+            *common,
+            *p.control_overrides,
+            f"method={name}",
+            f"samples={p.samples}",
+            "out=${paths.output_dir}/tiles",
+            "splits=[train]",
+            f"seed={p.synthesis_seed}",
+        ],
+        {"lambda_div": None, "generator": name},
+    )
+
+
+def segmentation_stage(
+    p: DictConfig, logged: list[str], synthetic: dict[str, Path], params: dict[str, Any]
+) -> Stage:
+    """The segmentation stage of one run of :func:`segmentation_runs` (``synthetic``: the
+    tiles of each source, by :func:`source_name`)."""
+    mix = [
+        f"mix.ratio={params['ratio']}",
+        f"mix.mode={params['mode']}",
+        f"mix.copies={max(params['copies'], 1)}",
+    ]
+    if params["lambda_div"] is not None or params["generator"]:
+        name = source_name(params["lambda_div"], params["generator"])
+        mix.append(f"mix.source={synthetic[name]}")
+    return make_stage(
+        "segmentation",
+        _seg_label(**params),
+        "synthsat.train_segmentation",
+        [*logged, *p.segmentation_overrides, *mix, f"seed={params['seed']}"],
+        params,
+    )
+
+
+def real_only_checkpoint(runs: list[dict[str, Any]], outs: list[Path]) -> str | None:
+    """The checkpoint of the first real-only segmentation run (None without one)."""
+    for params, out in zip(runs, outs):
+        if params["lambda_div"] is None and not params["generator"]:
+            return json.loads((out / "metrics.json").read_text()).get("checkpoint")
+    return None
+
+
 def run_study(cfg: DictConfig) -> Path:
     """Run every stage of the study (skipping finished ones) and write the report."""
     p = cfg.pipeline
@@ -292,91 +248,23 @@ def run_study(cfg: DictConfig) -> Path:
     def run(stage: Stage) -> Path:
         return run_stage(stage, results, log, env)
 
-    # Stages are composed here, in the main thread (Hydra's compose is not thread-safe);
-    # the worker threads only run them.
-    def synthetic_stages(lam: float) -> tuple[Stage, Stage]:
-        name = f"lambda{_fmt(lam)}"
-        gen = make_stage(
-            "generator",
-            name,
-            "synthsat.train_generator",
-            [
-                *logged,
-                *p.generator_overrides,
-                f"generator.lambda_div={lam}",
-                f"seed={p.generator_seed}",
-            ],
-            {"lambda_div": lam},
-        )
-        syn = make_stage(
-            "synthesis",
-            name,
-            "synthsat.synthesize",
-            [
-                *common,
-                *p.synthesize_overrides,
-                f"ckpt={gen.directory(results) / 'checkpoints' / 'last.ckpt'}",
-                f"samples={p.samples}",
-                "out=${paths.output_dir}/tiles",
-                "splits=[train]",
-                f"style={p.style}",
-                f"seed={p.synthesis_seed}",
-            ],
-            {"lambda_div": lam},
-        )
-        return gen, syn
-
-    def control_stage(name: str) -> Stage:
-        # a control generator (e.g. classtexture) needs no training: synthesis only
-        return make_stage(
-            "synthesis",
-            name,
-            "synthsat.synthesize",
-            [
-                *common,
-                *p.control_overrides,
-                f"method={name}",
-                f"samples={p.samples}",
-                "out=${paths.output_dir}/tiles",
-                "splits=[train]",
-                f"seed={p.synthesis_seed}",
-            ],
-            {"lambda_div": None, "generator": name},
-        )
-
     def run_chain(stages: tuple[Stage, ...]) -> Path:
         return [run(stage) for stage in stages][-1]
 
-    chains = {source_name(lam, None): synthetic_stages(lam) for lam in p.lambdas}
-    chains.update({name: (control_stage(name),) for name in p.get("controls") or []})
+    # Stages are composed here, in the main thread (Hydra's compose is not thread-safe);
+    # the worker threads only run them.
+    chains: dict[str, tuple[Stage, ...]] = {
+        source_name(lam, None): synthetic_stages(p, logged, common, results, lam)
+        for lam in p.lambdas
+    }
+    chains.update({name: (control_stage(p, common, name),) for name in p.get("controls") or []})
     syn_dirs = run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains.values()])
     synthetic = {name: d / "tiles" for name, d in zip(chains, syn_dirs)}
 
-    def segmentation_stage(params: dict[str, Any]) -> Stage:
-        mix = [
-            f"mix.ratio={params['ratio']}",
-            f"mix.mode={params['mode']}",
-            f"mix.copies={max(params['copies'], 1)}",
-        ]
-        if params["lambda_div"] is not None or params["generator"]:
-            name = source_name(params["lambda_div"], params["generator"])
-            mix.append(f"mix.source={synthetic[name]}")
-        return make_stage(
-            "segmentation",
-            _seg_label(**params),
-            "synthsat.train_segmentation",
-            [*logged, *p.segmentation_overrides, *mix, f"seed={params['seed']}"],
-            params,
-        )
-
     runs = segmentation_runs(p)
-    seg_stages = [segmentation_stage(r) for r in runs]
+    seg_stages = [segmentation_stage(p, logged, synthetic, r) for r in runs]
     outs = run_parallel(jobs, [lambda s=stage: run(s) for stage in seg_stages])
-    real_ckpt: str | None = None
-    for params, out in zip(runs, outs):
-        if params["lambda_div"] is None and not params["generator"]:
-            real_ckpt = json.loads((out / "metrics.json").read_text()).get("checkpoint")
-            break
+    real_ckpt = real_only_checkpoint(runs, outs)
 
     if p.synthetic_metrics:
         extra = [f"seg_ckpt={real_ckpt}"] if real_ckpt else []

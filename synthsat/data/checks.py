@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from synthsat.data.colours import Colour
 from synthsat.data.errors import DataError
-from synthsat.data.masks import Colour, mask_kind
+from synthsat.data.masks import mask_kind
 from synthsat.data.raster_io import RasterInfo, raster_info
 from synthsat.data.tiles import TilePair
 

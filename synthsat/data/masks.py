@@ -22,9 +22,8 @@ together with ``colour_map``.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,101 +31,43 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from synthsat.data.colours import (
+    COLOUR_MAP_OPTION,
+    MAX_LISTED,
+    Colour,
+    colour_counts,
+    format_colour,
+    format_counts,
+    pack,
+    parse_colour,
+    parse_colour_map,
+)
 from synthsat.data.errors import DataError
 from synthsat.data.raster_io import RasterInfo, info_of, open_raster
 
+__all__ = [
+    "MAX_LISTED",
+    "PALETTE",
+    "RGB",
+    "STRIP_PIXELS",
+    "VALUES",
+    "Colour",
+    "MaskFile",
+    "MaskReader",
+    "format_colour",
+    "format_counts",
+    "mask_kind",
+    "parse_colour",
+    "parse_colour_map",
+]
+
 log = logging.getLogger(__name__)
 
-#: An RGB colour.
-Colour = tuple[int, int, int]
 #: How a mask stores its classes (see the module docstring).
 VALUES, PALETTE, RGB = "values", "palette", "rgb"
-#: Colours listed in a message.
-MAX_LISTED = 8
 #: Pixels per strip when a whole mask is scanned.
 STRIP_PIXELS = 1 << 20
-_OPTION = "data.source.colour_map"
-_SPLIT = re.compile(r"[\s,;]+")
-
-
-def parse_colour(key: Any) -> Colour:
-    """A colour from ``'#rrggbb'``, ``'r,g,b'`` (or ``'r g b'``) or a sequence of 3 ints.
-
-    Raises:
-        DataError: ``key`` is not a colour.
-    """
-    values: list[Any] | None = None
-    if isinstance(key, str):
-        text = key.strip()
-        if re.fullmatch(r"#[0-9a-fA-F]{6}", text):
-            values = [int(text[i : i + 2], 16) for i in (1, 3, 5)]
-        elif re.fullmatch(r"[(\[]?\s*\d+([\s,;]+\d+){2}\s*[)\]]?", text):
-            values = [int(v) for v in _SPLIT.split(text.strip("()[] "))]
-    elif isinstance(key, Sequence) and len(key) == 3:
-        values = list(key)
-    if values is None or not all(
-        isinstance(v, int | np.integer) and not isinstance(v, bool) and 0 <= v < 65536
-        for v in values
-    ):
-        raise DataError(
-            f"{_OPTION}: key {key!r} is not a colour; write '#rrggbb' or 'r,g,b' "
-            "(integers 0..255 for 8-bit masks)"
-        )
-    r, g, b = (int(v) for v in values)
-    return r, g, b
-
-
-def parse_colour_map(colour_map: Mapping[Any, Any] | None) -> dict[Colour, int] | None:
-    """``colour_map`` with its keys parsed by :func:`parse_colour` (None when empty).
-
-    Raises:
-        DataError: a key is not a colour, a value not an integer, or one colour is
-            mapped to two classes (e.g. ``'#ff0000'`` and ``'255,0,0'``).
-    """
-    if not colour_map:
-        return None
-    out: dict[Colour, int] = {}
-    for key, cls in colour_map.items():
-        colour = parse_colour(key)
-        if isinstance(cls, bool) or not isinstance(cls, int | np.integer):
-            raise DataError(f"{_OPTION}: colour {key!r} maps to {cls!r}; values are class indices")
-        if colour in out and out[colour] != int(cls):
-            raise DataError(
-                f"{_OPTION}: colour {format_colour(colour)} is mapped twice, to "
-                f"{out[colour]} and to {int(cls)}"
-            )
-        out[colour] = int(cls)
-    return out
-
-
-def format_colour(colour: Colour) -> str:
-    """``(r, g, b)``, with ``#rrggbb`` for 8-bit colours."""
-    text = f"({colour[0]}, {colour[1]}, {colour[2]})"
-    if max(colour) < 256:
-        text += " #{:02x}{:02x}{:02x}".format(*colour)
-    return text
-
-
-def format_counts(counts: Counter[Colour]) -> str:
-    """The most frequent colours of ``counts`` with their pixel counts, for messages."""
-    listed = ", ".join(f"{format_colour(c)}: {n} px" for c, n in counts.most_common(MAX_LISTED))
-    more = len(counts) - MAX_LISTED
-    return listed + (f" and {more} more" if more > 0 else "")
-
-
-def _pack(rgb: np.ndarray) -> np.ndarray:
-    """One int64 per pixel of a (3, ...) colour array (16 bits per channel)."""
-    r, g, b = (rgb[i].astype(np.int64) for i in range(3))
-    return (r << 32) | (g << 16) | b
-
-
-def _unpack(key: int) -> Colour:
-    return (key >> 32) & 0xFFFF, (key >> 16) & 0xFFFF, key & 0xFFFF
-
-
-def _colour_counts(keys: np.ndarray) -> Counter[Colour]:
-    values, counts = np.unique(keys, return_counts=True)
-    return Counter({_unpack(int(k)): int(n) for k, n in zip(values, counts, strict=True)})
+_OPTION = COLOUR_MAP_OPTION
 
 
 def _strips(height: int, width: int) -> list[Window]:
@@ -164,7 +105,7 @@ def mask_kind(info: RasterInfo, colour_map: Mapping[Colour, int] | None) -> str:
         with open_raster(path) as src:
             counts: Counter[Colour] = Counter()
             for window in _strips(src.height, src.width):
-                counts += _colour_counts(_pack(src.read((1, 2, 3), window=window)))
+                counts += colour_counts(pack(src.read((1, 2, 3), window=window)))
         raise DataError(
             f"{path}: mask has {count} bands of RGB colours ({len(counts)} colour(s): "
             f"{format_counts(counts)}), but {_OPTION} does not say which class each colour "
@@ -205,7 +146,7 @@ class MaskFile:
         self._keys = self._classes = np.zeros(0, np.int64)
         if self.kind == RGB and colour_map:
             order = sorted(colour_map)
-            self._keys = _pack(np.array(order, np.int64).T.reshape(3, -1))
+            self._keys = pack(np.array(order, np.int64).T.reshape(3, -1))
             self._classes = np.array([colour_map[c] for c in order], np.int64)
         elif self.kind == PALETTE and colour_map:
             # palette index -> class of its colour; -1: unmapped (or no palette entry)
@@ -275,11 +216,11 @@ class MaskFile:
                     "transparent, so their class is ambiguous; make the mask opaque, or "
                     "save it as RGB or as 1 band of class indices"
                 )
-        keys = _pack(bands[:3])
+        keys = pack(bands[:3])
         at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         hit = self._keys[at] == keys
         values = np.where(hit, self._classes[at], -1)
-        return values, _colour_counts(keys[~hit]) if not hit.all() else Counter()
+        return values, colour_counts(keys[~hit]) if not hit.all() else Counter()
 
     def unmapped_error(self, unmapped: Counter[Colour]) -> DataError:
         """The error for pixels whose colours ``colour_map`` does not list."""

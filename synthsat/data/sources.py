@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from synthsat.data.colours import Colour, parse_colour_map
 from synthsat.data.errors import DataError
-from synthsat.data.masks import Colour, parse_colour_map
 from synthsat.data.tiles import TilePair, default_splits, pair_by_stem, select_split
 from synthsat.data.toyworld import generate, is_toyworld
 

@@ -21,7 +21,6 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -29,53 +28,68 @@ from synthsat.losses import VGGPerceptualLoss, class_statistics_loss, diversity_
 from synthsat.models.encoder import StyleEncoder
 from synthsat.models.spade import SPADEGenerator, mask_to_onehot
 from synthsat.tasks.adversaries import KINDS, OASISAdversary, PatchAdversary
-from synthsat.tasks.ema import ema_update, warmed_up_decay
+from synthsat.tasks.gan_training import GANTrainingMixin
+from synthsat.tasks.hparams import (
+    DEFAULT_NET,
+    LEGACY_NET_KEYS,
+    LEGACY_SAMPLE_KEYS,
+    net_config,
+    plain,
+)
+
+__all__ = [
+    "DEFAULT_NET",
+    "LEGACY_NET_KEYS",
+    "LEGACY_SAMPLE_KEYS",
+    "REQUIRED_METADATA",
+    "GeneratorTask",
+    "net_config",
+]
 
 REQUIRED_METADATA = ("classes", "bands", "rgb_bands", "mean", "std", "ignore_index")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+def _check_settings(
+    data: Mapping[str, Any],
+    discriminator: str,
+    lambda_div: float,
+    ema_decay: float,
+    d_steps_per_g: int,
+) -> None:
+    """Raise ValueError on settings :class:`GeneratorTask` cannot train with."""
+    missing = [k for k in REQUIRED_METADATA if k not in data]
+    if missing:
+        raise ValueError(f"GeneratorTask data metadata lacks {missing}; pass datamodule.metadata()")
+    if discriminator not in KINDS:
+        raise ValueError(f"discriminator must be one of {KINDS}, got '{discriminator}'")
+    if lambda_div < 0:
+        raise ValueError(f"lambda_div must be >= 0, got {lambda_div}")
+    if not 0.0 <= ema_decay <= 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay}")
+    if d_steps_per_g < 1:
+        raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
 
 
-#: Settings of checkpoints written before the ``net`` config: the network's keys sat flat
-#: among the task's (folded into ``net``), and the sample grid's (now the
-#: :class:`~synthsat.callbacks.GeneratorSamples` callback's; ignored).
-LEGACY_NET_KEYS = (
-    "ngf",
-    "start_size",
-    "max_mult",
-    "spade_hidden",
-    "norm",
-    "spectral",
-    "output_scale",
-    "start",
-    "noise_dim",
-    "noise_cell",
-)
-LEGACY_SAMPLE_KEYS = ("sample_every_n_steps", "sample_rows", "num_samples")
-DEFAULT_NET = "synthsat.models.spade.SPADEGenerator"
+def _adversary(
+    kind: str,
+    bands: int,
+    data: Mapping[str, Any],
+    ndf: int,
+    num_D: int,  # noqa: N803
+    n_layers: int,
+    lambda_feat: float,
+    lambda_labelmix: float,
+) -> PatchAdversary | OASISAdversary:
+    """The discriminator of ``kind`` (``patch`` or ``oasis``) for the data's classes."""
+    num_classes = len(data["classes"])
+    if kind == "patch":
+        return PatchAdversary(bands, num_classes, ndf, num_D, n_layers, lambda_feat)
+    return OASISAdversary(
+        bands, num_classes, int(data["ignore_index"]), ndf, n_layers, lambda_labelmix
+    )
 
 
-def net_config(net: Mapping[str, Any] | None, legacy: Mapping[str, Any]) -> dict[str, Any]:
-    """The generator network's config: ``net`` with the flat keys of old checkpoints
-    (:data:`LEGACY_NET_KEYS`) folded in; ``_target_`` defaults to the SPADE generator.
-
-    Raises:
-        TypeError: ``legacy`` holds a key that is neither an old network key nor an old
-            sample-grid key (a misspelt setting).
-    """
-    unknown = sorted(set(legacy) - set(LEGACY_NET_KEYS) - set(LEGACY_SAMPLE_KEYS))
-    if unknown:
-        raise TypeError(f"GeneratorTask got unexpected settings {unknown}")
-    config = {"_target_": DEFAULT_NET, **dict(_plain(net) or {})}
-    config.update({k: _plain(v) for k, v in legacy.items() if k in LEGACY_NET_KEYS})
-    return config
-
-
-class GeneratorTask(L.LightningModule):
+class GeneratorTask(GANTrainingMixin, L.LightningModule):
     """Mask-conditional SPADE / OASIS GAN with the DSGAN diversity loss.
 
     Sample grids during training come from the
@@ -147,22 +161,10 @@ class GeneratorTask(L.LightningModule):
         **legacy: Any,
     ) -> None:
         super().__init__()
-        data = dict(_plain(data))
-        betas = list(_plain(betas))
+        data = dict(plain(data))
+        betas = list(plain(betas))
         net = net_config(net, legacy)
-        missing = [k for k in REQUIRED_METADATA if k not in data]
-        if missing:
-            raise ValueError(
-                f"GeneratorTask data metadata lacks {missing}; pass datamodule.metadata()"
-            )
-        if discriminator not in KINDS:
-            raise ValueError(f"discriminator must be one of {KINDS}, got '{discriminator}'")
-        if lambda_div < 0:
-            raise ValueError(f"lambda_div must be >= 0, got {lambda_div}")
-        if not 0.0 <= ema_decay <= 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay}")
-        if d_steps_per_g < 1:
-            raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        _check_settings(data, discriminator, lambda_div, ema_decay, d_steps_per_g)
         self.save_hyperparameters(
             {
                 "data": data,
@@ -203,20 +205,9 @@ class GeneratorTask(L.LightningModule):
             _convert_="all",
         )
         self.encoder = StyleEncoder(self.bands, z_dim, patch_size, nef) if use_vae else None
-        self.discriminator: PatchAdversary | OASISAdversary
-        if discriminator == "patch":
-            self.discriminator = PatchAdversary(
-                self.bands, self.num_classes, ndf, num_D, n_layers, lambda_feat
-            )
-        else:
-            self.discriminator = OASISAdversary(
-                self.bands,
-                self.num_classes,
-                int(data["ignore_index"]),
-                ndf,
-                n_layers,
-                lambda_labelmix,
-            )
+        self.discriminator = _adversary(
+            discriminator, self.bands, data, ndf, num_D, n_layers, lambda_feat, lambda_labelmix
+        )
         self.generator_ema: SPADEGenerator | None = None
         if ema:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
@@ -360,89 +351,7 @@ class GeneratorTask(L.LightningModule):
             mask = onehot.argmax(dim=1)
         return self.discriminator.discriminator_loss(image, onehot, mask, fakes)
 
-    # -- training ------------------------------------------------------------------------------
-    def _guard(self, terms: Mapping[str, Tensor]) -> None:
-        """Stop on a non-finite loss term or gradient norm, before any optimiser step."""
-        for name, value in terms.items():
-            if not bool(torch.isfinite(value).all()):
-                raise FloatingPointError(
-                    f"non-finite {name} ({float(value.detach().float().mean())}) at generator "
-                    f"step {self.global_step} (batch {int(self.batches_seen)}): training "
-                    "stopped before the optimiser step; the last checkpoint holds the last "
-                    "finite state"
-                )
-
-    def _grad_norm(self, params: Sequence[nn.Parameter], name: str) -> Tensor:
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        # under a gradient scaler, inf gradients are expected and the step is skipped
-        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
-            self._guard({name: norm})
-        return norm
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """One discriminator step, preceded by a generator step every ``d_steps_per_g`` batches."""
-        hp = self.hparams
-        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
-        image, mask = batch["image"], batch["mask"]
-        onehot = self.onehot(mask)
-        bs = image.shape[0]
-        g_step = (int(self.batches_seen) + 1) % hp.d_steps_per_g == 0
-
-        if g_step:
-            with self.toggled_optimizer(opt_g):
-                total, terms, fakes = self.generator_losses(image, onehot, mask)
-                self._guard({"g_total": total, **terms})
-                opt_g.zero_grad()
-                self.manual_backward(total)
-                g_norm = self._grad_norm(
-                    [p for g in opt_g.param_groups for p in g["params"]], "generator gradient norm"
-                )
-                opt_g.step()
-            self._update_ema(onehot)
-            self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
-            self.log_dict(
-                {"train/g_total": total.detach(), "train/g_grad_norm": g_norm}, batch_size=bs
-            )
-        else:
-            with torch.no_grad():
-                fakes, _ = self._generate_fakes(image, onehot)
-
-        with self.toggled_optimizer(opt_d):
-            d_loss, d_terms = self.discriminator_loss(image, onehot, fakes, mask)
-            self._guard(d_terms)
-            opt_d.zero_grad()
-            self.manual_backward(d_loss)
-            d_norm = self._grad_norm(
-                list(self.discriminator.parameters()), "discriminator gradient norm"
-            )
-            # Through the strategy, not opt_d.step(): the precision plugin (AMP scaler, hooks)
-            # applies, but the step does not count towards trainer.global_step (= G steps).
-            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None, model=self)
-        self.batches_seen += 1
-        self.log_dict({f"train/{k}": v.detach() for k, v in d_terms.items()}, batch_size=bs)
-        self.log("train/d_grad_norm", d_norm, batch_size=bs)
-
-    @torch.no_grad()
-    def _update_ema(self, onehot: Tensor) -> None:
-        """Move the EMA weights towards the generator's.
-
-        With batch norm, the EMA generator's running statistics are its own: it runs on
-        the batch's masks in training mode (statistics only, outputs unused), so the
-        statistics it uses at inference belong to its weights, not the live generator's.
-        Other buffers are copied.
-        """
-        if self.generator_ema is None:
-            return
-        decay = warmed_up_decay(self.hparams.ema_decay, self.global_step)
-        own_statistics = self._batch_norm
-        ema_update(self.generator_ema, self.generator, decay, buffers=not own_statistics)
-        if own_statistics:
-            b, _, h, w = onehot.shape
-            self.generator_ema.train()
-            self.generator_ema(onehot, self.sample_z(b), self.sample_noise(b, h, w))
-            self.generator_ema.eval()
-
+    # -- training: training_step and its guards are GANTrainingMixin's (tasks/gan_training.py)
     # -- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Log ``val/class_spectra_l1``, ``val/l1_rec`` (with an encoder) and ``val/score``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -20,28 +20,17 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from synthsat.data.cache import scaled_shape
 from synthsat.data.datasets import Normalizer
 from synthsat.metrics.segmentation import SegmentationScores
 from synthsat.models.segmentation import build_unet
+from synthsat.tasks.hparams import plain
 
 LOSSES = ("ce", "jaccard", "focal")
 SCHEDULERS = ("plateau", "cosine")
 METADATA_KEYS = ("classes", "bands", "ignore_index", "scored_classes", "mean", "std")
-
-
-def _plain(value: Any) -> Any:
-    """Python dicts / lists in place of OmegaConf containers (recursively)."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def build_loss(name: str, num_classes: int, ignore_index: int | None) -> nn.Module:
@@ -124,8 +113,8 @@ class SegmentationTask(L.LightningModule):
         if loss not in LOSSES:
             raise ValueError(f"unknown segmentation loss '{loss}', expected one of {LOSSES}")
         # plain containers, so checkpoints load with torch.load(weights_only=True)
-        metadata = _plain(metadata)
-        decoder_channels = _plain(decoder_channels)
+        metadata = plain(metadata, deep=True)
+        decoder_channels = plain(decoder_channels, deep=True)
         self.save_hyperparameters()
         self.classes: list[str] = list(metadata["classes"])
         self.num_classes = len(self.classes)

@@ -1,0 +1,179 @@
+"""Stage machinery of the study: a stage is one Hydra job run as its own process.
+
+A stage's directory is named after its parameters and a hash of its composed config
+(the job's config files with the stage's overrides applied, before interpolation); a
+``done.json`` there marks it finished, so a rerun skips it. :mod:`synthsat.pipeline`
+composes the study's stages and runs them with :func:`run_stage` and :func:`run_parallel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from omegaconf import OmegaConf
+
+from synthsat.atomic import write_text
+
+
+@dataclass
+class Stage:
+    """One job of the study: a module run with Hydra overrides in its own directory."""
+
+    kind: str
+    label: str
+    module: str
+    overrides: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    config: str = ""
+
+    @property
+    def key(self) -> str:
+        """Hash of what determines the stage's outputs: module, overrides and config."""
+        blob = json.dumps([self.module, self.overrides, self.config], sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+    def directory(self, results: Path) -> Path:
+        """Where the stage writes (named by label and hash)."""
+        return results / self.kind / f"{self.label}-{self.key}"
+
+
+def composed_config(module: str, overrides: list[str]) -> str:
+    """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML.
+
+    Needs an initialised Hydra (inside the pipeline's ``@hydra.main``); the job's config
+    file is named after the module's last part (``synthsat.train_generator``).
+    """
+    cfg = compose(config_name=module.rsplit(".", 1)[-1], overrides=overrides)
+    return OmegaConf.to_yaml(cfg, resolve=False)
+
+
+def make_stage(
+    kind: str, label: str, module: str, overrides: list[str], params: dict[str, Any]
+) -> Stage:
+    """A stage whose key covers its composed config (so preset edits rerun it)."""
+    return Stage(kind, label, module, overrides, params, composed_config(module, overrides))
+
+
+_SAY_LOCK = threading.Lock()
+
+
+def say(message: str) -> None:
+    """Print one whole line, also when stages run side by side in threads."""
+    with _SAY_LOCK:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+
+
+class StageFailed(RuntimeError):
+    """A stage's job exited with an error."""
+
+
+def run_stage(
+    stage: Stage, results: Path, log: list[str], env: dict[str, str] | None = None
+) -> Path:
+    """Run ``stage`` unless it is already done; return its directory.
+
+    Args:
+        stage: the job to run.
+        results: the study's results directory.
+        log: receives one line per stage (ran / skipped).
+        env: environment of the job's process (default: this process's).
+    """
+    out = stage.directory(results)
+    done = out / "done.json"
+    if done.exists():
+        log.append(f"skip  {stage.kind}/{stage.label} (done)")
+        say(f"[pipeline] skip {stage.kind}/{stage.label}: done in {out}")
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
+    say(f"[pipeline] run  {stage.kind}/{stage.label}: {' '.join(cmd[1:])}")
+    start = time.perf_counter()
+    with open(out / "stage.log", "w") as logfile:
+        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False, env=env)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (out / "stage.log").read_text().splitlines()[-25:]
+        raise StageFailed(
+            f"stage {stage.kind}/{stage.label} failed (exit {proc.returncode}); "
+            f"log: {out / 'stage.log'}\n" + "\n".join(tail)
+        )
+    record = {
+        "kind": stage.kind,
+        "label": stage.label,
+        "module": stage.module,
+        "overrides": stage.overrides,
+        "params": stage.params,
+        "seconds": seconds,
+    }
+    write_text(done, json.dumps(record, indent=2))
+    log.append(f"ran   {stage.kind}/{stage.label} in {seconds:.0f} s")
+    say(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s")
+    return out
+
+
+def run_parallel(jobs: int, tasks: Iterable[Callable[[], Any]]) -> list[Any]:
+    """Call ``tasks`` with at most ``jobs`` running at once; results in task order.
+
+    On the first failure no further task starts; the running ones finish (so no stage is
+    left half-written by an abandoned process) and the failure is raised.
+    """
+    tasks = list(tasks)
+    if jobs <= 1:
+        return [task() for task in tasks]
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(task) for task in tasks]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stage_env(num_threads: int, jobs: int) -> dict[str, str]:
+    """Environment for stage processes: the study's threads shared among ``jobs``."""
+    env = dict(os.environ)
+    if jobs > 1:
+        env["SYNTHSAT_THREADS"] = str(max(1, int(num_threads or os.cpu_count() or 1) // jobs))
+    return env
+
+
+def record_timing(results: Path, wall_s: float, log: list[str]) -> dict[str, Any]:
+    """Add this pipeline run to ``timing.json`` and return its content.
+
+    ``total_s`` sums the wall time of every pipeline run that reached the report (a
+    resumed study took several); ``stages`` sums each kind's job time from the stages'
+    own ``done.json`` records, whichever run did them.
+    """
+    path = results / "timing.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runs = list(old.get("runs", []))
+    if not runs and "total_s" in old:  # written before runs were recorded one by one
+        runs.append({"wall_s": old["total_s"]})
+    runs.append(
+        {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_s": wall_s,
+            "ran": sum(line.startswith("ran") for line in log),
+            "skipped": sum(line.startswith("skip") for line in log),
+            "log": log,
+        }
+    )
+    stages: dict[str, float] = {}
+    for done in sorted(results.glob("*/*/done.json")):
+        record = json.loads(done.read_text())
+        stages[record["kind"]] = stages.get(record["kind"], 0.0) + float(record["seconds"])
+    timing = {"total_s": sum(r["wall_s"] for r in runs), "stages": stages, "runs": runs}
+    write_text(path, json.dumps(timing, indent=2))
+    return timing
