@@ -19,8 +19,8 @@ import pyproj
 import pytest
 import rasterio
 from affine import Affine
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from rasterio.crs import CRS
 
 from synthsat.data import ChesapeakeSource, LandCoverDataModule
@@ -154,7 +154,8 @@ def test_label_map_reaches_the_cached_tiles(chesapeake_root: Path, tmp_path: Pat
     """Through ``conf/data/chesapeake.yaml``, as a study builds it: the no-data value 15
     becomes class 0 (the ignore index), classes 1..6 stay, and the band statistics
     leave the no-data pixels (raw value 250) out."""
-    cfg = OmegaConf.load(CONF / "data" / "chesapeake.yaml")
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train_segmentation", overrides=["data=chesapeake"]).data
     cfg.source.root = str(chesapeake_root)
     cfg.cache_dir = str(tmp_path / "cache")
     cfg.num_workers = 0

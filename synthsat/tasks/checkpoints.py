@@ -54,7 +54,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    write_with(path, lambda tmp: torch.save(obj, tmp), fsync=True)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    write_with(path, save, fsync=True)
 
 
 def random_states() -> dict[str, Any]:
