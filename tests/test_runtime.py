@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from synthsat import config_dir
@@ -65,11 +66,13 @@ def test_the_generator_owns_the_patch_size(tmp_path: Path) -> None:
         validate_config(cfg)
 
 
-def test_device_and_config_choice() -> None:
+def test_device_and_config_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == resolve_device(None).type == expected
-    assert config_choice("data") == "custom"  # outside a Hydra app
+    # outside a Hydra app (an earlier test's app may have left its config behind)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    assert config_choice("data") == "custom"
     assert config_choice("data", "toyworld") == "toyworld"
 
 
