@@ -20,6 +20,7 @@ class-texture control
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -127,7 +128,7 @@ def write_tile(
             writer.write(strip, labels != ignore_index)
 
 
-class SynthesizerBase:
+class SynthesizerBase(ABC):
     """Checks, writing, provenance and runs shared by the tile synthesisers.
 
     A subclass (a dataclass) has the attributes below, builds ``_masks`` (a
@@ -158,32 +159,32 @@ class SynthesizerBase:
 
     # -- what a method provides ----------------------------------------------------------
     @property
+    @abstractmethod
     def output_bands(self) -> int:
         """Bands of the synthetic tiles."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def mask_classes(self) -> int:
         """Classes of the masks (values below it, or the ignore index, are valid)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def denormalisation(self) -> tuple[Sequence[float], Sequence[float]]:
         """Per-band ``(mean, std)`` that turn streamed values into raw values."""
-        raise NotImplementedError
 
+    @abstractmethod
     def settings_record(self) -> dict[str, Any]:
         """The method's settings in the provenance, after the request's fields."""
-        raise NotImplementedError
 
+    @abstractmethod
     def check_image(self, request: TileRequest) -> None:
         """Check what the method needs of the request's real image (raises ``DataError``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stream(
         self, request: TileRequest, device: torch.device | str = "cpu"
     ) -> Iterator[np.ndarray]:
         """The request's rows, top to bottom, as float strips ``(bands, h, width)``."""
-        raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------
     def check(self, request: TileRequest) -> None:
