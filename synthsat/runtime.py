@@ -106,6 +106,40 @@ def config_choice(group: str, default: str = "custom") -> str:
     return str(HydraConfig.get().runtime.choices.get(group) or default)
 
 
+def fit_record(cfg: DictConfig, trainer: L.Trainer, fit_time: float) -> dict[str, Any]:
+    """What every training job records about its fit: seed, steps, epochs, fit time."""
+    return {
+        "seed": cfg.get("seed"),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "fit_time_s": round(fit_time, 1),
+    }
+
+
+def scores_record(split: str, scores: Mapping[str, Any], datamodule: Any) -> dict[str, Any]:
+    """Segmentation scores of ``split`` with the classes and data they were scored on."""
+    return {
+        "split": split,
+        **scores,
+        "classes": datamodule.classes,
+        "scored_classes": datamodule.scored_classes,
+        "data": config_choice("data"),
+        "data_root": datamodule.source.describe(),
+    }
+
+
+def finish_run(out: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the run directory, written to ``<out>/metrics.json``; returned.
+
+    Every job's ``run()`` returns what this writes.
+    """
+    from synthsat.metrics.segmentation import write_metrics
+
+    record = {**metrics, "run_dir": str(out.resolve())}
+    write_metrics(out / "metrics.json", record)
+    return record
+
+
 def check_checkpoint_data(
     where: str, trained: Mapping[str, Any], data: Mapping[str, Any], model: str = "model"
 ) -> None:

@@ -19,8 +19,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from synthsat import config_dir
-from synthsat.metrics.segmentation import write_metrics
-from synthsat.runtime import build_trainer, config_choice, prepare_run, user_errors
+from synthsat.runtime import (
+    build_trainer,
+    config_choice,
+    finish_run,
+    fit_record,
+    prepare_run,
+    user_errors,
+)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -58,16 +64,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "generator": config_choice("generator"),
         "lambda_div": float(cfg.generator.get("lambda_div", 0.0)),
         "patch_size": int(task.hparams.patch_size),
-        "seed": cfg.get("seed"),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "fit_time_s": round(fit_time, 1),
+        **fit_record(cfg, trainer, fit_time),
         "checkpoint": str(last.resolve()) if last is not None and last.exists() else None,
         "best_checkpoint": str(Path(best).resolve()) if best else None,
-        "run_dir": str(out.resolve()),
     }
-    write_metrics(out / "metrics.json", metrics)
-    return metrics
+    return finish_run(out, metrics)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_generator")

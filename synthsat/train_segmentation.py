@@ -18,8 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data.synthetic_tiles import describe_source
-from synthsat.metrics.segmentation import write_metrics
-from synthsat.runtime import build_trainer, config_choice, prepare_run, user_errors
+from synthsat.runtime import (
+    build_trainer,
+    config_choice,
+    finish_run,
+    fit_record,
+    prepare_run,
+    scores_record,
+    user_errors,
+)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -42,28 +49,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt is None:  # tested the final weights: those of last.ckpt, when it was written
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     metrics = {
-        "split": "test",
-        **task.test_results,
-        "classes": datamodule.classes,
-        "scored_classes": datamodule.scored_classes,
-        "data": config_choice("data"),
-        "data_root": datamodule.source.describe(),
+        **scores_record("test", task.test_results, datamodule),
         "segmentation": config_choice("segmentation"),
         "encoder": cfg.segmentation.get("encoder_name"),
         "loss": cfg.segmentation.get("loss"),
         "mix": mix,
         # which generator made the synthetic tiles, as their manifest records it
         "synthetic_source": describe_source(mix["source"]) if mix and mix.get("source") else None,
-        "seed": cfg.get("seed"),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "fit_time_s": round(fit_time, 1),
+        **fit_record(cfg, trainer, fit_time),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
-        "run_dir": str(out.resolve()),
     }
-    write_metrics(out / "metrics.json", metrics)
-    return metrics
+    return finish_run(out, metrics)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_segmentation")
