@@ -274,6 +274,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check(cfg, "generator.lambda_div", lambda v: float(v) >= 0, non_negative)
     _check(cfg, "pipeline.lambdas", lambda v: float(v) >= 0, non_negative)
     _check(cfg, "mix.ratio", lambda v: 0 <= float(v) <= 1, unit)
+    _check(cfg, "mix.lambda_div", lambda v: float(v) >= 0, non_negative)
     _check(cfg, "pipeline.ratios", lambda v: 0 <= float(v) <= 1, unit)
     _check(cfg, "generator.ema_decay", lambda v: 0 <= float(v) <= 1, unit)
     _check(cfg, "mix.mode", lambda v: v in ("replace", "add"), "must be replace or add")

@@ -1,6 +1,9 @@
 """Train a segmentation model on real / synthetic / mixed imagery, test on real imagery.
 
 ``python -m synthsat.train_segmentation data=dubai mix.ratio=0.5 mix.source=DIR seed=1``
+(``DIR``: the synthetic tile folder, or with ``mix.lambda_div=<lambda>`` a folder holding
+tile folders, e.g. ``results/<experiment>/synthesis``: the one whose manifest records that
+lambda is used, see :func:`synthsat.data.mixing.resolve_mix`).
 
 Writes ``<run dir>/metrics.json`` (test scores and the run's essentials),
 ``checkpoints/`` and the resolved ``config.yaml``.
@@ -34,6 +37,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = prepare_run(cfg)
     mix = OmegaConf.to_container(cfg.mix, resolve=True) if cfg.get("mix") else None
     datamodule = instantiate(cfg.data, mix=mix)
+    mix = datamodule.mix  # mix.source: the tile folder that mix.lambda_div picked
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = instantiate(cfg.segmentation, metadata=datamodule.metadata(), _convert_="all")
