@@ -65,13 +65,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 @user_errors
-def main(cfg: DictConfig) -> None:
-    """Console entry point ``synthsat-evaluate``."""
+def main(cfg: DictConfig) -> float:
+    """Console entry point ``synthsat-evaluate``.
+
+    Returns:
+        the mIoU (the objective of a Hydra sweeper, e.g. optuna).
+    """
     metrics = evaluate(cfg)
     print(
         f"{metrics['split']} mIoU {metrics['miou']:.4f}, pixel accuracy "
         f"{metrics['pixel_accuracy']:.4f} -> {metrics['run_dir']}/metrics.json"
     )
+    return float(metrics["miou"])
 
 
 if __name__ == "__main__":

@@ -73,10 +73,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_generator")
 @user_errors
-def main(cfg: DictConfig) -> None:
-    """Console entry point (``synthsat-train-generator``)."""
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point (``synthsat-train-generator``).
+
+    Returns:
+        the best monitored validation score (``val/score``, lower is better; None
+        without a validation), the objective of a Hydra sweeper (e.g. optuna).
+    """
     metrics = train(cfg)
     print(f"{metrics['steps']} generator steps -> {metrics['checkpoint']}")
+    return metrics["score"]
 
 
 if __name__ == "__main__":

@@ -69,8 +69,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_segmentation")
 @user_errors
-def main(cfg: DictConfig) -> None:
-    """Console entry point ``synthsat-train-segmentation``."""
+def main(cfg: DictConfig) -> float:
+    """Console entry point ``synthsat-train-segmentation``.
+
+    Returns:
+        the test mIoU (the objective of a Hydra sweeper, e.g. optuna).
+    """
     metrics = train(cfg)
     iou = ", ".join(
         f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in metrics["iou"].items()
@@ -80,6 +84,7 @@ def main(cfg: DictConfig) -> None:
         f"{metrics['pixel_accuracy']:.4f}; {metrics['steps']} steps in "
         f"{metrics['fit_time_s']:.0f} s -> {metrics['run_dir']}/metrics.json"
     )
+    return float(metrics["miou"])
 
 
 if __name__ == "__main__":
