@@ -12,12 +12,16 @@ A stage's directory is named after its parameters and a hash of its composed con
 (the job's config files with the stage's overrides applied, before interpolation); a
 ``done.json`` there marks it finished, so a rerun skips it, an interrupted study
 continues where it stopped, and editing a preset file reruns the stages it changes.
+Every stage line is numbered ``[k/N]`` (N: the run's stages, skipped ones included),
+and each finished stage's line ends with the estimated time left
+(:class:`~synthsat.stages.Progress`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ from synthsat.figures import sample_grid
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
 from synthsat.stages import (
+    Progress,
     Stage,
     StageFailed,
     composed_config,
@@ -44,6 +49,7 @@ from synthsat.stages import (
 )
 
 __all__ = [
+    "Progress",
     "Stage",
     "StageFailed",
     "check_data",
@@ -61,6 +67,7 @@ __all__ = [
     "segmentation_runs",
     "segmentation_stage",
     "source_name",
+    "stage_counts",
     "stage_env",
     "synthetic_stages",
 ]
@@ -232,6 +239,19 @@ def real_only_checkpoint(runs: list[dict[str, Any]], outs: list[Path]) -> str | 
     return None
 
 
+def stage_counts(
+    chains: Mapping[str, Sequence[Stage]], seg_stages: Sequence[Stage], metrics: bool
+) -> dict[str, int]:
+    """Stages of a pipeline run per kind: those of the synthetic sources' ``chains``, the
+    segmentation stages and, with ``metrics``, one synthetic-metrics stage per source."""
+    counts: dict[str, int] = {}
+    for stage in [*(s for chain in chains.values() for s in chain), *seg_stages]:
+        counts[stage.kind] = counts.get(stage.kind, 0) + 1
+    if metrics and chains:
+        counts["synthetic_metrics"] = len(chains)
+    return counts
+
+
 def run_study(cfg: DictConfig) -> Path:
     """Run every stage of the study (skipping finished ones) and write the report."""
     p = cfg.pipeline
@@ -245,24 +265,28 @@ def run_study(cfg: DictConfig) -> Path:
     env = stage_env(int(cfg.num_threads), jobs)
     t0 = time.perf_counter()
 
-    def run(stage: Stage) -> Path:
-        return run_stage(stage, results, log, env)
-
-    def run_chain(stages: tuple[Stage, ...]) -> Path:
-        return [run(stage) for stage in stages][-1]
-
     # Stages are composed here, in the main thread (Hydra's compose is not thread-safe);
-    # the worker threads only run them.
+    # the worker threads only run them. A chain's tiles are in its synthesis stage's
+    # directory, so the segmentation stages are composed before any stage runs; the
+    # synthetic-metric stages (one per source) need the real-only checkpoint, so they are
+    # composed after segmentation, but counted now.
     chains: dict[str, tuple[Stage, ...]] = {
         source_name(lam, None): synthetic_stages(p, logged, common, results, lam)
         for lam in p.lambdas
     }
     chains.update({name: (control_stage(p, common, name),) for name in p.get("controls") or []})
-    syn_dirs = run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains.values()])
-    synthetic = {name: d / "tiles" for name, d in zip(chains, syn_dirs)}
-
+    synthetic = {name: chain[-1].directory(results) / "tiles" for name, chain in chains.items()}
     runs = segmentation_runs(p)
     seg_stages = [segmentation_stage(p, logged, synthetic, r) for r in runs]
+    progress = Progress(stage_counts(chains, seg_stages, bool(p.synthetic_metrics)), jobs)
+
+    def run(stage: Stage) -> Path:
+        return run_stage(stage, results, log, env, progress)
+
+    def run_chain(stages: tuple[Stage, ...]) -> Path:
+        return [run(stage) for stage in stages][-1]
+
+    run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains.values()])
     outs = run_parallel(jobs, [lambda s=stage: run(s) for stage in seg_stages])
     real_ckpt = real_only_checkpoint(runs, outs)
 

@@ -78,8 +78,26 @@ def build_callbacks(cfg: DictConfig) -> list[Any]:
     return _instantiate_all(cfg.get("callbacks"))
 
 
+def progress_bar(setting: bool | None, stream: Any = None) -> bool:
+    """Whether Lightning draws its progress bar: ``setting`` when it is true or false;
+    when it is None (``trainer.enable_progress_bar: null``, auto), whether ``stream``
+    (default ``sys.stderr``, where the bar is drawn) is a terminal. Without a bar the
+    training jobs log plain lines (:class:`synthsat.callbacks.ProgressLog`), which suit
+    log files and pipeline stage logs."""
+    if setting is not None:
+        return bool(setting)
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """The Lightning trainer of ``cfg.trainer`` with the run's loggers and callbacks.
+
+    ``trainer.enable_progress_bar: null`` draws the bar only on a terminal
+    (:func:`progress_bar`).
 
     Args:
         cfg: the job's config.
@@ -87,6 +105,7 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """
     kwargs.setdefault("logger", build_loggers(cfg) or False)
     kwargs.setdefault("callbacks", build_callbacks(cfg))
+    kwargs.setdefault("enable_progress_bar", progress_bar(cfg.trainer.get("enable_progress_bar")))
     return instantiate(cfg.trainer, **kwargs)
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.errors import ConfigError
-from synthsat.runtime import prepare_run, user_errors
+from synthsat.runtime import build_trainer, prepare_run, user_errors
 from synthsat.synthesis import (
     ClassTextureSynthesizer,
     SynthesisWriter,
@@ -215,7 +215,7 @@ def _synthesise(
     cfg: DictConfig, synthesizer: Synthesizer, requests: list[TileRequest]
 ) -> SynthesisWriter:
     """Run the requests through the Lightning synthesis path into ``cfg.out``."""
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     return run_synthesis(synthesizer, requests, Path(cfg.out), trainer)
 
 

@@ -4,6 +4,7 @@ seeding, resumption and bad input."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import struct
@@ -25,6 +26,7 @@ from synthsat.synthesis import (
     derive_seed,
     load_chip_generator,
     make_requests,
+    predict,
     read_provenance,
     run_synthesis,
 )
@@ -219,6 +221,22 @@ def test_small_tiles_are_padded(tmp_path: Path) -> None:
             assert (out.height, out.width, out.count) == (20, 45, 4)
             assert out.transform == src.transform
             assert out.read().std() > 0
+
+
+def test_each_tile_written_is_logged_with_its_throughput(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mpx = the tile's height x width (not bands, not the padded chip grid); Mpx/s over
+    the time from the writer starting the tile to its file being complete."""
+    rng = np.random.default_rng(0)
+    mask = _write_raster(tmp_path / "m" / "small.tif", rng.integers(1, 7, (40, 50), np.uint8))
+    image = _write_raster(tmp_path / "i" / "small.tif", rng.integers(0, 255, (4, 40, 50), np.uint8))
+    requests = make_requests([("small", mask, image)], tmp_path / "out", 1, 0)
+    ticks = iter([10.0, 12.5])  # the writer starts the tile at 10 s and is done at 12.5 s
+    monkeypatch.setattr(predict, "_clock", lambda: next(ticks))
+    with caplog.at_level(logging.INFO, logger="synthsat.synthesis.predict"):
+        run_synthesis(_synth(MaskGenerator(), style="random"), requests, tmp_path / "out")
+    assert f"wrote {requests[0].output}: 0.002 Mpx in 2.5 s, 0.0008 Mpx/s" in caplog.messages
 
 
 def test_seeded_rerun_is_bit_for_bit_identical_and_order_free(
