@@ -12,6 +12,9 @@ A stage's directory is named after its parameters and a hash of its composed con
 (the job's config files with the stage's overrides applied, before interpolation); a
 ``done.json`` there marks it finished, so a rerun skips it, an interrupted study
 continues where it stopped, and editing a preset file reruns the stages it changes.
+An interrupted training stage resumes from its ``last.ckpt``; a stage whose job still
+runs (its ``stage.lock`` names a live process) stops the rerun; Ctrl-C or SIGTERM stops
+the running stages with the pipeline (:mod:`synthsat.processes`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.figures import sample_grid
+from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
 from synthsat.stages import (
@@ -296,7 +300,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("pipeline") is None:
         raise SystemExit("choose a study: python -m synthsat.pipeline experiment=demo|dubai|paper")
     print(OmegaConf.to_yaml(cfg.pipeline))
-    run_study(cfg)
+    with stopped_on_signal():  # SIGINT / SIGTERM stop the running stages too
+        run_study(cfg)
 
 
 if __name__ == "__main__":
