@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from synthsat import processes
 from synthsat.locks import Holder, LockHeld, host_name, pid_running, process_start
+from synthsat.runtime import user_errors
 from synthsat.stages import (
     LOCK_NAME,
     RESUMABLE,
@@ -258,3 +260,18 @@ def test_run_stage_says_it_resumes(
     assert said[0] == f"[pipeline] resume generator/lambda0 from {ckpt}"
     assert said[1].endswith(f"a=1 b=0 hydra.run.dir={out} ckpt_path={ckpt}")
     assert json.loads((out / "done.json").read_text())["overrides"] == ["a=1", "b=0"]
+
+
+def test_a_held_lock_stops_the_pipeline_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """The pipeline's ``main`` (under ``user_errors``) prints it without a traceback."""
+    holder = Holder(4242, "box", "2026-11-26T16:00:00+0000")
+    message = "stage generator/lambda0 is locked by pid 4242 on box since ..."
+
+    @user_errors
+    def main(cfg: DictConfig) -> None:
+        raise LockHeld(message, holder)
+
+    with pytest.raises(SystemExit) as stopped:
+        main(OmegaConf.create({}))
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"error: {message}"
