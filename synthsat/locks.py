@@ -60,9 +60,10 @@ def host_name() -> str:
 
 def host_tag(host: str | None = None) -> str:
     """``host`` (default: this host) as it appears in file names: its first label, with
-    characters other than letters, digits and ``-`` replaced by ``-``."""
+    characters other than letters, digits and ``-`` replaced by ``-``, at most 32 of
+    them (hosts whose names share that are taken for this host)."""
     first = (host if host is not None else host_name()).split(".", 1)[0]
-    return re.sub(r"[^A-Za-z0-9-]", "-", first) or "-"
+    return re.sub(r"[^A-Za-z0-9-]", "-", first)[:32] or "-"
 
 
 def owner_tag() -> str:

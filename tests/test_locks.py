@@ -167,6 +167,7 @@ def test_file_names_carry_their_owner(tmp_path: Path) -> None:
     assert owner_tag() == f"pid{os.getpid()}@{host_tag()}"
     assert host_tag("node-7.cluster.example.org") == "node-7"
     assert host_tag("a_b") == "a-b"
+    assert host_tag("x" * 40 + ".example.org") == "x" * 32
     tmp = atomic_path(tmp_path / "tile_001_s0.tif")
     assert re.fullmatch(
         rf"\.tile_001_s0\.pid{os.getpid()}@{re.escape(host_tag())}\.[a-z0-9_]+\.tif\.part",
