@@ -28,6 +28,12 @@ next run takes it over. (A ``kill -9`` in the microseconds between starting the
 stage's process and rewriting the lock would leave a lock naming only the dead runner.)
 The alternative — every job taking the lock itself — would put the lock into every
 entry point and could not cover the runner's own time before the job starts.
+
+A pipeline rerun that meets a live stage lock stops with :class:`LockHeld` (one line:
+the stage, pid, host, since, and what to do) rather than skipping the stage: the
+stages after it would read its unfinished outputs (a synthesis stage, the checkpoint
+of a generator still training), and the user most likely wants to stop the old run or
+wait for it, not to have two half-studies running.
 """
 
 from __future__ import annotations
