@@ -167,12 +167,12 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path:
         )
     try:
         wait_for(ready.exists, "the shell to ignore SIGTERM", 30)
+        assert os.getsid(proc.pid) == os.getpgid(proc.pid) == proc.pid  # a session of its own
         t0 = time.monotonic()
         processes.stop([proc], grace=0.5)
         assert time.monotonic() - t0 >= 0.5
     finally:
         assert processes.wait(proc) == -signal.SIGKILL  # reaps, unregisters
-    assert os.getpgid(os.getpid()) != proc.pid  # it had a process group of its own
 
 
 def test_kill_9_of_the_runner_leaves_one_job_per_stage(
