@@ -15,6 +15,9 @@ continues where it stopped, and editing a preset file reruns the stages it chang
 Every stage line is numbered ``[k/N]`` (N: the run's stages, skipped ones included),
 and each finished stage's line ends with the estimated time left
 (:class:`~synthsat.stages.Progress`).
+An interrupted training stage resumes from its ``last.ckpt``; a stage whose job still
+runs (its ``stage.lock`` names a live process) stops the rerun; Ctrl-C or SIGTERM stops
+the running stages with the pipeline (:mod:`synthsat.processes`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.figures import sample_grid
+from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
 from synthsat.stages import (
@@ -320,7 +324,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("pipeline") is None:
         raise SystemExit("choose a study: python -m synthsat.pipeline experiment=demo|dubai|paper")
     print(OmegaConf.to_yaml(cfg.pipeline))
-    run_study(cfg)
+    with stopped_on_signal():  # SIGINT / SIGTERM stop the running stages too
+        run_study(cfg)
 
 
 if __name__ == "__main__":

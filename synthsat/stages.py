@@ -2,9 +2,12 @@
 
 A stage's directory is named after its parameters and a hash of its composed config
 (the job's config files with the stage's overrides applied, before interpolation); a
-``done.json`` there marks it finished, so a rerun skips it. :mod:`synthsat.pipeline`
-composes the study's stages and runs them with :func:`run_stage` and :func:`run_parallel`;
-a :class:`Progress` numbers them ``[k/N]`` and estimates the time left (:func:`eta_seconds`).
+``done.json`` there marks it finished, so a rerun skips it; while its job runs, a
+``stage.lock`` there keeps a second run from starting it again; a training stage
+interrupted before ``done.json`` resumes from its ``checkpoints/last.ckpt``.
+:mod:`synthsat.pipeline` composes the study's stages and runs them with
+:func:`run_stage` and :func:`run_parallel`; a :class:`Progress` numbers them ``[k/N]``
+and estimates the time left (:func:`eta_seconds`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +27,9 @@ from typing import Any
 from hydra import compose
 from omegaconf import OmegaConf
 
+from synthsat import processes
 from synthsat.atomic import write_text
+from synthsat.locks import FileLock
 
 
 @dataclass
@@ -65,6 +69,31 @@ def make_stage(
 ) -> Stage:
     """A stage whose key covers its composed config (so preset edits rerun it)."""
     return Stage(kind, label, module, overrides, params, composed_config(module, overrides))
+
+
+#: The job modules that resume from ``ckpt_path``, and where their last checkpoint is.
+RESUMABLE = frozenset({"synthsat.train_generator", "synthsat.train_segmentation"})
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+#: A stage's lock file, in its directory, while its job runs.
+LOCK_NAME = "stage.lock"
+
+
+def resume_checkpoint(module: str, out: Path) -> Path | None:
+    """The ``last.ckpt`` an interrupted training stage in ``out`` resumes from (None: the
+    stage is done, not a training job, or has none)."""
+    ckpt = out / LAST_CHECKPOINT
+    if module in RESUMABLE and not (out / "done.json").exists() and ckpt.is_file():
+        return ckpt
+    return None
+
+
+def stage_command(stage: Stage, out: Path) -> list[str]:
+    """The stage's job command, run in ``out``: ``ckpt_path=<last.ckpt>`` added when it
+    resumes (:func:`resume_checkpoint`) — not one of its overrides, so not in its key."""
+    cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
+    ckpt = resume_checkpoint(stage.module, out)
+    return cmd if ckpt is None else [*cmd, f"ckpt_path={ckpt}"]
 
 
 _SAY_LOCK = threading.Lock()
@@ -195,12 +224,21 @@ def run_stage(
 ) -> Path:
     """Run ``stage`` unless it is already done; return its directory.
 
+    The job runs in its own session (stopped with the pipeline, see
+    :mod:`synthsat.processes`) under the stage's lock (:data:`LOCK_NAME`, see
+    :mod:`synthsat.locks`), which names the job's process while it runs.
+
     Args:
         stage: the job to run.
         results: the study's results directory.
         log: receives one line per stage (ran / skipped).
         env: environment of the job's process (default: this process's).
         progress: numbers the printed lines ``[k/N]`` and adds the ETA (None: neither).
+
+    Raises:
+        LockHeld: another live process runs this stage (e.g. a job left running by a
+            ``kill -9`` of an earlier pipeline): the study stops, naming its pid and host.
+        StageFailed: the job exited with an error.
     """
     out = stage.directory(results)
     done = out / "done.json"
@@ -211,17 +249,37 @@ def run_stage(
         say(f"[pipeline] skip {name}{tag}: done in {out}")
         return out
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
+    with FileLock(out / LOCK_NAME, f"stage {name}", notify=say) as lock:
+        if done.exists():  # finished by the run that held the lock until just now
+            return run_stage(stage, results, log, env, progress)
+        return _run_job(stage, out, log, env, lock, progress)
+
+
+def _run_job(
+    stage: Stage,
+    out: Path,
+    log: list[str],
+    env: dict[str, str] | None,
+    lock: FileLock,
+    progress: Progress | None,
+) -> Path:
+    """Run the stage's job in ``out`` (holding its ``lock``) and mark it done."""
+    done = out / "done.json"
+    name = f"{stage.kind}/{stage.label}"
+    cmd = stage_command(stage, out)
+    if (ckpt := resume_checkpoint(stage.module, out)) is not None:
+        say(f"[pipeline] resume {name} from {ckpt}")
     tag = f" {progress.start()}" if progress is not None else ""
     say(f"[pipeline] run  {name}{tag}: {' '.join(cmd[1:])}")
     start = time.perf_counter()
     with open(out / "stage.log", "w") as logfile:
-        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False, env=env)
+        proc = processes.start(cmd, logfile, env, on_start=lock.hand_to)
+        returncode = processes.wait(proc)
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = (out / "stage.log").read_text().splitlines()[-25:]
         raise StageFailed(
-            f"stage {stage.kind}/{stage.label} failed (exit {proc.returncode}); "
+            f"stage {stage.kind}/{stage.label} failed (exit {returncode}); "
             f"log: {out / 'stage.log'}\n" + "\n".join(tail)
         )
     record = {

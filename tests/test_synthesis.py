@@ -21,6 +21,7 @@ from rasterio.transform import from_origin
 from torch import Tensor, nn
 
 from synthsat.data import DataError
+from synthsat.locks import host_tag
 from synthsat.synthesis import (
     TileSynthesizer,
     derive_seed,
@@ -31,6 +32,7 @@ from synthsat.synthesis import (
     run_synthesis,
 )
 from synthsat.synthesis.windows import ChipGrid
+from synthsat.synthesis.writer import busy_writer, remove_stale_temps
 
 MEAN = [100.0, 110.0, 120.0, 130.0]
 STD = [30.0, 30.0, 30.0, 30.0]
@@ -282,6 +284,44 @@ def test_rerun_skips_finished_outputs_and_cleans_temporaries(
     assert len(json.loads((out / "manifest.json").read_text())["outputs"]) == 2
 
 
+def test_a_live_writers_temporary_is_kept_and_its_tile_skipped(
+    toy_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two synthesis runs on one ``out``: the second neither deletes the first's
+    ``.part`` file nor writes that tile; a dead writer's ``.part`` file is removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    requests = make_requests(_toy(toy_root), out, 1, 0)
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60"])  # stands in for the other synthesis process
+    here = host_tag()
+    busy = out / f".tile_000_s0.pid{live.pid}@{here}.abcd1234.tif.part"
+    gone = out / f".tile_001_s0.pid{dead.pid}@{here}.abcd1234.tif.part"
+    remote = out / f".tile_009_s0.pid{dead.pid}@other-box.abcd1234.tif.part"
+    for path in (busy, gone, remote):
+        path.write_bytes(b"half a tiff")
+    try:
+        assert busy_writer(requests[0].output) == f"pid {live.pid} on {here}"
+        assert busy_writer(requests[1].output) is None  # its writer is gone
+        with caplog.at_level(logging.INFO, logger="synthsat.synthesis.predict"):
+            writer = run_synthesis(_synth(MaskGenerator()), requests, out)
+        assert [r["tile"] for r in writer.written] == ["tile_001"]
+        assert writer.skipped == [requests[0].output]
+        assert not requests[0].output.exists()
+        assert busy.read_bytes() == b"half a tiff" and remote.exists() and not gone.exists()
+        assert f"removed {gone}, left by an interrupted run" in caplog.messages
+        assert f"skip {requests[0].output}: pid {live.pid} on {here} is writing it" in (
+            caplog.messages
+        )
+    finally:
+        live.kill()
+        live.wait()
+    # Once its writer is gone, its file is left behind: removed (another host's is kept).
+    assert remove_stale_temps(out) == [busy]
+    assert remote.exists()
+
+
 def test_failure_mid_tile_leaves_no_file(toy_root: Path, tmp_path: Path) -> None:
     class Failing(MaskGenerator):
         calls = 0
@@ -352,6 +392,40 @@ def test_resume_after_kill_9(toy_root: Path, tmp_path: Path) -> None:
     assert not list(out.glob(".*"))
     for req in requests:
         assert _read(req.output).shape == (4, 128, 128)
+
+
+def test_a_second_synthesis_on_the_same_out_leaves_the_first_alone(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """The first run (a slow job in its own process) is writing a tile when a second
+    run on the same ``out`` starts: the first is not disturbed and finishes."""
+    out = tmp_path / "out"
+    script = tmp_path / "job.py"
+    script.write_text(_KILL_SCRIPT.replace("time.sleep(0.05)", "time.sleep(0.1)"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(toy_root), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob(".*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (first,) = out.glob(".*.part")
+        requests = make_requests(_toy(toy_root), out, 1, 0)
+        synth = _synth(
+            ConstantGenerator(), overlap=8, batch_size=1, provenance={"checkpoint": "slow"}
+        )
+        run_synthesis(synth, requests, out)
+        assert proc.wait(timeout=120) == 0, proc.communicate()[1][-2000:]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert first.name.startswith(".tile_000_s0.pid")
+    assert sorted(p.name for p in out.glob("*.tif")) == ["tile_000_s0.tif", "tile_001_s0.tif"]
+    assert read_provenance(out / "tile_000_s0.tif") is not None
+    assert not list(out.glob(".*"))
 
 
 def test_unknown_classes_in_a_mask(tmp_path: Path) -> None:

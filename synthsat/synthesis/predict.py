@@ -6,7 +6,9 @@ the distributed sampler splits them across GPUs and nodes. For every request,
 :meth:`~synthsat.synthesis.synthesizer.Synthesizer.stream`), and
 :class:`SynthesisWriter` consumes it, writing the GeoTIFF atomically, so the tile is
 never held in memory. Finished outputs are skipped, so a rerun resumes a killed job;
-at the end rank 0 rebuilds the manifest from the outputs on disk. Each tile written is
+so are tiles another live process is writing (a second synthesis on the same ``out``:
+its temporary files name their writer and are neither deleted nor written twice); at
+the end rank 0 rebuilds the manifest from the outputs on disk. Each tile written is
 logged with its size and throughput (:func:`tile_message`).
 """
 
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from synthsat.data.synthetic_tiles import read_provenance, write_manifest
 from synthsat.synthesis.requests import TileRequest
 from synthsat.synthesis.synthesizer import Synthesizer
-from synthsat.synthesis.writer import remove_stale_temps
+from synthsat.synthesis.writer import busy_writer, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,8 @@ class SynthesisWriter(BasePredictionWriter):
         self.skipped: list[Path] = []
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Rank 0 removes temporary files of a killed run before anyone writes."""
+        """Rank 0 removes temporary files of killed runs (not those of live writers)
+        before anyone writes."""
         if trainer.is_global_zero:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             for path in remove_stale_temps(self.out_dir):
@@ -214,6 +217,11 @@ class SynthesisWriter(BasePredictionWriter):
             if item.rows is None or item.request.output.exists():
                 self.skipped.append(item.request.output)
                 _warn_if_different(item.request, synthesizer)
+                continue
+            busy = busy_writer(item.request.output)
+            if busy is not None:  # another synthesis on this out_dir writes it now
+                self.skipped.append(item.request.output)
+                log.warning("skip %s: %s is writing it", item.request.output, busy)
                 continue
             pixels = [0]
             start = _clock()
