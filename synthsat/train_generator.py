@@ -25,6 +25,7 @@ from synthsat.runtime import (
     finish_run,
     fit_record,
     prepare_run,
+    run_info,
     user_errors,
 )
 
@@ -45,7 +46,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = instantiate(cfg.generator, data=datamodule.metadata(), _convert_="all")
-    trainer = build_trainer(cfg)
+    lambda_div = float(cfg.generator.get("lambda_div", 0.0))
+    run = run_info(cfg, "gen", {"lambda_div": lambda_div, "seed": cfg.get("seed")})
+    trainer = build_trainer(cfg, run=run)
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start
@@ -62,7 +65,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "monitor": getattr(checkpoint, "monitor", None),
         "data": config_choice("data"),
         "generator": config_choice("generator"),
-        "lambda_div": float(cfg.generator.get("lambda_div", 0.0)),
+        "lambda_div": lambda_div,
         "patch_size": int(task.hparams.patch_size),
         **fit_record(cfg, trainer, fit_time),
         "checkpoint": str(last.resolve()) if last is not None and last.exists() else None,

@@ -27,9 +27,34 @@ from synthsat.runtime import (
     finish_run,
     fit_record,
     prepare_run,
+    run_info,
     scores_record,
     user_errors,
 )
+
+
+def segmentation_run(
+    cfg: DictConfig, mix: dict[str, Any] | None, source: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The job's W&B run (:func:`~synthsat.runtime.run_info`): ``seg r<ratio> λ<lambda>
+    s<seed>``, the lambda being the synthetic source's (its manifest's; a control
+    generator shows its name instead); the source is added to the run config as
+    ``synthetic_source`` (generator, lambda_div, checkpoint) and ``lambda_div``."""
+    source = source or {}
+    generator = source.get("generator")
+    params = {
+        "ratio": float(mix["ratio"]) if mix else None,
+        "lambda_div": source.get("lambda_div"),
+        "generator": generator if generator not in (None, "gan") else None,
+        "seed": cfg.get("seed"),
+    }
+    return run_info(
+        cfg,
+        "seg",
+        params,
+        synthetic_source=source or None,
+        lambda_div=source.get("lambda_div"),
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -41,7 +66,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = instantiate(cfg.segmentation, metadata=datamodule.metadata(), _convert_="all")
-    trainer = build_trainer(cfg)
+    # which generator made the synthetic tiles, as their manifest records it
+    source = describe_source(mix["source"]) if mix and mix.get("source") else None
+    trainer = build_trainer(cfg, run=segmentation_run(cfg, mix, source))
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start
@@ -58,8 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "encoder": cfg.segmentation.get("encoder_name"),
         "loss": cfg.segmentation.get("loss"),
         "mix": mix,
-        # which generator made the synthetic tiles, as their manifest records it
-        "synthetic_source": describe_source(mix["source"]) if mix and mix.get("source") else None,
+        "synthetic_source": source,
         **fit_record(cfg, trainer, fit_time),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
