@@ -48,7 +48,12 @@ def _compose(job: str, tmp_path: Path, *overrides: str) -> object:
 def test_callbacks_by_name_and_null_turns_one_off(tmp_path: Path) -> None:
     cfg = _compose("train_segmentation", tmp_path, "callbacks.early_stopping=null", "logger=none")
     names = [type(c).__name__ for c in build_callbacks(cfg)]
-    assert names == ["ModelCheckpoint", "RandomStateCheckpoint", "ProgressLog"]
+    assert names == [
+        "ModelCheckpoint",
+        "RandomStateCheckpoint",
+        "ProgressLog",
+        "SegmentationTestReport",
+    ]
     trainer = build_trainer(cfg, enable_checkpointing=True)
     assert trainer.checkpoint_callback.monitor == "val/miou"
     assert trainer.max_steps == 520 and trainer.loggers == []
