@@ -38,7 +38,7 @@ from synthsat.data import DataError
 from synthsat.figures import sample_grid
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
-from synthsat.runtime import prepare_run, user_errors
+from synthsat.runtime import job_config, prepare_run, run_label, user_errors, wandb_mode
 from synthsat.stages import (
     Progress,
     Stage,
@@ -180,7 +180,7 @@ def synthetic_stages(
         name,
         "synthsat.synthesize",
         [
-            *common,
+            *logged,
             *p.synthesize_overrides,
             f"ckpt={gen.directory(results) / 'checkpoints' / 'last.ckpt'}",
             f"samples={p.samples}",
@@ -194,14 +194,14 @@ def synthetic_stages(
     return gen, syn
 
 
-def control_stage(p: DictConfig, common: list[str], name: str) -> Stage:
+def control_stage(p: DictConfig, logged: list[str], name: str) -> Stage:
     """A control generator's stage (e.g. classtexture): it needs no training, synthesis only."""
     return make_stage(
         "synthesis",
         name,
         "synthsat.synthesize",
         [
-            *common,
+            *logged,
             *p.control_overrides,
             f"method={name}",
             f"samples={p.samples}",
@@ -278,7 +278,7 @@ def run_study(cfg: DictConfig) -> Path:
         source_name(lam, None): synthetic_stages(p, logged, common, results, lam)
         for lam in p.lambdas
     }
-    chains.update({name: (control_stage(p, common, name),) for name in p.get("controls") or []})
+    chains.update({name: (control_stage(p, logged, name),) for name in p.get("controls") or []})
     synthetic = {name: chain[-1].directory(results) / "tiles" for name, chain in chains.items()}
     runs = segmentation_runs(p)
     seg_stages = [segmentation_stage(p, logged, synthetic, r) for r in runs]
@@ -311,9 +311,61 @@ def run_study(cfg: DictConfig) -> Path:
     sample_grid(datamodule, synthetic, results / "sample_grid.png")
     record_timing(results, time.perf_counter() - t0, log)
     report = summarise(results, mark_paper=bool(p.mark_paper))
+    track_report(cfg, results)
     print(f"[pipeline] report: {report}")
     print(report.read_text())
     return report
+
+
+def _cell(text: str) -> float | str | None:
+    """A summary.csv cell as W&B shows it: a number where it is one, None where empty."""
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def track_report(cfg: DictConfig, results: Path) -> None:
+    """Log the study's summary to a W&B run of job type ``report`` (``pipeline.logger``
+    ``wandb`` only; no summary.csv: nothing).
+
+    The run (name ``report``, group the experiment, in ``<results>/report/wandb/``, mode
+    as the stages' by :func:`~synthsat.runtime.wandb_mode`, project as
+    ``conf/logger/wandb.yaml``) holds the whole pipeline config, ``summary.csv`` as a
+    table (key ``report/summary``, one row per segmentation run) and the report's plots
+    (``report/<name>`` images, the PNGs of ``results``).
+    """
+    summary = results / "summary.csv"
+    if cfg.pipeline.get("logger") != "wandb" or not summary.exists():
+        return
+    import csv
+
+    import wandb
+
+    settings = OmegaConf.load(Path(config_dir()) / "logger" / "wandb.yaml").wandb
+    with summary.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    (results / "report").mkdir(exist_ok=True)
+    name, tags = run_label("report", {})
+    run = wandb.init(
+        project=str(settings.project),
+        dir=str(results / "report"),
+        name=name,
+        tags=tags,
+        group=str(cfg.experiment_name),
+        job_type="report",
+        mode=wandb_mode(settings.offline),  # type: ignore[arg-type]
+        config=job_config(cfg),
+        reinit="finish_previous",
+    )
+    try:
+        table = wandb.Table(columns=header, data=[[_cell(c) for c in row] for row in rows])
+        images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(results.glob("*.png"))}
+        run.log({"report/summary": table, **images})
+    finally:
+        run.finish()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")

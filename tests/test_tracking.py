@@ -167,3 +167,93 @@ def test_generator_run_logs_sample_grids_at_start_intervals_and_end(
     steps = [row["trainer/global_step"] for row in run["history"] if "samples" in row]
     assert steps == [1, 2, 3]
     assert run["summary"]["samples"]["_type"] == "images/separated"
+
+
+def test_synthesis_run_logs_throughput_and_previews(
+    toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A classtexture synthesis of the 2 training masks (128 px, 1 sample each): the run
+    ``synth classtexture s3`` logs 2 tiles, 0.032768 Mpx, its seconds and rate, and 2
+    previews."""
+    from synthsat.synthesize import run as synthesize
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run" / "tiles"
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "synthesize",
+            overrides=[
+                f"data.source.root={toy_root}",
+                "data.source.tiles=4",
+                "data.source.size=128",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                "data.num_workers=0",
+                f"paths.root={tmp_path}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                "trainer=cpu",
+                "logger=wandb",
+                "experiment_name=toy",
+                "method=classtexture",
+                f"out={out}",
+                "seed=3",
+                "classtexture.patch_size=32",
+            ],
+        )
+    try:
+        result = synthesize(cfg)
+    finally:
+        finish_tracking()
+    (folder,) = offline_runs(tmp_path / "run")
+    run = read_run(folder)
+    assert run["name"] == "synth classtexture s3"
+    assert run["tags"] == ["synth", "generator=classtexture", "seed=3"]
+    assert (run["group"], run["job_type"]) == ("toy", "synthesize")
+    assert run["config"]["method"] == "classtexture" and run["config"]["samples"] == 1
+    assert run["config"]["synthetic_source"]["generator"] == "classtexture"
+    summary = run["summary"]
+    assert summary["synthesis/tiles"] == 2 and summary["synthesis/skipped"] == 0
+    assert summary["synthesis/mpx"] == pytest.approx(2 * 128 * 128 / 1e6)
+    assert summary["synthesis/seconds"] == pytest.approx(result["seconds"])
+    assert summary["synthesis/mpx_per_s"] == pytest.approx(0.032768 / result["seconds"])
+    previews = summary["synthesis/previews"]
+    assert (previews["_type"], previews["count"]) == ("images/separated", 2)
+
+
+def test_report_logs_the_summary_table_to_a_report_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's report step: summary.csv as a table of a ``report`` run in
+    ``<results>/report/wandb``, numbers as numbers, empty cells as None."""
+    from omegaconf import OmegaConf
+
+    from synthsat.pipeline import _cell, track_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    results = tmp_path / "results" / "toy"
+    results.mkdir(parents=True)
+    (results / "summary.csv").write_text(
+        "lambda_div,generator,ratio,seed,miou\n,none,0.0,0,0.41\n2.0,gan,0.5,0,0.43\n"
+    )
+    assert [_cell(c) for c in ("", "gan", "0.5")] == [None, "gan", 0.5]
+    cfg = OmegaConf.create({"experiment_name": "toy", "pipeline": {"logger": "wandb"}})
+    track_report(cfg, results)
+    (folder,) = offline_runs(results / "report")
+    run = read_run(folder)
+    assert (run["name"], run["tags"], run["group"], run["job_type"]) == (
+        "report",
+        ["report"],
+        "toy",
+        "report",
+    )
+    assert run["config"]["pipeline"] == {"logger": "wandb"}
+    table = run["summary"]["report/summary"]
+    assert (table["_type"], table["nrows"], table["ncols"]) == ("table-file", 2, 5)
+    (saved,) = (folder / "files").glob("media/table/report/summary_*.table.json")
+    assert json.loads(saved.read_text())["data"] == [
+        [None, "none", 0.0, 0.0, 0.41],
+        [2.0, "gan", 0.5, 0.0, 0.43],
+    ]
+    track_report(
+        OmegaConf.create({"experiment_name": "toy", "pipeline": {"logger": "csv"}}), results
+    )
+    assert len(offline_runs(results / "report")) == 1  # csv: no W&B run
