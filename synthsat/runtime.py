@@ -122,6 +122,18 @@ def run_label(stage: str, params: Mapping[str, Any]) -> tuple[str, list[str]]:
     return " ".join(name), tags
 
 
+def source_params(source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The run parameters of a synthetic source (:func:`~synthsat.data.synthetic_tiles.
+    describe_source`): its ``lambda_div`` and, for a control generator (not ``gan``), its
+    name as ``generator``; None where there is none."""
+    source = source or {}
+    generator = source.get("generator")
+    return {
+        "lambda_div": source.get("lambda_div"),
+        "generator": generator if generator not in (None, "gan") else None,
+    }
+
+
 def run_info(
     cfg: DictConfig, stage: str, params: Mapping[str, Any], **config: Any
 ) -> dict[str, Any]:

@@ -21,7 +21,14 @@ from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.data.synthetic_tiles import describe_source, output_name
 from synthsat.errors import ConfigError
-from synthsat.runtime import build_loggers, build_trainer, prepare_run, run_info, user_errors
+from synthsat.runtime import (
+    build_loggers,
+    build_trainer,
+    prepare_run,
+    run_info,
+    source_params,
+    user_errors,
+)
 from synthsat.synthesis import (
     ClassTextureSynthesizer,
     SynthesisWriter,
@@ -84,12 +91,7 @@ def track_synthesis(cfg: DictConfig, result: dict[str, Any], outputs: list[Path]
     if not cfg.get("logger"):
         return
     source = describe_source(result["out_dir"])
-    generator = source.get("generator")
-    params = {
-        "lambda_div": source.get("lambda_div"),
-        "generator": generator if generator not in (None, "gan") else None,
-        "seed": cfg.get("seed"),
-    }
+    params = {**source_params(source), "seed": cfg.get("seed")}
     run = run_info(cfg, "synth", params, synthetic_source=source, lambda_div=source["lambda_div"])
     loggers = build_loggers(cfg, run)
     if not loggers:

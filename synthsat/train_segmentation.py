@@ -29,6 +29,7 @@ from synthsat.runtime import (
     prepare_run,
     run_info,
     scores_record,
+    source_params,
     user_errors,
 )
 
@@ -40,21 +41,12 @@ def segmentation_run(
     s<seed>``, the lambda being the synthetic source's (its manifest's; a control
     generator shows its name instead); the source is added to the run config as
     ``synthetic_source`` (generator, lambda_div, checkpoint) and ``lambda_div``."""
-    source = source or {}
-    generator = source.get("generator")
     params = {
         "ratio": float(mix["ratio"]) if mix else None,
-        "lambda_div": source.get("lambda_div"),
-        "generator": generator if generator not in (None, "gan") else None,
+        **source_params(source),
         "seed": cfg.get("seed"),
     }
-    return run_info(
-        cfg,
-        "seg",
-        params,
-        synthetic_source=source or None,
-        lambda_div=source.get("lambda_div"),
-    )
+    return run_info(cfg, "seg", params, synthetic_source=source, lambda_div=params["lambda_div"])
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

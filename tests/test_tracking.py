@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from test_mix_lambda import GAN2, _tile_folder
 from wandb_offline import offline_runs, read_run
 
-from synthsat.runtime import finish_tracking, run_label, wandb_mode
+from synthsat.runtime import finish_tracking, run_label, wandb_mode, wandb_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REPO = CONF.parent
@@ -45,6 +45,37 @@ def test_run_label_names_the_stage_and_its_parameters() -> None:
         "seg r1 classtexture s2"
     )
     assert run_label("gen", {"lambda_div": 0.5, "seed": 0})[0] == "gen λ0.5 s0"
+
+
+def test_offline_false_goes_online_and_names_come_from_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logger.wandb.offline=false`` reaches wandb.init as mode online (Lightning's own
+    offline flag stays False: it would set WANDB_MODE for the rest of the process); a
+    name set in the config wins over the run's."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train_segmentation",
+            overrides=[
+                f"paths.root={tmp_path}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                "logger=wandb",
+                "logger.wandb.offline=false",
+                "logger.wandb.tags=[mine]",
+                "mix.ratio=0.5",
+            ],
+        )
+    run = {"name": "seg r0.5 s0", "tags": ["seg"], "config": {"lambda_div": None}}
+    settings = wandb_settings(cfg, cfg.logger.wandb, run)
+    assert (settings["offline"], settings["mode"]) == (False, "online")
+    assert (settings["name"], settings["tags"]) == ("seg r0.5 s0", ["mine", "seg"])
+    assert settings["job_type"] == "train_segmentation"
+    assert settings["config"]["mix"]["ratio"] == 0.5 and settings["config"]["lambda_div"] is None
+    assert settings["config"]["paths"]["output_dir"] == str(tmp_path / "run")
+    cfg.logger.wandb.name = "mine"
+    assert wandb_settings(cfg, cfg.logger.wandb, run)["name"] == "mine"
+    assert "WANDB_MODE" not in os.environ
 
 
 def test_segmentation_multirun_logs_one_named_run_per_job(toy_root: Path, tmp_path: Path) -> None:
