@@ -356,7 +356,7 @@ def track_report(cfg: DictConfig, results: Path) -> None:
         tags=tags,
         group=str(cfg.experiment_name),
         job_type="report",
-        mode=wandb_mode(settings.offline),  # type: ignore[arg-type]
+        mode=wandb_mode(settings.offline),
         config=job_config(cfg),
         reinit="finish_previous",
     )
