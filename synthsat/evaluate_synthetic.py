@@ -22,15 +22,8 @@ from synthsat.data.errors import DataError
 from synthsat.data.synthetic_tiles import describe_source
 from synthsat.metrics.segmentation import write_metrics
 from synthsat.metrics.synthetic import Segmenter, synthetic_metrics
-from synthsat.runtime import (
-    build_loggers,
-    check_checkpoint_data,
-    prepare_run,
-    resolve_device,
-    run_info,
-    source_params,
-    user_errors,
-)
+from synthsat.runtime import check_checkpoint_data, prepare_run, resolve_device, user_errors
+from synthsat.tracking import build_loggers, run_info, source_params
 
 
 def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.device) -> Segmenter:

@@ -38,7 +38,7 @@ from synthsat.data import DataError
 from synthsat.figures import sample_grid
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
-from synthsat.runtime import job_config, prepare_run, run_label, user_errors, wandb_mode
+from synthsat.runtime import prepare_run, user_errors
 from synthsat.stages import (
     Progress,
     Stage,
@@ -51,6 +51,7 @@ from synthsat.stages import (
     say,
     stage_env,
 )
+from synthsat.tracking import job_config, run_label, wandb_mode
 
 __all__ = [
     "Progress",
@@ -332,7 +333,7 @@ def track_report(cfg: DictConfig, results: Path) -> None:
     ``wandb`` only; no summary.csv: nothing).
 
     The run (name ``report``, group the experiment, in ``<results>/report/wandb/``, mode
-    as the stages' by :func:`~synthsat.runtime.wandb_mode`, project as
+    as the stages' by :func:`~synthsat.tracking.wandb_mode`, project as
     ``conf/logger/wandb.yaml``) holds the whole pipeline config, ``summary.csv`` as a
     table (key ``report/summary``, one row per segmentation run) and the report's plots
     (``report/<name>`` images, the PNGs of ``results``).

@@ -21,14 +21,7 @@ from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.data.synthetic_tiles import describe_source, output_name
 from synthsat.errors import ConfigError
-from synthsat.runtime import (
-    build_loggers,
-    build_trainer,
-    prepare_run,
-    run_info,
-    source_params,
-    user_errors,
-)
+from synthsat.runtime import build_trainer, prepare_run, user_errors
 from synthsat.synthesis import (
     ClassTextureSynthesizer,
     SynthesisWriter,
@@ -40,6 +33,7 @@ from synthsat.synthesis import (
     make_requests,
     run_synthesis,
 )
+from synthsat.tracking import build_loggers, run_info, source_params
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from synthsat.runtime import (
     finish_run,
     fit_record,
     prepare_run,
-    run_info,
     user_errors,
 )
+from synthsat.tracking import run_info
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -27,17 +27,16 @@ from synthsat.runtime import (
     finish_run,
     fit_record,
     prepare_run,
-    run_info,
     scores_record,
-    source_params,
     user_errors,
 )
+from synthsat.tracking import run_info, source_params
 
 
 def segmentation_run(
     cfg: DictConfig, mix: dict[str, Any] | None, source: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """The job's W&B run (:func:`~synthsat.runtime.run_info`): ``seg r<ratio> λ<lambda>
+    """The job's W&B run (:func:`~synthsat.tracking.run_info`): ``seg r<ratio> λ<lambda>
     s<seed>``, the lambda being the synthetic source's (its manifest's; a control
     generator shows its name instead); the source is added to the run config as
     ``synthetic_source`` (generator, lambda_div, checkpoint) and ``lambda_div``."""

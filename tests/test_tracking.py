@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from test_mix_lambda import GAN2, _tile_folder
 from wandb_offline import offline_runs, read_run
 
-from synthsat.runtime import finish_tracking, run_label, wandb_mode, wandb_settings
+from synthsat.tracking import finish_tracking, run_label, wandb_mode, wandb_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REPO = CONF.parent
