@@ -3,17 +3,24 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := requirements/constraints.txt
 EXPERIMENT ?= paper
 
-.PHONY: setup test demo lint bench reproduce mutate clean
+.PHONY: setup lock test demo lint bench reproduce mutate clean
 
-$(STAMP): pyproject.toml
+# The tested versions: dependencies are installed within $(LOCK) (pip constraints).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Refresh $(LOCK) from the working .venv (after adding a dependency to pyproject.toml, or
+# upgrading with `.venv/bin/python -m pip install -U ...`), then run `make test`.
+lock: setup
+	$(PY) requirements/lock.py $(LOCK)
 
 test: setup
 	$(PY) -m pytest tests
@@ -22,8 +29,8 @@ demo: setup
 	$(PY) -m synthsat.pipeline experiment=demo
 
 lint: setup
-	$(PY) -m ruff check synthsat tests benchmarks
-	$(PY) -m ruff format --check synthsat tests benchmarks
+	$(PY) -m ruff check synthsat tests benchmarks requirements
+	$(PY) -m ruff format --check synthsat tests benchmarks requirements
 
 bench: setup
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
@@ -36,7 +43,7 @@ reproduce: setup
 # subset; results are kept in mutants/ and reused for unchanged code.
 MUTANTS ?=
 mutate: setup
-	$(PY) -m pip install -q -e ".[dev,mutate]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev,mutate]"
 	-$(PY) -m mutmut run --max-children $$(nproc) $(MUTANTS)
 	$(PY) tests/mutation_score.py
 

@@ -1,8 +1,10 @@
 """Atomic file writes: a temporary file next to the target, then one rename.
 
 A reader never sees a half-written file, and a killed writer leaves at most a hidden
-``.<name>.*.part`` file behind (never the target). Every write of a result, record or
-cache entry in synthsat goes through here.
+``.<name>.pid<PID>@<host>.*.part`` file behind (never the target); the name says which
+process writes it (:func:`synthsat.locks.tag_owner`), so a cleaner can tell a live
+writer's file from an abandoned one. Every write of a result, record or cache entry in
+synthsat goes through here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from synthsat.locks import owner_tag
 
 #: Pattern of temporary files (left behind only by a killed writer).
 TEMP_GLOB = ".*.part"
@@ -33,11 +37,12 @@ def file_mode() -> int:
 
 def atomic_path(final: str | Path) -> Path:
     """A fresh private temporary path next to ``final`` (same file system, so the rename
-    is atomic); the parent directory is created."""
+    is atomic), named after ``final`` and this process (``.<stem>.pid<PID>@<host>.<random>
+    <suffix>.part``); the parent directory is created."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=final.suffix + ".part", dir=final.parent
+        prefix=f".{final.stem}.{owner_tag()}.", suffix=final.suffix + ".part", dir=final.parent
     )
     os.close(fd)
     return Path(tmp)

@@ -1,13 +1,17 @@
 """Lightning callbacks of the training jobs (configured in ``conf/callbacks/``).
 
 * :class:`GeneratorSamples` — the generator's sample grids during training.
+* :class:`SegmentationTestReport` — a segmentation test's confusion matrix and panels (W&B).
+* :class:`ProgressLog` — a log line every N training steps when there is no progress bar.
 
 The checkpoint callbacks live in :mod:`synthsat.tasks.checkpoints`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +19,27 @@ import lightning as L
 
 from synthsat.atomic import write_with
 
+log = logging.getLogger(__name__)
+
+#: The clock of :class:`ProgressLog`'s steps per second (a test replaces it).
+_clock = time.perf_counter
+
 
 class GeneratorSamples(L.Callback):
-    """Write a :class:`~synthsat.tasks.generator.GeneratorTask`'s sample grid every
-    ``every_n_steps`` generator steps to ``<run dir>/<dirname>/step_NNNNNN.png`` and to
-    the image loggers (W&B), on the global-zero rank.
+    """Write a :class:`~synthsat.tasks.generator.GeneratorTask`'s sample grid at the start
+    of training (after the first generator step), every ``every_n_steps`` generator steps
+    and at the end of training to ``<run dir>/<dirname>/step_NNNNNN.png`` and to the image
+    loggers (W&B, key ``samples``), on the global-zero rank.
 
     A grid is drawn after the training batch whose generator update reached the step
     (with ``d_steps_per_g > 1`` some batches update only the discriminator), from that
-    batch's masks (:func:`synthsat.figures.generator_grid`); drawing changes neither the
-    weights nor the global random state, so runs train the same with or without it.
+    batch's masks (:func:`synthsat.figures.generator_grid`); the grid at the end, unless
+    the last step already had one, from the masks of the last batch that updated the
+    generator. Drawing changes neither the weights nor the global random state, so runs
+    train the same with or without it.
 
     Args:
-        every_n_steps: generator steps between grids (0: never).
+        every_n_steps: generator steps between grids (0: no grids at all).
         rows: masks shown, one per row.
         samples: samples per mask (columns after the mask and the real image).
         seed: seed of the samples' style codes and noise (the same in every grid).
@@ -53,9 +65,13 @@ class GeneratorSamples(L.Callback):
         self.seed = seed
         self.dirname = dirname
         self._last_step = -1
+        self._drawn = -1  # the step of the last grid (-1: none yet in this fit)
+        self._batch: Mapping[str, Any] | None = None  # the last batch that reached a step
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
+        self._drawn = -1
+        self._batch = None
 
     def on_train_batch_end(
         self,
@@ -69,8 +85,16 @@ class GeneratorSamples(L.Callback):
         if step == self._last_step:  # no generator update in this batch
             return
         self._last_step = step
-        if self.every_n_steps and step % self.every_n_steps == 0 and trainer.is_global_zero:
+        if not self.every_n_steps or not trainer.is_global_zero:
+            return
+        self._batch = batch
+        if self._drawn < 0 or step % self.every_n_steps == 0:
             self.save(trainer, pl_module, batch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._batch is not None and self._drawn != trainer.global_step:
+            self.save(trainer, pl_module, self._batch)
+        self._batch = None
 
     def save(self, trainer: L.Trainer, task: Any, batch: Mapping[str, Any]) -> Path:
         """Write the grid of ``batch`` for the current step; returns its path."""
@@ -83,7 +107,190 @@ class GeneratorSamples(L.Callback):
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"step_{trainer.global_step:06d}.png"
         write_with(path, lambda tmp: save_image(grid, tmp, format="png"))
+        self._drawn = trainer.global_step
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(path)], step=trainer.global_step)
         return path
+
+
+def wandb_loggers(trainer: L.Trainer) -> list[Any]:
+    """The trainer's W&B loggers (none without wandb installed or a W&B logger)."""
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+    except ImportError:  # pragma: no cover - Lightning always has the class
+        return []
+    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def confusion_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> list[list[Any]]:
+    """``[truth, prediction, pixels]`` rows of a confusion matrix (rows: truth, columns:
+    prediction), the long form W&B's confusion-matrix chart reads; empty cells left out."""
+    return [
+        [classes[t], classes[p], int(n)]
+        for t, row in enumerate(confusion)
+        for p, n in enumerate(row)
+        if int(n)
+    ]
+
+
+def prediction_panel(
+    image: Any, truth: Any, pred: Any, metadata: Mapping[str, Any], max_side: int = 256
+) -> Any:
+    """One (H, W*3 + 4, 3) float RGB panel image | truth | prediction of a test chip.
+
+    Args:
+        image: the chip's normalised image (C, H, W) as the model sees it.
+        truth: its mask (H, W).
+        pred: the predicted classes (H, W).
+        metadata: the data's metadata (``mean``, ``std``, ``rgb_bands``, ``classes``,
+            ``ignore_index``).
+        max_side: panels are subsampled (every k-th pixel) to at most this side.
+    """
+    import numpy as np
+
+    from synthsat.data.datasets import Normalizer
+    from synthsat.figures import colorize_mask, rgb_composite
+
+    k = max(1, -(-max(image.shape[-2:]) // max_side))
+    raw = Normalizer(metadata["mean"], metadata["std"]).denormalize(image.detach().cpu())
+    rgb = rgb_composite(raw.float().numpy()[:, ::k, ::k], metadata["rgb_bands"])
+    n, ignore = len(metadata["classes"]), metadata.get("ignore_index")
+    masks = [colorize_mask(m.detach().cpu().numpy()[::k, ::k], n, ignore) for m in (truth, pred)]
+    gap = np.ones((rgb.shape[0], 2, 3), np.float32)
+    return np.concatenate([rgb, gap, masks[0], gap, masks[1]], axis=1)
+
+
+class SegmentationTestReport(L.Callback):
+    """Log a segmentation test to W&B: the confusion matrix of the test scores (a W&B
+    confusion-matrix chart, key ``test/confusion_matrix``) and ``panels`` image | truth |
+    prediction panels of the first test chips in loader order (key ``test/panels``).
+
+    Without a W&B logger (``logger=csv``, ``logger=none``) it does nothing. The panels'
+    predictions are one more forward pass of the test chips in eval mode, under no_grad:
+    the scores and the random state are untouched.
+
+    Args:
+        panels: test chips shown (0: none).
+    """
+
+    def __init__(self, panels: int = 4) -> None:
+        if panels < 0:
+            raise ValueError(f"need panels >= 0, got {panels}")
+        self.panels = panels
+        self._images: list[Any] = []
+        self._active = False
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._images = []
+        self._active = bool(wandb_loggers(trainer)) and trainer.is_global_zero
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Mapping[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        need = self.panels - len(self._images)
+        if not self._active or need <= 0:
+            return
+        import torch
+
+        image, mask = batch["image"][:need], batch["mask"][:need]
+        with torch.no_grad():
+            pred = pl_module.predict_logits(image).argmax(1)  # type: ignore[operator]
+        metadata = pl_module.hparams["metadata"]
+        for i in range(image.shape[0]):
+            self._images.append(prediction_panel(image[i], mask[i], pred[i], metadata))
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._active:
+            return
+        import wandb
+
+        results = getattr(pl_module, "test_results", None) or {}
+        classes = list(pl_module.hparams["metadata"]["classes"])
+        for logger in wandb_loggers(trainer):
+            if "confusion_matrix" in results:
+                rows = confusion_rows(results["confusion_matrix"], classes)
+                table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
+                fields = {k: k for k in ("Actual", "Predicted", "nPredictions")}
+                chart = wandb.plot_table("wandb/confusion_matrix/v1", table, fields)
+                logger.experiment.log({"test/confusion_matrix": chart})
+            if self._images:
+                captions = [
+                    f"test chip {i}: image | truth | prediction" for i in range(len(self._images))
+                ]
+                logger.log_image(key="test/panels", images=self._images, caption=captions)
+        self._images = []
+
+
+def progress_line(
+    step: int, max_steps: int, metrics: Mapping[str, float], steps_per_s: float
+) -> str:
+    """``step 120/520, train/loss 0.4312, 3.21 it/s`` (``step 120`` when ``max_steps`` < 0)."""
+    parts = [f"step {step}/{max_steps}" if max_steps > 0 else f"step {step}"]
+    parts += [f"{name} {value:.4g}" for name, value in metrics.items()]
+    parts.append(f"{steps_per_s:.3g} it/s")
+    return ", ".join(parts)
+
+
+class ProgressLog(L.Callback):
+    """Log a line every ``every_n_steps`` training steps, when Lightning shows no progress
+    bar (``trainer.enable_progress_bar``: null shows one only on a terminal; see
+    :func:`synthsat.runtime.progress_bar`), on the global-zero rank.
+
+    A line reads ``step k/max_steps, <metric> <value>, ..., <rate> it/s``
+    (:func:`progress_line`): the metrics are the last logged values of ``metrics``
+    (a metric logged per step and per epoch is read as ``<name>_step``); ``it/s`` is
+    training steps (``trainer.global_step``) per second since the previous line, or
+    since training started.
+
+    Args:
+        every_n_steps: training steps between lines (0: never).
+        metrics: names of the logged metrics shown (those not logged yet are left out).
+    """
+
+    def __init__(self, every_n_steps: int = 50, metrics: Sequence[str] = ("train/loss",)) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"need every_n_steps >= 0, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.metrics = list(metrics)
+        self._active = False
+        self._last: tuple[int, float] = (0, 0.0)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._active = bool(
+            self.every_n_steps and trainer.progress_bar_callback is None and trainer.is_global_zero
+        )
+        self._last = (trainer.global_step, _clock())
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = trainer.global_step
+        if not self._active or step == self._last[0] or step % self.every_n_steps:
+            return
+        now = _clock()
+        rate = (step - self._last[0]) / max(now - self._last[1], 1e-9)
+        self._last = (step, now)
+        log.info("%s", progress_line(step, trainer.max_steps, self.values(trainer), rate))
+
+    def values(self, trainer: L.Trainer) -> dict[str, float]:
+        """The last logged values of :attr:`metrics` (by name; missing ones left out)."""
+        found = trainer.callback_metrics
+        values = {}
+        for name in self.metrics:
+            for key in (f"{name}_step", name):
+                if key in found:
+                    values[name] = float(found[key])
+                    break
+        return values

@@ -1,4 +1,4 @@
-"""Errors that users read: bad data, bad configuration, unusable checkpoints.
+"""Errors that users read: bad data, bad configuration, unusable checkpoints, a held lock.
 
 Entry points print these as one or two lines with exit code 2 (see
 :func:`synthsat.runtime.user_errors`); anything else is a bug and keeps its traceback.
@@ -7,6 +7,7 @@ Entry points print these as one or two lines with exit code 2 (see
 from __future__ import annotations
 
 from synthsat.data.errors import DataError
+from synthsat.locks import LockHeld
 
 
 class ConfigError(ValueError):
@@ -22,6 +23,13 @@ class CheckpointMissing(CheckpointError, FileNotFoundError):
 
 
 #: The exception types an entry point reports without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError)
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError, LockHeld)
 
-__all__ = ["USER_ERRORS", "CheckpointError", "CheckpointMissing", "ConfigError", "DataError"]
+__all__ = [
+    "USER_ERRORS",
+    "CheckpointError",
+    "CheckpointMissing",
+    "ConfigError",
+    "DataError",
+    "LockHeld",
+]

@@ -18,12 +18,13 @@ from omegaconf import DictConfig
 
 from synthsat import config_dir
 from synthsat.errors import ConfigError
-from synthsat.metrics.segmentation import evaluate_model, write_metrics
+from synthsat.metrics.segmentation import evaluate_model
 from synthsat.runtime import (
     check_checkpoint_data,
-    config_choice,
+    finish_run,
     prepare_run,
     resolve_device,
+    scores_record,
     user_errors,
 )
 from synthsat.tasks.checkpoints import load_task
@@ -55,29 +56,27 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         device=device,
     )
     metrics = {
-        "split": cfg.split,
-        **result,
-        "classes": datamodule.classes,
-        "scored_classes": datamodule.scored_classes,
-        "data": config_choice("data"),
-        "data_root": datamodule.source.describe(),
+        **scores_record(cfg.split, result, datamodule),
         "checkpoint": str(ckpt.resolve()),
         "wall_time_s": round(time.perf_counter() - start, 1),
-        "run_dir": str(out.resolve()),
     }
-    write_metrics(out / "metrics.json", metrics)
-    return metrics
+    return finish_run(out, metrics)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 @user_errors
-def main(cfg: DictConfig) -> None:
-    """Console entry point ``synthsat-evaluate``."""
+def main(cfg: DictConfig) -> float:
+    """Console entry point ``synthsat-evaluate``.
+
+    Returns:
+        the mIoU (the objective of a Hydra sweeper, e.g. optuna).
+    """
     metrics = evaluate(cfg)
     print(
         f"{metrics['split']} mIoU {metrics['miou']:.4f}, pixel accuracy "
         f"{metrics['pixel_accuracy']:.4f} -> {metrics['run_dir']}/metrics.json"
     )
+    return float(metrics["miou"])
 
 
 if __name__ == "__main__":

@@ -19,15 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data.errors import DataError
+from synthsat.data.synthetic_tiles import describe_source
 from synthsat.metrics.segmentation import write_metrics
 from synthsat.metrics.synthetic import Segmenter, synthetic_metrics
-from synthsat.runtime import (
-    build_loggers,
-    check_checkpoint_data,
-    prepare_run,
-    resolve_device,
-    user_errors,
-)
+from synthsat.runtime import check_checkpoint_data, prepare_run, resolve_device, user_errors
+from synthsat.tracking import build_loggers, run_info, source_params
 
 
 def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.device) -> Segmenter:
@@ -73,7 +69,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     path = write_metrics(out / "metrics.json", metrics)
     headline = {k: v for k, v in metrics.items() if k not in ("details", "info")}
     numbers = {f"synthetic/{k}": float(v) for k, v in headline.items() if v is not None}
-    for logger in build_loggers(cfg):
+    source = describe_source(cfg.synthetic)
+    params = source_params(source)
+    run = run_info(
+        cfg, "synmetrics", params, synthetic_source=source, lambda_div=params["lambda_div"]
+    )
+    for logger in build_loggers(cfg, run):
         logger.log_hyperparams(
             {"synthetic": str(cfg.synthetic), "split": cfg.split, "seg_ckpt": str(cfg.seg_ckpt)}
         )

@@ -12,12 +12,19 @@ A stage's directory is named after its parameters and a hash of its composed con
 (the job's config files with the stage's overrides applied, before interpolation); a
 ``done.json`` there marks it finished, so a rerun skips it, an interrupted study
 continues where it stopped, and editing a preset file reruns the stages it changes.
+Every stage line is numbered ``[k/N]`` (N: the run's stages, skipped ones included),
+and each finished stage's line ends with the estimated time left
+(:class:`~synthsat.stages.Progress`).
+An interrupted training stage resumes from its ``last.ckpt``; a stage whose job still
+runs (its ``stage.lock`` names a live process) stops the rerun; Ctrl-C or SIGTERM stops
+the running stages with the pipeline (:mod:`synthsat.processes`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +36,11 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.figures import sample_grid
+from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
 from synthsat.stages import (
+    Progress,
     Stage,
     StageFailed,
     composed_config,
@@ -42,8 +51,10 @@ from synthsat.stages import (
     say,
     stage_env,
 )
+from synthsat.tracking import job_config, run_label, wandb_mode
 
 __all__ = [
+    "Progress",
     "Stage",
     "StageFailed",
     "check_data",
@@ -61,6 +72,7 @@ __all__ = [
     "segmentation_runs",
     "segmentation_stage",
     "source_name",
+    "stage_counts",
     "stage_env",
     "synthetic_stages",
 ]
@@ -169,7 +181,7 @@ def synthetic_stages(
         name,
         "synthsat.synthesize",
         [
-            *common,
+            *logged,
             *p.synthesize_overrides,
             f"ckpt={gen.directory(results) / 'checkpoints' / 'last.ckpt'}",
             f"samples={p.samples}",
@@ -183,14 +195,14 @@ def synthetic_stages(
     return gen, syn
 
 
-def control_stage(p: DictConfig, common: list[str], name: str) -> Stage:
+def control_stage(p: DictConfig, logged: list[str], name: str) -> Stage:
     """A control generator's stage (e.g. classtexture): it needs no training, synthesis only."""
     return make_stage(
         "synthesis",
         name,
         "synthsat.synthesize",
         [
-            *common,
+            *logged,
             *p.control_overrides,
             f"method={name}",
             f"samples={p.samples}",
@@ -232,6 +244,19 @@ def real_only_checkpoint(runs: list[dict[str, Any]], outs: list[Path]) -> str | 
     return None
 
 
+def stage_counts(
+    chains: Mapping[str, Sequence[Stage]], seg_stages: Sequence[Stage], metrics: bool
+) -> dict[str, int]:
+    """Stages of a pipeline run per kind: those of the synthetic sources' ``chains``, the
+    segmentation stages and, with ``metrics``, one synthetic-metrics stage per source."""
+    counts: dict[str, int] = {}
+    for stage in [*(s for chain in chains.values() for s in chain), *seg_stages]:
+        counts[stage.kind] = counts.get(stage.kind, 0) + 1
+    if metrics and chains:
+        counts["synthetic_metrics"] = len(chains)
+    return counts
+
+
 def run_study(cfg: DictConfig) -> Path:
     """Run every stage of the study (skipping finished ones) and write the report."""
     p = cfg.pipeline
@@ -245,24 +270,28 @@ def run_study(cfg: DictConfig) -> Path:
     env = stage_env(int(cfg.num_threads), jobs)
     t0 = time.perf_counter()
 
-    def run(stage: Stage) -> Path:
-        return run_stage(stage, results, log, env)
-
-    def run_chain(stages: tuple[Stage, ...]) -> Path:
-        return [run(stage) for stage in stages][-1]
-
     # Stages are composed here, in the main thread (Hydra's compose is not thread-safe);
-    # the worker threads only run them.
+    # the worker threads only run them. A chain's tiles are in its synthesis stage's
+    # directory, so the segmentation stages are composed before any stage runs; the
+    # synthetic-metric stages (one per source) need the real-only checkpoint, so they are
+    # composed after segmentation, but counted now.
     chains: dict[str, tuple[Stage, ...]] = {
         source_name(lam, None): synthetic_stages(p, logged, common, results, lam)
         for lam in p.lambdas
     }
-    chains.update({name: (control_stage(p, common, name),) for name in p.get("controls") or []})
-    syn_dirs = run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains.values()])
-    synthetic = {name: d / "tiles" for name, d in zip(chains, syn_dirs)}
-
+    chains.update({name: (control_stage(p, logged, name),) for name in p.get("controls") or []})
+    synthetic = {name: chain[-1].directory(results) / "tiles" for name, chain in chains.items()}
     runs = segmentation_runs(p)
     seg_stages = [segmentation_stage(p, logged, synthetic, r) for r in runs]
+    progress = Progress(stage_counts(chains, seg_stages, bool(p.synthetic_metrics)), jobs)
+
+    def run(stage: Stage) -> Path:
+        return run_stage(stage, results, log, env, progress)
+
+    def run_chain(stages: tuple[Stage, ...]) -> Path:
+        return [run(stage) for stage in stages][-1]
+
+    run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains.values()])
     outs = run_parallel(jobs, [lambda s=stage: run(s) for stage in seg_stages])
     real_ckpt = real_only_checkpoint(runs, outs)
 
@@ -283,9 +312,61 @@ def run_study(cfg: DictConfig) -> Path:
     sample_grid(datamodule, synthetic, results / "sample_grid.png")
     record_timing(results, time.perf_counter() - t0, log)
     report = summarise(results, mark_paper=bool(p.mark_paper))
+    track_report(cfg, results)
     print(f"[pipeline] report: {report}")
     print(report.read_text())
     return report
+
+
+def _cell(text: str) -> float | str | None:
+    """A summary.csv cell as W&B shows it: a number where it is one, None where empty."""
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def track_report(cfg: DictConfig, results: Path) -> None:
+    """Log the study's summary to a W&B run of job type ``report`` (``pipeline.logger``
+    ``wandb`` only; no summary.csv: nothing).
+
+    The run (name ``report``, group the experiment, in ``<results>/report/wandb/``, mode
+    as the stages' by :func:`~synthsat.tracking.wandb_mode`, project as
+    ``conf/logger/wandb.yaml``) holds the whole pipeline config, ``summary.csv`` as a
+    table (key ``report/summary``, one row per segmentation run) and the report's plots
+    (``report/<name>`` images, the PNGs of ``results``).
+    """
+    summary = results / "summary.csv"
+    if cfg.pipeline.get("logger") != "wandb" or not summary.exists():
+        return
+    import csv
+
+    import wandb
+
+    settings = OmegaConf.load(Path(config_dir()) / "logger" / "wandb.yaml").wandb
+    with summary.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    (results / "report").mkdir(exist_ok=True)
+    name, tags = run_label("report", {})
+    run = wandb.init(
+        project=str(settings.project),
+        dir=str(results / "report"),
+        name=name,
+        tags=tags,
+        group=str(cfg.experiment_name),
+        job_type="report",
+        mode=wandb_mode(settings.offline),
+        config=job_config(cfg),
+        reinit="finish_previous",
+    )
+    try:
+        table = wandb.Table(columns=header, data=[[_cell(c) for c in row] for row in rows])
+        images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(results.glob("*.png"))}
+        run.log({"report/summary": table, **images})
+    finally:
+        run.finish()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")
@@ -296,7 +377,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("pipeline") is None:
         raise SystemExit("choose a study: python -m synthsat.pipeline experiment=demo|dubai|paper")
     print(OmegaConf.to_yaml(cfg.pipeline))
-    run_study(cfg)
+    with stopped_on_signal():  # SIGINT / SIGTERM stop the running stages too
+        run_study(cfg)
 
 
 if __name__ == "__main__":

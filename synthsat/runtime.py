@@ -26,9 +26,7 @@ from synthsat.atomic import write_text
 from synthsat.data.cache import NONFINITE
 from synthsat.data.errors import DataError
 from synthsat.errors import USER_ERRORS, ConfigError
-
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
+from synthsat.tracking import build_loggers, finish_tracking
 
 
 def prepare_run(cfg: DictConfig) -> Path:
@@ -67,26 +65,43 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     ]
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    """Instantiate every logger under ``cfg.logger`` (an empty group gives none)."""
-    return _instantiate_all(cfg.get("logger"))
-
-
 def build_callbacks(cfg: DictConfig) -> list[Any]:
     """Instantiate every callback under ``cfg.callbacks`` (``conf/callbacks/``; null
     entries are skipped, so ``callbacks.early_stopping=null`` turns one off)."""
     return _instantiate_all(cfg.get("callbacks"))
 
 
-def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+def progress_bar(setting: bool | None, stream: Any = None) -> bool:
+    """Whether Lightning draws its progress bar: ``setting`` when it is true or false;
+    when it is None (``trainer.enable_progress_bar: null``, auto), whether ``stream``
+    (default ``sys.stderr``, where the bar is drawn) is a terminal. Without a bar the
+    training jobs log plain lines (:class:`synthsat.callbacks.ProgressLog`), which suit
+    log files and pipeline stage logs."""
+    if setting is not None:
+        return bool(setting)
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def build_trainer(
+    cfg: DictConfig, run: Mapping[str, Any] | None = None, **kwargs: Any
+) -> L.Trainer:
     """The Lightning trainer of ``cfg.trainer`` with the run's loggers and callbacks.
+
+    ``trainer.enable_progress_bar: null`` draws the bar only on a terminal
+    (:func:`progress_bar`).
 
     Args:
         cfg: the job's config.
+        run: the job's W&B run settings (:func:`run_info`).
         **kwargs: further trainer arguments (they override the config's).
     """
-    kwargs.setdefault("logger", build_loggers(cfg) or False)
+    kwargs.setdefault("logger", build_loggers(cfg, run) or False)
     kwargs.setdefault("callbacks", build_callbacks(cfg))
+    kwargs.setdefault("enable_progress_bar", progress_bar(cfg.trainer.get("enable_progress_bar")))
     return instantiate(cfg.trainer, **kwargs)
 
 
@@ -104,6 +119,40 @@ def config_choice(group: str, default: str = "custom") -> str:
     if not HydraConfig.initialized():
         return default
     return str(HydraConfig.get().runtime.choices.get(group) or default)
+
+
+def fit_record(cfg: DictConfig, trainer: L.Trainer, fit_time: float) -> dict[str, Any]:
+    """What every training job records about its fit: seed, steps, epochs, fit time."""
+    return {
+        "seed": cfg.get("seed"),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "fit_time_s": round(fit_time, 1),
+    }
+
+
+def scores_record(split: str, scores: Mapping[str, Any], datamodule: Any) -> dict[str, Any]:
+    """Segmentation scores of ``split`` with the classes and data they were scored on."""
+    return {
+        "split": split,
+        **scores,
+        "classes": datamodule.classes,
+        "scored_classes": datamodule.scored_classes,
+        "data": config_choice("data"),
+        "data_root": datamodule.source.describe(),
+    }
+
+
+def finish_run(out: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the run directory, written to ``<out>/metrics.json``; returned.
+
+    Every job's ``run()`` returns what this writes.
+    """
+    from synthsat.metrics.segmentation import write_metrics
+
+    record = {**metrics, "run_dir": str(out.resolve())}
+    write_metrics(out / "metrics.json", record)
+    return record
 
 
 def check_checkpoint_data(
@@ -142,27 +191,41 @@ def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     status 2, also when Hydra's ``instantiate`` wrapped it (a bad ``data.source``
     setting found while the data module is built). ``HYDRA_FULL_ERROR=1`` or
     ``debug=true`` re-raises it with its traceback. Use it under ``@hydra.main``.
+
+    However the job ends, its W&B run is finished (:func:`finish_tracking`): each job of
+    a multirun has a run of its own.
     """
 
     @functools.wraps(main)
     def wrapper(cfg: DictConfig) -> Any:
+        failed = True
         try:
-            return main(cfg)
-        except (*USER_ERRORS, OmegaConfBaseException, InstantiationException) as raised:
-            err = _user_error(raised)
-            debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(
-                OmegaConf.select(cfg, "debug", default=False)
-            )
-            if err is None or debug:
-                raise
-            message = str(err).strip() or type(err).__name__
-            if isinstance(err, OmegaConfBaseException):
-                message = message.splitlines()[0]
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            print("(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+            result = _report_user_errors(main, cfg)
+            failed = False
+            return result
+        finally:
+            finish_tracking(failed)
 
     return wrapper
+
+
+def _report_user_errors(main: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """``main(cfg)``; a user error printed as one line and exit status 2 (:func:`user_errors`)."""
+    try:
+        return main(cfg)
+    except (*USER_ERRORS, OmegaConfBaseException, InstantiationException) as raised:
+        err = _user_error(raised)
+        debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(
+            OmegaConf.select(cfg, "debug", default=False)
+        )
+        if err is None or debug:
+            raise
+        message = str(err).strip() or type(err).__name__
+        if isinstance(err, OmegaConfBaseException):
+            message = message.splitlines()[0]
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        print("(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _user_error(err: BaseException | None) -> BaseException | None:
@@ -240,6 +303,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check(cfg, "generator.lambda_div", lambda v: float(v) >= 0, non_negative)
     _check(cfg, "pipeline.lambdas", lambda v: float(v) >= 0, non_negative)
     _check(cfg, "mix.ratio", lambda v: 0 <= float(v) <= 1, unit)
+    _check(cfg, "mix.lambda_div", lambda v: float(v) >= 0, non_negative)
     _check(cfg, "pipeline.ratios", lambda v: 0 <= float(v) <= 1, unit)
     _check(cfg, "generator.ema_decay", lambda v: 0 <= float(v) <= 1, unit)
     _check(cfg, "mix.mode", lambda v: v in ("replace", "add"), "must be replace or add")

@@ -2,8 +2,12 @@
 
 A stage's directory is named after its parameters and a hash of its composed config
 (the job's config files with the stage's overrides applied, before interpolation); a
-``done.json`` there marks it finished, so a rerun skips it. :mod:`synthsat.pipeline`
-composes the study's stages and runs them with :func:`run_stage` and :func:`run_parallel`.
+``done.json`` there marks it finished, so a rerun skips it; while its job runs, a
+``stage.lock`` there keeps a second run from starting it again; a training stage
+interrupted before ``done.json`` resumes from its ``checkpoints/last.ckpt``.
+:mod:`synthsat.pipeline` composes the study's stages and runs them with
+:func:`run_stage` and :func:`run_parallel`; a :class:`Progress` numbers them ``[k/N]``
+and estimates the time left (:func:`eta_seconds`).
 """
 
 from __future__ import annotations
@@ -11,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,9 @@ from typing import Any
 from hydra import compose
 from omegaconf import OmegaConf
 
+from synthsat import processes
 from synthsat.atomic import write_text
+from synthsat.locks import FileLock
 
 
 @dataclass
@@ -66,6 +71,31 @@ def make_stage(
     return Stage(kind, label, module, overrides, params, composed_config(module, overrides))
 
 
+#: The job modules that resume from ``ckpt_path``, and where their last checkpoint is.
+RESUMABLE = frozenset({"synthsat.train_generator", "synthsat.train_segmentation"})
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+#: A stage's lock file, in its directory, while its job runs.
+LOCK_NAME = "stage.lock"
+
+
+def resume_checkpoint(module: str, out: Path) -> Path | None:
+    """The ``last.ckpt`` an interrupted training stage in ``out`` resumes from (None: the
+    stage is done, not a training job, or has none)."""
+    ckpt = out / LAST_CHECKPOINT
+    if module in RESUMABLE and not (out / "done.json").exists() and ckpt.is_file():
+        return ckpt
+    return None
+
+
+def stage_command(stage: Stage, out: Path) -> list[str]:
+    """The stage's job command, run in ``out``: ``ckpt_path=<last.ckpt>`` added when it
+    resumes (:func:`resume_checkpoint`) — not one of its overrides, so not in its key."""
+    cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
+    ckpt = resume_checkpoint(stage.module, out)
+    return cmd if ckpt is None else [*cmd, f"ckpt_path={ckpt}"]
+
+
 _SAY_LOCK = threading.Lock()
 
 
@@ -76,38 +106,180 @@ def say(message: str) -> None:
         sys.stdout.flush()
 
 
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 20 s`` or ``2 h 05 min`` (rounded to whole seconds / minutes)."""
+    s = round(max(0.0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    m = round(s / 60)
+    return f"{m // 60} h {m % 60:02d} min"
+
+
+def eta_seconds(
+    totals: Mapping[str, int],
+    finished: Mapping[str, int],
+    seconds: Mapping[str, Sequence[float]],
+    jobs: int,
+) -> tuple[float, dict[str, int]]:
+    """Estimated time until every stage is finished, from the durations of finished ones.
+
+    For each kind of stage: the mean duration of the stages of that kind that ran to
+    completion in this pipeline run (skipped stages took no time and do not count),
+    times the stages of that kind not finished yet (running ones count whole), divided
+    by the jobs that can run them side by side (``min(jobs, left)``); the kinds' times
+    are added (the study runs its kinds one phase after another). A kind with stages
+    left but none timed yet has no estimate: it is returned apart, as its count of
+    stages left, and not in the seconds.
+
+    Args:
+        totals: stages of the pipeline run per kind (skipped ones included).
+        finished: stages finished (run or skipped) so far per kind.
+        seconds: durations of the stages run to completion so far, per kind.
+        jobs: stages run side by side (``pipeline.jobs``).
+
+    Returns:
+        ``(seconds, untimed)``: the estimate, and ``{kind: stages left}`` of the kinds
+        without one.
+    """
+    eta = 0.0
+    untimed: dict[str, int] = {}
+    for kind, total in totals.items():
+        left = total - finished.get(kind, 0)
+        if left <= 0:
+            continue
+        done = seconds.get(kind) or []
+        if not done:
+            untimed[kind] = left
+            continue
+        eta += sum(done) / len(done) * left / min(max(1, jobs), left)
+    return eta, untimed
+
+
+class Progress:
+    """Numbers a pipeline run's stages ``[k/N]`` and estimates the time left; thread-safe.
+
+    ``N`` is every stage of the run (skipped ones included). A ``run`` or ``skip`` line
+    shows ``k`` = stages started so far (a skipped stage counts as started and
+    finished), a ``done`` line ``k`` = stages finished so far, followed by the ETA of
+    :func:`eta_seconds`.
+
+    Args:
+        totals: stages of the pipeline run per kind.
+        jobs: stages run side by side.
+    """
+
+    def __init__(self, totals: Mapping[str, int], jobs: int = 1) -> None:
+        self.totals = dict(totals)
+        self.total = sum(self.totals.values())
+        self.jobs = max(1, int(jobs))
+        self.started = 0
+        self.finished: dict[str, int] = {}
+        self.seconds: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def tag(self, k: int) -> str:
+        """``[k/N]``."""
+        return f"[{k}/{self.total}]"
+
+    def start(self) -> str:
+        """Count a stage that starts running; its tag."""
+        with self._lock:
+            self.started += 1
+            return self.tag(self.started)
+
+    def skip(self, kind: str) -> str:
+        """Count a stage skipped as done (started and finished at once); its tag."""
+        with self._lock:
+            self.started += 1
+            self.finished[kind] = self.finished.get(kind, 0) + 1
+            return self.tag(self.started)
+
+    def finish(self, kind: str, seconds: float) -> str:
+        """Count a stage that ran for ``seconds``; its tag and the ETA, e.g.
+        ``[3/8]; ETA 2 min 30 s (5 stages left)``."""
+        with self._lock:
+            self.finished[kind] = self.finished.get(kind, 0) + 1
+            self.seconds.setdefault(kind, []).append(float(seconds))
+            eta, untimed = eta_seconds(self.totals, self.finished, self.seconds, self.jobs)
+            done = sum(self.finished.values())
+        left = self.total - done
+        line = f"{self.tag(done)}; ETA {format_duration(eta)} ({left} stage{'s' * (left != 1)} left"
+        if untimed:
+            line += "; not timed yet: " + ", ".join(f"{n} {k}" for k, n in untimed.items())
+        return line + ")"
+
+
 class StageFailed(RuntimeError):
     """A stage's job exited with an error."""
 
 
 def run_stage(
-    stage: Stage, results: Path, log: list[str], env: dict[str, str] | None = None
+    stage: Stage,
+    results: Path,
+    log: list[str],
+    env: dict[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Run ``stage`` unless it is already done; return its directory.
+
+    The job runs in its own session (stopped with the pipeline, see
+    :mod:`synthsat.processes`) under the stage's lock (:data:`LOCK_NAME`, see
+    :mod:`synthsat.locks`), which names the job's process while it runs.
 
     Args:
         stage: the job to run.
         results: the study's results directory.
         log: receives one line per stage (ran / skipped).
         env: environment of the job's process (default: this process's).
+        progress: numbers the printed lines ``[k/N]`` and adds the ETA (None: neither).
+
+    Raises:
+        LockHeld: another live process runs this stage (e.g. a job left running by a
+            ``kill -9`` of an earlier pipeline): the study stops, naming its pid and host.
+        StageFailed: the job exited with an error.
     """
     out = stage.directory(results)
     done = out / "done.json"
+    name = f"{stage.kind}/{stage.label}"
     if done.exists():
-        log.append(f"skip  {stage.kind}/{stage.label} (done)")
-        say(f"[pipeline] skip {stage.kind}/{stage.label}: done in {out}")
+        log.append(f"skip  {name} (done)")
+        tag = f" {progress.skip(stage.kind)}" if progress is not None else ""
+        say(f"[pipeline] skip {name}{tag}: done in {out}")
         return out
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
-    say(f"[pipeline] run  {stage.kind}/{stage.label}: {' '.join(cmd[1:])}")
+    with FileLock(out / LOCK_NAME, f"stage {name}", notify=say) as lock:
+        if done.exists():  # finished by the run that held the lock until just now
+            return run_stage(stage, results, log, env, progress)
+        return _run_job(stage, out, log, env, lock, progress)
+
+
+def _run_job(
+    stage: Stage,
+    out: Path,
+    log: list[str],
+    env: dict[str, str] | None,
+    lock: FileLock,
+    progress: Progress | None,
+) -> Path:
+    """Run the stage's job in ``out`` (holding its ``lock``) and mark it done."""
+    done = out / "done.json"
+    name = f"{stage.kind}/{stage.label}"
+    cmd = stage_command(stage, out)
+    if (ckpt := resume_checkpoint(stage.module, out)) is not None:
+        say(f"[pipeline] resume {name} from {ckpt}")
+    tag = f" {progress.start()}" if progress is not None else ""
+    say(f"[pipeline] run  {name}{tag}: {' '.join(cmd[1:])}")
     start = time.perf_counter()
     with open(out / "stage.log", "w") as logfile:
-        proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False, env=env)
+        proc = processes.start(cmd, logfile, env, on_start=lock.hand_to)
+        returncode = processes.wait(proc)
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = (out / "stage.log").read_text().splitlines()[-25:]
         raise StageFailed(
-            f"stage {stage.kind}/{stage.label} failed (exit {proc.returncode}); "
+            f"stage {stage.kind}/{stage.label} failed (exit {returncode}); "
             f"log: {out / 'stage.log'}\n" + "\n".join(tail)
         )
     record = {
@@ -119,8 +291,9 @@ def run_stage(
         "seconds": seconds,
     }
     write_text(done, json.dumps(record, indent=2))
-    log.append(f"ran   {stage.kind}/{stage.label} in {seconds:.0f} s")
-    say(f"[pipeline] done {stage.kind}/{stage.label} in {seconds:.0f} s")
+    log.append(f"ran   {name} in {seconds:.0f} s")
+    tag = f" {progress.finish(stage.kind, seconds)}" if progress is not None else ""
+    say(f"[pipeline] done {name} in {seconds:.0f} s{tag}")
     return out
 
 

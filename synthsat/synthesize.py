@@ -15,12 +15,13 @@ from typing import Any
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data import DataError
+from synthsat.data.synthetic_tiles import describe_source, output_name
 from synthsat.errors import ConfigError
-from synthsat.runtime import prepare_run, user_errors
+from synthsat.runtime import build_trainer, prepare_run, user_errors
 from synthsat.synthesis import (
     ClassTextureSynthesizer,
     SynthesisWriter,
@@ -32,6 +33,7 @@ from synthsat.synthesis import (
     make_requests,
     run_synthesis,
 )
+from synthsat.tracking import build_loggers, run_info, source_params
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,77 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"synthesis: {len(writer.written)} tile(s) written, {len(writer.skipped)} already "
         f"there; outputs and manifest.json in {out}"
     )
-    return {
+    result = {
         "tiles_written": len(writer.written),
         "tiles_skipped": len(writer.skipped),
         "out_dir": str(out),
         "seconds": time.perf_counter() - start,
     }
+    outputs = [out / output_name(str(r["tile"]), int(r["sample"])) for r in writer.written]
+    track_synthesis(cfg, result, outputs)
+    return result
+
+
+def track_synthesis(cfg: DictConfig, result: dict[str, Any], outputs: list[Path]) -> None:
+    """Log a synthesis run to the experiment loggers (``cfg.logger``; none: nothing).
+
+    The run is ``synth λ<lambda>`` (the manifest's lambda_div; a control shows its
+    generator's name), with the source (generator, lambda_div, checkpoint) in its config.
+    Logged: ``synthesis/tiles``, ``synthesis/skipped``, ``synthesis/mpx`` (pixels of the
+    tiles written, in millions), ``synthesis/seconds``, ``synthesis/mpx_per_s`` and, for
+    W&B, downsampled RGB previews of the first ``cfg.previews`` tiles written (key
+    ``synthesis/previews``).
+
+    Args:
+        cfg: the job's config.
+        result: what :func:`run` returns.
+        outputs: the tiles written, in the order they were written.
+    """
+    if not cfg.get("logger"):
+        return
+    source = describe_source(result["out_dir"])
+    params = {**source_params(source), "seed": cfg.get("seed")}
+    run = run_info(cfg, "synth", params, synthetic_source=source, lambda_div=source["lambda_div"])
+    loggers = build_loggers(cfg, run)
+    if not loggers:
+        return
+    import rasterio
+
+    pixels = 0
+    for path in outputs:
+        with rasterio.open(path) as src:
+            pixels += src.width * src.height
+    seconds = float(result["seconds"])
+    numbers = {
+        "synthesis/tiles": float(result["tiles_written"]),
+        "synthesis/skipped": float(result["tiles_skipped"]),
+        "synthesis/mpx": pixels / 1e6,
+        "synthesis/seconds": seconds,
+        "synthesis/mpx_per_s": pixels / 1e6 / max(seconds, 1e-9),
+    }
+    rgb_bands = list(OmegaConf.select(cfg, "data.rgb_bands", default=None) or [0, 1, 2])
+    previews = [tile_preview(p, rgb_bands) for p in outputs[: int(cfg.get("previews", 4))]]
+    for logger in loggers:
+        logger.log_metrics(numbers, step=0)
+        if previews and hasattr(logger, "log_image"):
+            captions = [p.name for p in outputs[: len(previews)]]
+            logger.log_image(key="synthesis/previews", images=previews, caption=captions, step=0)
+        logger.finalize("success")
+
+
+def tile_preview(path: Path, rgb_bands: list[int], max_side: int = 256) -> Any:
+    """An (h, w, 3) float RGB preview of a synthetic GeoTIFF: read decimated to at most
+    ``max_side`` px a side, its ``rgb_bands`` stretched between their 2nd and 98th
+    percentiles (:func:`synthsat.figures.rgb_composite`)."""
+    import rasterio
+
+    from synthsat.figures import rgb_composite
+
+    with rasterio.open(path) as src:
+        k = max(1, -(-max(src.width, src.height) // max_side))
+        shape = (src.count, -(-src.height // k), -(-src.width // k))
+        image = src.read(out_shape=shape)
+    return rgb_composite(image, rgb_bands)
 
 
 def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
@@ -215,7 +282,7 @@ def _synthesise(
     cfg: DictConfig, synthesizer: Synthesizer, requests: list[TileRequest]
 ) -> SynthesisWriter:
     """Run the requests through the Lightning synthesis path into ``cfg.out``."""
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     return run_synthesis(synthesizer, requests, Path(cfg.out), trainer)
 
 

@@ -19,8 +19,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from synthsat import config_dir
-from synthsat.metrics.segmentation import write_metrics
-from synthsat.runtime import build_trainer, config_choice, prepare_run, user_errors
+from synthsat.runtime import (
+    build_trainer,
+    config_choice,
+    finish_run,
+    fit_record,
+    prepare_run,
+    user_errors,
+)
+from synthsat.tracking import run_info
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -39,7 +46,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = instantiate(cfg.generator, data=datamodule.metadata(), _convert_="all")
-    trainer = build_trainer(cfg)
+    lambda_div = float(cfg.generator.get("lambda_div", 0.0))
+    run = run_info(cfg, "gen", {"lambda_div": lambda_div, "seed": cfg.get("seed")})
+    trainer = build_trainer(cfg, run=run)
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start
@@ -56,26 +65,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "monitor": getattr(checkpoint, "monitor", None),
         "data": config_choice("data"),
         "generator": config_choice("generator"),
-        "lambda_div": float(cfg.generator.get("lambda_div", 0.0)),
+        "lambda_div": lambda_div,
         "patch_size": int(task.hparams.patch_size),
-        "seed": cfg.get("seed"),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "fit_time_s": round(fit_time, 1),
+        **fit_record(cfg, trainer, fit_time),
         "checkpoint": str(last.resolve()) if last is not None and last.exists() else None,
         "best_checkpoint": str(Path(best).resolve()) if best else None,
-        "run_dir": str(out.resolve()),
     }
-    write_metrics(out / "metrics.json", metrics)
-    return metrics
+    return finish_run(out, metrics)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_generator")
 @user_errors
-def main(cfg: DictConfig) -> None:
-    """Console entry point (``synthsat-train-generator``)."""
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point (``synthsat-train-generator``).
+
+    Returns:
+        the best monitored validation score (``val/score``, lower is better; None
+        without a validation), the objective of a Hydra sweeper (e.g. optuna).
+    """
     metrics = train(cfg)
     print(f"{metrics['steps']} generator steps -> {metrics['checkpoint']}")
+    return metrics["score"]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Train a segmentation model on real / synthetic / mixed imagery, test on real imagery.
 
 ``python -m synthsat.train_segmentation data=dubai mix.ratio=0.5 mix.source=DIR seed=1``
+(``DIR``: the synthetic tile folder, or with ``mix.lambda_div=<lambda>`` a folder holding
+tile folders, e.g. ``results/<experiment>/synthesis``: the one whose manifest records that
+lambda is used, see :func:`synthsat.data.mixing.resolve_mix`).
 
 Writes ``<run dir>/metrics.json`` (test scores and the run's essentials),
 ``checkpoints/`` and the resolved ``config.yaml``.
@@ -18,8 +21,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data.synthetic_tiles import describe_source
-from synthsat.metrics.segmentation import write_metrics
-from synthsat.runtime import build_trainer, config_choice, prepare_run, user_errors
+from synthsat.runtime import (
+    build_trainer,
+    config_choice,
+    finish_run,
+    fit_record,
+    prepare_run,
+    scores_record,
+    user_errors,
+)
+from synthsat.tracking import run_info, source_params
+
+
+def segmentation_run(
+    cfg: DictConfig, mix: dict[str, Any] | None, source: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The job's W&B run (:func:`~synthsat.tracking.run_info`): ``seg r<ratio> λ<lambda>
+    s<seed>``, the lambda being the synthetic source's (its manifest's; a control
+    generator shows its name instead); the source is added to the run config as
+    ``synthetic_source`` (generator, lambda_div, checkpoint) and ``lambda_div``."""
+    params = {
+        "ratio": float(mix["ratio"]) if mix else None,
+        **source_params(source),
+        "seed": cfg.get("seed"),
+    }
+    return run_info(cfg, "seg", params, synthetic_source=source, lambda_div=params["lambda_div"])
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -27,10 +53,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = prepare_run(cfg)
     mix = OmegaConf.to_container(cfg.mix, resolve=True) if cfg.get("mix") else None
     datamodule = instantiate(cfg.data, mix=mix)
+    mix = datamodule.mix  # mix.source: the tile folder that mix.lambda_div picked
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = instantiate(cfg.segmentation, metadata=datamodule.metadata(), _convert_="all")
-    trainer = build_trainer(cfg)
+    # which generator made the synthetic tiles, as their manifest records it
+    source = describe_source(mix["source"]) if mix and mix.get("source") else None
+    trainer = build_trainer(cfg, run=segmentation_run(cfg, mix, source))
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start
@@ -42,34 +71,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt is None:  # tested the final weights: those of last.ckpt, when it was written
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     metrics = {
-        "split": "test",
-        **task.test_results,
-        "classes": datamodule.classes,
-        "scored_classes": datamodule.scored_classes,
-        "data": config_choice("data"),
-        "data_root": datamodule.source.describe(),
+        **scores_record("test", task.test_results, datamodule),
         "segmentation": config_choice("segmentation"),
         "encoder": cfg.segmentation.get("encoder_name"),
         "loss": cfg.segmentation.get("loss"),
         "mix": mix,
-        # which generator made the synthetic tiles, as their manifest records it
-        "synthetic_source": describe_source(mix["source"]) if mix and mix.get("source") else None,
-        "seed": cfg.get("seed"),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "fit_time_s": round(fit_time, 1),
+        "synthetic_source": source,
+        **fit_record(cfg, trainer, fit_time),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
-        "run_dir": str(out.resolve()),
     }
-    write_metrics(out / "metrics.json", metrics)
-    return metrics
+    return finish_run(out, metrics)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_segmentation")
 @user_errors
-def main(cfg: DictConfig) -> None:
-    """Console entry point ``synthsat-train-segmentation``."""
+def main(cfg: DictConfig) -> float:
+    """Console entry point ``synthsat-train-segmentation``.
+
+    Returns:
+        the test mIoU (the objective of a Hydra sweeper, e.g. optuna).
+    """
     metrics = train(cfg)
     iou = ", ".join(
         f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in metrics["iou"].items()
@@ -79,6 +101,7 @@ def main(cfg: DictConfig) -> None:
         f"{metrics['pixel_accuracy']:.4f}; {metrics['steps']} steps in "
         f"{metrics['fit_time_s']:.0f} s -> {metrics['run_dir']}/metrics.json"
     )
+    return float(metrics["miou"])
 
 
 if __name__ == "__main__":

@@ -198,6 +198,7 @@ def _compose(toy_root: Path, tmp_path: Path, *extra: str) -> object:
         f"paths.root={tmp_path}",
         f"paths.output_dir={tmp_path / 'run'}",
         "trainer=cpu",
+        "logger=none",
         *extra,
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

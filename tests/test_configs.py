@@ -226,7 +226,7 @@ def test_trainer_presets(preset: str, root: Path) -> None:
 
 @pytest.mark.parametrize("preset", presets("logger"))
 def test_logger_presets(preset: str, root: Path) -> None:
-    from synthsat.runtime import build_loggers
+    from synthsat.tracking import build_loggers
 
     cfg = _compose("train_segmentation", root, f"logger={preset}")
     if preset == "wandb":

@@ -175,7 +175,7 @@ def test_segmentation_checkpoint_given_to_synthesize(
     toy_root: Path, tmp_path: Path, checkpoints: dict[str, Path]
 ) -> None:
     ckpt = checkpoints["segmentation"]
-    cfg = _compose("synthesize", toy_root, tmp_path, f"ckpt={ckpt}")
+    cfg = _compose("synthesize", toy_root, tmp_path, f"ckpt={ckpt}", "logger=none")
     with pytest.raises(CheckpointError) as info:
         synthesize(cfg)
     assert str(info.value) == (
@@ -203,7 +203,7 @@ def test_empty_and_truncated_checkpoints(
     with pytest.raises(
         CheckpointError, match=r"^ckpt=.*empty\.ckpt: the file is empty \(0 bytes\)"
     ):
-        synthesize(_compose("synthesize", toy_root, tmp_path, f"ckpt={empty}"))
+        synthesize(_compose("synthesize", toy_root, tmp_path, f"ckpt={empty}", "logger=none"))
     data = checkpoints["segmentation"].read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(data[: len(data) // 2])

@@ -414,8 +414,9 @@ def test_flat_settings_of_old_checkpoints_still_load(
 def test_sample_grid_callback_writes_grids_and_changes_no_weights(
     datamodule: LandCoverDataModule, tmp_path: Path
 ) -> None:
-    """Grids every 2 generator steps (2 discriminator steps each), drawn without touching
-    the weights or the random state: the run ends as one without the callback."""
+    """Grids after the first generator step and every 2 (2 discriminator steps each), and
+    at the end (5 steps), drawn without touching the weights or the random state: the run
+    ends as one without the callback."""
     from synthsat.callbacks import GeneratorSamples
 
     states = []
@@ -423,10 +424,10 @@ def test_sample_grid_callback_writes_grids_and_changes_no_weights(
         L.seed_everything(0)
         task = make_task(datamodule, d_steps_per_g=2, ema=True, lambda_div=1.0)
         samples = GeneratorSamples(every_n_steps=every, rows=2, samples=2)
-        fit(task, datamodule, 4, tmp_path / str(every), callbacks=[samples])
+        fit(task, datamodule, 5, tmp_path / str(every), callbacks=[samples])
         states.append(task.state_dict())
     grids = sorted(p.name for p in (tmp_path / "2" / "samples").glob("*.png"))
-    assert grids == ["step_000002.png", "step_000004.png"]
+    assert grids == [f"step_00000{k}.png" for k in (1, 2, 4, 5)]
     assert not (tmp_path / "0" / "samples").exists()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from wandb_offline import offline_runs, read_run
 
 
 def _list(items: list[str]) -> str:
@@ -144,6 +145,29 @@ def test_wandb_offline_tracking(study: tuple[Path, subprocess.CompletedProcess])
         assert key in log, f"{key!r} not logged"
     assert b"train_segmentation" in log  # job type = stage; group = experiment (demo)
     assert b"demo" in log
+
+    # one run per stage and one for the report, named by stage and parameters
+    runs = [read_run(f) for f in offline_runs(root / "results" / "demo")]
+    assert {r["name"]: r["job_type"] for r in runs} == {
+        "gen λ0 s0": "train_generator",
+        "synth λ0 s0": "synthesize",
+        "seg r0 s0": "train_segmentation",
+        "seg r1 λ0 s0": "train_segmentation",
+        "synmetrics λ0": "evaluate_synthetic",
+        "report": "report",
+    }
+    assert {r["group"] for r in runs} == {"demo"}
+    named = {r["name"]: r for r in runs}
+    gen_grids = [
+        row["trainer/global_step"] for row in named["gen λ0 s0"]["history"] if "samples" in row
+    ]
+    assert gen_grids == [1, 2]  # after the first step and at the end (2 steps)
+    assert named["synth λ0 s0"]["summary"]["synthesis/tiles"] == 2  # 1 train tile x 2 samples
+    seg = named["seg r1 λ0 s0"]
+    assert seg["config"]["synthetic_source"]["lambda_div"] == 0.0
+    assert seg["summary"]["test/panels"]["count"] == 4  # the 4 chips of the test tile
+    assert seg["summary"]["test/confusion_matrix_table"]["_type"] == "table-file"
+    assert named["report"]["summary"]["report/summary"]["nrows"] == 2
 
 
 def test_rerun_skips_finished_stages(study: tuple[Path, subprocess.CompletedProcess]) -> None:

@@ -3,7 +3,11 @@ config choices, checkpoint vs data; and the figure helpers the jobs draw with.""
 
 from __future__ import annotations
 
+import io
+import logging
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +16,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+import synthsat.callbacks as callbacks
 from synthsat import config_dir
+from synthsat.callbacks import ProgressLog
 from synthsat.data.errors import DataError
 from synthsat.errors import ConfigError
 from synthsat.figures import colorize_mask, palette, percentile_limits, rgb_composite
@@ -21,6 +27,7 @@ from synthsat.runtime import (
     build_trainer,
     check_checkpoint_data,
     config_choice,
+    progress_bar,
     resolve_device,
     validate_config,
 )
@@ -41,7 +48,12 @@ def _compose(job: str, tmp_path: Path, *overrides: str) -> object:
 def test_callbacks_by_name_and_null_turns_one_off(tmp_path: Path) -> None:
     cfg = _compose("train_segmentation", tmp_path, "callbacks.early_stopping=null", "logger=none")
     names = [type(c).__name__ for c in build_callbacks(cfg)]
-    assert names == ["ModelCheckpoint", "RandomStateCheckpoint"]
+    assert names == [
+        "ModelCheckpoint",
+        "RandomStateCheckpoint",
+        "ProgressLog",
+        "SegmentationTestReport",
+    ]
     trainer = build_trainer(cfg, enable_checkpointing=True)
     assert trainer.checkpoint_callback.monitor == "val/miou"
     assert trainer.max_steps == 520 and trainer.loggers == []
@@ -53,6 +65,70 @@ def test_generator_callbacks(tmp_path: Path) -> None:
     assert (samples.every_n_steps, samples.rows, samples.samples) == (7, 4, 3)
     with pytest.raises(ValueError, match="every_n_steps"):
         type(samples)(every_n_steps=-1)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert progress_bar(None, _Terminal()) is True
+    assert progress_bar(None, io.StringIO()) is False  # a log file, a pipe
+    assert progress_bar(False, _Terminal()) is False and progress_bar(True, io.StringIO()) is True
+    cfg = _compose("train_segmentation", tmp_path, "logger=none")
+    assert cfg.trainer.enable_progress_bar is None  # the default: auto
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert build_trainer(cfg).progress_bar_callback is not None
+    cfg = _compose(
+        "train_segmentation", tmp_path, "logger=none", "trainer.enable_progress_bar=false"
+    )
+    assert build_trainer(cfg).progress_bar_callback is None
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    cfg = _compose("synthesize", tmp_path)
+    assert build_trainer(cfg).progress_bar_callback is None
+
+
+def test_progress_log_lines_without_a_bar(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ticks = iter([100.0, 110.0, 125.0, 130.0])  # train start, step 50, step 100, restart
+    monkeypatch.setattr(callbacks, "_clock", lambda: next(ticks))
+    metrics = {"train/loss_step": torch.tensor(0.25), "train/loss_epoch": torch.tensor(0.5)}
+    trainer = SimpleNamespace(
+        global_step=0,
+        max_steps=520,
+        progress_bar_callback=None,
+        is_global_zero=True,
+        callback_metrics=metrics,
+    )
+    progress = ProgressLog(every_n_steps=50, metrics=["train/loss", "train/miou"])
+    progress.on_train_start(trainer, None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="synthsat.callbacks"):
+        for step in (1, 49, 50, 50, 99, 100):  # 50 twice: a batch without an update
+            trainer.global_step = step
+            progress.on_train_batch_end(trainer, None, None, None, step)  # type: ignore[arg-type]
+    # 50 steps in 10 s, then 50 in 15 s; the step's loss, not the epoch's; no miou logged
+    assert caplog.messages == [
+        "step 50/520, train/loss 0.25, 5 it/s",
+        "step 100/520, train/loss 0.25, 3.33 it/s",
+    ]
+    trainer.progress_bar_callback = object()  # a bar is drawn: no lines
+    progress.on_train_start(trainer, None)  # type: ignore[arg-type]
+    caplog.clear()
+    trainer.global_step = 150
+    progress.on_train_batch_end(trainer, None, None, None, 150)  # type: ignore[arg-type]
+    assert caplog.messages == []
+    with pytest.raises(ValueError, match="every_n_steps"):
+        ProgressLog(every_n_steps=-1)
+
+
+def test_generator_progress_shows_both_losses(tmp_path: Path) -> None:
+    cfg = _compose("train_generator", tmp_path, "logger=none")
+    (progress,) = [c for c in build_callbacks(cfg) if isinstance(c, ProgressLog)]
+    assert (progress.every_n_steps, progress.metrics) == (50, ["train/g_total", "train/d_loss"])
 
 
 def test_the_generator_owns_the_patch_size(tmp_path: Path) -> None:

@@ -82,7 +82,13 @@ def test_short_training_beats_majority_class(toy_root: Path, tmp_path: Path) -> 
     out = tmp_path / "train"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["steps"] == 30 and saved["seed"] == 0
-    assert saved["mix"] == {"ratio": 0.0, "mode": "replace", "source": None, "copies": 1}
+    assert saved["mix"] == {
+        "ratio": 0.0,
+        "mode": "replace",
+        "source": None,
+        "lambda_div": None,
+        "copies": 1,
+    }
     assert set(saved["iou"]) == set(cfg.data.classes)
     assert saved["scored_classes"] == [1, 2, 3, 4, 5, 6]
     assert (out / "config.yaml").exists() and Path(saved["checkpoint"]).exists()
@@ -181,7 +187,13 @@ def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
     assert [r.parent.name for r in runs] == ["0", "1"]
     saved = [json.loads(r.read_text()) for r in runs]
     assert [m["mix"] for m in saved] == [
-        {"ratio": ratio, "mode": "replace", "source": str(synthetic), "copies": 1}
+        {
+            "ratio": ratio,
+            "mode": "replace",
+            "source": str(synthetic),
+            "lambda_div": None,
+            "copies": 1,
+        }
         for ratio in (0.5, 1.0)
     ]
     assert [m["run_dir"] for m in saved] == [str(sweep / "0"), str(sweep / "1")]

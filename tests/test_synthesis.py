@@ -4,6 +4,7 @@ seeding, resumption and bad input."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import struct
@@ -20,15 +21,18 @@ from rasterio.transform import from_origin
 from torch import Tensor, nn
 
 from synthsat.data import DataError
+from synthsat.locks import host_tag
 from synthsat.synthesis import (
     TileSynthesizer,
     derive_seed,
     load_chip_generator,
     make_requests,
+    predict,
     read_provenance,
     run_synthesis,
 )
 from synthsat.synthesis.windows import ChipGrid
+from synthsat.synthesis.writer import busy_writer, remove_stale_temps
 
 MEAN = [100.0, 110.0, 120.0, 130.0]
 STD = [30.0, 30.0, 30.0, 30.0]
@@ -221,6 +225,22 @@ def test_small_tiles_are_padded(tmp_path: Path) -> None:
             assert out.read().std() > 0
 
 
+def test_each_tile_written_is_logged_with_its_throughput(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mpx = the tile's height x width (not bands, not the padded chip grid); Mpx/s over
+    the time from the writer starting the tile to its file being complete."""
+    rng = np.random.default_rng(0)
+    mask = _write_raster(tmp_path / "m" / "small.tif", rng.integers(1, 7, (40, 50), np.uint8))
+    image = _write_raster(tmp_path / "i" / "small.tif", rng.integers(0, 255, (4, 40, 50), np.uint8))
+    requests = make_requests([("small", mask, image)], tmp_path / "out", 1, 0)
+    ticks = iter([10.0, 12.5])  # the writer starts the tile at 10 s and is done at 12.5 s
+    monkeypatch.setattr(predict, "_clock", lambda: next(ticks))
+    with caplog.at_level(logging.INFO, logger="synthsat.synthesis.predict"):
+        run_synthesis(_synth(MaskGenerator(), style="random"), requests, tmp_path / "out")
+    assert f"wrote {requests[0].output}: 0.002 Mpx in 2.5 s, 0.0008 Mpx/s" in caplog.messages
+
+
 def test_seeded_rerun_is_bit_for_bit_identical_and_order_free(
     toy_root: Path, tmp_path: Path
 ) -> None:
@@ -262,6 +282,44 @@ def test_rerun_skips_finished_outputs_and_cleans_temporaries(
     assert requests[0].output.stat().st_mtime_ns == stamp
     assert not list(out.glob(".*"))
     assert len(json.loads((out / "manifest.json").read_text())["outputs"]) == 2
+
+
+def test_a_live_writers_temporary_is_kept_and_its_tile_skipped(
+    toy_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two synthesis runs on one ``out``: the second neither deletes the first's
+    ``.part`` file nor writes that tile; a dead writer's ``.part`` file is removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    requests = make_requests(_toy(toy_root), out, 1, 0)
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60"])  # stands in for the other synthesis process
+    here = host_tag()
+    busy = out / f".tile_000_s0.pid{live.pid}@{here}.abcd1234.tif.part"
+    gone = out / f".tile_001_s0.pid{dead.pid}@{here}.abcd1234.tif.part"
+    remote = out / f".tile_009_s0.pid{dead.pid}@other-box.abcd1234.tif.part"
+    for path in (busy, gone, remote):
+        path.write_bytes(b"half a tiff")
+    try:
+        assert busy_writer(requests[0].output) == f"pid {live.pid} on {here}"
+        assert busy_writer(requests[1].output) is None  # its writer is gone
+        with caplog.at_level(logging.INFO, logger="synthsat.synthesis.predict"):
+            writer = run_synthesis(_synth(MaskGenerator()), requests, out)
+        assert [r["tile"] for r in writer.written] == ["tile_001"]
+        assert writer.skipped == [requests[0].output]
+        assert not requests[0].output.exists()
+        assert busy.read_bytes() == b"half a tiff" and remote.exists() and not gone.exists()
+        assert f"removed {gone}, left by an interrupted run" in caplog.messages
+        assert f"skip {requests[0].output}: pid {live.pid} on {here} is writing it" in (
+            caplog.messages
+        )
+    finally:
+        live.kill()
+        live.wait()
+    # Once its writer is gone, its file is left behind: removed (another host's is kept).
+    assert remove_stale_temps(out) == [busy]
+    assert remote.exists()
 
 
 def test_failure_mid_tile_leaves_no_file(toy_root: Path, tmp_path: Path) -> None:
@@ -334,6 +392,40 @@ def test_resume_after_kill_9(toy_root: Path, tmp_path: Path) -> None:
     assert not list(out.glob(".*"))
     for req in requests:
         assert _read(req.output).shape == (4, 128, 128)
+
+
+def test_a_second_synthesis_on_the_same_out_leaves_the_first_alone(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """The first run (a slow job in its own process) is writing a tile when a second
+    run on the same ``out`` starts: the first is not disturbed and finishes."""
+    out = tmp_path / "out"
+    script = tmp_path / "job.py"
+    script.write_text(_KILL_SCRIPT.replace("time.sleep(0.05)", "time.sleep(0.1)"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(toy_root), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob(".*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (first,) = out.glob(".*.part")
+        requests = make_requests(_toy(toy_root), out, 1, 0)
+        synth = _synth(
+            ConstantGenerator(), overlap=8, batch_size=1, provenance={"checkpoint": "slow"}
+        )
+        run_synthesis(synth, requests, out)
+        assert proc.wait(timeout=120) == 0, proc.communicate()[1][-2000:]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert first.name.startswith(".tile_000_s0.pid")
+    assert sorted(p.name for p in out.glob("*.tif")) == ["tile_000_s0.tif", "tile_001_s0.tif"]
+    assert read_provenance(out / "tile_000_s0.tif") is not None
+    assert not list(out.glob(".*"))
 
 
 def test_unknown_classes_in_a_mask(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from synthsat.data.cache import CachedTile, TileCache, band_statistics
 from synthsat.data.datasets import GridChipDataset, Normalizer, PatchSpec, RandomPatchDataset
-from synthsat.data.mixing import build_mixed_dataset
+from synthsat.data.mixing import build_mixed_dataset, resolve_mix
 from synthsat.data.sources import TileSource
 
 
@@ -47,7 +47,8 @@ class LandCoverDataModule(L.LightningDataModule):
         cache_dir: where decoded tiles and statistics are cached.
         seed: seed for fixed validation patches.
         mix: real / synthetic mixing of training patches (see :mod:`synthsat.data.mixing`);
-            None trains on real imagery only. Validation and test are always real.
+            None trains on real imagery only. Validation and test are always real. A
+            ``lambda_div`` picks the tile folder below ``source`` (``self.mix`` holds it).
         on_nonfinite: ``error`` (default) stops on image pixels holding NaN or infinite
             values, naming the file and the count; ``ignore`` treats them like the
             raster's nodata pixels: unlabelled (ignore index in the mask, so neither
@@ -132,7 +133,7 @@ class LandCoverDataModule(L.LightningDataModule):
         self.cache = tile_cache(self.scale)  # training (real and synthetic) and validation
         self.native_cache = self.cache if self.scale == 1 else tile_cache(1.0)  # test
         self.seed = seed
-        self.mix = dict(mix) if mix else None
+        self.mix = resolve_mix(mix) if mix else None  # source: the tile folder itself
         self.tiles: dict[str, list[CachedTile]] = {}
         self.normalizer: Normalizer | None = None
 

@@ -5,9 +5,12 @@ one per diversity weight lambda) laid out as the synthesis job writes it::
 
     <source>/<tile stem>_s<k>.tif     k = 0..K-1 samples per tile (GeoTIFF)
     <source>/<tile stem>.tif          also accepted: a single sample
-    <source>/manifest.json            optional; not needed here
+    <source>/manifest.json            optional, unless mix.lambda_div picks the folder
 
-(:mod:`synthsat.data.synthetic_tiles` owns these names.)
+(:mod:`synthsat.data.synthetic_tiles` owns these names.) With ``mix.lambda_div``,
+``mix.source`` may instead be a folder *containing* tile folders (e.g. a study's
+``results/<experiment>/synthesis``): :func:`resolve_mix` picks the one whose manifest
+records that lambda (:func:`~synthsat.data.synthetic_tiles.tile_folder`).
 
 A synthetic image is drawn for the *mask* of its tile, so it lies on the mask's pixel
 grid (same width and height and, for georeferenced data, same CRS and transform)
@@ -48,11 +51,11 @@ from torch.utils.data import Dataset
 from synthsat.data.cache import CachedTile
 from synthsat.data.datasets import Normalizer, PatchSpec, RandomPatchDataset
 from synthsat.data.errors import DataError
-from synthsat.data.synthetic_tiles import find_synthetic, output_name
+from synthsat.data.synthetic_tiles import find_synthetic, output_name, tile_folder
 from synthsat.data.tiles import TilePair
 
 MODES = ("replace", "add")
-MIX_KEYS = {"ratio", "mode", "source", "copies"}
+MIX_KEYS = {"ratio", "mode", "source", "copies", "lambda_div"}
 
 #: Loads (checks and caches) a tile pair, e.g. :meth:`~synthsat.data.cache.TileCache.load`.
 TileLoader = Callable[[TilePair], CachedTile]
@@ -138,6 +141,34 @@ class MixedPatchDataset(RandomPatchDataset):
         return versions[int(rng.integers(len(versions)))].image, True
 
 
+def resolve_mix(mix_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``mix_cfg`` with ``source`` the synthetic tile folder that ``source`` and
+    ``lambda_div`` name (see :func:`~synthsat.data.synthetic_tiles.tile_folder`).
+
+    Without ``lambda_div``, or with ``source`` already the tile folder of that lambda,
+    the settings are returned unchanged; a folder found below ``source`` replaces it
+    (absolute path).
+
+    Raises:
+        DataError: ``lambda_div`` without ``source``, or a ``source`` that names no
+            single tile folder of that lambda.
+    """
+    mix = dict(mix_cfg)
+    lam = mix.get("lambda_div")
+    if lam is None:
+        return mix
+    source = mix.get("source")
+    if source is None or str(source) == "":
+        raise DataError(
+            f"mix.lambda_div={lam} needs mix.source: a synthetic tile folder, or a folder "
+            "holding them (e.g. results/<experiment>/synthesis)"
+        )
+    folder = tile_folder(source, lam)
+    if folder != Path(source).expanduser():
+        mix["source"] = str(folder.resolve())
+    return mix
+
+
 def _mix_settings(mix_cfg: Mapping[str, Any]) -> tuple[float, str, Any, int]:
     unknown = set(mix_cfg) - MIX_KEYS
     if unknown:
@@ -165,8 +196,9 @@ def build_mixed_dataset(
         patches: patch size, patches per epoch (``N``), normalisation, padding and
             augmentation of the training patches.
         mix_cfg: ``ratio`` (0..1), ``mode`` (``replace`` or ``add``), ``source``
-            (directory of synthetic GeoTIFFs) and ``copies`` (synthetic versions per
-            tile in ``add`` mode); see the module docstring.
+            (directory of synthetic GeoTIFFs, as :func:`resolve_mix` returns it) and
+            ``copies`` (synthetic versions per tile in ``add`` mode); see the module
+            docstring. ``lambda_div`` is not read here: :func:`resolve_mix` uses it.
 
     Returns:
         a plain :class:`~synthsat.data.datasets.RandomPatchDataset` for real-only

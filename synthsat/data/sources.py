@@ -79,20 +79,50 @@ class TileSource(ABC):
         return select_split(all_pairs, names, split, self.describe())
 
 
-class PairedRasterSource(TileSource):
+class FolderSource(TileSource):
+    """Tile pairs from files under one directory, with optional splits and mask maps.
+
+    The shared part of :class:`PairedRasterSource` and :class:`ImageFolderSource`.
+
+    Args:
+        root: data directory.
+        splits: split name -> tile names (stems or stem prefixes), or a JSON file with
+            ``train``/``val``/``test`` lists; ``None`` reads ``<root>/splits.json`` when
+            it exists, else takes the last tile(s) for test and one for validation.
+        label_map: raw mask value -> class index, applied when masks are read.
+        colour_map: RGB colour -> class index for masks of colours (3-band RGB, or
+            palette masks whose colours are the classes); keys ``'#rrggbb'``,
+            ``'r,g,b'`` or ``(r, g, b)``. See :mod:`synthsat.data.masks`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        splits: Mapping[str, Sequence[str]] | str | None = None,
+        label_map: Mapping[int, int] | None = None,
+        colour_map: Mapping[Any, int] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self._splits = splits
+        self.label_map = {int(k): int(v) for k, v in label_map.items()} if label_map else None
+        self.colour_map = parse_colour_map(colour_map)
+
+    def split_names(self) -> dict[str, list[str]]:
+        given = self._splits
+        if given is None and (self.root / "splits.json").is_file():
+            given = "splits.json"  # optional: used when the data folder has one
+        splits = _load_splits(given, self.root)
+        return splits if splits is not None else default_splits([p.name for p in self.all_pairs()])
+
+
+class PairedRasterSource(FolderSource):
     """Georeferenced image and mask rasters matched by file stem.
 
     Args:
         root: data directory.
         image_glob: glob of image rasters relative to ``root``.
         mask_glob: glob of mask rasters relative to ``root``.
-        splits: split name -> tile names, or a JSON file with ``train``/``val``/``test``
-            lists; ``None`` reads ``<root>/splits.json`` when it exists, else takes the
-            last tile(s) for test and one for validation.
-        label_map: raw mask value -> class index, applied when masks are read.
-        colour_map: RGB colour -> class index for masks of colours (3-band RGB, or
-            palette masks whose colours are the classes); keys ``'#rrggbb'``,
-            ``'r,g,b'`` or ``(r, g, b)``. See :mod:`synthsat.data.masks`.
+        splits, label_map, colour_map: as :class:`FolderSource`.
     """
 
     def __init__(
@@ -104,12 +134,9 @@ class PairedRasterSource(TileSource):
         label_map: Mapping[int, int] | None = None,
         colour_map: Mapping[Any, int] | None = None,
     ) -> None:
-        self.root = Path(root)
+        super().__init__(root, splits, label_map, colour_map)
         self.image_glob = image_glob
         self.mask_glob = mask_glob
-        self._splits = splits
-        self.label_map = {int(k): int(v) for k, v in label_map.items()} if label_map else None
-        self.colour_map = parse_colour_map(colour_map)
 
     def _check_root(self) -> None:
         if not self.root.is_dir():
@@ -127,13 +154,6 @@ class PairedRasterSource(TileSource):
         if not masks:
             raise DataError(f"{self.root}: no mask files match '{self.mask_glob}'")
         return pair_by_stem(images, masks, str(self.root))
-
-    def split_names(self) -> dict[str, list[str]]:
-        given = self._splits
-        if given is None and (self.root / "splits.json").is_file():
-            given = "splits.json"  # optional: used when the data folder has one
-        splits = _load_splits(given, self.root)
-        return splits if splits is not None else default_splits([p.name for p in self.all_pairs()])
 
     def geo_dataset(self, split: str) -> Any:
         """The split as torchgeo ``RasterDataset`` s (image & mask) intersected.
@@ -272,7 +292,7 @@ class ChesapeakeSource(TileSource):
         return out
 
 
-class ImageFolderSource(TileSource):
+class ImageFolderSource(FolderSource):
     """Non-georeferenced ``images/`` and ``masks/`` folders with matching stems.
 
     PNG, JPEG or TIFF, any band count. Example: ``../shared/data/dubai``. Masks hold
@@ -283,11 +303,7 @@ class ImageFolderSource(TileSource):
         root: dataset directory.
         images: image sub-folder.
         masks: mask sub-folder.
-        splits: split name -> tile names (stems or stem prefixes), or a JSON file.
-        label_map: raw mask value -> class index.
-        colour_map: RGB colour -> class index for masks of colours (3-band RGB, or
-            palette masks whose colours are the classes); keys ``'#rrggbb'``,
-            ``'r,g,b'`` or ``(r, g, b)``. See :mod:`synthsat.data.masks`.
+        splits, label_map, colour_map: as :class:`FolderSource`.
     """
 
     def __init__(
@@ -299,11 +315,8 @@ class ImageFolderSource(TileSource):
         label_map: Mapping[int, int] | None = None,
         colour_map: Mapping[Any, int] | None = None,
     ) -> None:
-        self.root = Path(root)
+        super().__init__(root, splits, label_map, colour_map)
         self.images, self.masks = images, masks
-        self._splits = splits
-        self.label_map = {int(k): int(v) for k, v in label_map.items()} if label_map else None
-        self.colour_map = parse_colour_map(colour_map)
 
     def _files(self, sub: str) -> list[Path]:
         folder = self.root / sub
@@ -319,10 +332,3 @@ class ImageFolderSource(TileSource):
 
     def all_pairs(self) -> list[TilePair]:
         return pair_by_stem(self._files(self.images), self._files(self.masks), str(self.root))
-
-    def split_names(self) -> dict[str, list[str]]:
-        given = self._splits
-        if given is None and (self.root / "splits.json").is_file():
-            given = "splits.json"  # optional: used when the data folder has one
-        splits = _load_splits(given, self.root)
-        return splits if splits is not None else default_splits([p.name for p in self.all_pairs()])

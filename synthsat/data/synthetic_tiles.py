@@ -10,12 +10,14 @@ style, chip grid, ...) in the :data:`PROVENANCE_TAG` tag; the manifest is rebuil
 those tags, so it always lists exactly the complete files. A plain ``<tile>.tif``
 (imagery made elsewhere) counts as one more sample of ``<tile>``, after the numbered
 ones. Mixing, metrics, figures and the report all find and describe synthetic tiles
-through this module.
+through this module; :func:`tile_folder` finds, below a study's ``synthesis/`` folder,
+the tile folder whose manifest records a given ``lambda_div``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +37,9 @@ SUFFIXES = (".tif", ".tiff")
 PROVENANCE_TAG = "SYNTHSAT_PROVENANCE"
 #: File name of the manifest in a synthetic tile directory.
 MANIFEST = "manifest.json"
+#: How many folder levels below a source root :func:`tile_folder` searches for manifests
+#: (``results/<experiment>/synthesis/<stage>/tiles`` is 4 below ``results``).
+SEARCH_DEPTH = 4
 
 
 def output_name(tile: str, sample: int) -> str:
@@ -158,3 +163,104 @@ def describe_source(directory: str | Path) -> dict[str, Any]:
         "lambda_div": manifest.get("lambda_div"),
         "checkpoint": manifest.get("checkpoint"),
     }
+
+
+def manifest_folders(root: str | Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    """The folders at most ``depth`` levels below ``root`` that hold a manifest, sorted.
+
+    Hidden folders (``.hydra``, ...) are skipped, and so are the subfolders of a folder
+    with a manifest (a tile folder).
+    """
+    found: list[Path] = []
+    children = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    for child in children:
+        if (child / MANIFEST).is_file():
+            found.append(child)
+        elif depth > 1:
+            found.extend(manifest_folders(child, depth - 1))
+    return found
+
+
+def manifest_lambda(directory: str | Path) -> float | None:
+    """The ``lambda_div`` of the GAN that made a folder's tiles, as its manifest records it.
+
+    None for a folder without a manifest, with tiles of several lambdas, or made by a
+    control generator (e.g. ``classtexture``, whose manifest records ``lambda_div: null``
+    and its name as ``generator``): such folders never match a lambda.
+    """
+    source = describe_source(directory)
+    if source["generator"] != "gan" or source["lambda_div"] is None:
+        return None
+    return float(source["lambda_div"])
+
+
+def _describe_lambda(directory: Path) -> str:
+    lam = manifest_lambda(directory)
+    if lam is not None:
+        return f"lambda_div {lam:g}"
+    generator = describe_source(directory)["generator"]
+    if generator is None:
+        return "no manifest"
+    return f"{generator} (no lambda_div)" if generator != "gan" else "no single lambda_div"
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _holds_tiles(directory: Path) -> bool:
+    """A tile folder: it holds a manifest or a GeoTIFF itself."""
+    return (directory / MANIFEST).is_file() or any(_is_tile_file(p) for p in directory.iterdir())
+
+
+def tile_folder(source: str | Path, lambda_div: float | None = None) -> Path:
+    """The synthetic tile folder that ``mix.source`` and ``mix.lambda_div`` name.
+
+    Without ``lambda_div``, ``source`` itself. With it, ``source`` is either a tile
+    folder (it holds a manifest or GeoTIFFs), whose manifest must record that
+    ``lambda_div``, or a folder *containing* tile folders (e.g. a study's
+    ``results/<experiment>/synthesis``), searched :data:`SEARCH_DEPTH` levels down for
+    the one tile folder whose manifest records it (:func:`manifest_lambda`; control
+    generators' folders never match).
+
+    Raises:
+        DataError: ``source`` is no folder; a tile folder of another (or no recorded)
+            lambda; no folder below ``source`` records ``lambda_div`` (the message lists
+            the lambdas found and where); several do (the message lists them).
+    """
+    root = Path(source).expanduser()
+    if lambda_div is None:
+        return root
+    lam = float(lambda_div)
+    if not root.is_dir():
+        raise DataError(f"mix.source {root}: synthetic image directory does not exist")
+    if _holds_tiles(root):
+        found = manifest_lambda(root)
+        if found is not None and _same(found, lam):
+            return root
+        what = _describe_lambda(root)
+        if what == "no manifest":
+            raise DataError(
+                f"mix.source {root}: no {MANIFEST} records the lambda_div of its tiles, so "
+                f"mix.lambda_div={lam:g} cannot be checked; drop mix.lambda_div"
+            )
+        raise DataError(
+            f"mix.source {root}: its {MANIFEST} records {what}, not mix.lambda_div={lam:g}"
+        )
+    folders = manifest_folders(root)
+    matches = [f for f in folders if (m := manifest_lambda(f)) is not None and _same(m, lam)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        seen = "; ".join(
+            f"{_describe_lambda(f)} in {f.relative_to(root).as_posix()}" for f in folders
+        )
+        raise DataError(
+            f"mix.source {root}: no synthetic tile folder within {SEARCH_DEPTH} levels records "
+            f"lambda_div {lam:g} in its {MANIFEST}; found " + (seen or f"no {MANIFEST}")
+        )
+    raise DataError(
+        f"mix.source {root}: {len(matches)} synthetic tile folders record lambda_div {lam:g}: "
+        f"{', '.join(f.relative_to(root).as_posix() for f in matches)}; set mix.source to "
+        "one of them (or to a folder holding only one)"
+    )

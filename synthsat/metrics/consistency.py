@@ -19,25 +19,13 @@ from torch import Tensor
 from synthsat.metrics.segmentation import SegmentationScores
 
 
-class SegmentationConsistency:
+class SegmentationConsistency(SegmentationScores):
     """A real-trained segmenter's scores of images against their masks, accumulated.
 
-    Args:
-        num_classes: number of classes (logit channels).
-        scored_classes: classes averaged into the mIoU.
-        ignore_index: mask value that is not scored.
-        class_names: names for the per-class IoU keys.
+    The scores of :class:`~synthsat.metrics.segmentation.SegmentationScores` (same
+    arguments), fed with logits that must have one channel per class; batches are scored
+    on the CPU, wherever the segmenter ran.
     """
-
-    def __init__(
-        self,
-        num_classes: int,
-        scored_classes: Sequence[int],
-        ignore_index: int | None,
-        class_names: Sequence[str] | None = None,
-    ) -> None:
-        self.num_classes = num_classes
-        self.scores = SegmentationScores(num_classes, scored_classes, ignore_index, class_names)
 
     def update(self, logits: Tensor, masks: Tensor) -> None:
         """Add the ``(B, num_classes, H, W)`` logits of a batch and its ``(B, H, W)`` masks.
@@ -45,16 +33,12 @@ class SegmentationConsistency:
         Raises:
             ValueError: if the logits have another number of classes.
         """
-        if logits.shape[1] != self.num_classes:
+        num_classes = self.confmat.num_classes
+        if logits.shape[1] != num_classes:
             raise ValueError(
-                f"model gives {logits.shape[1]} class logits, data has {self.num_classes} classes"
+                f"model gives {logits.shape[1]} class logits, data has {num_classes} classes"
             )
-        self.scores.update(logits.cpu(), masks.long().cpu())
-
-    def compute(self) -> dict[str, Any]:
-        """The scores of :func:`~synthsat.metrics.segmentation.scores_from_confusion`
-        (``miou``, ``iou``, ``pixel_accuracy``, ...) of everything added."""
-        return self.scores.compute()
+        super().update(logits.cpu(), masks.long().cpu())
 
 
 def consistency_miou(

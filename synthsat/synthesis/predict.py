@@ -6,13 +6,17 @@ the distributed sampler splits them across GPUs and nodes. For every request,
 :meth:`~synthsat.synthesis.synthesizer.Synthesizer.stream`), and
 :class:`SynthesisWriter` consumes it, writing the GeoTIFF atomically, so the tile is
 never held in memory. Finished outputs are skipped, so a rerun resumes a killed job;
-at the end rank 0 rebuilds the manifest from the outputs on disk.
+so are tiles another live process is writing (a second synthesis on the same ``out``:
+its temporary files name their writer and are neither deleted nor written twice); at
+the end rank 0 rebuilds the manifest from the outputs on disk. Each tile written is
+logged with its size and throughput (:func:`tile_message`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,33 @@ from torch.utils.data import DataLoader, Dataset
 from synthsat.data.synthetic_tiles import read_provenance, write_manifest
 from synthsat.synthesis.requests import TileRequest
 from synthsat.synthesis.synthesizer import Synthesizer
-from synthsat.synthesis.writer import remove_stale_temps
+from synthsat.synthesis.writer import busy_writer, remove_stale_temps
 
 log = logging.getLogger(__name__)
+
+#: The clock of the tiles' throughput (a test replaces it).
+_clock = time.perf_counter
+
+
+def tile_message(path: str | Path, pixels: int, seconds: float) -> str:
+    """The log line of a tile written: ``wrote <path>: <Mpx> Mpx in <s> s, <Mpx/s> Mpx/s``.
+
+    Args:
+        path: the tile's file.
+        pixels: its pixels (height x width; bands not counted).
+        seconds: time from when the writer started the tile (its rows are computed
+            lazily as the writer takes them, so this is just before its first chip is
+            synthesised) to when its file was complete.
+    """
+    mpx = pixels / 1e6
+    return f"wrote {path}: {mpx:.3g} Mpx in {seconds:.1f} s, {mpx / max(seconds, 1e-9):.3g} Mpx/s"
+
+
+def _counted(rows: Iterable[np.ndarray], pixels: list[int]) -> Iterator[np.ndarray]:
+    """``rows`` unchanged, adding each strip's pixels (``h x width``) to ``pixels[0]``."""
+    for strip in rows:
+        pixels[0] += int(strip.shape[-2]) * int(strip.shape[-1])
+        yield strip
 
 
 class TaskChipGenerator(nn.Module):
@@ -164,7 +192,8 @@ class SynthesisWriter(BasePredictionWriter):
         self.skipped: list[Path] = []
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Rank 0 removes temporary files of a killed run before anyone writes."""
+        """Rank 0 removes temporary files of killed runs (not those of live writers)
+        before anyone writes."""
         if trainer.is_global_zero:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             for path in remove_stale_temps(self.out_dir):
@@ -181,7 +210,7 @@ class SynthesisWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Write the tiles of one batch of requests."""
+        """Write the tiles of one batch of requests, logging each one's throughput."""
         assert isinstance(pl_module, SynthesisModule)
         synthesizer = pl_module.synthesizer
         for item in prediction:
@@ -189,10 +218,18 @@ class SynthesisWriter(BasePredictionWriter):
                 self.skipped.append(item.request.output)
                 _warn_if_different(item.request, synthesizer)
                 continue
-            self.written.append(synthesizer.write(item.request, item.rows))
+            busy = busy_writer(item.request.output)
+            if busy is not None:  # another synthesis on this out_dir writes it now
+                self.skipped.append(item.request.output)
+                log.warning("skip %s: %s is writing it", item.request.output, busy)
+                continue
+            pixels = [0]
+            start = _clock()
+            self.written.append(synthesizer.write(item.request, _counted(item.rows, pixels)))
+            seconds = _clock() - start
             if trainer.world_size == 1:
                 write_manifest(self.out_dir)
-            log.info("wrote %s", item.request.output)
+            log.info("%s", tile_message(item.request.output, pixels[0], seconds))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After every rank is done, rank 0 rebuilds the manifest."""

@@ -21,7 +21,9 @@ permissions (``0o666`` less the umask).
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +39,7 @@ from synthsat.atomic import TEMP_GLOB, atomic_path, publish
 from synthsat.data.raster_io import open_raster
 from synthsat.data.synthetic_tiles import PROVENANCE_TAG
 from synthsat.data.synthetic_tiles import read_provenance as read_provenance  # old import path
+from synthsat.locks import is_this_host, owner_state, tag_owner
 
 #: GDAL block cache for writing, in MiB: bounds memory whatever the tile size.
 GDAL_CACHE_MB = 64
@@ -319,8 +322,30 @@ class AtomicTileWriter:
 
 
 def remove_stale_temps(out_dir: str | Path) -> list[Path]:
-    """Delete temporary files left in ``out_dir`` by a killed run; returns them."""
-    stale = sorted(Path(out_dir).glob(TEMP_GLOB))
-    for path in stale:
-        path.unlink(missing_ok=True)
+    """Delete temporary files left in ``out_dir`` by killed writers; returns them.
+
+    A temporary file whose writer (named in it, see :func:`synthsat.atomic.atomic_path`)
+    still runs — another synthesis on the same ``out``, or any writer on another host —
+    is kept; one without a writer's name (an older run's) counts as left behind.
+    """
+    stale = []
+    for path in sorted(Path(out_dir).glob(TEMP_GLOB)):
+        owner = tag_owner(path.name)
+        if owner is None or owner_state(*owner) == "dead":
+            path.unlink(missing_ok=True)
+            stale.append(path)
     return stale
+
+
+def busy_writer(final: str | Path) -> str | None:
+    """Who else writes ``final`` right now: ``pid 4242 on box`` for a live process's
+    temporary file of it (another host's counts as live); None if nobody."""
+    final = Path(final)
+    pattern = f".{glob.escape(final.stem)}.pid*{glob.escape(final.suffix)}.part"
+    for path in sorted(final.parent.glob(pattern)):
+        owner = tag_owner(path.name[len(final.stem) + 1 :])
+        if owner is None or owner[0] == os.getpid() and is_this_host(owner[1]):
+            continue
+        if owner_state(*owner) != "dead":
+            return f"pid {owner[0]} on {owner[1]}"
+    return None

@@ -194,22 +194,40 @@ class GeneratorTask(GANTrainingMixin, L.LightningModule):
             }
         )
         self.automatic_optimization = False
+        self._build_networks()
+
+    def _build_networks(self) -> None:
+        """The generator (and its EMA copy), style encoder and discriminator of the
+        saved hyperparameters."""
+        hp = self.hparams
+        data = hp["data"]
         self.num_classes = len(data["classes"])
         self.bands = int(data["bands"])
         self.generator: SPADEGenerator = instantiate(
-            net,
+            hp["net"],
             num_classes=self.num_classes,
             out_channels=self.bands,
-            patch_size=patch_size,
-            z_dim=z_dim,
+            patch_size=hp["patch_size"],
+            z_dim=hp["z_dim"],
             _convert_="all",
         )
-        self.encoder = StyleEncoder(self.bands, z_dim, patch_size, nef) if use_vae else None
+        self.encoder = (
+            StyleEncoder(self.bands, hp["z_dim"], hp["patch_size"], hp["nef"])
+            if hp["use_vae"]
+            else None
+        )
         self.discriminator = _adversary(
-            discriminator, self.bands, data, ndf, num_D, n_layers, lambda_feat, lambda_labelmix
+            hp["discriminator"],
+            self.bands,
+            data,
+            hp["ndf"],
+            hp["num_D"],
+            hp["n_layers"],
+            hp["lambda_feat"],
+            hp["lambda_labelmix"],
         )
         self.generator_ema: SPADEGenerator | None = None
-        if ema:
+        if hp["ema"]:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         # batch norm: the EMA generator keeps running statistics of its own weights
         self._batch_norm = any(isinstance(m, _BatchNorm) for m in self.generator.modules())

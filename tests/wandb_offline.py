@@ -1,0 +1,93 @@
+"""Read an offline W&B run (``wandb/offline-run-*/run-*.wandb``) back, for tests.
+
+wandb 0.31 writes no ``config.yaml`` or ``wandb-summary.json`` offline and ships no
+reader of its run files: the file is a LevelDB-style log (a 7-byte header, 32 KiB
+blocks of records with a 7-byte header: CRC, length, kind) of ``wandb.proto`` records.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+BLOCK = 32768
+HEADER = b":W&B"
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path) -> list[Any]:
+    """The ``wandb_internal_pb2.Record`` s of a run file, in order."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == HEADER, f"{path} is not a W&B run file"
+    pos, chunks, pending = 7, [], b""
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:  # zero padding to the block's end
+            pos += left
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == FULL:
+            chunks.append(chunk)
+        elif kind == FIRST:
+            pending = chunk
+        elif kind == MIDDLE:
+            pending += chunk
+        elif kind == LAST:
+            chunks.append(pending + chunk)
+            pending = b""
+    found = []
+    for chunk in chunks:
+        record = pb.Record()
+        record.ParseFromString(chunk)
+        found.append(record)
+    return found
+
+
+def _apply(target: dict[str, Any], item: Any) -> None:
+    keys = [item.key] if item.key else list(item.nested_key)
+    node = target
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = json.loads(item.value_json)
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """What an offline run holds: ``name``, ``tags``, ``group``, ``job_type``, ``config``
+    and ``summary`` (nested dicts) and ``history`` (a list of logged rows)."""
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    run: dict[str, Any] = {"config": {}, "summary": {}, "history": []}
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            r = record.run
+            run.update(
+                name=r.display_name, tags=list(r.tags), group=r.run_group, job_type=r.job_type
+            )
+            for item in r.config.update:
+                _apply(run["config"], item)
+        elif kind == "config":
+            for item in record.config.update:
+                _apply(run["config"], item)
+        elif kind == "summary":
+            for item in record.summary.update:
+                _apply(run["summary"], item)
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                _apply(row, item)
+            run["history"].append(row)
+    return run
+
+
+def offline_runs(folder: Path) -> list[Path]:
+    """The offline run folders under ``folder`` (``wandb/offline-run-*``), sorted."""
+    return sorted(Path(folder).glob("**/wandb/offline-run-*"))
