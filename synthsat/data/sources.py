@@ -122,7 +122,7 @@ class PairedRasterSource(FolderSource):
         root: data directory.
         image_glob: glob of image rasters relative to ``root``.
         mask_glob: glob of mask rasters relative to ``root``.
-        splits, label_map, colour_map: as :class:`FolderSource`.
+        **rules: ``splits``, ``label_map``, ``colour_map`` of :class:`FolderSource`.
     """
 
     def __init__(
@@ -130,11 +130,9 @@ class PairedRasterSource(FolderSource):
         root: str | Path,
         image_glob: str = "images/*.tif",
         mask_glob: str = "masks/*.tif",
-        splits: Mapping[str, Sequence[str]] | str | None = None,
-        label_map: Mapping[int, int] | None = None,
-        colour_map: Mapping[Any, int] | None = None,
+        **rules: Any,
     ) -> None:
-        super().__init__(root, splits, label_map, colour_map)
+        super().__init__(root, **rules)
         self.image_glob = image_glob
         self.mask_glob = mask_glob
 
@@ -303,19 +301,13 @@ class ImageFolderSource(FolderSource):
         root: dataset directory.
         images: image sub-folder.
         masks: mask sub-folder.
-        splits, label_map, colour_map: as :class:`FolderSource`.
+        **rules: ``splits``, ``label_map``, ``colour_map`` of :class:`FolderSource`.
     """
 
     def __init__(
-        self,
-        root: str | Path,
-        images: str = "images",
-        masks: str = "masks",
-        splits: Mapping[str, Sequence[str]] | str | None = None,
-        label_map: Mapping[int, int] | None = None,
-        colour_map: Mapping[Any, int] | None = None,
+        self, root: str | Path, images: str = "images", masks: str = "masks", **rules: Any
     ) -> None:
-        super().__init__(root, splits, label_map, colour_map)
+        super().__init__(root, **rules)
         self.images, self.masks = images, masks
 
     def _files(self, sub: str) -> list[Path]:
