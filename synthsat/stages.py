@@ -205,7 +205,12 @@ class Progress:
             eta, untimed = eta_seconds(self.totals, self.finished, self.seconds, self.jobs)
             done = sum(self.finished.values())
         left = self.total - done
-        line = f"{self.tag(done)}; ETA {format_duration(eta)} ({left} stage{'s' * (left != 1)} left"
+        # stages of a kind not timed yet add an unknown time: the ETA is a lower bound
+        if not untimed:
+            estimate = format_duration(eta)
+        else:
+            estimate = f"over {format_duration(eta)}" if eta > 0 else "not known yet"
+        line = f"{self.tag(done)}; ETA {estimate} ({left} stage{'s' * (left != 1)} left"
         if untimed:
             line += "; not timed yet: " + ", ".join(f"{n} {k}" for k, n in untimed.items())
         return line + ")"

@@ -56,7 +56,11 @@ def test_progress_tags_count_started_and_finished_stages() -> None:
     fresh = Progress({"generator": 1, "segmentation": 2})
     fresh.start()
     assert fresh.finish("generator", 9.0) == (
-        "[1/3]; ETA 0 s (2 stages left; not timed yet: 2 segmentation)"
+        "[1/3]; ETA not known yet (2 stages left; not timed yet: 2 segmentation)"
+    )
+    partly = Progress({"generator": 2, "segmentation": 2}, jobs=1)
+    assert partly.finish("generator", 10.0) == (  # the untimed stages make it a lower bound
+        "[1/4]; ETA over 10 s (3 stages left; not timed yet: 2 segmentation)"
     )
 
 
