@@ -49,6 +49,37 @@ def tiny_generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[s
     ]
 
 
+def segmentation_multirun(work: Path, toy_root: Path, *sweep: str) -> tuple[Path, list[Path]]:
+    """Run ``python -m synthsat.train_segmentation -m <sweep>`` from ``work`` as a user
+    types it (no ``hydra.sweep.dir``), with the tiny toy-world settings appended.
+
+    Returns:
+        the sweep directory and its jobs' ``metrics.json`` files, sorted.
+    """
+    import subprocess
+    import sys
+
+    tiny = [
+        f"data.source.root={toy_root}",
+        "data.source.tiles=4",
+        "data.source.size=128",
+        "data.num_workers=0",
+        "data.eval_chip_size=128",
+        "data.patch_size=64",
+        "data.patches_per_epoch=8",
+        "segmentation=tiny",
+        "logger=none",
+        "trainer.max_steps=1",
+    ]
+    command = [sys.executable, "-m", "synthsat.train_segmentation", "-m", *sweep, *tiny]
+    proc = subprocess.run(
+        command, cwd=work, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = (work / "multirun" / "train_segmentation").iterdir()
+    return sweep_dir, sorted(sweep_dir.glob("*/metrics.json"))
+
+
 def toy_datamodule(root: Path, cache_dir: Path, **overrides: Any) -> LandCoverDataModule:
     """A set-up datamodule over the 4-tile, 128 px toy world of :func:`toy_root`."""
     args: dict[str, Any] = dict(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import tiny_generator_overrides
+from conftest import segmentation_multirun, tiny_generator_overrides
 from hydra import compose, initialize_config_dir
 
 from synthsat.data import DataError, ToyWorldSource
@@ -278,40 +278,13 @@ def test_multirun_sweeps_lambdas_by_the_synthesis_root(
 ) -> None:
     """``-m mix.lambda_div=0,2 mix.source=<study>/synthesis`` as a user types it: one job
     per lambda, each trained on (and recording) its own tile folder."""
-    import subprocess
-    import sys
 
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synthsat.train_segmentation",
-            "-m",
-            "mix.ratio=1",
-            "mix.lambda_div=0,2",
-            f"mix.source={study / 'synthesis'}",
-            f"data.source.root={toy_root}",
-            "data.source.tiles=4",
-            "data.source.size=128",
-            "data.num_workers=0",
-            "data.eval_chip_size=128",
-            "data.patch_size=64",
-            "data.patches_per_epoch=8",
-            "segmentation=tiny",
-            "logger=none",
-            "trainer.max_steps=1",
-        ],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    sweep, runs = segmentation_multirun(
+        work, toy_root, "mix.ratio=1", "mix.lambda_div=0,2", f"mix.source={study / 'synthesis'}"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep,) = (work / "multirun" / "train_segmentation").iterdir()
-    saved = [json.loads(r.read_text()) for r in sorted(sweep.glob("*/metrics.json"))]
+    saved = [json.loads(r.read_text()) for r in runs]
     assert [(m["mix"]["lambda_div"], m["mix"]["source"]) for m in saved] == [
         (0, str((study / GAN0).resolve())),
         (2, str((study / GAN2).resolve())),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import segmentation_multirun
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -147,8 +148,6 @@ def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
     lies under ``paths.root``, which used ``${hydra:runtime.cwd}``.
     """
     import shutil
-    import subprocess
-    import sys
 
     synthetic = tmp_path / "synthetic"
     synthetic.mkdir()
@@ -156,34 +155,9 @@ def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
         shutil.copy(image, synthetic / f"{image.stem}_s0.tif")
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synthsat.train_segmentation",
-            "-m",
-            "mix.ratio=0.5,1",
-            f"mix.source={synthetic}",
-            f"data.source.root={toy_root}",
-            "data.source.tiles=4",
-            "data.source.size=128",
-            "data.num_workers=0",
-            "data.eval_chip_size=128",
-            "data.patch_size=64",
-            "data.patches_per_epoch=8",
-            "segmentation=tiny",
-            "logger=none",
-            "trainer.max_steps=1",
-        ],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    sweep, runs = segmentation_multirun(
+        work, toy_root, "mix.ratio=0.5,1", f"mix.source={synthetic}"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep,) = (work / "multirun" / "train_segmentation").iterdir()
-    runs = sorted(sweep.glob("*/metrics.json"))
     assert [r.parent.name for r in runs] == ["0", "1"]
     saved = [json.loads(r.read_text()) for r in runs]
     assert [m["mix"] for m in saved] == [
