@@ -22,6 +22,10 @@ from synthsat.data.synthetic_tiles import (
     write_manifest,
 )
 
+# _tif writes small tiles without a geotransform on purpose (synthetic tiles of
+# non-georeferenced data, such as the Dubai images); rasterio warns about that.
+pytestmark = pytest.mark.filterwarnings("ignore:Dataset has no geotransform:UserWarning")
+
 
 def _tif(path: Path, record: dict | None = None, size: int = 4, bands: int = 1) -> Path:
     profile = {"driver": "GTiff", "width": size, "height": size, "count": bands, "dtype": "uint8"}

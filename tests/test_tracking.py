@@ -159,6 +159,8 @@ def test_segmentation_multirun_logs_one_named_run_per_job(toy_root: Path, tmp_pa
         )
 
 
+# a 2-batch epoch is shorter than Lightning's logging interval; the test reads the grids
+@pytest.mark.filterwarnings("ignore:The number of training batches .* is smaller than the logging")
 def test_generator_run_logs_sample_grids_at_start_intervals_and_end(
     toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
