@@ -254,6 +254,16 @@ class FileLock:
             return self
         raise LockHeld(f"{self.what}: could not take {self.path}", Holder.me())
 
+    def check(self) -> None:
+        """Raise :class:`LockHeld` if the lock is held now, without taking it; a stale
+        lock is removed (with a line saying so).
+
+        Raises:
+            LockHeld: a live process holds it, or one on another host.
+        """
+        if self.path.exists():
+            self._judge()
+
     def _judge(self) -> None:
         """Raise for a held lock; remove a stale one (with a line saying so)."""
         holder, stamp = self._read()

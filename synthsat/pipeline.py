@@ -1,12 +1,19 @@
 """The whole study as one resumable job: ``python -m synthsat.pipeline experiment=NAME``.
 
-Stages, each run as its own Hydra job (its own run directory with its resolved config)::
+Stages, each run as its own Hydra job (its own run directory with its resolved config),
+in waves (:mod:`synthsat.plan`; a wave's stages run side by side)::
 
     generator/<lambda>      train the generator per lambda_div
-    synthesis/<lambda>      synthesise the training tiles per lambda_div
-    segmentation/<run>      train + test segmentation per (ratio, lambda_div, seed)
-    synthetic_metrics/<l>   fidelity and diversity per lambda_div
+    synthesis/<source>      synthesise the training tiles per lambda_div and control
+    segmentation/<run>      train + test segmentation per (ratio, source, seed)
+    synthetic_metrics/<s>   fidelity and diversity per source
     report                  results/<experiment>/{report.md, summary.csv, *.png}
+
+Each stage goes out as a submitit job (:mod:`synthsat.executors`):
+``pipeline.executor=local`` (this machine, ``pipeline.jobs`` at once), ``slurm`` (one
+job array per wave, sbatch parameters from the ``slurm`` config group) or ``debug``
+(in this process). ``pipeline.dry_run=true`` prints the plan (stages per wave, jobs,
+sbatch parameters, device hours) and runs nothing.
 
 A stage's directory is named after its parameters and a hash of its composed config
 (the job's config files with the stage's overrides applied, before interpolation); a
@@ -17,14 +24,12 @@ and each finished stage's line ends with the estimated time left
 (:class:`~synthsat.stages.Progress`).
 An interrupted training stage resumes from its ``last.ckpt``; a stage whose job still
 runs (its ``stage.lock`` names a live process) stops the rerun; Ctrl-C or SIGTERM stops
-the running stages with the pipeline (:mod:`synthsat.processes`).
+the running stages with the pipeline (:func:`~synthsat.executors.stop_running`).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,51 +40,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data import DataError
+from synthsat.executors import make_executor, run_wave, stop_running
 from synthsat.figures import sample_grid
+from synthsat.plan import describe_plan, real_only_checkpoint, study_plan
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
-from synthsat.stages import (
-    Progress,
-    Stage,
-    StageFailed,
-    composed_config,
-    make_stage,
-    record_timing,
-    run_parallel,
-    run_stage,
-    say,
-    stage_env,
-)
+from synthsat.stages import Progress, Stage, record_timing, stage_threads
 from synthsat.tracking import job_config, run_label, wandb_mode
 
 __all__ = [
-    "Progress",
-    "Stage",
-    "StageFailed",
     "check_data",
-    "composed_config",
-    "control_stage",
     "data_choice",
+    "dry_run",
     "main",
-    "make_stage",
-    "real_only_checkpoint",
-    "record_timing",
-    "run_parallel",
-    "run_stage",
     "run_study",
-    "say",
-    "segmentation_runs",
-    "segmentation_stage",
-    "source_name",
-    "stage_counts",
-    "stage_env",
-    "synthetic_stages",
+    "track_report",
 ]
-
-
-def _fmt(x: float) -> str:
-    return f"{float(x):g}"
 
 
 def data_choice() -> str:
@@ -101,221 +78,49 @@ def check_data(cfg: DictConfig) -> Any:
     return datamodule
 
 
-def source_name(lambda_div: float | None, generator: str | None) -> str:
-    """Stage name of a synthetic source: ``lambda<x>`` (a trained GAN) or a control's name."""
-    return str(generator) if generator else f"lambda{_fmt(lambda_div or 0.0)}"
-
-
-def _seg_label(
-    ratio: float,
-    mode: str,
-    copies: int,
-    lambda_div: float | None,
-    seed: int,
-    generator: str | None = None,
-) -> str:
-    label = f"r{_fmt(ratio)}-{mode}" + (f"x{copies}" if mode == "add" else "")
-    if lambda_div is not None or generator:
-        label += "-" + source_name(lambda_div, generator)
-    return label + f"-seed{seed}"
-
-
-def segmentation_runs(p: DictConfig) -> list[dict[str, Any]]:
-    """(ratio, mode, copies, lambda, generator, seed) of every segmentation run, seed by
-    seed (so an interrupted study holds complete seeds).
-
-    Every synthetic source (a GAN per ``lambdas``, and each control generator of
-    ``controls``, e.g. ``classtexture``) gets the ``replace`` runs of ``ratios`` > 0 and
-    the ``add`` runs of ``copies`` (real data plus k synthetic copies: ``ratio`` 0 of
-    add mode, the augmentation regime). Real-only runs depend on no source and run once
-    per seed.
-    """
-    sources = [(float(lam), None) for lam in p.lambdas]
-    sources += [(None, str(name)) for name in p.get("controls") or []]
-    runs: list[dict[str, Any]] = []
-    for seed in p.seeds:
-        if any(float(r) == 0 for r in p.ratios):
-            runs.append(
-                {
-                    "ratio": 0.0,
-                    "mode": "replace",
-                    "copies": 0,
-                    "lambda_div": None,
-                    "generator": None,
-                    "seed": seed,
-                }
-            )
-        for lam, generator in sources:
-            source = {"lambda_div": lam, "generator": generator, "seed": seed}
-            runs += [
-                {"ratio": float(r), "mode": "replace", "copies": 0, **source}
-                for r in p.ratios
-                if float(r) > 0
-            ]
-            runs += [
-                {"ratio": float(p.add_ratio), "mode": "add", "copies": int(k), **source}
-                for k in p.copies
-            ]
-    return runs
-
-
-def synthetic_stages(
-    p: DictConfig, logged: list[str], common: list[str], results: Path, lam: float
-) -> tuple[Stage, Stage]:
-    """The GAN's stages for one ``lambda_div``: train the generator, then synthesise."""
-    name = f"lambda{_fmt(lam)}"
-    gen = make_stage(
-        "generator",
-        name,
-        "synthsat.train_generator",
-        [
-            *logged,
-            *p.generator_overrides,
-            f"generator.lambda_div={lam}",
-            f"seed={p.generator_seed}",
-        ],
-        {"lambda_div": lam},
-    )
-    syn = make_stage(
-        "synthesis",
-        name,
-        "synthsat.synthesize",
-        [
-            *logged,
-            *p.synthesize_overrides,
-            f"ckpt={gen.directory(results) / 'checkpoints' / 'last.ckpt'}",
-            f"samples={p.samples}",
-            "out=${paths.output_dir}/tiles",
-            "splits=[train]",
-            f"style={p.style}",
-            f"seed={p.synthesis_seed}",
-        ],
-        {"lambda_div": lam},
-    )
-    return gen, syn
-
-
-def control_stage(p: DictConfig, logged: list[str], name: str) -> Stage:
-    """A control generator's stage (e.g. classtexture): it needs no training, synthesis only."""
-    return make_stage(
-        "synthesis",
-        name,
-        "synthsat.synthesize",
-        [
-            *logged,
-            *p.control_overrides,
-            f"method={name}",
-            f"samples={p.samples}",
-            "out=${paths.output_dir}/tiles",
-            "splits=[train]",
-            f"seed={p.synthesis_seed}",
-        ],
-        {"lambda_div": None, "generator": name},
-    )
-
-
-def segmentation_stage(
-    p: DictConfig, logged: list[str], synthetic: dict[str, Path], params: dict[str, Any]
-) -> Stage:
-    """The segmentation stage of one run of :func:`segmentation_runs` (``synthetic``: the
-    tiles of each source, by :func:`source_name`)."""
-    mix = [
-        f"mix.ratio={params['ratio']}",
-        f"mix.mode={params['mode']}",
-        f"mix.copies={max(params['copies'], 1)}",
-    ]
-    if params["lambda_div"] is not None or params["generator"]:
-        name = source_name(params["lambda_div"], params["generator"])
-        mix.append(f"mix.source={synthetic[name]}")
-    return make_stage(
-        "segmentation",
-        _seg_label(**params),
-        "synthsat.train_segmentation",
-        [*logged, *p.segmentation_overrides, *mix, f"seed={params['seed']}"],
-        params,
-    )
-
-
-def real_only_checkpoint(runs: list[dict[str, Any]], outs: list[Path]) -> str | None:
-    """The checkpoint of the first real-only segmentation run (None without one)."""
-    for params, out in zip(runs, outs):
-        if params["lambda_div"] is None and not params["generator"]:
-            return json.loads((out / "metrics.json").read_text()).get("checkpoint")
-    return None
-
-
-def stage_counts(
-    chains: Mapping[str, Sequence[Stage]], seg_stages: Sequence[Stage], metrics: bool
-) -> dict[str, int]:
-    """Stages of a pipeline run per kind: those of the synthetic sources' ``chains``, the
-    segmentation stages and, with ``metrics``, one synthetic-metrics stage per source."""
-    counts: dict[str, int] = {}
-    for stage in [*(s for chain in chains.values() for s in chain), *seg_stages]:
-        counts[stage.kind] = counts.get(stage.kind, 0) + 1
-    if metrics and chains:
-        counts["synthetic_metrics"] = len(chains)
-    return counts
-
-
 def run_study(cfg: DictConfig) -> Path:
-    """Run every stage of the study (skipping finished ones) and write the report."""
+    """Run every stage of the study (skipping finished ones), wave by wave, as submitit
+    jobs of ``pipeline.executor``, and write the report."""
     p = cfg.pipeline
     results = Path(p.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     datamodule = check_data(cfg)
-    common = [f"data={data_choice()}", *p.data_overrides, f"experiment_name={cfg.experiment_name}"]
-    logged = [*common, f"logger={p.logger}"]
+    plan = study_plan(cfg, data_choice())
     log: list[str] = []
     jobs = max(1, int(p.jobs))
-    env = stage_env(int(cfg.num_threads), jobs)
+    local = p.executor == "local"
+    threads = stage_threads(int(cfg.num_threads), jobs if local else 1)
+    env = {} if threads is None else {"SYNTHSAT_THREADS": str(threads)}
+    progress = Progress(plan.counts(), jobs if local else max(1, sum(plan.counts().values())))
     t0 = time.perf_counter()
 
-    # Stages are composed here, in the main thread (Hydra's compose is not thread-safe);
-    # the worker threads only run them. A chain's tiles are in its synthesis stage's
-    # directory, so the segmentation stages are composed before any stage runs; the
-    # synthetic-metric stages (one per source) need the real-only checkpoint, so they are
-    # composed after segmentation, but counted now.
-    chains: dict[str, tuple[Stage, ...]] = {
-        source_name(lam, None): synthetic_stages(p, logged, common, results, lam)
-        for lam in p.lambdas
-    }
-    chains.update({name: (control_stage(p, logged, name),) for name in p.get("controls") or []})
-    synthetic = {name: chain[-1].directory(results) / "tiles" for name, chain in chains.items()}
-    runs = segmentation_runs(p)
-    seg_stages = [segmentation_stage(p, logged, synthetic, r) for r in runs]
-    progress = Progress(stage_counts(chains, seg_stages, bool(p.synthetic_metrics)), jobs)
+    def run(kind: str, stages: list[Stage]) -> list[Path]:
+        executor = make_executor(str(p.executor), results / ".submitit", cfg.get("slurm"), kind)
+        return run_wave(executor, stages, results, jobs, log, env, progress)
 
-    def run(stage: Stage) -> Path:
-        return run_stage(stage, results, log, env, progress)
+    run("generator", plan.waves["generator"])
+    run("synthesis", plan.waves["synthesis"])
+    outs = run("segmentation", plan.waves["segmentation"])
+    if "synthetic_metrics" in plan.waves:
+        run("synthetic_metrics", plan.metric_stages(real_only_checkpoint(plan.runs, outs)))
 
-    def run_chain(stages: tuple[Stage, ...]) -> Path:
-        return [run(stage) for stage in stages][-1]
-
-    run_parallel(jobs, [lambda c=chain: run_chain(c) for chain in chains.values()])
-    outs = run_parallel(jobs, [lambda s=stage: run(s) for stage in seg_stages])
-    real_ckpt = real_only_checkpoint(runs, outs)
-
-    if p.synthetic_metrics:
-        extra = [f"seg_ckpt={real_ckpt}"] if real_ckpt else []
-        metric_stages = [
-            make_stage(
-                "synthetic_metrics",
-                name,
-                "synthsat.evaluate_synthetic",
-                [*logged, f"synthetic={tiles}", *extra, *p.synthetic_metric_overrides],
-                chains[name][-1].params,
-            )
-            for name, tiles in synthetic.items()
-        ]
-        run_parallel(jobs, [lambda s=stage: run(s) for stage in metric_stages])
-
-    sample_grid(datamodule, synthetic, results / "sample_grid.png")
+    sample_grid(datamodule, plan.synthetic, results / "sample_grid.png")
     record_timing(results, time.perf_counter() - t0, log)
     report = summarise(results, mark_paper=bool(p.mark_paper))
     track_report(cfg, results)
     print(f"[pipeline] report: {report}")
     print(report.read_text())
     return report
+
+
+def dry_run(cfg: DictConfig) -> str:
+    """The plan of ``pipeline.dry_run=true``: composed, printed, nothing run (the data
+    is not read)."""
+    p = cfg.pipeline
+    plan = study_plan(cfg, data_choice())
+    text = describe_plan(plan, str(p.executor), p.get("estimate") or {}, cfg.get("slurm"))
+    print(text, flush=True)
+    return text
 
 
 def _cell(text: str) -> float | str | None:
@@ -377,7 +182,10 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("pipeline") is None:
         raise SystemExit("choose a study: python -m synthsat.pipeline experiment=demo|dubai|paper")
     print(OmegaConf.to_yaml(cfg.pipeline))
-    with stopped_on_signal():  # SIGINT / SIGTERM stop the running stages too
+    if cfg.pipeline.get("dry_run"):
+        dry_run(cfg)
+        return
+    with stopped_on_signal(also=stop_running):  # SIGINT / SIGTERM stop the running stages
         run_study(cfg)
 
 

@@ -137,14 +137,20 @@ def stop_all(grace: float = GRACE_S) -> list[int]:
 
 
 @contextmanager
-def stopped_on_signal(grace: float = GRACE_S) -> Iterator[None]:
+def stopped_on_signal(
+    grace: float = GRACE_S, also: Callable[[float], list[int]] | None = None
+) -> Iterator[None]:
     """Within this block (in the main thread), SIGINT and SIGTERM stop the running stages
-    (:func:`stop_all`), print a line naming them on stderr and exit with ``128 + signal``."""
+    (:func:`stop_all`, then ``also(grace)``, e.g. the pipeline's submitted jobs, see
+    :func:`synthsat.executors.stop_running`), print a line naming their pids on stderr
+    and exit with ``128 + signal``."""
     global _stopping
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         pids = stop_all(grace)
+        if also is not None:
+            pids += also(grace)
         stopped = ", ".join(str(pid) for pid in pids) or "none"
         # os.write: the interrupted code may be inside a sys.stderr write
         os.write(2, f"[pipeline] {name}: stopped the running stages (pid {stopped})\n".encode())

@@ -5,8 +5,8 @@ A stage's directory is named after its parameters and a hash of its composed con
 ``done.json`` there marks it finished, so a rerun skips it; while its job runs, a
 ``stage.lock`` there keeps a second run from starting it again; a training stage
 interrupted before ``done.json`` resumes from its ``checkpoints/last.ckpt``.
-:mod:`synthsat.pipeline` composes the study's stages and runs them with
-:func:`run_stage` and :func:`run_parallel`; a :class:`Progress` numbers them ``[k/N]``
+:mod:`synthsat.plan` composes the study's stages; :mod:`synthsat.executors` runs each as
+a submitit job calling :func:`run_stage`; a :class:`Progress` numbers them ``[k/N]``
 and estimates the time left (:func:`eta_seconds`).
 """
 
@@ -18,8 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,29 +301,12 @@ def _run_job(
     return out
 
 
-def run_parallel(jobs: int, tasks: Iterable[Callable[[], Any]]) -> list[Any]:
-    """Call ``tasks`` with at most ``jobs`` running at once; results in task order.
-
-    On the first failure no further task starts; the running ones finish (so no stage is
-    left half-written by an abandoned process) and the failure is raised.
-    """
-    tasks = list(tasks)
+def stage_threads(num_threads: int, jobs: int) -> int | None:
+    """``SYNTHSAT_THREADS`` of each stage when ``jobs`` run side by side on one machine:
+    the study's threads shared among them (None for one job: it inherits the study's)."""
     if jobs <= 1:
-        return [task() for task in tasks]
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        futures = [pool.submit(task) for task in tasks]
-        return [future.result() for future in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def stage_env(num_threads: int, jobs: int) -> dict[str, str]:
-    """Environment for stage processes: the study's threads shared among ``jobs``."""
-    env = dict(os.environ)
-    if jobs > 1:
-        env["SYNTHSAT_THREADS"] = str(max(1, int(num_threads or os.cpu_count() or 1) // jobs))
-    return env
+        return None
+    return max(1, int(num_threads or os.cpu_count() or 1) // jobs)
 
 
 def record_timing(results: Path, wall_s: float, log: list[str]) -> dict[str, Any]:

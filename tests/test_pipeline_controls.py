@@ -12,7 +12,7 @@ from pathlib import Path
 
 from test_pipeline import _list
 
-from synthsat.pipeline import _seg_label
+from synthsat.plan import seg_label
 
 
 def test_control_generator_study(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_control_generator_study(tmp_path: Path) -> None:
         json.loads(p.read_text())["label"] for p in results.glob("segmentation/*/done.json")
     )
     expected = [
-        _seg_label(r, m, k, None, s, g)
+        seg_label(r, m, k, None, s, g)
         for s in (0, 1)
         for r, m, k, g in [
             (0.0, "replace", 0, None),

@@ -59,13 +59,17 @@ worker.wait()
 RUNNER = """\
 import sys
 from pathlib import Path
+from synthsat.executors import make_executor, run_wave, stop_running
 from synthsat.processes import stopped_on_signal
-from synthsat.stages import Stage, run_parallel, run_stage
-results, grace, jobs = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+from synthsat.stages import Stage, run_stage
+results, grace, jobs, mode = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 stages = [Stage("generator", f"lambda{i}", "waiting_job", ["a=1", f"b={i}"], {})
           for i in range(jobs)]
-with stopped_on_signal(grace=grace):
-    run_parallel(jobs, [lambda s=s: run_stage(s, results, [], None) for s in stages])
+with stopped_on_signal(grace=grace, also=stop_running):
+    if mode == "direct":  # the stage's own runner, as a job runs it
+        run_stage(stages[0], results, [], None)
+    else:  # as the pipeline runs a wave
+        run_wave(make_executor(mode, results / ".submitit"), stages, results, jobs, [])
 """
 
 
@@ -94,10 +98,14 @@ class StandIns:
     folder: Path
     started: list[tuple[int, int | None]] = field(default_factory=list)
 
-    def runner(self, results: Path, grace: float, jobs: int = 1) -> subprocess.Popen[str]:
-        """Start the runner script on :func:`stages` in ``results``."""
+    def runner(
+        self, results: Path, grace: float, jobs: int = 1, mode: str = "direct"
+    ) -> subprocess.Popen[str]:
+        """Start the runner script on :func:`stages` in ``results``: ``mode`` ``direct``
+        runs the stage with :func:`run_stage`, else a wave on that executor."""
+        args = [str(results), str(grace), str(jobs), mode]
         return subprocess.Popen(
-            [sys.executable, str(self.folder / "runner.py"), str(results), str(grace), str(jobs)],
+            [sys.executable, str(self.folder / "runner.py"), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -131,13 +139,15 @@ def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stand
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize(("jobs", "mode"), [(1, "direct"), (1, "local"), (2, "local")])
 def test_sigterm_to_the_runner_stops_its_stages_and_their_workers(
-    stand_ins: StandIns, tmp_path: Path, jobs: int
+    stand_ins: StandIns, tmp_path: Path, jobs: int, mode: str
 ) -> None:
+    """Directly, and through submitit's local executor (the stages' jobs in sessions of
+    their own, stopped through the processes their locks name)."""
     results = tmp_path / "results"
     outs = [stage.directory(results) for stage in stages(jobs)]
-    runner = stand_ins.runner(results, grace=5.0, jobs=jobs)
+    runner = stand_ins.runner(results, grace=5.0, jobs=jobs, mode=mode)
     try:
         pids = [stand_ins.job_pids(out) for out in outs]
         runner.send_signal(signal.SIGTERM)
@@ -217,6 +227,41 @@ def test_kill_9_of_the_runner_leaves_one_job_per_stage(
         f"since {holder.since} (that process is gone)"
     )
     assert said[1].startswith("[pipeline] run  generator/lambda0: ")
+
+
+def test_kill_9_of_a_pipeline_on_the_local_executor_leaves_its_jobs_to_finish(
+    stand_ins: StandIns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stage's submitit job outlives the pipeline: a rerun refuses the stage while it
+    runs (before submitting anything), and the job itself marks the stage done."""
+    from synthsat.executors import make_executor, run_wave
+
+    results = tmp_path / "results"
+    out = STAGE.directory(results)
+    runner = stand_ins.runner(results, grace=5.0, mode="local")
+    try:
+        job, _ = stand_ins.job_pids(out)
+        runner.kill()
+    finally:
+        runner.kill()
+        runner.communicate()
+    holder = Holder.parse((out / LOCK_NAME).read_text())
+    assert holder.pid == job and holder.runner != runner.pid  # the job's own wrapper runs it
+    assert pid_running(job) and pid_running(holder.runner, holder.runner_start)
+
+    executor = make_executor("local", results / ".submitit")
+    log: list[str] = []
+    with pytest.raises(LockHeld, match=f"locked by pid {job} on "):
+        run_wave(executor, [STAGE], results, 1, log)
+    assert log == [] and not (out / "done.json").exists()
+
+    (out / "finish").touch()  # the orphaned job ends, and its wrapper records the stage done
+    wait_for(lambda: (out / "done.json").exists(), "the orphaned job's done.json", 60)
+    wait_for(lambda: not (out / LOCK_NAME).exists(), "its lock's release", 30)
+    capsys.readouterr()
+    assert run_wave(executor, [STAGE], results, 1, log) == [out]
+    assert log == ["skip  generator/lambda0 (done)"]
+    assert capsys.readouterr().out.startswith("[pipeline] skip generator/lambda0: done in ")
 
 
 def test_an_interrupted_training_stage_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:

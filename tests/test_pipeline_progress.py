@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 import synthsat.pipeline as pipeline
+import synthsat.plan as plan
 from synthsat.stages import Progress, Stage, eta_seconds, format_duration, run_stage
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -100,14 +101,14 @@ def test_a_study_counts_every_stage_it_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """N is the number of stages the study runs: the last stage finishes as [N/N]."""
-    real_make_stage = pipeline.make_stage
+    real_make_stage = plan.make_stage
 
     def make_stage(*args: Any, **kwargs: Any) -> Stage:
         stage = real_make_stage(*args, **kwargs)  # composes the real job's config
         stage.module = stand_in
         return stage
 
-    monkeypatch.setattr(pipeline, "make_stage", make_stage)
+    monkeypatch.setattr(plan, "make_stage", make_stage)
     monkeypatch.setattr(pipeline, "sample_grid", lambda *a: None)
     monkeypatch.setattr(pipeline, "summarise", lambda results, **k: results / "timing.json")
     data = ["data.source.tiles=4", "data.source.size=128", "data.num_workers=0"]

@@ -1,0 +1,418 @@
+"""Stages as submitit jobs: ``pipeline.executor=local`` (the default), ``slurm`` or ``debug``.
+
+Each stage goes out as one submitit job whose function, :class:`StageJob`, runs the
+stage's Hydra job under the stage's lock and writes its ``done.json``
+(:func:`~synthsat.stages.run_stage`): the job itself owns the stage, wherever it runs,
+so a killed pipeline leaves a job that finishes its stage and a lock that stops a rerun
+from starting it twice. :func:`run_wave` runs one wave of independent stages:
+
+* ``local`` — submitit's :class:`~submitit.LocalExecutor`, one process per stage on this
+  machine, at most ``pipeline.jobs`` at once (the study's threads shared among them);
+* ``slurm`` — submitit's :class:`~submitit.SlurmExecutor`: the wave's stages go out
+  together as one job array, ``sbatch`` parameters from the ``slurm`` config group
+  (``conf/slurm/``); SLURM runs at most ``slurm.array_parallelism`` at once;
+* ``debug`` — submitit's :class:`~submitit.DebugExecutor`: every stage in this
+  process, one after another (for tests and debuggers).
+
+Stopping the pipeline (SIGINT, SIGTERM) stops the stages of the wave in flight
+(:func:`stop_running`, called by :func:`synthsat.processes.stopped_on_signal`): a local
+stage's Hydra job (the process its lock names) gets SIGTERM, then SIGKILL after a grace
+period, and every job is cancelled (``scancel`` on SLURM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from synthsat import processes
+from synthsat.locks import FileLock, Holder, is_this_host, pid_running
+from synthsat.stages import (
+    LOCK_NAME,
+    Progress,
+    Stage,
+    StageFailed,
+    resume_checkpoint,
+    run_stage,
+    say,
+    stage_command,
+)
+
+#: The executors of ``pipeline.executor``.
+EXECUTORS = ("local", "slurm", "debug")
+
+#: sbatch parameters of the ``slurm`` config group, as submitit's SlurmExecutor names them.
+SLURM_KEYS = (
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "nodes",
+    "ntasks_per_node",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem",
+    "constraint",
+    "array_parallelism",
+    "setup",
+    "additional_parameters",
+)
+
+
+@dataclass
+class StageJob:
+    """The function a submitit job runs: one stage, from its lock to its ``done.json``.
+
+    Args:
+        stage: the stage.
+        results: the study's results directory (shared with the job's machine).
+        env: environment variables set for the stage's Hydra job on top of the job's own
+            (e.g. ``SYNTHSAT_THREADS``), not a whole environment: a SLURM job keeps its
+            node's.
+    """
+
+    stage: Stage
+    results: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self) -> dict[str, Any]:
+        """Run the stage (unless done); ``{"out", "ran", "seconds"}``, or ``{"failed":
+        message}`` where the stage's job exited with an error (:class:`StageFailed`'s
+        message, its log's tail included: the pipeline raises it as it is).
+
+        Raises:
+            LockHeld: another live process runs the stage.
+        """
+        log: list[str] = []
+        try:
+            with processes.stopped_on_signal():  # scancel / SIGTERM stop the Hydra job too
+                out = run_stage(self.stage, self.results, log, {**os.environ, **self.env})
+        except StageFailed as err:
+            return {"failed": str(err)}
+        ran = bool(log) and log[0].startswith("ran")
+        seconds = float(json.loads((out / "done.json").read_text())["seconds"]) if ran else 0.0
+        return {"out": str(out), "ran": ran, "seconds": seconds}
+
+
+def make_executor(
+    kind: str, folder: Path, slurm: Mapping[str, Any] | None = None, wave: str | None = None
+) -> Any:
+    """A submitit executor of ``kind`` writing its job files under ``folder``.
+
+    Args:
+        kind: ``local``, ``slurm`` or ``debug`` (``pipeline.executor``).
+        folder: where submitit keeps each job's pickles and logs (``<results>/.submitit``).
+        slurm: the ``slurm`` config group (sbatch parameters), for ``slurm``.
+        wave: the kind of stage it runs, for ``slurm.stages.<kind>`` and the job name.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    if kind not in EXECUTORS:
+        raise ValueError(f"pipeline.executor={kind!r}: choose one of {', '.join(EXECUTORS)}")
+    path = str(folder / "%j")
+    if kind == "debug":
+        return submitit.DebugExecutor(folder=path)
+    if kind == "local":
+        executor = DetachedLocalExecutor(folder=path)
+        executor.update_parameters(timeout_min=60 * 24 * 30)  # a stage may take days
+        return executor
+    if shutil.which("srun") is None or shutil.which("sbatch") is None:
+        raise RuntimeError(
+            "pipeline.executor=slurm needs SLURM's sbatch and srun on PATH (run the pipeline "
+            "on a cluster's login node), or use pipeline.executor=local"
+        )
+    executor = submitit.SlurmExecutor(folder=path)
+    executor.update_parameters(
+        job_name=f"synthsat-{wave or 'stage'}", **slurm_parameters(slurm or {}, wave)
+    )
+    return executor
+
+
+class _DetachedPopen:
+    """``subprocess`` as submitit's local executor sees it while submitting: its job
+    controller starts in a session of its own, with its output (it has no log of its own:
+    the job's goes to the job's files) discarded."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:  # noqa: N802 - subprocess's
+        kwargs.update(start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(*args, **kwargs)
+
+
+class DetachedLocalExecutor(submitit.LocalExecutor):
+    """submitit's local executor, its jobs detached from the pipeline's terminal.
+
+    A Ctrl-C in the terminal reaches the pipeline alone, which stops its stages in order
+    (:func:`stop_running`), instead of interrupting each job's controller with a
+    traceback; a ``kill -9`` of the pipeline leaves its jobs to finish their stages.
+    """
+
+    def _submit_command(self, command: str) -> Any:
+        from submitit.local import local
+
+        real = local.subprocess
+        local.subprocess = _DetachedPopen()  # type: ignore[assignment]
+        try:
+            return super()._submit_command(command)
+        finally:
+            local.subprocess = real
+
+
+def slurm_parameters(slurm: Mapping[str, Any], kind: str | None = None) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters from the ``slurm`` config group: its keys of
+    :data:`SLURM_KEYS` that are set, with the overrides of ``slurm.stages.<kind>``."""
+    merged = {k: slurm[k] for k in SLURM_KEYS if slurm.get(k) is not None}
+    if kind is not None:
+        merged.update(dict((slurm.get("stages") or {}).get(kind) or {}))
+    if "setup" in merged:
+        merged["setup"] = [str(line) for line in merged["setup"]]
+    if "additional_parameters" in merged:
+        merged["additional_parameters"] = dict(merged["additional_parameters"])
+    return merged
+
+
+def sbatch_lines(slurm: Mapping[str, Any], kind: str, count: int, folder: Path) -> list[str]:
+    """The ``#SBATCH`` lines of a wave of ``count`` stages of ``kind`` (one job array),
+    as submitit writes them for ``pipeline.executor=slurm`` (job files in ``folder``)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    text = _make_sbatch_string(
+        command="<stage job>",
+        folder=str(folder / "%j"),
+        job_name=f"synthsat-{kind}",
+        map_count=count,
+        **slurm_parameters(slurm, kind),
+    )
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+@dataclass
+class _InFlight:
+    stage: Stage
+    out: Path
+    job: Any
+    started: float
+
+
+_inflight: dict[int, _InFlight] = {}
+
+
+def run_wave(
+    executor: Any,
+    stages: Sequence[Stage],
+    results: Path,
+    jobs: int,
+    log: list[str],
+    env: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    poll_s: float = 0.2,
+) -> list[Path]:
+    """Run a wave of independent ``stages`` as submitit jobs; their directories, in order.
+
+    Stages already done are skipped without a job. Locally at most ``jobs`` run at once
+    (a finished job's slot goes to the next stage); a SLURM executor gets the whole wave
+    at once as one job array (SLURM's ``array_parallelism`` limits it); the debug
+    executor runs them one by one in this process.
+
+    Args:
+        executor: from :func:`make_executor`.
+        stages: the wave's stages (none depends on another).
+        results: the study's results directory.
+        jobs: stages at once on the local executor (``pipeline.jobs``).
+        log: receives one line per stage (``ran ... in N s`` / ``skip ... (done)``).
+        env: variables set for each stage's Hydra job (e.g. ``SYNTHSAT_THREADS``).
+        progress: numbers the printed lines ``[k/N]`` and adds the ETA.
+        poll_s: seconds between looks at the running jobs.
+
+    Raises:
+        LockHeld: a stage is locked by another live process (checked before submitting).
+        StageFailed: a stage's job failed: no further stage of the wave starts, the
+            running ones finish first.
+    """
+    outs = [stage.directory(results) for stage in stages]
+    pending: list[int] = []
+    for i, (stage, out) in enumerate(zip(stages, outs)):
+        if (out / "done.json").exists():
+            _say_skip(stage, out, log, progress)
+        else:
+            _check_lock(stage, out)
+            pending.append(i)
+    kind = _executor_kind(executor)
+    limit = len(pending) if kind == "slurm" else (1 if kind == "debug" else max(1, jobs))
+    running: dict[int, _InFlight] = {}
+    failure: BaseException | None = None
+    try:
+        while pending or running:
+            if failure is None and pending and len(running) < limit:
+                batch = [pending.pop(0) for _ in range(min(limit - len(running), len(pending)))]
+                todo = [stages[i] for i in batch]
+                running.update(_submit(executor, todo, outs, batch, results, env, progress))
+                _inflight.update(running)
+            for i, flight in list(running.items()):
+                # a debug job runs here, in result()
+                if kind != "debug" and not flight.job.done():
+                    continue
+                del running[i]
+                _inflight.pop(i, None)
+                try:
+                    result = flight.job.result()
+                    if "failed" in result:
+                        raise StageFailed(result["failed"])
+                except Exception as err:  # noqa: BLE001 - raised below, once the wave settles
+                    failure = failure or _failed(flight, err)
+                    continue
+                _say_done(flight, result, log, progress)
+            if failure is not None:
+                pending.clear()
+            if running:
+                time.sleep(poll_s)
+    finally:
+        for i in running:
+            _inflight.pop(i, None)
+    if failure is not None:
+        raise failure
+    return outs
+
+
+def _executor_kind(executor: Any) -> str:
+    if isinstance(executor, submitit.DebugExecutor):
+        return "debug"
+    if isinstance(executor, submitit.LocalExecutor):
+        return "local"
+    return "slurm"
+
+
+def _check_lock(stage: Stage, out: Path) -> None:
+    """Raise :class:`~synthsat.locks.LockHeld` now if a live process runs ``stage``
+    (a stale lock is taken over, with a line saying so)."""
+    if (out / LOCK_NAME).exists():
+        FileLock(out / LOCK_NAME, f"stage {stage.kind}/{stage.label}", notify=say).check()
+
+
+def _submit(
+    executor: Any,
+    stages: Sequence[Stage],
+    outs: Sequence[Path],
+    indices: Sequence[int],
+    results: Path,
+    env: Mapping[str, str] | None,
+    progress: Progress | None,
+) -> dict[int, _InFlight]:
+    """Submit ``stages`` (one job array on SLURM); the jobs in flight by stage index."""
+    fns = [StageJob(stage, results, dict(env or {})) for stage in stages]
+    for stage, i in zip(stages, indices):
+        out = outs[i]
+        out.mkdir(parents=True, exist_ok=True)
+        if (ckpt := resume_checkpoint(stage.module, out)) is not None:
+            say(f"[pipeline] resume {stage.kind}/{stage.label} from {ckpt}")
+    if _executor_kind(executor) == "slurm":
+        with executor.batch():
+            submitted = [executor.submit(fn) for fn in fns]
+    else:
+        submitted = [executor.submit(fn) for fn in fns]
+    flights: dict[int, _InFlight] = {}
+    for stage, i, job in zip(stages, indices, submitted):
+        tag = f" {progress.start()}" if progress is not None else ""
+        cmd = " ".join(shlex.quote(a) for a in stage_command(stage, outs[i])[1:])
+        say(f"[pipeline] run  {stage.kind}/{stage.label}{tag}: {cmd} (job {job.job_id})")
+        flights[i] = _InFlight(stage, outs[i], job, time.perf_counter())
+    return flights
+
+
+def _say_skip(stage: Stage, out: Path, log: list[str], progress: Progress | None) -> None:
+    name = f"{stage.kind}/{stage.label}"
+    log.append(f"skip  {name} (done)")
+    tag = f" {progress.skip(stage.kind)}" if progress is not None else ""
+    say(f"[pipeline] skip {name}{tag}: done in {out}")
+
+
+def _say_done(
+    flight: _InFlight, result: Mapping[str, Any], log: list[str], progress: Progress | None
+) -> None:
+    name = f"{flight.stage.kind}/{flight.stage.label}"
+    if not result["ran"]:  # done meanwhile by another runner
+        _say_skip(flight.stage, flight.out, log, progress)
+        return
+    seconds = float(result["seconds"])
+    log.append(f"ran   {name} in {seconds:.0f} s")
+    tag = f" {progress.finish(flight.stage.kind, seconds)}" if progress is not None else ""
+    say(f"[pipeline] done {name} in {seconds:.0f} s{tag}")
+
+
+def _failed(flight: _InFlight, err: BaseException) -> BaseException:
+    """The error to raise for a failed job: its own (debug executor), or a
+    :class:`~synthsat.stages.StageFailed` naming the stage and its log."""
+    if not isinstance(err, submitit.core.utils.UncompletedJobError):
+        return err
+    log = flight.out / "stage.log"
+    tail = log.read_text().splitlines()[-25:] if log.exists() else []
+    detail = str(err).strip().splitlines()
+    reason = next((line for line in reversed(detail) if line.strip()), "the job failed")
+    return StageFailed(
+        f"stage {flight.stage.kind}/{flight.stage.label} failed ({reason.strip()}); "
+        f"log: {log}; job log: {flight.job.paths.stdout}\n" + "\n".join(tail)
+    )
+
+
+def running_stages() -> Iterator[tuple[Stage, Path, Any]]:
+    """The stages in flight: (stage, directory, submitit job)."""
+    for flight in list(_inflight.values()):
+        yield flight.stage, flight.out, flight.job
+
+
+def stop_running(grace: float = processes.GRACE_S) -> list[int]:
+    """Stop the stages in flight; the pids of the local Hydra jobs stopped.
+
+    A local stage's Hydra job (the process its ``stage.lock`` names, leader of its own
+    process group) gets SIGTERM, and SIGKILL after ``grace`` seconds; then every job in
+    flight is cancelled (submitit: SIGINT to a local job, ``scancel`` on SLURM).
+    """
+    groups: list[Holder] = []
+    for _stage, out, _job in running_stages():
+        with suppress(OSError, ValueError):
+            holder = Holder.parse((out / LOCK_NAME).read_text())
+            if is_this_host(holder.host) and pid_running(holder.pid, holder.start):
+                groups.append(holder)
+    for holder in groups:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(holder.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(pid_running(h.pid, h.start) for h in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for holder in groups:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(holder.pid, signal.SIGKILL)
+    # a job whose stage was stopped ends by itself (releasing the stage's lock)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not all(_ended(j) for _, _, j in running_stages()):
+        time.sleep(0.05)
+    for _stage, _out, job in running_stages():
+        if not _ended(job):
+            with suppress(Exception):
+                job.cancel(check=False)
+    return [h.pid for h in groups]
+
+
+def _ended(job: Any) -> bool:
+    """Whether a submitted job has ended (a debug job: never started)."""
+    if isinstance(job, submitit.DebugJob):
+        return True
+    with suppress(Exception):
+        return bool(job.done())
+    return False

@@ -1,0 +1,247 @@
+"""Stages as submitit jobs (:mod:`synthsat.executors`): a wave on the local executor runs
+each stage once, at most ``jobs`` at once, in order; a failure stops new stages and
+waits for running ones; the debug executor runs stages in this process; a SLURM wave is
+one job array with the ``slurm`` group's sbatch parameters (checked with a stand-in
+``sbatch``, no cluster).
+
+Stages here run stand-in job modules (scripts on the stage processes' PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+import submitit
+
+from synthsat.executors import (
+    DetachedLocalExecutor,
+    StageJob,
+    make_executor,
+    run_wave,
+    sbatch_lines,
+    slurm_parameters,
+)
+from synthsat.stages import Stage, StageFailed
+
+REPO = Path(__file__).resolve().parents[1]
+
+TIMED = """\
+import os, sys, time
+from pathlib import Path
+out = Path(next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.run.dir=")))
+args = dict(a.split("=", 1) for a in sys.argv[1:] if not a.startswith("hydra."))
+start = time.time()
+time.sleep(float(args.get("sleep", 0)))
+(out / "times.json").write_text(f'[{start}, {time.time()}, {os.getpid()}, {os.getppid()}]')
+print("threads", os.environ.get("SYNTHSAT_THREADS"))
+sys.exit(int(args.get("exit", 0)))
+"""
+
+
+@pytest.fixture()
+def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "timed_job.py").write_text(TIMED)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(REPO)]))
+    return "timed_job"
+
+
+def timed(i: int, sleep: float = 0.0, exit: int = 0) -> Stage:
+    return Stage(
+        "segmentation", f"run{i}", "timed_job", [f"i={i}", f"sleep={sleep}", f"exit={exit}"]
+    )
+
+
+def test_a_local_wave_runs_each_stage_once_at_most_jobs_at_once(
+    stand_in: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    stages = [timed(i, sleep=1.5) for i in range(4)]
+    executor = make_executor("local", results / ".submitit")
+    assert isinstance(executor, DetachedLocalExecutor)
+    log: list[str] = []
+    outs = run_wave(executor, stages, results, 2, log, {"SYNTHSAT_THREADS": "3"})
+    assert outs == [stage.directory(results) for stage in stages]  # in stage order
+    spans = [json.loads((out / "times.json").read_text()) for out in outs]
+    # at most 2 at once: no moment is inside 3 runs, and some is inside 2
+    edges = sorted(t for start, end, *_ in spans for t in (start, end))
+    inside = [sum(s <= t < e for s, e, *_ in spans) for t in edges]
+    assert max(inside) == 2
+    assert all((out / "done.json").exists() for out in outs)
+    assert all((out / "stage.log").read_text() == "threads 3\n" for out in outs)  # env set
+    assert sorted(line.split(" in ")[0] for line in log) == [
+        f"ran   segmentation/run{i}" for i in range(4)
+    ]
+    # the stage jobs ran under submitit's job processes, not the pipeline
+    assert all(parent != os.getpid() for *_, _pid, parent in spans)
+    said = [line for line in capsys.readouterr().out.splitlines() if "[pipeline] run" in line]
+    assert len(said) == 4 and all(" (job " in line for line in said)
+
+    # a rerun submits nothing: every stage is done
+    again: list[str] = []
+    assert run_wave(executor, stages, results, 2, again) == outs
+    assert again == [f"skip  segmentation/run{i} (done)" for i in range(4)]
+
+
+def test_a_failure_stops_new_stages_and_waits_for_running_ones(
+    stand_in: str, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    stages = [timed(0, exit=3), timed(1, sleep=2.0), *(timed(i) for i in range(2, 5))]
+    executor = make_executor("local", results / ".submitit")
+    with pytest.raises(StageFailed) as failed:
+        run_wave(executor, stages, results, 2, [])
+    out0, out1 = (stage.directory(results) for stage in stages[:2])
+    assert str(failed.value).startswith(
+        f"stage segmentation/run0 failed (exit 3); log: {out0 / 'stage.log'}"
+    )
+    assert not (out0 / "done.json").exists()
+    assert (out1 / "done.json").exists()  # the running stage finished, not abandoned
+    for stage in stages[2:]:  # queued stages never started
+        assert not stage.directory(results).exists()
+
+
+def test_the_debug_executor_runs_stages_here_one_by_one(stand_in: str, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    executor = make_executor("debug", results / ".submitit")
+    outs = run_wave(executor, [timed(0), timed(1)], results, 4, [])
+    (s0, e0, _, parent0), (s1, *_, parent1) = (
+        json.loads((out / "times.json").read_text()) for out in outs
+    )
+    assert parent0 == parent1 == os.getpid()  # the stage's job is this process's child
+    assert s1 >= e0  # one after the other, whatever the jobs
+    with pytest.raises(StageFailed, match=r"^stage segmentation/run2 failed \(exit 3\)"):
+        run_wave(executor, [timed(2, exit=3)], results, 1, [])
+
+
+def test_an_unknown_executor_or_no_slurm_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(
+        ValueError, match="pipeline.executor='lokal': choose one of local, slurm, debug"
+    ):
+        make_executor("lokal", Path("x"))
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RuntimeError, match="pipeline.executor=slurm needs SLURM"):
+        make_executor("slurm", Path("x"), {})
+
+
+SLURM = {
+    "partition": "gpu",
+    "account": None,
+    "time": 30,
+    "gpus_per_node": 1,
+    "cpus_per_task": 4,
+    "mem": "8GB",
+    "array_parallelism": 2,
+    "setup": ["module load cuda"],
+    "additional_parameters": {},
+    "stages": {"synthetic_metrics": {"time": 5, "gpus_per_node": 0}},
+}
+
+SBATCH = """\
+#!/bin/sh
+# stand-in sbatch: keeps the script it was given and answers as SLURM does
+cp "$1" "{folder}/submitted.sh"
+echo "$@" > "{folder}/args.txt"
+echo "Submitted batch job 4242"
+"""
+
+
+def test_a_slurm_wave_goes_out_as_one_job_array(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(SBATCH.format(folder=tmp_path))
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it
+    for tool in (sbatch, bin_dir / "srun"):
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    results = tmp_path / "results"
+    stages = [timed(i) for i in range(3)]
+    executor = make_executor("slurm", results / ".submitit", SLURM, "segmentation")
+    assert isinstance(executor, submitit.SlurmExecutor)
+    from synthsat.executors import _submit
+
+    outs = [stage.directory(results) for stage in stages]
+    flights = _submit(executor, stages, outs, [0, 1, 2], results, {"SYNTHSAT_THREADS": "4"}, None)
+    assert [f.job.job_id for f in flights.values()] == ["4242_0", "4242_1", "4242_2"]
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in [
+        "#SBATCH --array=0-2%2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=30",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=8GB",
+        "#SBATCH --job-name=synthsat-segmentation",
+        "module load cuda",
+    ]:
+        assert line in script.splitlines(), line
+    assert f"-u -m submitit.core._submit {results / '.submitit'}" in script
+    assert "account" not in script  # unset keys are left out
+    # each array task unpickles its stage's job: the stage, the results, the env
+    for i, flight in flights.items():
+        with open(flight.job.paths.submitted_pickle, "rb") as f:
+            job = pickle.load(f).function
+        assert isinstance(job, StageJob)
+        assert (job.stage, job.results, job.env) == (stages[i], results, {"SYNTHSAT_THREADS": "4"})
+    # the synthetic-metric wave gets its own overrides of the group
+    lines = sbatch_lines(SLURM, "synthetic_metrics", 6, results / ".submitit")
+    assert "#SBATCH --time=5" in lines and "#SBATCH --array=0-5%2" in lines
+    assert "#SBATCH --gpus-per-node=0" in lines
+    assert slurm_parameters(SLURM)["setup"] == ["module load cuda"]
+
+
+def test_the_study_plan_of_the_paper_preset_on_slurm(tmp_path: Path) -> None:
+    """``pipeline.dry_run=true`` prints the plan and runs nothing (the data is not read)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synthsat.pipeline",
+            "experiment=paper",
+            "pipeline.dry_run=true",
+            "pipeline.executor=slurm",
+            "slurm.partition=gpu",
+            f"paths.root={tmp_path}",
+            "pipeline.estimate.step_s.generator=0.5",
+            # the paper's grid, cut to 2 lambdas, 2 ratios and a seed (composing its 237
+            # stages takes a minute)
+            "pipeline.lambdas=[0.0,2.0]",
+            "pipeline.ratios=[0.0,1.0]",
+            "pipeline.seeds=[0]",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout[proc.stdout.index("[dry run]") :].splitlines()
+    results = tmp_path / "results" / "paper"
+    assert out[0] == (
+        f"[dry run] 13 jobs in 4 waves on the slurm executor, then the report; results in {results}"
+    )
+    waves = [line for line in out if line.startswith("wave ")]
+    assert [w.split(":")[0] for w in waves] == [
+        "wave 1 generator",
+        "wave 2 synthesis",
+        "wave 3 segmentation",
+        "wave 4 synthetic_metrics",
+    ]
+    # real-only + 2 sources x (ratio 1 + synthetic-only with 2 and 3 copies)
+    assert [int(w.split(": ")[1].split()[0]) for w in waves] == [2, 2, 7, 2]
+    # 2 generators x 5000 steps x 0.5 s
+    assert "  device time: 1.4 h (10000 steps x 0.5 s (pipeline.estimate, device not named))" in out
+    assert "  #SBATCH --array=0-6%7" in out and "  #SBATCH --partition=gpu" in out
+    assert out[-1].startswith("total: 13 jobs, over 1.4 device hours (not known: synthesis")
+    assert not results.exists()  # nothing ran
