@@ -30,6 +30,11 @@ def launch_dir() -> str:
 if not OmegaConf.has_resolver("synthsat.cwd"):
     OmegaConf.register_new_resolver("synthsat.cwd", launch_dir)
 
+# The config schemas (ConfigStore group ``schema``), also before any config is composed.
+from synthsat import schemas as _schemas  # noqa: E402
+
+_schemas.register()
+
 
 def config_dir() -> str:
     """The absolute path of the Hydra config folder, in a checkout and in a wheel.

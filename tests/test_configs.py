@@ -5,6 +5,9 @@ the models, data modules, callbacks, trainers and loggers they describe instanti
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -283,3 +288,133 @@ def test_documented_overrides(
     cfg = _compose(job, root, *overrides)
     for key, value in expected.items():
         assert OmegaConf.select(cfg, key) == value, key
+
+
+# -- schemas: bad values fail as the config is composed, naming the key --------------------
+@pytest.mark.parametrize(
+    ("job", "override", "key", "rule"),
+    [
+        ("train_segmentation", "mix.mode=replce", "mix.mode", "is not one of: replace, add"),
+        ("train_segmentation", "mix.ratio=abc", "mix.ratio", "could not be converted to Float"),
+        ("train_segmentation", "mix.ratio=1.5", "mix.ratio", "is not a number in [0, 1]"),
+        ("train_segmentation", "mix.ratio=-0.1", "mix.ratio", "is not a number in [0, 1]"),
+        ("train_segmentation", "mix.copies=0", "mix.copies", "is not a whole number >= 1"),
+        ("train_segmentation", "mix.lambda_div=-1", "mix.lambda_div", "is not a number >= 0"),
+        ("train_segmentation", "segmentation.loss=dice", "segmentation.loss", "ce, jaccard"),
+        ("train_segmentation", "segmentation.lr=0", "segmentation.lr", "is not a number > 0"),
+        ("train_segmentation", "test_ckpt=worst", "test_ckpt", "is not one of: best, last"),
+        ("train_generator", "generator.lambda_div=-1", "generator.lambda_div", ">= 0"),
+        ("train_generator", "generator.discriminator=unet", "generator.discriminator", "patch"),
+        ("train_generator", "generator.net.norm=group", "generator.net.norm", "batch, instance"),
+        ("train_generator", "generator.ema_decay=1.5", "generator.ema_decay", "in [0, 1]"),
+        ("train_generator", "generator.patch_size=32.5", "generator.patch_size", ">= 1"),
+        ("train_generator", "generator.use_vae=maybe", "generator.use_vae", "not a valid bool"),
+        ("train_generator", "generator.tau=-1", "generator.tau", "is not a number >= 0"),
+        ("synthesize", "method=gan", "method", "is not one of: generator, classtexture"),
+        ("synthesize", "style=encodr", "style", "is not one of: random, encoder, auto"),
+        ("synthesize", "samples=0", "samples", "is not a whole number >= 1"),
+        ("synthesize", "chip_size=abc", "chip_size", "is not a whole number >= 1"),
+        ("synthesize", "overlap=-1", "overlap", "is not a whole number >= 0"),
+        ("synthesize", "classtexture.purity=0", "classtexture.purity", "not a number in (0, 1]"),
+    ],
+)
+def test_bad_values_fail_at_compose_naming_the_key(
+    job: str, override: str, key: str, rule: str, root: Path
+) -> None:
+    """A typo or a value out of range stops Hydra's compose (before the job runs any code of
+    its own, so before any data is read), with the override, the key and the rule."""
+    with pytest.raises(ConfigCompositionException, match=f"override {re.escape(override)}$") as err:
+        _compose(job, root, override)
+    cause = str(err.value.__cause__)
+    assert f"{rule}" in cause.splitlines()[0]
+    assert f"full_key: {key}\n" in cause
+
+
+def test_a_bad_value_from_an_experiment_fails_too(root: Path, tmp_path: Path) -> None:
+    """Values merged after the job's YAML (an experiment's, here a user's) are checked too."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nmix:\n  mode: ad\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose("train_segmentation", root, searchpath, "experiment=mine")
+    assert "In 'experiment/mine'" in str(err.value)
+    assert "'ad' is not one of: replace, add\n    full_key: mix.mode\n" in str(err.value)
+
+
+def test_schema_values_stay_plain_and_edges_pass(root: Path) -> None:
+    cfg = _compose("train_segmentation", root, "mix.ratio=1", "mix.mode=add", "mix.lambda_div=2")
+    mix = OmegaConf.to_container(cfg.mix)
+    assert mix == {"ratio": 1.0, "mode": "add", "source": None, "lambda_div": 2.0, "copies": 1}
+    assert type(mix["ratio"]) is float and type(mix["mode"]) is str  # no enums reach the job
+    assert _compose("train_segmentation", root, "mix.ratio=0").mix.ratio == 0.0
+    assert _compose("train_segmentation", root).segmentation.decoder_channels is None
+    cfg = _compose("synthesize", root, "chip_size=64", "overlap=0", "classtexture.purity=1")
+    assert (cfg.chip_size, cfg.overlap, cfg.classtexture.purity, cfg.tiles) == (64, 0, 1.0, None)
+    cfg = _compose("train_generator", root, "generator.tau=0.5", "+generator_note=mine")
+    assert (cfg.generator.tau, cfg.generator_note) == (0.5, "mine")  # the top stays open
+
+
+def test_schema_choices_are_the_codes() -> None:
+    """The schemas' choices (kept in a torch-free module) are those the code accepts."""
+    from synthsat import schemas, synthesize
+    from synthsat.data import mixing
+    from synthsat.models import spade
+    from synthsat.synthesis import gan_synthesizer
+    from synthsat.tasks import adversaries, segmentation
+
+    assert schemas.MIX_MODES == mixing.MODES
+    assert schemas.DISCRIMINATORS == adversaries.KINDS
+    assert schemas.START_MODES == spade.START_MODES
+    assert schemas.LOSSES == segmentation.LOSSES
+    assert schemas.SCHEDULERS == segmentation.SCHEDULERS
+    assert schemas.METHODS == synthesize.METHODS
+    assert schemas.STYLES == gan_synthesizer.STYLES
+    assert schemas.STYLE_SCOPES == gan_synthesizer.STYLE_SCOPES
+    for norm in schemas.NORMS:
+        spade._param_free_norm(norm, 4)
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        spade._param_free_norm("group", 4)
+
+
+@pytest.mark.parametrize(
+    ("group", "schema"), [("generator", "GeneratorSchema"), ("segmentation", "SegmentationSchema")]
+)
+def test_every_preset_fills_its_schema(group: str, schema: str, root: Path) -> None:
+    """Each preset sets every key of its schema, in the schema's order, so the schema adds
+    nothing and moves nothing (stage hashes stay those of the YAML alone)."""
+    from synthsat import schemas
+
+    names = [f.name for f in dataclasses.fields(getattr(schemas, schema))]
+    job = "train_generator" if group == "generator" else "train_segmentation"
+    for preset in presets(group):
+        node = _compose(job, root, f"{group}={preset}")[group]
+        own = OmegaConf.load(CONF / group / f"{preset}.yaml")
+        if "defaults" not in own:  # a preset extending another states only what differs
+            assert [k for k in own] == names, preset
+        assert list(node) == names and OmegaConf.missing_keys(node) == set(), preset
+
+
+def test_schemas_do_not_change_the_composed_configs(root: Path, tmp_path: Path) -> None:
+    """The jobs' configs composed with and without their schema entries are the same YAML:
+    a pipeline stage's directory hashes it, so adding a schema reruns no stage."""
+    plain = tmp_path / "conf"
+    shutil.copytree(CONF, plain)
+    for job in ("train_generator", "train_segmentation", "synthesize"):
+        text = (plain / f"{job}.yaml").read_text()
+        stripped = "".join(line for line in text.splitlines(True) if "- schema/" not in line)
+        assert stripped != text
+        (plain / f"{job}.yaml").write_text(stripped)
+    cases = [("train_generator", [f"generator={p}"]) for p in presets("generator")] + [
+        ("train_segmentation", [f"segmentation={p}", "mix.ratio=0.5"])
+        for p in presets("segmentation")
+    ]
+    cases += [("synthesize", ["method=classtexture"]), ("train_segmentation", ["experiment=dubai"])]
+    typed = [OmegaConf.to_yaml(_compose(job, root, *overrides)) for job, overrides in cases]
+    backup = get_gh_backup()  # the module's Hydra (conf/), back after the plain configs
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(plain), version_base="1.3"):
+            untyped = [OmegaConf.to_yaml(_compose(job, root, *o)) for job, o in cases]
+    finally:
+        restore_gh_from_backup(backup)
+    assert untyped == typed

@@ -22,7 +22,8 @@ import pytest
 import torch
 from conftest import tiny_generator_overrides
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
 
 from synthsat import evaluate as evaluate_job
 from synthsat.data import DataError, ToyWorldSource, toyworld
@@ -319,11 +320,13 @@ def test_full_error_and_debug_still_show_the_trace(
 
 
 # -- generator.lambda_div=-1 and other settings out of range -------------------------------
+# Keys with a schema (mix.*, generator.*, synthesize's: synthsat/schemas.py) are refused
+# earlier, as the config is composed (tests/test_configs.py); these are the others.
 @pytest.mark.parametrize(
     ("job", "override", "key"),
     [
-        ("train_generator", "generator.lambda_div=-1", "generator.lambda_div"),
-        ("train_segmentation", "mix.ratio=1.5", "mix.ratio"),
+        ("pipeline", "pipeline.lambdas=[0,-1]", "pipeline.lambdas"),
+        ("train_segmentation", "data.on_nonfinite=skip", "data.on_nonfinite"),
         ("pipeline", "pipeline.ratios=[0,2]", "pipeline.ratios"),
         ("synthesize", "overlap=64", "overlap"),
         ("train_generator", "data.patch_size=0", "data.patch_size"),
@@ -348,7 +351,13 @@ def test_negative_lambda_div_stops_train_generator_before_data(tmp_path: Path) -
     user = tmp_path / "mydata"
     user.mkdir()
     (user / "notes.txt").write_text("mine")
-    cfg = _compose("train_generator", user, tmp_path, "logger=none", "generator.lambda_div=-1")
+    with pytest.raises(ConfigCompositionException, match="generator.lambda_div=-1") as err:
+        _compose("train_generator", user, tmp_path, "logger=none", "generator.lambda_div=-1")
+    assert "is not a number >= 0\n    full_key: generator.lambda_div" in str(err.value.__cause__)
+    # the same config built without the schema: refused before the data is read
+    cfg = OmegaConf.create(OmegaConf.to_container(_compose("train_generator", user, tmp_path)))
+    cfg.generator.lambda_div = -1
+    cfg.logger = None
     with pytest.raises(ConfigError, match=r"generator\.lambda_div=-1(\.0)?: must be a number >= 0"):
         train_generator(cfg)
 

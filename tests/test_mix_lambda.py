@@ -12,6 +12,8 @@ import pytest
 import rasterio
 from conftest import segmentation_multirun, tiny_generator_overrides
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from synthsat.data import DataError, ToyWorldSource
 from synthsat.data.mixing import resolve_mix
@@ -176,9 +178,12 @@ def _compose(toy_root: Path, tmp_path: Path, *overrides: str, name: str = "train
 
 
 def test_config_rejects_a_negative_lambda(toy_root: Path, tmp_path: Path) -> None:
-    cfg = _compose(toy_root, tmp_path, "mix.lambda_div=-1")
+    with pytest.raises(ConfigCompositionException) as err:  # the schema, as it is composed
+        _compose(toy_root, tmp_path, "mix.lambda_div=-1")
+    assert "full_key: mix.lambda_div" in str(err.value.__cause__)
+    plain = OmegaConf.create({"mix": {"lambda_div": -1}})  # a config without the schema
     with pytest.raises(ConfigError, match=r"^mix\.lambda_div=-1: must be a number >= 0$"):
-        validate_config(cfg)
+        validate_config(plain)
 
 
 def test_user_errors_passes_the_return_value_through(tmp_path: Path) -> None:

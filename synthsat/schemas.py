@@ -1,0 +1,328 @@
+"""Structured-config schemas: bad values fail when Hydra composes the config, naming the key.
+
+The jobs' YAML files stay the source of every value; the schemas here only give the keys
+types, ranges and choices. Each is a dataclass registered in Hydra's ConfigStore (group
+``schema``, see :func:`register`) and merged into its package right after the job's own
+YAML (``- schema/mix@mix`` after ``_self_`` in ``conf/train_segmentation.yaml``). Every
+field defaults to ``???``: merged after the YAML, a schema keeps the YAML's values and key
+order and swaps each value's node for a typed one, so the composed config (and with it a
+pipeline stage's hash, :mod:`synthsat.stages`) is unchanged, while any later value (an
+experiment, a command-line override, a pipeline stage's override) is checked as it is
+merged::
+
+    $ python -m synthsat.train_segmentation mix.mode=replce
+    Error merging override mix.mode=replce
+    Value 'replce' is not one of: replace, add
+        full_key: mix.mode
+
+That happens before the job's module runs any code of its own, so before any data is read
+(:func:`synthsat.runtime.validate_config` still checks what depends on several keys).
+
+Schemas: ``mix`` (train_segmentation), ``generator`` and its ``net`` (train_generator),
+``segmentation`` (train_segmentation), ``synthesize`` (the job's top-level keys and
+``classtexture``; open: other top-level keys are untouched) and ``train_segmentation``
+(its top-level ``test_ckpt``). ``_target_`` keys are plain strings, so
+``hydra.utils.instantiate`` works as before.
+
+Ranges and choices are checked by OmegaConf value nodes (:class:`NumberNode`,
+:class:`WholeNode`, :class:`ChoiceNode`) that keep values plain (floats, ints, strings:
+no enums reach models, checkpoints or ``metrics.json``). This module imports no torch: it
+is registered when :mod:`synthsat` is imported, before any job composes a config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, FloatNode, IntegerNode, OmegaConf, StringNode
+from omegaconf.errors import ValidationError
+
+# The choices the code accepts (imported there from torch-heavy modules; tests check that
+# these equal synthsat.tasks.adversaries.KINDS, synthsat.models.spade.START_MODES, ...).
+MIX_MODES = ("replace", "add")
+DISCRIMINATORS = ("patch", "oasis")
+NORMS = ("batch", "instance")
+START_MODES = ("fc", "cond")
+LOSSES = ("ce", "jaccard", "focal")
+SCHEDULERS = ("plateau", "cosine")
+METHODS = ("generator", "classtexture")
+STYLES = ("random", "encoder", "auto")
+STYLE_SCOPES = ("tile", "chip")
+TEST_CKPTS = ("best", "last")
+
+
+# -- value nodes that check ranges and choices ---------------------------------------------
+class NumberNode(FloatNode):
+    """A float node whose values must lie in an interval (ends inclusive unless open)."""
+
+    def __init__(
+        self,
+        value: Any = MISSING,
+        low: float = -math.inf,
+        high: float = math.inf,
+        open_low: bool = False,
+        is_optional: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.__dict__["_bounds"] = (low, high, open_low)
+        super().__init__(value, is_optional=is_optional, **kwargs)
+
+    def rule(self) -> str:
+        """The accepted values, in words."""
+        low, high, open_low = self.__dict__["_bounds"]
+        if high == math.inf:
+            return f"a number {'>' if open_low else '>='} {low:g}"
+        return f"a number in {'(' if open_low else '['}{low:g}, {high:g}]"
+
+    def _validate_and_convert_impl(self, value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValidationError(f"Value '$VALUE' is not {self.rule()}")
+        number = super()._validate_and_convert_impl(value)
+        low, high, open_low = self.__dict__["_bounds"]
+        above = number > low if open_low else number >= low
+        if not (above and number <= high):
+            raise ValidationError(f"Value '$VALUE' is not {self.rule()}")
+        return number
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NumberNode:
+        res = NumberNode()
+        res.__dict__["_bounds"] = self.__dict__["_bounds"]
+        self._deepcopy_impl(res, memo)
+        return res
+
+
+class WholeNode(IntegerNode):
+    """An int node whose values must be at least ``minimum``."""
+
+    def __init__(
+        self, value: Any = MISSING, minimum: int = 0, is_optional: bool = False, **kwargs: Any
+    ) -> None:
+        self.__dict__["_minimum"] = minimum
+        super().__init__(value, is_optional=is_optional, **kwargs)
+
+    def _validate_and_convert_impl(self, value: Any) -> int:
+        minimum = self.__dict__["_minimum"]
+        try:
+            number = super()._validate_and_convert_impl(value)
+        except ValidationError:
+            number = None
+        if number is None or number < minimum:
+            raise ValidationError(f"Value '$VALUE' is not a whole number >= {minimum}")
+        return number
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WholeNode:
+        res = WholeNode(minimum=self.__dict__["_minimum"])
+        self._deepcopy_impl(res, memo)
+        return res
+
+
+class ChoiceNode(StringNode):
+    """A string node whose values must be one of ``choices``."""
+
+    def __init__(
+        self,
+        value: Any = MISSING,
+        choices: tuple[str, ...] = (),
+        is_optional: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.__dict__["_choices"] = tuple(choices)
+        super().__init__(value, is_optional=is_optional, **kwargs)
+
+    def _validate_and_convert_impl(self, value: Any) -> str:
+        choices = self.__dict__["_choices"]
+        if not isinstance(value, str) or value not in choices:
+            raise ValidationError(f"Value '$VALUE' is not one of: {', '.join(choices)}")
+        return value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ChoiceNode:
+        res = ChoiceNode(choices=self.__dict__["_choices"])
+        self._deepcopy_impl(res, memo)
+        return res
+
+
+def number(
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    optional: bool = False,
+) -> Any:
+    """A dataclass field: a float in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    return field(
+        default_factory=lambda: NumberNode(
+            low=low, high=high, open_low=open_low, is_optional=optional
+        )
+    )
+
+
+def whole(minimum: int = 0, *, optional: bool = False) -> Any:
+    """A dataclass field: an int >= ``minimum`` (``optional``: or null)."""
+    return field(default_factory=lambda: WholeNode(minimum=minimum, is_optional=optional))
+
+
+def choice(*choices: str) -> Any:
+    """A dataclass field: one of ``choices``."""
+    return field(default_factory=lambda: ChoiceNode(choices=choices))
+
+
+# -- the schemas ---------------------------------------------------------------------------
+#: Keys that hold a list or null are left untyped (``Any``): OmegaConf merges a schema's
+#: missing list over a null value (it keeps other values), which would turn the YAML's
+#: ``null`` into ``???``.
+LIST_OR_NULL = ("segmentation.decoder_channels", "synthesize: tiles")
+
+
+@dataclass
+class MixSchema:
+    """``mix``: real / synthetic mixing of training patches (:mod:`synthsat.data.mixing`)."""
+
+    ratio: float = number(0.0, 1.0)
+    mode: str = choice(*MIX_MODES)
+    source: str | None = MISSING
+    lambda_div: float | None = number(0.0, optional=True)
+    copies: int = whole(1)
+
+
+@dataclass
+class GeneratorNetSchema:
+    """``generator.net``: :class:`synthsat.models.spade.SPADEGenerator` settings."""
+
+    _target_: str = MISSING
+    ngf: int = whole(1)
+    start_size: int = whole(1)
+    max_mult: int = whole(1)
+    spade_hidden: int = whole(1)
+    norm: str = choice(*NORMS)
+    spectral: bool = MISSING
+    output_scale: float = number(0.0, open_low=True)
+    start: str = choice(*START_MODES)
+    noise_dim: int = whole(0)
+    noise_cell: int = whole(1)
+
+
+@dataclass
+class GeneratorSchema:
+    """``generator``: :class:`synthsat.tasks.generator.GeneratorTask` settings (every
+    ``conf/generator/*.yaml`` preset)."""
+
+    _target_: str = MISSING
+    _recursive_: bool = MISSING
+    patch_size: int = whole(1)
+    z_dim: int = whole(0)
+    net: GeneratorNetSchema = field(default_factory=GeneratorNetSchema)
+    discriminator: str = choice(*DISCRIMINATORS)
+    use_vae: bool = MISSING
+    nef: int = whole(1)
+    ndf: int = whole(1)
+    num_D: int = whole(1)
+    n_layers: int = whole(1)
+    lambda_gan: float = number(0.0)
+    lambda_feat: float = number(0.0)
+    lambda_labelmix: float = number(0.0)
+    lambda_kld: float = number(0.0)
+    lambda_vgg: float = number(0.0)
+    lambda_stats: float = number(0.0)
+    lambda_div: float = number(0.0)
+    tau: float | None = number(0.0, optional=True)
+    lr_g: float = number(0.0, open_low=True)
+    lr_d: float = number(0.0, open_low=True)
+    betas: list[float] = MISSING
+    d_steps_per_g: int = whole(1)
+    ema: bool = MISSING
+    ema_decay: float = number(0.0, 1.0)
+
+
+@dataclass
+class SegmentationSchema:
+    """``segmentation``: :class:`synthsat.tasks.segmentation.SegmentationTask` settings
+    (every ``conf/segmentation/*.yaml`` preset)."""
+
+    _target_: str = MISSING
+    encoder_name: str = MISSING
+    encoder_weights: str | None = MISSING
+    encoder_depth: int = whole(1)
+    decoder_channels: Any = MISSING  # a list of ints or null (see LIST_OR_NULL)
+    loss: str = choice(*LOSSES)
+    lr: float = number(0.0, open_low=True)
+    weight_decay: float = number(0.0)
+    lr_patience: int = whole(0)
+    lr_factor: float = number(0.0, 1.0, open_low=True)
+    min_lr: float = number(0.0)
+    monitor: str = MISSING
+    scheduler: str = choice(*SCHEDULERS)
+    warmup_steps: int = whole(0)
+    channels_last: bool = MISSING
+
+
+@dataclass
+class TrainSegmentationSchema:
+    """Top-level keys of ``conf/train_segmentation.yaml`` (open: the others are untouched)."""
+
+    test_ckpt: str = choice(*TEST_CKPTS)
+
+
+@dataclass
+class ClassTextureSchema:
+    """``classtexture``: the control synthesiser (:mod:`synthsat.synthesis.classtexture`)."""
+
+    patch_size: int = whole(1)
+    purity: float = number(0.0, 1.0, open_low=True)
+    fallback_purity: float = number(0.0, 1.0, open_low=True)
+    per_class: int = whole(1)
+    texture_splits: list[str] = MISSING
+
+
+@dataclass
+class SynthesizeSchema:
+    """Top-level keys of ``conf/synthesize.yaml`` (open: the others are untouched)."""
+
+    seed: int = MISSING
+    method: str = choice(*METHODS)
+    ckpt: str | None = MISSING
+    out: str = MISSING
+    splits: list[str] = MISSING
+    tiles: Any = MISSING  # a list of tile names or null (see LIST_OR_NULL)
+    samples: int = whole(1)
+    style: str = choice(*STYLES)
+    style_scope: str = choice(*STYLE_SCOPES)
+    chip_size: int | None = whole(1, optional=True)
+    overlap: int | None = whole(0, optional=True)
+    batch_size: int = whole(1)
+    channels_last: bool = MISSING
+    autocast: bool = MISSING
+    dtype: str | None = MISSING
+    block_size: int = whole(1)
+    compress: str = MISSING
+    cog: bool = MISSING
+    previews: int = whole(0)
+    classtexture: ClassTextureSchema = field(default_factory=ClassTextureSchema)
+
+
+def open_schema(schema: type) -> DictConfig:
+    """``schema``'s typed fields in an untyped (open) config: merged at the top of a job's
+    config, it types these keys and leaves the job's other keys (groups, ``hydra``, an
+    experiment's) as they are."""
+    typed = OmegaConf.structured(schema)
+    return OmegaConf.create({f.name: typed._get_node(f.name) for f in fields(schema)})
+
+
+#: ConfigStore entries of group ``schema``: name -> node (a dataclass, or an open config).
+SCHEMAS: dict[str, Callable[[], Any]] = {
+    "mix": lambda: MixSchema,
+    "generator": lambda: GeneratorSchema,
+    "segmentation": lambda: SegmentationSchema,
+    "synthesize": lambda: open_schema(SynthesizeSchema),
+    "train_segmentation": lambda: open_schema(TrainSegmentationSchema),
+}
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore as ``schema/<name>`` (idempotent)."""
+    store = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        store.store(group="schema", name=name, node=node())
