@@ -192,6 +192,15 @@ def test_foreign_folders_and_bad_samples_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="needs 'image' and 'mask'"):
         TorchGeoSource(tmp_path / "new", dataset=ImagesOnly(1, 0)).prepare()
+    missing = TorchGeoSource(
+        tmp_path / "new", image=lambda: Images(paths=tmp_path / "nowhere"), mask=lambda: None
+    )
+    # torchgeo warns of the empty path before it raises: the condition under test
+    with (
+        pytest.warns(UserWarning, match="Could not find any relevant files"),
+        pytest.raises(DataError, match="cannot export the torchgeo dataset.*nowhere"),
+    ):
+        missing.prepare()
     with pytest.raises(ValueError, match="either `dataset` or both"):
         TorchGeoSource(tmp_path / "x", image=TinyTiles(1, 0))
 
