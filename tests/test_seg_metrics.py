@@ -185,3 +185,46 @@ def test_no_scored_classes_gives_nan() -> None:
     result = scores_from_confusion(torch.eye(3), [])
     assert math.isnan(result["miou"]) and math.isnan(result["pixel_accuracy"])
     assert result["iou"] == {"0": 1.0, "1": 1.0, "2": 1.0}
+
+
+def _pixels_of(confmat: list[list[int]], ignored: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions and labels whose confusion matrix is ``confmat`` (rows = truth), plus
+    ``ignored`` pixels labelled with the ignore index 0, predicted as class 1."""
+    pairs = [(t, p) for t, row in enumerate(confmat) for p, n in enumerate(row) for _ in range(n)]
+    pairs += [(0, 1)] * ignored
+    target, preds = torch.tensor(pairs).T
+    return preds, target
+
+
+#: 4 classes: 0 no-data (the ignore index, so its row is empty; predicting it is an error),
+#: 1 and 2 scored, 3 trained on but not scored (Dubai's 'unlabeled').
+CONFMAT = [[0, 0, 0, 0], [2, 7, 3, 1], [0, 4, 9, 0], [1, 0, 2, 5]]
+
+
+def test_iou_is_torchmetrics_jaccard_index_in_float64() -> None:
+    """Per-class IoU equals torchmetrics' ``MulticlassJaccardIndex(average="none")`` on the
+    same pixels, to float32: torchmetrics reduces its confusion matrix in float32, the
+    scores keep float64 (the same numbers as before, exact for large pixel counts)."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    preds, target = _pixels_of(CONFMAT, ignored=6)
+    scores = SegmentationScores(4, [1, 2], 0)
+    scores.update(preds, target)
+    result = scores.compute()
+    assert result["confusion_matrix"] == CONFMAT  # the ignored pixels count nowhere
+    # by hand: TP / (row + column - TP); class 0 is never true, predicted 3 times
+    by_hand = [0 / 3, 7 / (13 + 11 - 7), 9 / (13 + 14 - 9), 5 / (8 + 6 - 5)]
+    assert [result["iou"][str(c)] for c in range(4)] == by_hand
+    jaccard = MulticlassJaccardIndex(4, average="none", ignore_index=0)
+    per_class = jaccard(preds, target)
+    assert per_class.dtype == torch.float32
+    torch.testing.assert_close(per_class, torch.tensor(by_hand, dtype=torch.float32))
+    assert result["miou"] == (by_hand[1] + by_hand[2]) / 2
+    # torchmetrics' macro mean averages every class but the ignore index: it cannot leave
+    # out an unscored class, so the mIoU over the scored classes stays the scores' own
+    macro = MulticlassJaccardIndex(4, average="macro", ignore_index=0)(preds, target)
+    assert float(macro) == pytest.approx(sum(by_hand[1:]) / 3)
+    assert float(macro) - result["miou"] == pytest.approx((by_hand[3] - result["miou"]) / 3)
+    # with every class but the ignore index scored, the two means agree
+    everything = scores_from_confusion(torch.tensor(CONFMAT), [1, 2, 3])
+    assert everything["miou"] == pytest.approx(float(macro), rel=1e-6)

@@ -189,3 +189,60 @@ def test_task_step_predict_and_checkpoint(tmp_path: Path) -> None:
 def test_metadata_is_required() -> None:
     with pytest.raises(ValueError, match="lacks"):
         SegmentationTask({"classes": ["a", "b"]}, **TINY)
+
+
+def test_task_is_torchgeos_with_this_projects_settings() -> None:
+    """A torchgeo SemanticSegmentationTask whose hyperparameters are exactly this task's
+    settings (checkpoints load with its signature) and whose hooks build the same U-Net
+    as build_unet from the same seed (the numbers of the task before torchgeo)."""
+    import inspect
+
+    from torchgeo.trainers import SemanticSegmentationTask
+
+    torch.manual_seed(0)
+    task = SegmentationTask(METADATA, **TINY)
+    assert isinstance(task, SemanticSegmentationTask)
+    assert set(task.hparams) == set(inspect.signature(SegmentationTask).parameters)
+    assert task.hparams.metadata == METADATA and task.monitor == "val/loss"
+    torch.manual_seed(0)
+    unet = build_unet(4, 3, encoder_depth=3, decoder_channels=[32, 16, 8])
+    ours = task.model.state_dict()
+    assert list(ours) == list(unet.state_dict())
+    assert all(torch.equal(ours[k], v) for k, v in unet.state_dict().items())
+    assert isinstance(task.criterion, torch.nn.CrossEntropyLoss)
+    assert task.criterion.ignore_index == 0
+
+
+def test_test_and_predict_take_whole_tiles_of_any_size() -> None:
+    """Tiles whose sides are no multiple of 2 ** encoder_depth are padded and cropped back:
+    trainer.test logs the scores evaluate_model gives, under this project's names."""
+    import lightning as L
+
+    from synthsat.metrics.segmentation import evaluate_model
+
+    torch.manual_seed(0)
+    task = SegmentationTask(METADATA, **TINY)
+    tiles = [
+        {"image": torch.randn(1, 4, 45, 30), "mask": torch.randint(0, 3, (1, 45, 30))},
+        {"image": torch.randn(1, 4, 17, 40), "mask": torch.randint(0, 3, (1, 17, 40))},
+    ]
+    trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(tiles, batch_size=None)
+    (logged,) = trainer.test(task, dataloaders=loader, verbose=False)
+    expected = evaluate_model(task, tiles, 3, [1, 2], 0, METADATA["classes"])
+    assert task.test_results["confusion_matrix"] == expected["confusion_matrix"]
+    labelled = sum(int((t["mask"] > 0).sum()) for t in tiles)  # every labelled pixel, once
+    assert sum(map(sum, expected["confusion_matrix"])) == labelled
+    assert logged["test/miou"] == pytest.approx(expected["miou"])
+    assert logged["test/iou_water"] == pytest.approx(expected["iou"]["water"])
+    assert logged["test/acc"] == pytest.approx(expected["pixel_accuracy"])
+    first = torch.utils.data.DataLoader(tiles[:1], batch_size=None)
+    (probs,) = trainer.predict(task, dataloaders=first)
+    assert probs.shape == (1, 3, 45, 30)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 45, 30))
+    task.eval()  # as the trainer ran it
+    with torch.no_grad():
+        torch.testing.assert_close(probs, task.predict_logits(tiles[0]["image"]).softmax(1))

@@ -9,6 +9,8 @@ samples of one format, whatever the source.
 * :class:`ToyWorldSource` — the embedded default: a generated toy world.
 * :class:`ChesapeakeSource` — Chesapeake Land Cover via ``torchgeo.datasets.ChesapeakeCVPR``.
 * :class:`ImageFolderSource` — non-georeferenced ``images/`` and ``masks/`` folders.
+* :class:`~synthsat.data.torchgeo_source.TorchGeoSource` — any torchgeo dataset of
+  imagery and masks (``image & mask``, a ``NonGeoDataset``), exported to GeoTIFF pairs.
 """
 
 from __future__ import annotations

@@ -12,6 +12,12 @@ count nowhere. From it:
 
 Predictions of unscored classes (e.g. Dubai's ``unlabeled``) count as errors on
 scored pixels, so they lower the scores of the classes they are confused with.
+
+The per-class IoU is torchmetrics' ``MulticlassJaccardIndex(average="none")`` of the
+same pixels, computed here from the matrix in float64 (torchmetrics reduces in float32,
+which differs from it in the 8th digit and rounds pixel counts above 2**24). Its
+``macro`` mean is not the mIoU: it averages every class but the ignore index, so an
+unscored class would count.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """``SegmentationTask``: a U-Net trained on land-cover masks, scored per split.
 
+A subclass of torchgeo's :class:`~torchgeo.trainers.SemanticSegmentationTask` whose
+construction hooks build this project's network, loss and scores.
+
 The data's :meth:`~synthsat.data.LandCoverDataModule.metadata` (classes, bands,
 ignore index, scored classes, band normalisation) is part of the hyperparameters,
 so a checkpoint alone says how to feed and read the model::
@@ -15,12 +18,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchgeo.trainers import SemanticSegmentationTask
 
 from synthsat.data.cache import scaled_shape
 from synthsat.data.datasets import Normalizer
@@ -56,8 +59,36 @@ def build_loss(name: str, num_classes: int, ignore_index: int | None) -> nn.Modu
     raise ValueError(f"unknown segmentation loss '{name}', expected one of {LOSSES}")
 
 
-class SegmentationTask(L.LightningModule):
+#: ``SemanticSegmentationTask`` settings that this task derives from its own (``metadata``,
+#: ``encoder_name``, ``lr_patience``, ...) or does not offer: left out of the hyperparameters,
+#: so checkpoints hold exactly this task's settings and load with its signature.
+TORCHGEO_SETTINGS = (
+    "model",
+    "backbone",
+    "weights",
+    "in_channels",
+    "task",
+    "num_classes",
+    "num_labels",
+    "num_filters",
+    "class_weights",
+    "ignore_index",
+    "patience",
+    "freeze_backbone",
+    "freeze_decoder",
+)
+
+
+class SegmentationTask(SemanticSegmentationTask):
     """Semantic segmentation with a U-Net, Adam and ReduceLROnPlateau on validation loss.
+
+    A torchgeo :class:`~torchgeo.trainers.SemanticSegmentationTask` (its construction
+    order: hyperparameters, then :meth:`configure_models`, :meth:`configure_losses`,
+    :meth:`configure_metrics`) that keeps what torchgeo lacks: the data metadata in the
+    hyperparameters, offline-only pretrained encoders with a chosen depth and decoder,
+    losses and scores that leave out the ignore index, mIoU over the scored classes
+    (macro, torchgeo's is micro), whole-tile padding at test and predict, Adam with a
+    plateau or warm-up + cosine schedule, and the ``<split>/<metric>`` log names.
 
     Args:
         metadata: the datamodule's ``metadata()`` (classes, bands, ignore index, scored
@@ -84,6 +115,9 @@ class SegmentationTask(L.LightningModule):
             about 1.3x faster training steps and 1.5x faster whole-tile inference).
     """
 
+    ignore = TORCHGEO_SETTINGS
+    mode = "min"
+
     def __init__(
         self,
         metadata: dict[str, Any],
@@ -102,7 +136,6 @@ class SegmentationTask(L.LightningModule):
         scheduler: str = "plateau",
         warmup_steps: int = 0,
     ) -> None:
-        super().__init__()
         missing = [k for k in METADATA_KEYS if k not in metadata]
         if missing:
             raise ValueError(
@@ -112,10 +145,29 @@ class SegmentationTask(L.LightningModule):
             raise ValueError(f"unknown scheduler '{scheduler}', expected one of {SCHEDULERS}")
         if loss not in LOSSES:
             raise ValueError(f"unknown segmentation loss '{loss}', expected one of {LOSSES}")
-        # plain containers, so checkpoints load with torch.load(weights_only=True)
+        # plain containers, so checkpoints load with torch.load(weights_only=True); the
+        # hyperparameters are these locals as they are when torchgeo saves them below
         metadata = plain(metadata, deep=True)
         decoder_channels = plain(decoder_channels, deep=True)
-        self.save_hyperparameters()
+        super().__init__(
+            model="unet",
+            backbone=encoder_name,
+            weights=None,  # pretrained encoders: configure_models, from the local cache only
+            in_channels=int(metadata["bands"]),
+            task="multiclass",
+            num_classes=len(metadata["classes"]),
+            loss=loss,  # type: ignore[arg-type]
+            ignore_index=metadata["ignore_index"],
+            lr=lr,
+            patience=lr_patience,
+        )
+
+    # -- torchgeo's construction hooks -----------------------------------------------------
+    def configure_models(self) -> None:
+        """The U-Net of :func:`~synthsat.models.segmentation.build_unet` and the data's
+        class list, ignore index, scored classes, band normalisation and scale."""
+        hp = self.hparams
+        metadata = hp.metadata
         self.classes: list[str] = list(metadata["classes"])
         self.num_classes = len(self.classes)
         self.ignore_index: int | None = metadata["ignore_index"]
@@ -124,19 +176,26 @@ class SegmentationTask(L.LightningModule):
         self.model = build_unet(
             int(metadata["bands"]),
             self.num_classes,
-            encoder_name,
-            encoder_weights,
-            encoder_depth,
-            decoder_channels,
+            hp.encoder_name,
+            hp.encoder_weights,
+            hp.encoder_depth,
+            hp.decoder_channels,
         )
-        self.channels_last = channels_last
-        if channels_last:
+        self.channels_last = bool(hp.channels_last)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.pad_multiple = 2**encoder_depth
+        self.pad_multiple = 2**hp.encoder_depth
         #: the data's resolution factor (``data.scale``): inputs of predict_logits are
         #: resampled by it and the logits brought back to the input's size
         self.scale = float(metadata.get("scale", 1.0))
-        self.criterion = build_loss(loss, self.num_classes, self.ignore_index)
+        self.monitor = hp.monitor
+
+    def configure_losses(self) -> None:
+        """The loss of :func:`build_loss` (the ignore index contributes nothing)."""
+        self.criterion = build_loss(self.hparams.loss, self.num_classes, self.ignore_index)
+
+    def configure_metrics(self) -> None:
+        """A confusion matrix per split, scored over the scored classes."""
         # keyed "<split>_scores": a ModuleDict key may not shadow nn.Module.train
         self.scores = nn.ModuleDict(
             {
@@ -188,11 +247,12 @@ class SegmentationTask(L.LightningModule):
             logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
         return logits[0] if squeeze else logits
 
-    # -- training ----------------------------------------------------------------------
+    # -- training ---------------------------------------------------------------------
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         image, mask = batch["image"], batch["mask"]
-        # test tiles are native: a model trained at a reduced scale resamples them
-        logits = self.predict_logits(image) if split == "test" and self.scale != 1 else self(image)
+        # test tiles are whole and native: padded to the encoder's multiple (and resampled
+        # by a model trained at a reduced scale), the logits cropped back
+        logits = self.predict_logits(image) if split == "test" else self(image)
         loss = self.criterion(logits, mask)
         bs = image.shape[0]
         self.log(
@@ -214,14 +274,28 @@ class SegmentationTask(L.LightningModule):
             )
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> torch.Tensor:
+        """The loss of a batch of patches; logs ``train/loss`` and the synthetic share."""
         return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Logs ``val/loss`` and adds the batch to the validation scores."""
         self._step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Logs ``test/loss`` and adds the batch (whole tiles, any size) to the test scores."""
         self._step(batch, "test")
+
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> torch.Tensor:
+        """Class probabilities (B, K, H, W) of normalised images of any size (torchgeo's
+        output), through :meth:`predict_logits`."""
+        return self.predict_logits(batch["image"]).softmax(1)
 
     def _log_scores(self, split: str) -> None:
         result = self.scores[f"{split}_scores"].compute()
