@@ -89,7 +89,8 @@ def _run_job(job: str, run_dir: Path, *overrides: str) -> tuple[dict[str, Any], 
     """``python -m synthsat.<job> <overrides> trainer=ddp_cpu`` with the probe; the two
     ranks' records."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
-    env.pop("LOCAL_RANK", None)
+    for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)  # a job of its own, whatever launched pytest
     command = [
         sys.executable,
         "-m",
