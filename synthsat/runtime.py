@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -52,7 +53,8 @@ def prepare_run(cfg: DictConfig) -> Path:
         L.seed_everything(int(cfg.seed), workers=True)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:  # under DDP every process runs the job: written once
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out
 
 
@@ -146,12 +148,14 @@ def scores_record(split: str, scores: Mapping[str, Any], datamodule: Any) -> dic
 def finish_run(out: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """``metrics`` with the run directory, written to ``<out>/metrics.json``; returned.
 
-    Every job's ``run()`` returns what this writes.
+    Every job's ``run()`` returns what this writes. Under DDP (where every process runs
+    the job) only the global-zero process writes it.
     """
     from synthsat.metrics.segmentation import write_metrics
 
     record = {**metrics, "run_dir": str(out.resolve())}
-    write_metrics(out / "metrics.json", record)
+    if rank_zero_only.rank == 0:
+        write_metrics(out / "metrics.json", record)
     return record
 
 

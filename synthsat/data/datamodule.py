@@ -9,7 +9,8 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from synthsat.data.cache import CachedTile, TileCache, band_statistics
 from synthsat.data.datasets import GridChipDataset, Normalizer, PatchSpec, RandomPatchDataset
@@ -219,26 +220,53 @@ class LandCoverDataModule(L.LightningDataModule):
             self.tiles[split], self.eval_chip_size, self.normalizer, self.ignore_index
         )
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None = None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             drop_last=False,
             persistent_workers=self.num_workers > 0,
             pin_memory=False,
         )
 
+    def eval_sampler(self, dataset: Dataset) -> Sampler | None:
+        """Under DDP, this process's share of an evaluation set: every sample on exactly
+        one rank (none repeated, shares differ by one at most), so that the scores summed
+        over the processes are those of the whole set. None (the loader's own order, or
+        Lightning's distributed sampler) with one process, or with fewer samples than
+        processes (every rank needs one: Lightning's sampler repeats a few then)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        if len(dataset) < trainer.world_size:  # type: ignore[arg-type]
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+
     def train_dataloader(self) -> DataLoader:
+        """Random training patches. Under DDP, Lightning's distributed sampler gives each
+        rank ``patches_per_epoch / world_size`` of them; the patches themselves are drawn
+        from each rank's own random streams
+        (:func:`~synthsat.tasks.distributed.split_random_streams`; with workers, also
+        from Lightning's worker seeds, which include the rank)."""
         return self._loader(self.train_dataset(), self.batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         bs = self.batch_size if self.val_mode == "patches" else self.eval_batch_size
-        return self._loader(self.eval_dataset("val"), bs, shuffle=False)
+        dataset = self.eval_dataset("val")
+        return self._loader(dataset, bs, shuffle=False, sampler=self.eval_sampler(dataset))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset("test"), self.eval_batch_size, shuffle=False)
+        dataset = self.eval_dataset("test")
+        return self._loader(
+            dataset, self.eval_batch_size, shuffle=False, sampler=self.eval_sampler(dataset)
+        )
 
     def summary(self) -> str:
         """A human-readable summary of the data."""

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from synthsat.data.synthetic_tiles import read_provenance, write_manifest
+from synthsat.errors import ConfigError
 from synthsat.synthesis.requests import TileRequest
 from synthsat.synthesis.synthesizer import Synthesizer
 from synthsat.synthesis.writer import busy_writer, remove_stale_temps
@@ -281,9 +282,14 @@ def run_synthesis(
         requests: the outputs to make (see :func:`~synthsat.synthesis.requests.make_requests`).
         out_dir: output directory.
         trainer: a Trainer without the writer (it is added); None: one CPU process.
+            Under DDP each tile goes to one process (Lightning's predict sampler does
+            not repeat any), which needs at least as many requests as processes.
 
     Returns:
         the writer callback, with the outputs this process wrote and skipped.
+
+    Raises:
+        ConfigError: fewer requests than processes.
     """
     writer = SynthesisWriter(out_dir)
     if trainer is None:
@@ -294,6 +300,13 @@ def run_synthesis(
             enable_progress_bar=False,
             enable_model_summary=False,
             enable_checkpointing=False,
+        )
+    processes = int(trainer.num_devices) * int(trainer.num_nodes)
+    if 0 < len(requests) < processes:
+        # Lightning's predict sampler gives every tile to one rank and needs one per rank
+        raise ConfigError(
+            f"{len(requests)} tile(s) to synthesise for {processes} processes: use at most "
+            f"trainer.devices={len(requests)} (trainer.num_nodes=1), or more tiles"
         )
     trainer.callbacks.append(writer)
     loader = DataLoader(

@@ -28,6 +28,7 @@ from synthsat.losses import VGGPerceptualLoss, class_statistics_loss, diversity_
 from synthsat.models.encoder import StyleEncoder
 from synthsat.models.spade import SPADEGenerator, mask_to_onehot
 from synthsat.tasks.adversaries import KINDS, OASISAdversary, PatchAdversary
+from synthsat.tasks.distributed import split_random_streams
 from synthsat.tasks.gan_training import GANTrainingMixin
 from synthsat.tasks.hparams import (
     DEFAULT_NET,
@@ -293,6 +294,11 @@ class GeneratorTask(GANTrainingMixin, L.LightningModule):
         if self.hparams.lambda_vgg > 0 and not self._vgg:
             self._vgg.append(VGGPerceptualLoss(self.hparams.data["rgb_bands"]).to(self.device))
 
+    def on_train_start(self) -> None:
+        """Under DDP, random streams of each rank's own (patches, codes, noise; see
+        :func:`~synthsat.tasks.distributed.split_random_streams`)."""
+        split_random_streams(self.trainer)
+
     # -- losses ----------------------------------------------------------------------------------
     def _style_codes(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """Two codes per image: from the encoder posterior (two draws, as the original
@@ -378,6 +384,7 @@ class GeneratorTask(GANTrainingMixin, L.LightningModule):
         of samples with random codes (does the generator get each class's spectrum right).
         ``l1_rec``: L1 between real patches and their reconstruction from the encoder mean.
         ``score`` (lower is better) is ``l1_rec`` with an encoder, else ``class_spectra_l1``.
+        Under DDP each is the mean over the processes (every rank monitors the same score).
         """
         image, onehot = batch["image"], self.onehot(batch["mask"])
         bs = image.shape[0]
@@ -389,10 +396,10 @@ class GeneratorTask(GANTrainingMixin, L.LightningModule):
         real_mean = torch.einsum("bkhw,bchw->kc", onehot, image) / counts.clamp(min=1)[:, None]
         fake_mean = torch.einsum("bkhw,bchw->kc", onehot, fake) / counts.clamp(min=1)[:, None]
         spectra = (real_mean - fake_mean).abs()[counts > 0].mean()
-        self.log("val/class_spectra_l1", spectra, batch_size=bs)
+        self.log("val/class_spectra_l1", spectra, batch_size=bs, sync_dist=True)
         score = spectra
         if self.encoder is not None:
             mu, _ = self.encoder(image)
             score = (gen(onehot, mu, self.sample_noise(bs, h, w, seed)) - image).abs().mean()
-            self.log("val/l1_rec", score, batch_size=bs)
-        self.log("val/score", score, batch_size=bs, prog_bar=True)
+            self.log("val/l1_rec", score, batch_size=bs, sync_dist=True)
+        self.log("val/score", score, batch_size=bs, prog_bar=True, sync_dist=True)

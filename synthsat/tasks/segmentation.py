@@ -29,6 +29,7 @@ from synthsat.data.cache import scaled_shape
 from synthsat.data.datasets import Normalizer
 from synthsat.metrics.segmentation import SegmentationScores
 from synthsat.models.segmentation import build_unet
+from synthsat.tasks.distributed import split_random_streams
 from synthsat.tasks.hparams import plain
 
 LOSSES = ("ce", "jaccard", "focal")
@@ -262,6 +263,7 @@ class SegmentationTask(SemanticSegmentationTask):
             on_epoch=True,
             batch_size=bs,
             prog_bar=split != "test",
+            sync_dist=True,
         )
         self.scores[f"{split}_scores"].update(logits.detach(), mask)
         if split == "train" and "synthetic" in batch:
@@ -271,6 +273,7 @@ class SegmentationTask(SemanticSegmentationTask):
                 on_step=False,
                 on_epoch=True,
                 batch_size=bs,
+                sync_dist=True,
             )
         return loss
 
@@ -303,9 +306,14 @@ class SegmentationTask(SemanticSegmentationTask):
         values = {f"{split}/miou": result["miou"], f"{split}/acc": result["pixel_accuracy"]}
         for name, iou in result["iou"].items():
             values[f"{split}/iou_{re.sub(r'[^0-9A-Za-z]+', '_', name)}"] = iou
-        self.log_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()})
+        # the confusion matrix is summed over the processes (DDP) before the scores
+        values_t = {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
+        self.log_dict(values_t, sync_dist=True)
         if split == "test":
             self.test_results = result
+
+    def on_train_start(self) -> None:
+        split_random_streams(self.trainer)  # DDP: each rank draws its own patches
 
     def on_train_epoch_end(self) -> None:
         self._log_scores("train")
