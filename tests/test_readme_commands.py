@@ -88,6 +88,16 @@ COMMANDS: dict[str, Coverage] = {
     "mix.source=synthetic/l6 hydra.sweeper.n_trials=20": Coverage(
         test="tests/test_optuna_sweep.py::test_optuna_search_maximises_the_returned_miou"
     ),
+    "python -m synthsat.pipeline experiment=paper pipeline.executor=slurm slurm.partition=gpu "
+    "pipeline.dry_run=true": Coverage(
+        test="tests/test_executors.py::test_the_study_plan_of_the_paper_preset_on_slurm"
+    ),
+    "python -m synthsat.pipeline experiment=paper pipeline.executor=slurm "
+    "slurm.partition=gpu": Coverage(
+        reason="needs a SLURM cluster, GPUs and the Chesapeake data; its plan is printed by "
+        "the dry run above, a wave's job array is submitted to a stand-in sbatch in "
+        "tests/test_executors.py::test_a_slurm_wave_goes_out_as_one_job_array"
+    ),
     "python -m synthsat.train_segmentation -m hydra/launcher=slurm "
     "hydra.launcher.partition=gpu trainer=gpu mix.ratio=0,0.1,0.2,0.3,0.4,0.5 seed=0,1,2 "
     "mix.source=...": Coverage(
@@ -195,6 +205,8 @@ def test_the_command_composes(command: str, tmp_path: Path) -> None:
         assert set(cfg.hydra.sweeper.params) == {"segmentation.lr", "mix.ratio"}
     if "hydra/launcher=slurm" in command:
         assert "submitit" in cfg.hydra.launcher._target_
+    if "pipeline.executor=slurm" in command:
+        assert (cfg.pipeline.executor, cfg.slurm.partition) == ("slurm", "gpu")
 
 
 def test_sweep_variants() -> None:
