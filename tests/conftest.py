@@ -80,6 +80,17 @@ def segmentation_multirun(work: Path, toy_root: Path, *sweep: str) -> tuple[Path
     return sweep_dir, sorted(sweep_dir.glob("*/metrics.json"))
 
 
+def real_as_synthetic(toy_root: Path, folder: Path) -> Path:
+    """The toy world's real images copied as synthetic tiles (``<stem>_s0.tif``) into
+    ``folder``: a valid, cheap ``mix.source``."""
+    import shutil
+
+    folder.mkdir()
+    for image in sorted((toy_root / "images").glob("*.tif")):
+        shutil.copy(image, folder / f"{image.stem}_s0.tif")
+    return folder
+
+
 def toy_datamodule(root: Path, cache_dir: Path, **overrides: Any) -> LandCoverDataModule:
     """A set-up datamodule over the 4-tile, 128 px toy world of :func:`toy_root`."""
     args: dict[str, Any] = dict(

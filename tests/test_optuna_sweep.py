@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import yaml
-from conftest import segmentation_multirun
+from conftest import real_as_synthetic, segmentation_multirun
 
 
 def test_optuna_search_maximises_the_returned_miou(toy_root: Path, tmp_path: Path) -> None:
-    synthetic = tmp_path / "synthetic"  # the real images as "synthetic" tiles: cheap, valid
-    synthetic.mkdir()
-    for image in sorted((toy_root / "images").glob("*.tif")):
-        shutil.copy(image, synthetic / f"{image.stem}_s0.tif")
+    synthetic = real_as_synthetic(toy_root, tmp_path / "synthetic")
     work = tmp_path / "work"
     work.mkdir()
     sweep, runs = segmentation_multirun(

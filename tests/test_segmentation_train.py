@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import segmentation_multirun
+from conftest import real_as_synthetic, segmentation_multirun
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -147,12 +147,7 @@ def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
     ``hydra.sweep.dir`` used to stop every multirun with "HydraConfig was not set": it
     lies under ``paths.root``, which used ``${hydra:runtime.cwd}``.
     """
-    import shutil
-
-    synthetic = tmp_path / "synthetic"
-    synthetic.mkdir()
-    for image in sorted((toy_root / "images").glob("*.tif")):
-        shutil.copy(image, synthetic / f"{image.stem}_s0.tif")
+    synthetic = real_as_synthetic(toy_root, tmp_path / "synthetic")
     work = tmp_path / "work"
     work.mkdir()
     sweep, runs = segmentation_multirun(
