@@ -29,6 +29,13 @@ from synthsat.stages import Stage, make_stage
 #: The waves of a study, in order.
 WAVES = ("generator", "synthesis", "segmentation", "synthetic_metrics")
 
+#: The benchmark that measures a kind's step (or stage) time.
+BENCHMARKS = {
+    "generator": "benchmarks/generator_step.py",
+    "segmentation": "benchmarks/segmentation_step.py",
+    "synthesis": "benchmarks/synthesis.py",
+}
+
 #: Placeholder of the real-only checkpoint in a plan composed before segmentation ran.
 PENDING_CHECKPOINT = "REAL_ONLY_CHECKPOINT"
 
@@ -371,14 +378,17 @@ def estimate_wave(
         if step_s is None:
             return WaveEstimate(
                 None,
-                f"{bound}{n_steps} steps; no step time: set "
-                f"pipeline.estimate.step_s.{kind} (benchmarks/)",
+                f"{bound}{n_steps} steps; no step time: set pipeline.estimate.step_s.{kind}, "
+                f"measured with {BENCHMARKS.get(kind, 'benchmarks/')} on the target device",
             )
         return WaveEstimate(
             n_steps * float(step_s), f"{bound}{n_steps} steps x {float(step_s):.3g} s ({source})"
         )
     if stage_s is None:
-        return WaveEstimate(None, f"no time per stage: set pipeline.estimate.stage_s.{kind}")
+        how = f"no time per stage: set pipeline.estimate.stage_s.{kind}"
+        if kind in BENCHMARKS:
+            how += f", measured with {BENCHMARKS[kind]} on the target device"
+        return WaveEstimate(None, how)
     return WaveEstimate(
         len(stages) * float(stage_s), f"{len(stages)} x {float(stage_s):g} s ({source})"
     )
@@ -432,7 +442,9 @@ def describe_plan(
             lines.append(f"  device time: {est.seconds / 3600:.1f} h ({est.how})")
         lines += [f"  {line}" for line in sbatch.get(kind, []) if line not in common]
     total = f"{hours:.1f} device hours"
-    if unknown:
+    if unknown and hours == 0:
+        total = "device hours not known (no time for any wave)"
+    elif unknown:
         total = f"over {total} (not known: {', '.join(unknown)})"
     lines.append(f"total: {sum(counts.values())} jobs, {total}")
     return "\n".join(lines)

@@ -245,3 +245,37 @@ def test_the_study_plan_of_the_paper_preset_on_slurm(tmp_path: Path) -> None:
     assert "  #SBATCH --array=0-6%7" in out and "  #SBATCH --partition=gpu" in out
     assert out[-1].startswith("total: 13 jobs, over 1.4 device hours (not known: synthesis")
     assert not results.exists()  # nothing ran
+
+
+def test_the_estimate_of_a_wave(tmp_path: Path) -> None:
+    """Time budgets, step budgets (an epoch bound where there is no max_steps), stage
+    times, and step times measured on a study's finished stages."""
+    from synthsat.plan import Measured, estimate_wave, measured_times
+
+    def stage(config: str, label: str = "a") -> Stage:
+        return Stage("segmentation", label, "m", [], {}, config)
+
+    budget = stage("trainer:\n  max_time: '00:01:30:00'\n")
+    assert estimate_wave("generator", [budget, budget], {}, {}).seconds == 2 * 5400
+    epochs = stage(
+        "trainer: {max_steps: -1, max_epochs: 3}\ndata: {patches_per_epoch: 100, batch_size: 16}"
+    )
+    est = estimate_wave("segmentation", [epochs], {"step_s": {"segmentation": 0.5}}, {})
+    assert est.seconds == 3 * 7 * 0.5 and est.how.startswith("at most 21 steps x 0.5 s")
+    synthesis = Stage("synthesis", "l0", "m", [], {}, "out: x\n")
+    assert (
+        estimate_wave("synthesis", [synthesis] * 3, {"stage_s": {"synthesis": 60}}, {}).seconds
+        == 180
+    )
+    assert estimate_wave("synthesis", [synthesis], {}, {}).seconds is None
+    # measured: 100 s over a 50-step run and 300 s over a 150-step run -> 2 s per step
+    for label, seconds, steps in [("r0", 100.0, 50), ("r1", 300.0, 150)]:
+        run = tmp_path / "segmentation" / label
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(f"trainer:\n  max_steps: {steps}\n")
+        (run / "done.json").write_text(json.dumps({"kind": "segmentation", "seconds": seconds}))
+    measured = measured_times(tmp_path)
+    assert measured == {"segmentation": Measured(stages=2, stage_s=200.0, step_s=2.0)}
+    steps = stage("trainer: {max_steps: 10}")
+    est = estimate_wave("segmentation", [steps], {"step_s": {"segmentation": 9.0}}, measured)
+    assert est.seconds == 20.0 and "measured: 2 finished segmentation stages here" in est.how
