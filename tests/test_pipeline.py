@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,12 @@ def test_pipeline_runs_every_stage_and_reports(
     # Every stage directory holds its resolved config.
     for done in results.glob("*/*/done.json"):
         assert (done.parent / "config.yaml").exists()
+    # Each stage ran as a job of submitit's local executor (the default): one job folder
+    # per stage, its id on the stage's line.
+    stages = list(results.glob("*/*/done.json"))
+    jobs = re.findall(r"^\[pipeline\] run  \S+ \[\d+/\d+\]: .* \(job (\d+)\)$", proc.stdout, re.M)
+    assert len(jobs) == len(stages) == 5  # generator, synthesis, 2 segmentation, metrics
+    assert all((results / ".submitit" / job).is_dir() for job in jobs)
 
 
 def test_wandb_offline_tracking(study: tuple[Path, subprocess.CompletedProcess]) -> None:
