@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from synthsat import config_dir
 from synthsat.errors import ConfigError
-from synthsat.metrics.segmentation import evaluate_model
 from synthsat.runtime import (
     check_checkpoint_data,
     finish_run,
@@ -27,11 +26,13 @@ from synthsat.runtime import (
     scores_record,
     user_errors,
 )
-from synthsat.tasks.checkpoints import load_task
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on ``cfg.split`` of ``cfg.data`` and write ``metrics.json``."""
+    from synthsat.metrics.segmentation import evaluate_model
+    from synthsat.tasks.checkpoints import load_task
+
     out = prepare_run(cfg)
     ckpt = Path(str(cfg.ckpt)).expanduser()
     if cfg.split not in ("val", "test"):

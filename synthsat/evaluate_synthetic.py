@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data.errors import DataError
 from synthsat.data.synthetic_tiles import describe_source
-from synthsat.metrics.segmentation import write_metrics
-from synthsat.metrics.synthetic import Segmenter, synthetic_metrics
 from synthsat.runtime import check_checkpoint_data, prepare_run, resolve_device, user_errors
 from synthsat.tracking import build_loggers, run_info, source_params
+
+if TYPE_CHECKING:  # torch loads when the job runs, after Hydra's checks
+    import torch
+
+    from synthsat.metrics.synthetic import Segmenter
 
 
 def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.device) -> Segmenter:
     """The real-trained segmentation model of checkpoint ``path``, checked against the data."""
+    from synthsat.metrics.synthetic import Segmenter
     from synthsat.tasks.checkpoints import load_task
 
     path = Path(path)
@@ -41,6 +44,9 @@ def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.dev
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Compute the metrics of ``cfg`` and write ``metrics.json`` to the run directory."""
+    from synthsat.metrics.segmentation import write_metrics
+    from synthsat.metrics.synthetic import synthetic_metrics
+
     out = prepare_run(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()

@@ -41,7 +41,6 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.executors import make_executor, run_wave, stop_running
-from synthsat.figures import sample_grid
 from synthsat.plan import describe_plan, real_only_checkpoint, study_plan
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
@@ -81,6 +80,8 @@ def check_data(cfg: DictConfig) -> Any:
 def run_study(cfg: DictConfig) -> Path:
     """Run every stage of the study (skipping finished ones), wave by wave, as submitit
     jobs of ``pipeline.executor``, and write the report."""
+    from synthsat.figures import sample_grid  # matplotlib and torch: not for a dry run
+
     p = cfg.pipeline
     results = Path(p.results_dir)
     results.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,6 @@ from synthsat.report_arms import (
     source_rank,
     summary_rows,
 )
-from synthsat.report_plots import plot_miou, plot_paired_delta, plot_synthetic
 from synthsat.stats import N_BOOT, PairedComparison
 
 __all__ = [
@@ -182,6 +181,8 @@ def synthetic_table(results_dir: Path, synth: list[dict[str, Any]]) -> list[str]
             "nearby shifts (0: no repetition); in brackets the real tiles' values on the "
             "same chip grid.",
         ]
+    from synthsat.report_plots import plot_synthetic  # matplotlib: loaded when plotting
+
     plot_synthetic(results_dir, synth, metric_keys)
     return lines + ["", "![fidelity and diversity](fidelity_diversity.png)"]
 
@@ -212,6 +213,8 @@ def _results_lines(results_dir: Path, rows: list[dict[str, Any]], mark_paper: bo
     iou_keys = [k for k in rows[0] if k.startswith("iou/")]
     if iou_keys:
         lines += ["", *per_class_table(groups, iou_keys)]
+    from synthsat.report_plots import plot_miou, plot_paired_delta  # matplotlib
+
     plot_miou(results_dir, groups, mark_paper)
     lines += [
         "",

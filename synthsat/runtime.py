@@ -13,21 +13,21 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from synthsat.atomic import write_text
-from synthsat.data.cache import NONFINITE
 from synthsat.data.errors import DataError
 from synthsat.errors import USER_ERRORS, ConfigError
 from synthsat.tracking import build_loggers, finish_tracking
+
+if TYPE_CHECKING:  # Lightning and torch load when a job runs, after Hydra checked its config
+    import lightning as L
+    import torch
 
 
 def prepare_run(cfg: DictConfig) -> Path:
@@ -43,6 +43,11 @@ def prepare_run(cfg: DictConfig) -> Path:
     Raises:
         ConfigError: a setting out of range, or an output folder inside the data.
     """
+    import lightning as L
+    import torch
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    lightning_lines_once()
     validate_config(cfg)
     check_outputs(cfg)
     if cfg.get("num_threads"):
@@ -56,6 +61,24 @@ def prepare_run(cfg: DictConfig) -> Path:
     if rank_zero_only.rank == 0:  # under DDP every process runs the job: written once
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out
+
+
+def lightning_lines_once() -> None:
+    """Lightning's info lines (``Seed set to 0``, ``GPU available: ...``) printed once and
+    plainly, as when Lightning loads before Hydra configures logging.
+
+    Jobs load Lightning after Hydra has composed the config (and set up the root logger);
+    Lightning's loggers then pass their records both to its own handler and up to the
+    root's, so every line came twice. Here they keep a plain handler of their own and
+    stop there (what Lightning itself does when it finds the root logger bare).
+    """
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if logger.propagate:
+            logger.addHandler(logging.StreamHandler())
+            logger.propagate = False
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -109,6 +132,8 @@ def build_trainer(
 
 def resolve_device(name: str | None) -> torch.device:
     """``auto`` (or None) -> cuda when available, else cpu; anything else as given."""
+    import torch
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(str(name))
@@ -151,6 +176,8 @@ def finish_run(out: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
     Every job's ``run()`` returns what this writes. Under DDP (where every process runs
     the job) only the global-zero process writes it.
     """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     from synthsat.metrics.segmentation import write_metrics
 
     record = {**metrics, "run_dir": str(out.resolve())}
@@ -323,6 +350,8 @@ def validate_config(cfg: DictConfig) -> None:
             f"the generator trains on generator.patch_size={generator_patch} patches; "
             "set generator.patch_size (data.patch_size follows it)",
         )
+    from synthsat.data.cache import NONFINITE
+
     _check(cfg, "data.on_nonfinite", lambda v: v in NONFINITE, f"must be one of {NONFINITE}")
     _check(cfg, "chip_size", _positive_int, "must be a whole number >= 1 (or null)")
     chip = OmegaConf.select(cfg, "chip_size", default=None, throw_on_missing=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.utils import instantiate
@@ -22,18 +22,10 @@ from synthsat.data import DataError
 from synthsat.data.synthetic_tiles import describe_source, output_name
 from synthsat.errors import ConfigError
 from synthsat.runtime import build_trainer, prepare_run, user_errors
-from synthsat.synthesis import (
-    ClassTextureSynthesizer,
-    SynthesisWriter,
-    Synthesizer,
-    TileRequest,
-    TileSynthesizer,
-    build_bank,
-    load_chip_generator,
-    make_requests,
-    run_synthesis,
-)
 from synthsat.tracking import build_loggers, run_info, source_params
+
+if TYPE_CHECKING:  # torch and Lightning load when the job runs, after Hydra's checks
+    from synthsat.synthesis import SynthesisWriter, Synthesizer, TileRequest
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +123,8 @@ def tile_preview(path: Path, rgb_bands: list[int], max_side: int = 256) -> Any:
 
 def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
     """Check ``cfg``, build the synthesiser of ``cfg.method`` and make the tiles."""
+    from synthsat.synthesis import TileSynthesizer, load_chip_generator
+
     method = str(cfg.get("method", "generator"))
     if method not in METHODS:
         raise ConfigError(f"method={method}: must be one of {list(METHODS)}")
@@ -185,6 +179,8 @@ def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
 
 def _requests(cfg: DictConfig, datamodule: Any) -> list[TileRequest]:
     """The outputs to make: ``cfg.samples`` per mask of ``cfg.splits`` (or ``cfg.tiles``)."""
+    from synthsat.synthesis import make_requests
+
     pairs = [p for split in cfg.splits for p in datamodule.source.pairs(split)]
     if cfg.get("tiles"):
         wanted = [str(t) for t in cfg.tiles]
@@ -239,6 +235,8 @@ def _texture_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def _run_classtexture(cfg: DictConfig, texture: dict[str, Any]) -> SynthesisWriter:
     """``method=classtexture``: a texture bank from the real tiles of ``texture_splits``."""
+    from synthsat.synthesis import ClassTextureSynthesizer, build_bank
+
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     splits = texture["texture_splits"]
@@ -282,6 +280,8 @@ def _synthesise(
     cfg: DictConfig, synthesizer: Synthesizer, requests: list[TileRequest]
 ) -> SynthesisWriter:
     """Run the requests through the Lightning synthesis path into ``cfg.out``."""
+    from synthsat.synthesis import run_synthesis
+
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     return run_synthesis(synthesizer, requests, Path(cfg.out), trainer)
 

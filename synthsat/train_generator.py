@@ -15,7 +15,6 @@ from typing import Any
 
 import hydra
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from synthsat import config_dir
@@ -41,6 +40,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         the run's essentials: steps, the best validation score and its checkpoint, the
         last checkpoint, the run directory (as in ``metrics.json``).
     """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     out = prepare_run(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()

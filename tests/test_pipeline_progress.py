@@ -109,7 +109,7 @@ def test_a_study_counts_every_stage_it_runs(
         return stage
 
     monkeypatch.setattr(plan, "make_stage", make_stage)
-    monkeypatch.setattr(pipeline, "sample_grid", lambda *a: None)
+    monkeypatch.setattr("synthsat.figures.sample_grid", lambda *a: None)
     monkeypatch.setattr(pipeline, "summarise", lambda results, **k: results / "timing.json")
     data = ["data.source.tiles=4", "data.source.size=128", "data.num_workers=0"]
     overrides = [
