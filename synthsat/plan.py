@@ -394,6 +394,16 @@ def estimate_wave(
     )
 
 
+def _planned_checkpoint(plan: StudyPlan) -> str:
+    """The real-only checkpoint the synthetic-metric stages will score with: the finished
+    real-only run's, else a placeholder (those stages' keys are then not final)."""
+    outs = [stage.directory(plan.results) for stage in plan.waves.get("segmentation", [])]
+    try:
+        return real_only_checkpoint(plan.runs, outs) or PENDING_CHECKPOINT
+    except FileNotFoundError:  # the real-only run has not finished
+        return PENDING_CHECKPOINT
+
+
 def describe_plan(
     plan: StudyPlan,
     executor: str,
@@ -426,7 +436,7 @@ def describe_plan(
         lines.append("sbatch, every wave (one job array each):")
         lines += [f"  {line}" for line in common]
     for k, kind in enumerate(waves):
-        stages = plan.waves[kind] or plan.metric_stages(PENDING_CHECKPOINT)
+        stages = plan.waves[kind] or plan.metric_stages(_planned_checkpoint(plan))
         done = sum((stage.directory(plan.results) / "done.json").exists() for stage in stages)
         labels = [stage.label for stage in stages]
         shown = ", ".join(labels[:4]) + (

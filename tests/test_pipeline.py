@@ -20,7 +20,7 @@ def _list(items: list[str]) -> str:
     return "[" + ",".join(f'"{i}"' for i in items) + "]"
 
 
-def run_pipeline(root: Path) -> subprocess.CompletedProcess:
+def run_pipeline(root: Path, *extra: str) -> subprocess.CompletedProcess:
     data = [
         f"data.source.root={root}/data/tiny",
         "data.source.tiles=3",
@@ -49,6 +49,7 @@ def run_pipeline(root: Path) -> subprocess.CompletedProcess:
             ]
         ),
         "pipeline.synthetic_metric_overrides=" + _list(["chip_size=64", "max_chips=4"]),
+        *extra,
     ]
     return subprocess.run(
         [sys.executable, "-m", "synthsat.pipeline", *overrides],
@@ -175,6 +176,26 @@ def test_wandb_offline_tracking(study: tuple[Path, subprocess.CompletedProcess])
     assert seg["summary"]["test/panels"]["count"] == 4  # the 4 chips of the test tile
     assert seg["summary"]["test/confusion_matrix_table"]["_type"] == "table-file"
     assert named["report"]["summary"]["report/summary"]["nrows"] == 2
+
+
+def test_the_dry_run_of_a_finished_study_finds_every_stage_done(
+    study: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    """The plan names the same stage directories as the run (the metric stages' with the
+    real-only checkpoint the run used), and runs nothing."""
+    root, first = study
+    assert first.returncode == 0
+    before = sorted(p.name for p in (root / "results" / "demo").rglob("*"))
+    proc = run_pipeline(root, "pipeline.dry_run=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    waves = [line for line in proc.stdout.splitlines() if line.startswith("wave ")]
+    assert [w.split(": ")[1].split(")")[0] for w in waves] == [
+        "1 stages (1 done",
+        "1 stages (1 done",
+        "2 stages (2 done",
+        "1 stages (1 done",
+    ]
+    assert sorted(p.name for p in (root / "results" / "demo").rglob("*")) == before
 
 
 def test_rerun_skips_finished_stages(study: tuple[Path, subprocess.CompletedProcess]) -> None:
