@@ -38,6 +38,7 @@ from typing import Any
 import submitit
 
 from synthsat import processes
+from synthsat.errors import ConfigError
 from synthsat.locks import FileLock, Holder, is_this_host, pid_running
 from synthsat.stages import (
     LOCK_NAME,
@@ -106,6 +107,22 @@ class StageJob:
         return {"out": str(out), "ran": ran, "seconds": seconds}
 
 
+def check_executor(kind: str) -> None:
+    """Refuse an executor that cannot run here, before the study reads any data.
+
+    Raises:
+        ConfigError: an unknown ``kind``, or ``slurm`` without SLURM's ``sbatch`` and
+            ``srun`` on PATH.
+    """
+    if kind not in EXECUTORS:
+        raise ConfigError(f"pipeline.executor={kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "slurm" and (shutil.which("srun") is None or shutil.which("sbatch") is None):
+        raise ConfigError(
+            "pipeline.executor=slurm needs SLURM's sbatch and srun on PATH (run the pipeline "
+            "on a cluster's login node), or use pipeline.executor=local"
+        )
+
+
 def make_executor(
     kind: str, folder: Path, slurm: Mapping[str, Any] | None = None, wave: str | None = None
 ) -> Any:
@@ -118,10 +135,9 @@ def make_executor(
         wave: the kind of stage it runs, for ``slurm.stages.<kind>`` and the job name.
 
     Raises:
-        ValueError: an unknown ``kind``.
+        ConfigError: see :func:`check_executor`.
     """
-    if kind not in EXECUTORS:
-        raise ValueError(f"pipeline.executor={kind!r}: choose one of {', '.join(EXECUTORS)}")
+    check_executor(kind)
     path = str(folder / "%j")
     if kind == "debug":
         return submitit.DebugExecutor(folder=path)
@@ -129,11 +145,6 @@ def make_executor(
         executor = DetachedLocalExecutor(folder=path)
         executor.update_parameters(timeout_min=60 * 24 * 30)  # a stage may take days
         return executor
-    if shutil.which("srun") is None or shutil.which("sbatch") is None:
-        raise RuntimeError(
-            "pipeline.executor=slurm needs SLURM's sbatch and srun on PATH (run the pipeline "
-            "on a cluster's login node), or use pipeline.executor=local"
-        )
     executor = submitit.SlurmExecutor(folder=path)
     executor.update_parameters(
         job_name=f"synthsat-{wave or 'stage'}", **slurm_parameters(slurm or {}, wave)

@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data import DataError
-from synthsat.executors import make_executor, run_wave, stop_running
+from synthsat.executors import check_executor, make_executor, run_wave, stop_running
 from synthsat.plan import describe_plan, real_only_checkpoint, study_plan
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
@@ -84,6 +84,7 @@ def run_study(cfg: DictConfig) -> Path:
 
     p = cfg.pipeline
     results = Path(p.results_dir)
+    check_executor(str(p.executor))  # before reading the data
     results.mkdir(parents=True, exist_ok=True)
     datamodule = check_data(cfg)
     plan = study_plan(cfg, data_choice())

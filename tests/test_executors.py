@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import submitit
 
+from synthsat.errors import ConfigError
 from synthsat.executors import (
     DetachedLocalExecutor,
     StageJob,
@@ -123,11 +124,11 @@ def test_the_debug_executor_runs_stages_here_one_by_one(stand_in: str, tmp_path:
 
 def test_an_unknown_executor_or_no_slurm_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(
-        ValueError, match="pipeline.executor='lokal': choose one of local, slurm, debug"
+        ConfigError, match="pipeline.executor='lokal': choose one of local, slurm, debug"
     ):
         make_executor("lokal", Path("x"))
     monkeypatch.setenv("PATH", "")
-    with pytest.raises(RuntimeError, match="pipeline.executor=slurm needs SLURM"):
+    with pytest.raises(ConfigError, match="pipeline.executor=slurm needs SLURM"):
         make_executor("slurm", Path("x"), {})
 
 
