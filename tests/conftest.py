@@ -23,6 +23,17 @@ TINY_GENERATOR: dict[str, Any] = dict(
 )
 
 
+#: The job modules with a Hydra entry point (``python -m synthsat.<job>``, ``synthsat-*``).
+JOBS = (
+    "train_generator",
+    "synthesize",
+    "train_segmentation",
+    "evaluate",
+    "evaluate_synthetic",
+    "pipeline",
+)
+
+
 def tiny_generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[str]:
     """Hydra overrides of a tiny ``train_generator`` run on the 4-tile toy world into
     ``tmp_path / run``: 2 batches of 4 patches per epoch, validation every 2 steps, no logger.

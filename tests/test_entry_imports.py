@@ -8,15 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-JOBS = [
-    "train_generator",
-    "synthesize",
-    "train_segmentation",
-    "evaluate",
-    "evaluate_synthetic",
-    "pipeline",
-]
+from conftest import JOBS
 
 PROBE = """\
 import sys

@@ -12,19 +12,12 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from conftest import JOBS
 
 import synthsat
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-JOBS = (
-    "train_generator",
-    "synthesize",
-    "train_segmentation",
-    "evaluate",
-    "evaluate_synthetic",
-    "pipeline",
-)
 
 
 def _env() -> dict[str, str]:
