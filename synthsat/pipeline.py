@@ -40,8 +40,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data import DataError
+from synthsat.dry_run import describe_plan
 from synthsat.executors import check_executor, make_executor, run_wave, stop_running
-from synthsat.plan import describe_plan, real_only_checkpoint, study_plan
+from synthsat.plan import real_only_checkpoint, study_plan
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors

@@ -25,9 +25,8 @@ from synthsat.executors import (
     StageJob,
     make_executor,
     run_wave,
-    sbatch_lines,
-    slurm_parameters,
 )
+from synthsat.slurm import sbatch_lines, slurm_parameters
 from synthsat.stages import Stage, StageFailed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,7 +250,7 @@ def test_the_study_plan_of_the_paper_preset_on_slurm(tmp_path: Path) -> None:
 def test_the_estimate_of_a_wave(tmp_path: Path) -> None:
     """Time budgets, step budgets (an epoch bound where there is no max_steps), stage
     times, and step times measured on a study's finished stages."""
-    from synthsat.plan import Measured, estimate_wave, measured_times
+    from synthsat.dry_run import Measured, estimate_wave, measured_times
 
     def stage(config: str, label: str = "a") -> Stage:
         return Stage("segmentation", label, "m", [], {}, config)

@@ -7,8 +7,9 @@ the main process (``data.num_workers=0``: the random-patch datasets draw from to
 global generator, whatever index the distributed sampler hands them), style codes,
 noise fields and LabelMix coins would then be the same on every rank: N processes would
 average N copies of one batch's gradients. :func:`split_random_streams` derives each
-rank's streams from the shared state and its rank, at the start of training. One
-process (``world_size`` 1) is left alone, so single-device runs draw what they drew.
+rank's streams from the shared state and its rank, at the start of training (tasks
+mix in :class:`RankRandomStreams`). One process (``world_size`` 1) is left alone, so
+single-device runs draw what they drew.
 """
 
 from __future__ import annotations
@@ -46,3 +47,14 @@ def split_random_streams(trainer: L.Trainer) -> int | None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return seed
+
+
+class RankRandomStreams:
+    """LightningModule mixin: :func:`split_random_streams` as training starts (put it
+    before the Lightning base class)."""
+
+    trainer: L.Trainer
+
+    def on_train_start(self) -> None:
+        split_random_streams(self.trainer)
+        super().on_train_start()  # type: ignore[misc]

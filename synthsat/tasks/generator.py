@@ -28,7 +28,7 @@ from synthsat.losses import VGGPerceptualLoss, class_statistics_loss, diversity_
 from synthsat.models.encoder import StyleEncoder
 from synthsat.models.spade import SPADEGenerator, mask_to_onehot
 from synthsat.tasks.adversaries import KINDS, OASISAdversary, PatchAdversary
-from synthsat.tasks.distributed import split_random_streams
+from synthsat.tasks.distributed import RankRandomStreams
 from synthsat.tasks.gan_training import GANTrainingMixin
 from synthsat.tasks.hparams import (
     DEFAULT_NET,
@@ -90,7 +90,7 @@ def _adversary(
     )
 
 
-class GeneratorTask(GANTrainingMixin, L.LightningModule):
+class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
     """Mask-conditional SPADE / OASIS GAN with the DSGAN diversity loss.
 
     Sample grids during training come from the
@@ -293,11 +293,6 @@ class GeneratorTask(GANTrainingMixin, L.LightningModule):
         """Build the VGG perceptual loss when it is enabled (fails early without weights)."""
         if self.hparams.lambda_vgg > 0 and not self._vgg:
             self._vgg.append(VGGPerceptualLoss(self.hparams.data["rgb_bands"]).to(self.device))
-
-    def on_train_start(self) -> None:
-        """Under DDP, random streams of each rank's own (patches, codes, noise; see
-        :func:`~synthsat.tasks.distributed.split_random_streams`)."""
-        split_random_streams(self.trainer)
 
     # -- losses ----------------------------------------------------------------------------------
     def _style_codes(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:

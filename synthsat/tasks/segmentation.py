@@ -29,7 +29,7 @@ from synthsat.data.cache import scaled_shape
 from synthsat.data.datasets import Normalizer
 from synthsat.metrics.segmentation import SegmentationScores
 from synthsat.models.segmentation import build_unet
-from synthsat.tasks.distributed import split_random_streams
+from synthsat.tasks.distributed import RankRandomStreams
 from synthsat.tasks.hparams import plain
 
 LOSSES = ("ce", "jaccard", "focal")
@@ -80,7 +80,7 @@ TORCHGEO_SETTINGS = (
 )
 
 
-class SegmentationTask(SemanticSegmentationTask):
+class SegmentationTask(RankRandomStreams, SemanticSegmentationTask):
     """Semantic segmentation with a U-Net, Adam and ReduceLROnPlateau on validation loss.
 
     A torchgeo :class:`~torchgeo.trainers.SemanticSegmentationTask` (its construction
@@ -311,9 +311,6 @@ class SegmentationTask(SemanticSegmentationTask):
         self.log_dict(values_t, sync_dist=True)
         if split == "test":
             self.test_results = result
-
-    def on_train_start(self) -> None:
-        split_random_streams(self.trainer)  # DDP: each rank draws its own patches
 
     def on_train_epoch_end(self) -> None:
         self._log_scores("train")
