@@ -3,6 +3,7 @@
 * :class:`GeneratorSamples` — the generator's sample grids during training.
 * :class:`SegmentationTestReport` — a segmentation test's confusion matrix and panels (W&B).
 * :class:`ProgressLog` — a log line every N training steps when there is no progress bar.
+* :class:`ValidationCurve` — every validation's score by step (a run's learning curve).
 
 The checkpoint callbacks live in :mod:`synthsat.tasks.checkpoints`.
 """
@@ -294,3 +295,32 @@ class ProgressLog(L.Callback):
                     values[name] = float(found[key])
                     break
         return values
+
+
+class ValidationCurve(L.Callback):
+    """Record ``monitor`` (e.g. ``val/miou``) after every validation, by the global step
+    it was reached at (sanity checks left out): the run's learning curve on validation
+    data, written to its ``metrics.json`` (``val_curve``) beside the step of the scored
+    checkpoint.
+
+    Args:
+        monitor: the logged metric to record.
+    """
+
+    def __init__(self, monitor: str = "val/miou") -> None:
+        self.monitor = monitor
+        self.curve: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        step = int(trainer.global_step)
+        self.curve = [(s, v) for s, v in self.curve if s != step]  # a resumed run's repeat
+        self.curve.append((step, float(value)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": [list(p) for p in self.curve]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curve = [(int(s), float(v)) for s, v in state_dict.get("curve", [])]

@@ -189,8 +189,9 @@ def run_wave(
     env: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     poll_s: float = 0.2,
+    needs: Mapping[int, Sequence[Path]] | None = None,
 ) -> list[Path]:
-    """Run a wave of independent ``stages`` as submitit jobs; their directories, in order.
+    """Run a wave of ``stages`` as submitit jobs; their directories, in order.
 
     Stages already done are skipped without a job. Locally at most ``jobs`` run at once
     (a finished job's slot goes to the next stage); a SLURM executor gets the whole wave
@@ -206,6 +207,10 @@ def run_wave(
         env: variables set for each stage's Hydra job (e.g. ``SYNTHSAT_THREADS``).
         progress: numbers the printed lines ``[k/N]`` and adds the ETA.
         poll_s: seconds between looks at the running jobs.
+        needs: stage index -> directories of the stages it needs (local and debug
+            executors): a stage starts once each of them holds its ``done.json``, so a
+            study runs as a graph of stages (the first ready stage in order takes a free
+            slot). A SLURM wave must not have any.
 
     Raises:
         LockHeld: a stage is locked by another live process (checked before submitting).
@@ -221,16 +226,29 @@ def run_wave(
             _check_lock(stage, out)
             pending.append(i)
     kind = _executor_kind(executor)
+    needs = dict(needs or {})
+    if kind == "slurm" and any(needs.values()):
+        raise ValueError("a SLURM wave goes out as one job array: its stages need no other")
     limit = len(pending) if kind == "slurm" else (1 if kind == "debug" else max(1, jobs))
     running: dict[int, _InFlight] = {}
     failure: BaseException | None = None
+
+    def ready(i: int) -> bool:
+        return all((d / "done.json").exists() for d in needs.get(i, ()))
+
     try:
         while pending or running:
             if failure is None and pending and len(running) < limit:
-                batch = [pending.pop(0) for _ in range(min(limit - len(running), len(pending)))]
-                todo = [stages[i] for i in batch]
-                running.update(_submit(executor, todo, outs, batch, results, env, progress))
-                _inflight.update(running)
+                free = [i for i in pending if ready(i)][: limit - len(running)]
+                if not free and not running:
+                    missing = [str(d) for i in pending for d in needs.get(i, ()) if not ready(i)]
+                    raise StageFailed(f"stages wait on stages that never finished: {missing}")
+                for i in free:
+                    pending.remove(i)
+                if free:
+                    todo = [stages[i] for i in free]
+                    running.update(_submit(executor, todo, outs, free, results, env, progress))
+                    _inflight.update(running)
             for i, flight in list(running.items()):
                 # a debug job runs here, in result()
                 if kind != "debug" and not flight.job.done():

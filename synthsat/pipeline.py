@@ -101,9 +101,15 @@ def run_study(cfg: DictConfig) -> Path:
         executor = make_executor(str(p.executor), results / ".submitit", cfg.get("slurm"), kind)
         return run_wave(executor, stages, results, jobs, log, env, progress)
 
-    run("generator", plan.waves["generator"])
-    run("synthesis", plan.waves["synthesis"])
-    outs = run("segmentation", plan.waves["segmentation"])
+    if local:  # one graph: a stage starts as soon as the stages it needs are done
+        stages, needs = plan.graph()
+        executor = make_executor("local", results / ".submitit", cfg.get("slurm"), "study")
+        run_wave(executor, stages, results, jobs, log, env, progress, needs=needs)
+    else:
+        run("generator", plan.waves["generator"])
+        run("synthesis", plan.waves["synthesis"])
+        run("segmentation", plan.waves["segmentation"])
+    outs = [stage.directory(results) for stage in plan.waves["segmentation"]]
     if "synthetic_metrics" in plan.waves:
         run("synthetic_metrics", plan.metric_stages(real_only_checkpoint(plan.runs, outs)))
 

@@ -48,11 +48,15 @@ def seg_label(
     lambda_div: float | None,
     seed: int,
     generator: str | None = None,
+    steps: int | None = None,
 ) -> str:
-    """A segmentation stage's label, e.g. ``r0.5-replace-lambda2-seed1``."""
+    """A segmentation stage's label, e.g. ``r0.5-replace-lambda2-seed1`` (with a step
+    budget of ``pipeline.steps``: ``r0.5-replace-lambda2-steps1440-seed1``)."""
     label = f"r{_fmt(ratio)}-{mode}" + (f"x{copies}" if mode == "add" else "")
     if lambda_div is not None or generator:
         label += "-" + source_name(lambda_div, generator)
+    if steps is not None:
+        label += f"-steps{int(steps)}"
     return label + f"-seed{seed}"
 
 
@@ -64,10 +68,20 @@ def segmentation_runs(p: DictConfig) -> list[dict[str, Any]]:
     ``controls``, e.g. ``classtexture``) gets the ``replace`` runs of ``ratios`` > 0 and
     the ``add`` runs of ``copies`` (real data plus k synthetic copies: ``ratio`` 0 of
     add mode, the augmentation regime). Real-only runs depend on no source and run once
-    per seed.
+    per seed. With step budgets (``pipeline.steps``, a learning curve) every run is
+    repeated at each budget (``params["steps"]``: its ``trainer.max_steps``).
     """
+    budgets = [int(s) for s in p.get("steps") or []]
+    if not budgets:
+        return _runs_at(p, None)
+    return [run for steps in budgets for run in _runs_at(p, steps)]
+
+
+def _runs_at(p: DictConfig, steps: int | None) -> list[dict[str, Any]]:
+    """:func:`segmentation_runs` at one step budget (None: the overrides' own)."""
     sources = [(float(lam), None) for lam in p.lambdas]
     sources += [(None, str(name)) for name in p.get("controls") or []]
+    budget = {} if steps is None else {"steps": steps}
     runs: list[dict[str, Any]] = []
     for seed in p.seeds:
         if any(float(r) == 0 for r in p.ratios):
@@ -79,10 +93,11 @@ def segmentation_runs(p: DictConfig) -> list[dict[str, Any]]:
                     "lambda_div": None,
                     "generator": None,
                     "seed": seed,
+                    **budget,
                 }
             )
         for lam, generator in sources:
-            source = {"lambda_div": lam, "generator": generator, "seed": seed}
+            source = {"lambda_div": lam, "generator": generator, "seed": seed, **budget}
             runs += [
                 {"ratio": float(r), "mode": "replace", "copies": 0, **source}
                 for r in p.ratios
@@ -163,13 +178,19 @@ def segmentation_stage(
     if params["lambda_div"] is not None or params["generator"]:
         name = source_name(params["lambda_div"], params["generator"])
         mix.append(f"mix.source={synthetic[name]}")
+    budget = [f"trainer.max_steps={params['steps']}"] if params.get("steps") is not None else []
     return make_stage(
         "segmentation",
         seg_label(**params),
         "synthsat.train_segmentation",
-        [*logged, *p.segmentation_overrides, *mix, f"seed={params['seed']}"],
+        [*logged, *p.segmentation_overrides, *mix, *budget, f"seed={params['seed']}"],
         params,
     )
+
+
+def is_real_only(params: Mapping[str, Any]) -> bool:
+    """Whether a segmentation run trains on real imagery alone (it needs no synthesis)."""
+    return float(params["ratio"]) == 0 and params["mode"] == "replace"
 
 
 @dataclass
@@ -199,6 +220,33 @@ class StudyPlan:
         if "synthetic_metrics" in self.waves:
             counts["synthetic_metrics"] = len(self.synthetic)
         return {k: v for k, v in counts.items() if v}
+
+    def graph(self) -> tuple[list[Stage], dict[int, list[Path]]]:
+        """The generator, synthesis and segmentation stages as one graph: the stages in
+        the order they should take a free slot (generators, syntheses, real-only runs,
+        then the rest) and, by index, the directories of the stages each one needs (a
+        synthesis its generator, a mixed run its synthesis; real-only runs need none)."""
+        gens = self.waves.get("generator", [])
+        syns = self.waves.get("synthesis", [])
+        segs = self.waves.get("segmentation", [])
+        by_name = {
+            source_name(s.params.get("lambda_div"), s.params.get("generator")): s for s in syns
+        }
+        need: dict[int, list[Path]] = {}
+        ordered: list[Stage] = [*gens]
+        for syn in syns:
+            gen = next((g for g in gens if g.label == syn.label), None)
+            if gen is not None:
+                need[len(ordered)] = [gen.directory(self.results)]
+            ordered.append(syn)
+        real = [i for i, r in enumerate(self.runs) if is_real_only(r)]
+        for i in real + [i for i in range(len(segs)) if i not in real]:
+            params = self.runs[i]
+            if not is_real_only(params):
+                name = source_name(params["lambda_div"], params["generator"])
+                need[len(ordered)] = [by_name[name].directory(self.results)]
+            ordered.append(segs[i])
+        return ordered, need
 
     def metric_stages(self, real_ckpt: str | None) -> list[Stage]:
         """The synthetic-metric stage of each source (``real_ckpt``: the real-only
@@ -248,8 +296,11 @@ def study_plan(cfg: DictConfig, data_choice: str) -> StudyPlan:
 
 
 def real_only_checkpoint(runs: Sequence[dict[str, Any]], outs: Sequence[Path]) -> str | None:
-    """The checkpoint of the first real-only segmentation run (None without one)."""
-    for params, out in zip(runs, outs):
-        if params["lambda_div"] is None and not params["generator"]:
-            return json.loads((out / "metrics.json").read_text()).get("checkpoint")
-    return None
+    """The checkpoint of the first real-only segmentation run at the largest step budget
+    (None without one)."""
+    real = [(params, out) for params, out in zip(runs, outs) if is_real_only(params)]
+    if not real:
+        return None
+    most = max(int(params.get("steps") or 0) for params, _ in real)
+    out = next(out for params, out in real if int(params.get("steps") or 0) == most)
+    return json.loads((out / "metrics.json").read_text()).get("checkpoint")

@@ -48,6 +48,28 @@ def segmentation_run(
     return run_info(cfg, "seg", params, synthetic_source=source, lambda_div=params["lambda_div"])
 
 
+def scored_record(
+    test_ckpt: str, best_path: str, final_step: int, curve: list[tuple[int, float]]
+) -> dict[str, Any]:
+    """Which weights the test scored, as data: ``scored`` (``best`` or ``last``), their
+    ``scored_step`` and ``scored_val_miou``, and the run's ``val_curve`` ([step, val mIoU]
+    after each validation).
+
+    Args:
+        test_ckpt: the job's ``test_ckpt`` (``best`` or ``last``).
+        best_path: the best checkpoint's path ("" when none was written).
+        final_step: the global step fit ended at.
+        curve: (step, val mIoU) of every validation of the fit.
+    """
+    record: dict[str, Any] = {"val_curve": [[int(s), float(v)] for s, v in curve]}
+    if test_ckpt == "best" and best_path and curve:
+        top = max(v for _, v in curve)
+        step, value = next((s, v) for s, v in curve if v == top)  # the checkpoint keeps the first
+        return {**record, "scored": "best", "scored_step": step, "scored_val_miou": value}
+    last = next((v for s, v in curve if s == final_step), None)
+    return {**record, "scored": "last", "scored_step": final_step, "scored_val_miou": last}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test on the real test tiles and write ``metrics.json``; returns its content."""
     out = prepare_run(cfg)
@@ -63,6 +85,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start
+    from synthsat.callbacks import ValidationCurve  # lightning: loaded when the job runs
+
+    # the curve as fit left it (testing a checkpoint restores the callbacks' saved state)
+    curve = next((c for c in trainer.callbacks if isinstance(c, ValidationCurve)), None)
+    points = list(curve.curve) if curve is not None else []
     ckpt = None
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if cfg.get("test_ckpt", "best") == "best" and best:
@@ -80,6 +107,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **fit_record(cfg, trainer, fit_time),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
+        **scored_record(
+            str(cfg.get("test_ckpt", "best")), best or "", int(trainer.global_step), points
+        ),
     }
     return finish_run(out, metrics)
 
