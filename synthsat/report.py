@@ -49,7 +49,8 @@ from synthsat.report_arms import (
     source_rank,
     summary_rows,
 )
-from synthsat.stats import N_BOOT, PairedComparison
+from synthsat.report_curve import curve_table, plateau_budget, split_by_budget
+from synthsat.stats import CI_METHOD, MIN_BOOTSTRAP_N, N_BOOT, PairedComparison
 
 __all__ = [
     "BASELINE",
@@ -76,6 +77,10 @@ __all__ = [
 ]
 
 
+#: Row keys that summary.csv leaves out.
+NOT_IN_CSV = ("source", "val_curve")
+
+
 def load_stages(results_dir: Path, stage: str) -> list[dict[str, Any]]:
     """``done.json`` records of one stage, each with its ``metrics`` when present."""
     records = []
@@ -89,8 +94,9 @@ def load_stages(results_dir: Path, stage: str) -> list[dict[str, Any]]:
 
 
 def _write_csv(results_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """summary.csv; ``source`` stays out (``lambda_div`` and ``generator`` say it)."""
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "source"]
+    """summary.csv; ``source`` stays out (``lambda_div`` and ``generator`` say it), and so
+    does each run's ``val_curve`` (in its metrics.json)."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in NOT_IN_CSV]
     with atomic_write(results_dir / "summary.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -105,15 +111,15 @@ def paired_table(
     groups: dict[ArmKey, list[dict[str, Any]]], comparisons: dict[ArmKey, PairedComparison]
 ) -> list[str]:
     """The main results table: per arm the mIoU mean ± std over seeds, the seed count, each
-    seed's mIoU, and the paired difference with real-only (mean, bootstrap CI, improved)."""
+    seed's mIoU, and the paired difference with real-only (mean, paired t CI, improved)."""
     ci = f"{CI_LEVEL:.0%} CI of Δ"
     lines = [
         "Test mIoU on real imagery: mean ± std (sample std, ddof = 1) over seeds; n = number "
         "of seeds. Δ = the arm's mIoU minus real-only's on the same seed, averaged over the "
-        f"seeds both have; {ci}: percentile bootstrap of that mean ({N_BOOT} resamples, "
-        "seed 0; with 3 seeds or fewer it is about the range of the seeds' Δ); improved: "
-        "seeds with Δ > 0 out of those paired. Source: the GAN's lambda_div or the control "
-        "generator.",
+        f"seeds both have; {ci}: {CI_METHOD} of that mean (Student t with n - 1 degrees of "
+        f"freedom; from {MIN_BOOTSTRAP_N} paired seeds on also the percentile bootstrap, "
+        f"{N_BOOT} resamples, seed 0); improved: seeds with Δ > 0 out of those paired. "
+        "Source: the GAN's lambda_div or the control generator.",
         "",
         f"| training imagery | source | mIoU | n | mIoU per seed | Δ vs real-only | {ci} "
         "| improved |",
@@ -133,7 +139,9 @@ def _paired_cells(c: PairedComparison | None) -> list[str]:
     """Δ, its CI and improved k/n; dashes for real-only and arms without paired seeds."""
     if c is None:
         return ["—", "—", "—"]
-    ci = f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+    ci = "— (1 seed)" if np.isnan(c.ci_low) else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+    if c.boot_low is not None and c.boot_high is not None:
+        ci += f"; bootstrap [{c.boot_low:+.4f}, {c.boot_high:+.4f}]"
     return [f"{c.mean_diff:+.4f}", ci, f"{c.n_improved}/{c.n_paired}"]
 
 
@@ -199,7 +207,33 @@ def _timing_lines(timing: Path) -> list[str]:
 
 
 def _results_lines(results_dir: Path, rows: list[dict[str, Any]], mark_paper: bool) -> list[str]:
-    """The mIoU tables and plots of the segmentation runs."""
+    """The mIoU tables and plots of the segmentation runs; with step budgets
+    (``pipeline.steps``) the learning curve first, then the tables at each budget (the
+    plots at the plateau budget, else at the largest)."""
+    budgets = split_by_budget(rows)
+    if list(budgets) == [None]:
+        return _budget_lines(results_dir, rows, mark_paper, plots=True)
+    from synthsat.report_plots import plot_curve  # matplotlib
+
+    plot_curve(results_dir, rows)
+    lines = [
+        *curve_table(rows),
+        "",
+        "![validation and test mIoU against steps](learning_curve.png)",
+        "",
+        "![paired Δ mIoU vs real-only against steps](delta_vs_steps.png)",
+    ]
+    shown = plateau_budget(rows) or max(b for b in budgets if b is not None)
+    for budget, budget_rows in budgets.items():
+        lines += ["", f"## At {budget} steps" if budget is not None else "## Other runs", ""]
+        lines += _budget_lines(results_dir, budget_rows, mark_paper, plots=budget == shown)
+    return lines
+
+
+def _budget_lines(
+    results_dir: Path, rows: list[dict[str, Any]], mark_paper: bool, plots: bool
+) -> list[str]:
+    """The mIoU tables of runs at one budget, and (``plots``) their plots."""
     groups = group_arms(rows)
     comparisons = paired_comparisons(groups)
     lines = paired_table(groups, comparisons)
@@ -213,6 +247,8 @@ def _results_lines(results_dir: Path, rows: list[dict[str, Any]], mark_paper: bo
     iou_keys = [k for k in rows[0] if k.startswith("iou/")]
     if iou_keys:
         lines += ["", *per_class_table(groups, iou_keys)]
+    if not plots:
+        return lines
     from synthsat.report_plots import plot_miou, plot_paired_delta  # matplotlib
 
     plot_miou(results_dir, groups, mark_paper)
@@ -224,7 +260,7 @@ def _results_lines(results_dir: Path, rows: list[dict[str, Any]], mark_paper: bo
         plot_paired_delta(results_dir, comparisons)
         lines += [
             "",
-            f"![paired Δ mIoU vs real-only (mean, {CI_LEVEL:.0%} bootstrap CI)](paired_delta.png)",
+            f"![paired Δ mIoU vs real-only (mean, {CI_LEVEL:.0%} CI)](paired_delta.png)",
         ]
     return lines
 

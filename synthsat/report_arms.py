@@ -131,7 +131,12 @@ def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "source": run_source(p),
             "miou": m["miou"],
             "pixel_accuracy": m.get("pixel_accuracy"),
+            "val_miou": m.get("scored_val_miou"),  # the tested checkpoint's
+            "scored_step": m.get("scored_step"),
         }
+        if p.get("steps") is not None:  # a learning curve's step budget
+            row["steps"] = int(p["steps"])
+        row["val_curve"] = m.get("val_curve")  # plotted, not a summary.csv column
         for name, iou in scored_iou(m).items():
             row[f"iou/{name}"] = iou
         rows.append(row)

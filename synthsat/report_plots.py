@@ -1,5 +1,6 @@
 """The report's PNG plots: mIoU against the mixing ratio, the paired Δ mIoU with
-real-only, and the synthetic imagery's fidelity and diversity against lambda_div."""
+real-only, the learning curve (mIoU and Δ against the step budget) and the synthetic
+imagery's fidelity and diversity against lambda_div."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from synthsat.report_arms import (
     mean_std,
     source_rank,
 )
-from synthsat.stats import PairedComparison
+from synthsat.report_curve import VAL_KEY, arm_curves, paired_by_budget
+from synthsat.stats import CI_METHOD, PairedComparison
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -104,10 +106,97 @@ def plot_paired_delta(results_dir: Path, comparisons: dict[ArmKey, PairedCompari
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(keys)), [f"{label} · {s}" for label, s in reversed(keys)])
     ax.tick_params(axis="y", labelsize=8)
-    ax.set_xlabel(f"paired Δ mIoU vs real-only (same seed): mean, {CI_LEVEL:.0%} bootstrap CI")
+    ax.set_xlabel(f"paired Δ mIoU vs real-only (same seed): mean, {CI_LEVEL:.0%} {CI_METHOD}")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(results_dir / "paired_delta.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_curve(results_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """``learning_curve.png``: validation (the tested checkpoint's) and test mIoU against
+    the step budget per arm (mean ± std over seeds), and each run's validation mIoU during
+    training at the largest budget; ``delta_vs_steps.png``: the paired Δ mIoU of every arm
+    with real-only against the budget (mean and 95 % paired t interval), test and
+    validation."""
+    val, test = arm_curves(rows, VAL_KEY), arm_curves(rows, "miou")
+    arms = list(test | val)
+    colours = {arm: f"C{i}" for i, arm in enumerate(arms)}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, curves, name in ((axes[0], val, "validation"), (axes[1], test, "test")):
+        for arm in arms:
+            budgets = sorted(curves.get(arm, {}))
+            stats = [mean_std(list(curves[arm][b].values())) for b in budgets]
+            if stats:
+                means, stds = zip(*stats)
+                label = " · ".join(p for p in arm if p)
+                ax.errorbar(
+                    budgets,
+                    means,
+                    yerr=stds,
+                    marker="o",
+                    capsize=3,
+                    label=label,
+                    color=colours[arm],
+                )
+        _budget_axis(ax, rows)
+        ax.set_ylabel(f"{name} mIoU (best validation checkpoint)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, title="mean ± std over seeds", title_fontsize=8)
+    top = max((int(r["steps"]) for r in rows if r.get("steps") is not None), default=None)
+    for r in rows:
+        if top is not None and r.get("steps") == top and r.get("val_curve"):
+            steps, values = zip(*r["val_curve"])
+            arm = next(a for a in arms if a[0] == r["label"] and a[1] == r["source"])
+            axes[2].plot(steps, values, color=colours[arm], alpha=0.6, lw=1)
+    axes[2].set_xlabel(f"training step (runs of the {top}-step budget, one line per seed)")
+    axes[2].set_ylabel("validation mIoU during training")
+    axes[2].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(results_dir / "learning_curve.png", dpi=110)
+    plt.close(fig)
+    _plot_delta_curve(results_dir, rows, colours)
+
+
+def _budget_axis(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """A log2 x axis ticked at the study's budgets."""
+    budgets = sorted({int(r["steps"]) for r in rows if r.get("steps") is not None})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("segmentation steps (budget)")
+
+
+def _plot_delta_curve(
+    results_dir: Path, rows: list[dict[str, Any]], colours: dict[ArmKey, str]
+) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, style in (("miou", "-"), (VAL_KEY, ":")):
+        for arm, by_budget in paired_by_budget(rows, key).items():
+            budgets = sorted(by_budget)
+            c = [by_budget[b] for b in budgets]
+            means = np.array([x.mean_diff for x in c])
+            err = np.array([[x.mean_diff - x.ci_low, x.ci_high - x.mean_diff] for x in c]).T
+            shift = 1.0 if key == "miou" else 1.04  # validation dodged a little sideways
+            name = "test" if key == "miou" else "validation"
+            ax.errorbar(
+                np.array(budgets) * shift,
+                means,
+                yerr=np.nan_to_num(err),
+                ls=style,
+                marker="o",
+                capsize=3,
+                color=colours.get(arm, "C0"),
+                label=f"{' · '.join(p for p in arm if p)} ({name})",
+            )
+    ax.axhline(0.0, color="k", lw=1)
+    _budget_axis(ax, rows)
+    ax.set_ylabel("paired Δ mIoU vs real-only")
+    ax.set_title(f"mean and {CI_LEVEL:.0%} {CI_METHOD} over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results_dir / "delta_vs_steps.png", dpi=110)
     plt.close(fig)
 
 

@@ -120,7 +120,9 @@ def main(cfg: DictConfig) -> float:
     """Console entry point ``synthsat-train-segmentation``.
 
     Returns:
-        the test mIoU (the objective of a Hydra sweeper, e.g. optuna).
+        the validation mIoU of the tested checkpoint (``scored_val_miou``; nan when no
+        validation ran): the objective of a Hydra sweeper (e.g. optuna), so that a search
+        chooses on validation data and never on the test tiles.
     """
     metrics = train(cfg)
     iou = ", ".join(
@@ -131,7 +133,8 @@ def main(cfg: DictConfig) -> float:
         f"{metrics['pixel_accuracy']:.4f}; {metrics['steps']} steps in "
         f"{metrics['fit_time_s']:.0f} s -> {metrics['run_dir']}/metrics.json"
     )
-    return float(metrics["miou"])
+    value = metrics.get("scored_val_miou")
+    return float("nan") if value is None else float(value)
 
 
 if __name__ == "__main__":

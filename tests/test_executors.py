@@ -279,3 +279,34 @@ def test_the_estimate_of_a_wave(tmp_path: Path) -> None:
     steps = stage("trainer: {max_steps: 10}")
     est = estimate_wave("segmentation", [steps], {"step_s": {"segmentation": 9.0}}, measured)
     assert est.seconds == 20.0 and "measured: 2 finished segmentation stages here" in est.how
+
+
+def test_a_graph_starts_each_stage_once_the_stages_it_needs_are_done(
+    stand_in: str, tmp_path: Path
+) -> None:
+    """Stage 1 needs stage 0; stage 2 needs nothing. With 2 slots, stage 2 takes the
+    second slot at once (it does not wait for 0 and 1, as a wave would), and stage 1
+    starts only after stage 0 has finished."""
+    results = tmp_path / "results"
+    stages = [timed(0, sleep=1.0), timed(1), timed(2, sleep=1.0)]
+    needs = {1: [stages[0].directory(results)]}
+    executor = make_executor("local", results / ".submitit")
+    outs = run_wave(executor, stages, results, 2, [], needs=needs)
+    (s0, e0, *_), (s1, _e1, *_), (s2, _e2, *_) = (
+        json.loads((out / "times.json").read_text()) for out in outs
+    )
+    assert s1 >= e0  # after what it needs
+    assert s2 < e0  # beside stage 0, in the slot stage 1 could not take
+
+
+def test_a_graph_whose_need_never_finishes_stops_with_the_missing_stage(
+    stand_in: str, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    stages = [timed(0), timed(1)]
+    missing = results / "generator" / "never"
+    executor = make_executor("local", results / ".submitit")
+    with pytest.raises(StageFailed, match="never finished.*never"):
+        run_wave(executor, stages, results, 2, [], needs={1: [missing]})
+    assert (stages[0].directory(results) / "done.json").exists()
+    assert not stages[1].directory(results).exists()

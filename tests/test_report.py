@@ -176,9 +176,11 @@ def _table_row(report: str, start: str) -> list[str]:
 
 
 def test_paired_table_pins_deltas_cis_and_improved(tmp_path: Path) -> None:
-    """The main table pairs every arm's seeds with real-only's. With 3 seeds the smallest and
-    the largest Δ each turn up (all draws the same seed) with probability 1/27 > 2.5 %, so the
-    bootstrap 95 % CI is (min Δ, max Δ); with 2 seeds each with probability 1/4."""
+    """The main table pairs every arm's seeds with real-only's; the CI is the paired t
+    interval, mean Δ -/+ t_{0.975, n-1} s / sqrt(n) (t = 4.302653 for 3 seeds, 12.7062 for
+    2): Δ (+.02, +.04, -.01): s = .0251661, half width .0625161; Δ (-.01, -.02, -.01):
+    s = .0057735, half .0143420; Δ (-.05, +.03): s = .0565685, half .508248; Δ (+.03, +.03,
+    +.01): s = .0115470, half .0286844."""
     _paired_study(tmp_path)
     report = summarise(tmp_path).read_text()
     header = _table_row(report, "| training imagery | source | mIoU |")
@@ -209,7 +211,7 @@ def test_paired_table_pins_deltas_cis_and_improved(tmp_path: Path) -> None:
         "3",
         "s0: 0.5200, s1: 0.5600, s2: 0.4700",
         "+0.0167",
-        "[-0.0100, +0.0400]",
+        "[-0.0458, +0.0792]",
         "2/3",
     ]
     assert _table_row(report, "| 50% synthetic | classtexture |")[2:] == [
@@ -217,20 +219,20 @@ def test_paired_table_pins_deltas_cis_and_improved(tmp_path: Path) -> None:
         "3",
         "s0: 0.4900, s1: 0.5000, s2: 0.4700",
         "-0.0133",
-        "[-0.0200, -0.0100]",
+        "[-0.0277, +0.0010]",
         "0/3",
     ]
     assert _table_row(report, "| synthetic-only x2 | lambda_div = 6 |")[3:] == [
         "2",
         "s0: 0.4500, s1: 0.5500",
         "-0.0100",
-        "[-0.0500, +0.0300]",
+        "[-0.5182, +0.4982]",
         "1/2",
     ]
     # add mode with ratio 0 is the real data plus synthetic copies: an arm, not real-only
     assert _table_row(report, "| real + x2 synthetic | classtexture |")[5:] == [
         "+0.0233",
-        "[+0.0100, +0.0300]",
+        "[-0.0054, +0.0520]",
         "3/3",
     ]
     # no seed shared with real-only: nothing to pair, one seed: no spread
@@ -259,7 +261,7 @@ def test_paired_table_pins_deltas_cis_and_improved(tmp_path: Path) -> None:
     assert "| training imagery | source | water | road |" in per_class
     assert "| 50% synthetic | classtexture | 0.587 | 0.387 |" in per_class
     assert "| real-only | — | 0.600 | 0.400 |" in per_class
-    assert "95% bootstrap CI" in report and "](paired_delta.png)" in report
+    assert "95% CI of Δ: paired t interval" in report and "](paired_delta.png)" in report
     for png in ("miou_vs_ratio.png", "paired_delta.png"):
         assert (tmp_path / png).stat().st_size > 1000
 
@@ -278,7 +280,7 @@ def test_summary_csv_generator_column(tmp_path: Path) -> None:
         "label",
         "miou",
         "pixel_accuracy",
-        "iou/water",
+        "val_miou",
     ]
     assert len(rows) == sum(len(v) for v in PAIRED.values())
     by_run = {(r["label"], r["generator"], r["lambda_div"], r["seed"]): r["miou"] for r in rows}

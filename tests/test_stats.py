@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from synthsat.stats import (
+    MIN_BOOTSTRAP_N,
     PairedComparison,
     bootstrap_ci,
     compare_paired,
     paired_differences,
+    t_interval,
 )
 
 BASELINE = {0: 0.50, 1: 0.52, 2: 0.48}
@@ -101,9 +103,11 @@ def test_compare_paired_on_hand_made_seeds() -> None:
     assert c.std == pytest.approx(0.0450925, abs=1e-7)
     assert c.n == 3 and c.n_paired == 3 and c.n_improved == 2
     assert c.mean_diff == pytest.approx(0.0166667, abs=1e-7)
-    # 3 seeds: the smallest and the largest difference each come up (all three draws the
-    # same seed) with probability 1/27 = 3.7 % > 2.5 %, so the CI is (min, max)
-    assert (c.ci_low, c.ci_high) == pytest.approx((-0.01, 0.04), abs=1e-12)
+    # paired t: s = 0.0251661 (ddof 1), t_{0.975, 2} = 4.302653, half width
+    # 4.302653 * 0.0251661 / sqrt(3) = 0.0625161 (the bootstrap would give (min, max) Δ)
+    assert (c.ci_low, c.ci_high) == pytest.approx((-0.0458494, 0.0791828), abs=1e-7)
+    assert not c.ci_excludes_zero
+    assert (c.boot_low, c.boot_high) == (None, None)  # 3 seeds: no bootstrap
 
 
 def test_compare_paired_counts_only_common_seeds_for_the_difference() -> None:
@@ -112,6 +116,48 @@ def test_compare_paired_counts_only_common_seeds_for_the_difference() -> None:
     assert c.n == 3 and c.mean == pytest.approx(2.0 / 3)  # the arm over all its seeds
     assert c.n_paired == 2 and c.n_improved == 1  # Δ +0.1, -0.1
     assert c.mean_diff == pytest.approx(0.0, abs=1e-12)
-    assert (c.ci_low, c.ci_high) == pytest.approx((-0.1, 0.1), abs=1e-12)
+    # Δ +0.1, -0.1: s = sqrt(0.02), t_{0.975, 1} = 12.7062: half width 12.7062 * 0.1
+    assert (c.ci_low, c.ci_high) == pytest.approx((-1.270620, 1.270620), abs=1e-5)
     tie = compare_paired({0: 0.5}, {0: 0.5})  # a tie is not an improvement
-    assert (tie.n_improved, tie.n_paired, tie.std, tie.ci_low, tie.ci_high) == (0, 1, 0, 0, 0)
+    assert (tie.n_improved, tie.n_paired, tie.std) == (0, 1, 0)
+    assert np.isnan(tie.ci_low) and np.isnan(tie.ci_high)  # one seed: no interval
+
+
+def test_t_interval_known_quantiles() -> None:
+    """t_{0.975, 1} = 12.7062, t_{0.975, 4} = 2.776445, t_{0.95, 4} = 2.131847."""
+    assert t_interval([0.0, 2.0]) == pytest.approx((1 - 12.706205, 1 + 12.706205), abs=1e-5)
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]  # mean 3, s = sqrt(2.5), s / sqrt(5) = 0.7071068
+    assert t_interval(values) == pytest.approx((3 - 1.963243, 3 + 1.963243), abs=1e-5)
+    assert t_interval(values, level=0.9) == pytest.approx((3 - 1.507443, 3 + 1.507443), abs=1e-5)
+    assert t_interval([0.3] * 4) == pytest.approx((0.3, 0.3))
+    low, high = t_interval([7.0])
+    assert np.isnan(low) and np.isnan(high)
+    with pytest.raises(ValueError, match="at least one value"):
+        t_interval([])
+    with pytest.raises(ValueError, match="level"):
+        t_interval([1.0, 2.0], level=1.0)
+
+
+def test_t_interval_covers_the_mean_95_percent_of_the_time() -> None:
+    """Over 4000 normal samples of 3 values the interval covers the true mean at the
+    nominal rate (the percentile bootstrap of 3 values covers it far less often)."""
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0.0, 1.0, size=(4000, 3))
+    t_cover = np.mean([lo <= 0 <= hi for lo, hi in map(t_interval, samples)])
+    boot_cover = np.mean(
+        [lo <= 0 <= hi for lo, hi in (bootstrap_ci(s, n_boot=200) for s in samples[:400])]
+    )
+    assert 0.94 <= t_cover <= 0.96
+    assert boot_cover < 0.85
+
+
+def test_compare_paired_adds_the_bootstrap_from_ten_seeds() -> None:
+    base = {s: 0.5 for s in range(MIN_BOOTSTRAP_N)}
+    arm = {s: 0.5 + 0.01 * (s % 3) for s in range(MIN_BOOTSTRAP_N)}
+    c = compare_paired(arm, base, n_boot=500)
+    d = [0.01 * (s % 3) for s in range(MIN_BOOTSTRAP_N)]
+    assert (c.boot_low, c.boot_high) == pytest.approx(bootstrap_ci(d, n_boot=500), abs=1e-12)
+    assert (c.ci_low, c.ci_high) == pytest.approx(t_interval(d), abs=1e-12)
+    assert c.ci_excludes_zero  # all Δ >= 0, mean 0.009
+    nine = compare_paired({s: arm[s] for s in range(9)}, base, n_boot=500)
+    assert nine.boot_low is None

@@ -1,0 +1,144 @@
+"""A study's learning curve: every arm's scores against the segmentation step budget.
+
+A study with ``pipeline.steps`` trains every arm at several step budgets
+(``params["steps"]``). Each run records the best validation mIoU it reached
+(``scored_val_miou``, the checkpoint its test scored) and that test mIoU, so the curve
+is drawn twice: on validation data, which chooses the budget, and on the test tiles,
+which only report. The study's budget is the plateau (:func:`plateau_budget`): the
+smallest budget at which doubling the steps raises no arm's mean validation mIoU by
+:data:`PLATEAU_GAIN` or more.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from synthsat.report_arms import BASELINE, ArmKey, by_seed, group_arms, mean_std
+from synthsat.stats import CI_METHOD, PairedComparison, compare_paired
+
+#: A doubling of the budget that raises an arm's mean validation mIoU by this much or
+#: more means that arm has not converged.
+PLATEAU_GAIN = 0.01
+#: summary.csv's column of the best validation mIoU of a run (its tested checkpoint's).
+VAL_KEY = "val_miou"
+
+
+def split_by_budget(rows: list[dict[str, Any]]) -> dict[int | None, list[dict[str, Any]]]:
+    """Summary rows by step budget (``steps``; None for runs of a study without budgets),
+    budgets ascending."""
+    out: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        out[None if r.get("steps") is None else int(r["steps"])].append(r)
+    return {b: out[b] for b in sorted(out, key=lambda b: -1 if b is None else b)}
+
+
+def arm_curves(rows: list[dict[str, Any]], key: str) -> dict[ArmKey, dict[int, dict[int, float]]]:
+    """``key`` of every arm by budget, then by seed (runs without a value left out)."""
+    curves: dict[ArmKey, dict[int, dict[int, float]]] = defaultdict(dict)
+    for budget, budget_rows in split_by_budget(rows).items():
+        if budget is None:
+            continue
+        for arm, arm_rows in group_arms(budget_rows).items():
+            values = [r for r in arm_rows if r.get(key) is not None]
+            if values:
+                curves[arm][budget] = by_seed(values, key)
+    return dict(curves)
+
+
+def plateau_budget(rows: list[dict[str, Any]], gain: float = PLATEAU_GAIN) -> int | None:
+    """The smallest budget ``b`` with a budget of at least ``2 b`` after it in the study
+    such that, going to the next such budget, no arm's mean validation mIoU (over its
+    seeds) rises by ``gain`` or more; None when no budget qualifies (not converged, or
+    fewer than two budgets). Every arm must have runs at both budgets."""
+    curves = arm_curves(rows, VAL_KEY)
+    budgets = sorted({b for c in curves.values() for b in c})
+    for b in budgets:
+        later = [n for n in budgets if n >= 2 * b]
+        if not later:
+            return None
+        nxt = later[0]
+        if all(b in c and nxt in c for c in curves.values()) and all(
+            np.mean(list(c[nxt].values())) - np.mean(list(c[b].values())) < gain
+            for c in curves.values()
+        ):
+            return b
+    return None
+
+
+def paired_by_budget(
+    rows: list[dict[str, Any]], key: str = "miou"
+) -> dict[ArmKey, dict[int, PairedComparison]]:
+    """Every arm's ``key`` against real-only's at the same budget, paired by seed."""
+    curves = arm_curves(rows, key)
+    base = next((c for (label, _), c in curves.items() if label == BASELINE), {})
+    out: dict[ArmKey, dict[int, PairedComparison]] = defaultdict(dict)
+    for arm, curve in curves.items():
+        if arm[0] == BASELINE:
+            continue
+        for budget, seeds in curve.items():
+            if set(seeds) & set(base.get(budget, {})):
+                out[arm][budget] = compare_paired(seeds, base[budget])
+    return dict(out)
+
+
+def _cell(values: dict[int, float] | None) -> str:
+    if not values:
+        return "—"
+    mean, std = mean_std(list(values.values()))
+    return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+
+def _delta_cell(c: PairedComparison | None) -> str:
+    if c is None:
+        return "—"
+    if np.isnan(c.ci_low):
+        return f"{c.mean_diff:+.4f} (1 seed)"
+    return f"{c.mean_diff:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] {c.n_improved}/{c.n_paired}"
+
+
+def curve_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The learning curve as markdown: per arm and budget the best validation mIoU and the
+    test mIoU (mean ± std over seeds), the paired Δ with real-only on both, and the plateau
+    budget with the rule that chose it."""
+    val, test = arm_curves(rows, VAL_KEY), arm_curves(rows, "miou")
+    dval, dtest = paired_by_budget(rows, VAL_KEY), paired_by_budget(rows, "miou")
+    plateau = plateau_budget(rows)
+    lines = [
+        "## Learning curve (segmentation step budgets)",
+        "",
+        "Each run trains to its budget and tests its best checkpoint on validation mIoU. "
+        "val mIoU: that checkpoint's validation mIoU (it chooses the budget); test mIoU: "
+        "its score on the test tiles (reported, never used to choose). Mean ± std over "
+        f"seeds; Δ: paired with real-only at the same budget and seed, mean [{CI_METHOD}, "
+        "95 %] and seeds improved.",
+        "",
+        "| training imagery | source | steps | n | val mIoU | test mIoU | Δ val | Δ test |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in val | test:
+        for budget in sorted(set(val.get(arm, {})) | set(test.get(arm, {}))):
+            cells = [
+                arm[0],
+                arm[1] or "—",
+                str(budget),
+                str(len(test.get(arm, {}).get(budget, {}))),
+                _cell(val.get(arm, {}).get(budget)),
+                _cell(test.get(arm, {}).get(budget)),
+                _delta_cell(dval.get(arm, {}).get(budget)),
+                _delta_cell(dtest.get(arm, {}).get(budget)),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    rule = (
+        f"the smallest budget at which doubling the steps raises no arm's mean validation "
+        f"mIoU by {PLATEAU_GAIN} or more"
+    )
+    lines += [
+        "",
+        f"Plateau ({rule}): **{plateau} steps**."
+        if plateau is not None
+        else f"Plateau ({rule}): **not reached** within these budgets.",
+    ]
+    return lines

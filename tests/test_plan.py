@@ -1,0 +1,106 @@
+"""The study's plan as data (:mod:`synthsat.plan`): which runs a study makes at which step
+budgets, what each stage is given, and which stages each one waits for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from synthsat import plan as plan_module
+from synthsat.plan import (
+    StudyPlan,
+    is_real_only,
+    seg_label,
+    segmentation_runs,
+    segmentation_stage,
+)
+from synthsat.stages import Stage
+
+
+def _pipeline(**kw: Any) -> Any:
+    base = {
+        "lambdas": [0.0],
+        "controls": [],
+        "ratios": [0.0, 0.5],
+        "copies": [],
+        "add_ratio": 0.0,
+        "seeds": [0, 1],
+        "steps": [],
+        "segmentation_overrides": ["segmentation=tiny", "trainer.max_steps=360"],
+    }
+    return OmegaConf.create({**base, **kw})
+
+
+def test_runs_without_budgets_keep_their_labels() -> None:
+    runs = segmentation_runs(_pipeline())
+    assert [seg_label(**r) for r in runs] == [
+        "r0-replace-seed0",
+        "r0.5-replace-lambda0-seed0",
+        "r0-replace-seed1",
+        "r0.5-replace-lambda0-seed1",
+    ]
+    assert all("steps" not in r for r in runs)
+
+
+def test_every_run_at_every_budget_small_budgets_first() -> None:
+    runs = segmentation_runs(_pipeline(steps=[720, 360]))
+    assert [seg_label(**r) for r in runs] == [
+        "r0-replace-steps720-seed0",
+        "r0.5-replace-lambda0-steps720-seed0",
+        "r0-replace-steps720-seed1",
+        "r0.5-replace-lambda0-steps720-seed1",
+        "r0-replace-steps360-seed0",
+        "r0.5-replace-lambda0-steps360-seed0",
+        "r0-replace-steps360-seed1",
+        "r0.5-replace-lambda0-steps360-seed1",
+    ]  # in the order given
+    assert [r["steps"] for r in runs] == [720] * 4 + [360] * 4
+    assert [is_real_only(r) for r in runs] == [True, False] * 4
+
+
+def test_a_budget_is_the_runs_last_max_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        plan_module,
+        "make_stage",
+        lambda kind, label, module, overrides, params: Stage(
+            kind, label, module, overrides, params
+        ),
+    )
+    p = _pipeline(steps=[1440])
+    run = segmentation_runs(p)[1]
+    stage = segmentation_stage(p, ["data=dubai"], {"lambda0": Path("/s/tiles")}, run)
+    assert stage.label == "r0.5-replace-lambda0-steps1440-seed0"
+    steps = [o for o in stage.overrides if o.startswith("trainer.max_steps=")]
+    assert steps[-1] == "trainer.max_steps=1440"  # after the preset's: Hydra keeps the last
+    assert "mix.source=/s/tiles" in stage.overrides and stage.overrides[-1] == "seed=0"
+
+
+def _stage(kind: str, label: str, **params: Any) -> Stage:
+    return Stage(kind, label, f"synthsat.{kind}", [label], params)
+
+
+def test_the_graph_order_and_needs(tmp_path: Path) -> None:
+    """Generators, then syntheses (each needing its generator), then real-only runs
+    (needing nothing), then mixed runs (needing their source's synthesis)."""
+    runs = segmentation_runs(_pipeline(lambdas=[0.0, 2.0], controls=["classtexture"]))
+    gens = [_stage("generator", f"lambda{x}", lambda_div=x) for x in (0, 2)]
+    syns = [_stage("synthesis", f"lambda{x}", lambda_div=float(x)) for x in (0, 2)]
+    syns.append(_stage("synthesis", "classtexture", lambda_div=None, generator="classtexture"))
+    segs = [_stage("segmentation", seg_label(**r), **r) for r in runs]
+    plan = StudyPlan(tmp_path, {"generator": gens, "synthesis": syns, "segmentation": segs})
+    plan.runs = runs
+    stages, needs = plan.graph()
+    labels = [s.label for s in stages]
+    assert labels[:5] == ["lambda0", "lambda2", "lambda0", "lambda2", "classtexture"]
+    assert labels[5:7] == ["r0-replace-seed0", "r0-replace-seed1"]  # real-only next
+    assert len(stages) == 5 + len(segs)
+    d = {s.label + s.kind: s.directory(tmp_path) for s in [*gens, *syns]}
+    assert needs[2] == [d["lambda0generator"]] and needs[3] == [d["lambda2generator"]]
+    assert 4 not in needs  # the control needs no training
+    assert 5 not in needs and 6 not in needs  # real-only runs start at once
+    for i, stage in enumerate(stages[7:], start=7):
+        source = stage.label.split("-")[2]
+        assert needs[i] == [d[source + "synthesis"]]

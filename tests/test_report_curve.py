@@ -1,0 +1,134 @@
+"""The learning curve of a study with step budgets (:mod:`synthsat.report_curve`): the
+plateau chosen on validation mIoU, the paired Δ at each budget, the report's sections."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from synthsat.report import summarise
+from synthsat.report_arms import summary_rows
+from synthsat.report_curve import paired_by_budget, plateau_budget
+from synthsat.train_segmentation import scored_record
+
+#: (ratio, lambda) -> budget -> validation mIoU of seeds 0, 1, 2. Real-only gains 0.05
+#: from 360 to 720 and 0.02 from 720 to 1440, then 0.005; the mix gains 0.03, 0.011 then
+#: 0.004: the plateau is 1440 (720 -> 1440 raises the mix by 0.011 >= 0.01).
+VAL = {
+    (0.0, None): {
+        360: (0.40, 0.41, 0.42),
+        720: (0.45, 0.46, 0.47),
+        1440: (0.47, 0.48, 0.49),
+        2880: (0.475, 0.485, 0.495),
+    },
+    (0.5, 0.0): {
+        360: (0.45, 0.46, 0.47),
+        720: (0.48, 0.49, 0.50),
+        1440: (0.491, 0.501, 0.511),
+        2880: (0.495, 0.505, 0.515),
+    },
+}
+
+
+#: test mIoU = validation + 0.1 for real-only, + 0.1 + 0.01 * seed for the mix.
+def _test_miou(ratio: float, val: float, seed: int) -> float:
+    return val + 0.1 + (0.01 * seed if ratio else 0.0)
+
+
+def _study(root: Path, val: dict = VAL) -> None:
+    for (ratio, lam), budgets in val.items():
+        for steps, values in budgets.items():
+            for seed, v in enumerate(values):
+                params = {
+                    "ratio": ratio,
+                    "mode": "replace",
+                    "copies": 0,
+                    "lambda_div": lam,
+                    "generator": None,
+                    "seed": seed,
+                    "steps": steps,
+                }
+                d = root / "segmentation" / f"r{ratio}-steps{steps}-seed{seed}"
+                d.mkdir(parents=True)
+                (d / "done.json").write_text(json.dumps({"params": params}))
+                metrics = {
+                    "miou": _test_miou(ratio, v, seed),
+                    "pixel_accuracy": 0.9,
+                    "scored_val_miou": v,
+                    "scored_step": steps // 2,
+                    "val_curve": [[steps // 2, v], [steps, v - 0.01]],
+                }
+                (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _rows(root: Path) -> list[dict]:
+    from synthsat.report import load_stages
+
+    return summary_rows(load_stages(root, "segmentation"))
+
+
+def test_the_plateau_is_where_doubling_moves_no_arm_by_a_hundredth(tmp_path: Path) -> None:
+    _study(tmp_path)
+    assert plateau_budget(_rows(tmp_path)) == 1440
+
+
+def test_no_plateau_while_an_arm_still_rises(tmp_path: Path) -> None:
+    val = {arm: dict(b) for arm, b in VAL.items()}
+    val[(0.5, 0.0)][2880] = (0.52, 0.52, 0.52)  # +0.0123 from 1440 on average
+    _study(tmp_path, val)
+    assert plateau_budget(_rows(tmp_path)) is None
+    assert plateau_budget(_rows(tmp_path), gain=0.02) == 1440
+
+
+def test_paired_deltas_at_each_budget(tmp_path: Path) -> None:
+    _study(tmp_path)
+    rows = _rows(tmp_path)
+    (arm,) = paired_by_budget(rows, "val_miou")
+    assert arm == ("50% synthetic", "lambda_div = 0")
+    val = paired_by_budget(rows, "val_miou")[arm]
+    assert sorted(val) == [360, 720, 1440, 2880]
+    assert val[360].mean_diff == pytest.approx(0.05) and val[360].ci_low == pytest.approx(0.05)
+    assert val[1440].mean_diff == pytest.approx(0.021)
+    test = paired_by_budget(rows, "miou")[arm][2880]
+    # test Δ = 0.02 + 0.01 * seed: mean 0.03, s = 0.01, t_{0.975,2} s / sqrt 3 = 0.0248414
+    assert test.mean_diff == pytest.approx(0.03)
+    assert (test.ci_low, test.ci_high) == pytest.approx((0.0051586, 0.0548414), abs=1e-6)
+    assert test.n_improved == 3
+
+
+def test_the_report_of_a_curve(tmp_path: Path) -> None:
+    _study(tmp_path)
+    report = summarise(tmp_path).read_text()
+    assert "## Learning curve (segmentation step budgets)" in report
+    assert "Plateau (the smallest budget at which doubling" in report and "**1440 steps**" in report
+    row = next(
+        ln
+        for ln in report.splitlines()
+        if ln.startswith("| 50% synthetic | lambda_div = 0 | 2880 |")
+    )
+    cells = row.strip("| ").split(" | ")
+    assert cells[3] == "3" and cells[4] == "0.5050 ± 0.0100"
+    assert cells[7] == "+0.0300 [+0.0052, +0.0548] 3/3"
+    for budget in (360, 720, 1440, 2880):
+        assert f"## At {budget} steps" in report
+    for png in ("learning_curve.png", "delta_vs_steps.png", "miou_vs_ratio.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
+    assert {"steps", "val_miou", "scored_step"} <= set(rows[0]) and "val_curve" not in rows[0]
+    assert sorted({int(r["steps"]) for r in rows}) == [360, 720, 1440, 2880]
+
+
+def test_the_scored_checkpoint_record() -> None:
+    curve = [(120, 0.30), (240, 0.42), (360, 0.42), (480, 0.40)]
+    best = scored_record("best", "/run/best-step240.ckpt", 480, curve)
+    assert (best["scored"], best["scored_step"], best["scored_val_miou"]) == ("best", 240, 0.42)
+    assert best["val_curve"] == [[120, 0.30], [240, 0.42], [360, 0.42], [480, 0.40]]
+    last = scored_record("last", "/run/best-step240.ckpt", 480, curve)
+    assert (last["scored"], last["scored_step"], last["scored_val_miou"]) == ("last", 480, 0.40)
+    # no validation at the last step, or none at all: the step, no score
+    assert scored_record("last", "", 500, curve)["scored_val_miou"] is None
+    none = scored_record("best", "", 10, [])
+    assert (none["scored"], none["scored_step"], none["val_curve"]) == ("last", 10, [])
