@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # torch and Lightning load when the job runs, after Hydra's c
 log = logging.getLogger(__name__)
 
 #: The values of ``method``.
-METHODS = ("generator", "classtexture")
+METHODS = ("generator", "classtexture", "classcolour")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -132,12 +132,14 @@ def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
         raise ConfigError(
             "ckpt=null: method=generator needs a GeneratorTask checkpoint "
             "(ckpt=outputs/train_generator/<run>/checkpoints/last.ckpt), or use "
-            "method=classtexture (real class textures, no checkpoint)"
+            "method=classtexture / classcolour (controls without a checkpoint)"
         )
     texture = _texture_settings(cfg) if method == "classtexture" else None
     prepare_run(cfg)
     if texture is not None:
         return _run_classtexture(cfg, texture)
+    if method == "classcolour":
+        return _run_classcolour(cfg)
     ckpt = Path(cfg.ckpt).expanduser().resolve()
     generator = load_chip_generator(ckpt)
     meta = generator.data
@@ -235,19 +237,9 @@ def _texture_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def _run_classtexture(cfg: DictConfig, texture: dict[str, Any]) -> SynthesisWriter:
     """``method=classtexture``: a texture bank from the real tiles of ``texture_splits``."""
-    from synthsat.synthesis import ClassTextureSynthesizer, build_bank
+    from synthsat.synthesis import build_bank
 
-    datamodule = instantiate(cfg.data)
-    datamodule.setup()
-    splits = texture["texture_splits"]
-    unknown = sorted(set(splits) - set(datamodule.tiles))
-    if unknown:
-        raise ConfigError(
-            f"classtexture.texture_splits={splits}: must name splits of {sorted(datamodule.tiles)}"
-        )
-    tiles = [(t.image, t.mask) for s in splits for t in datamodule.tiles[s]]
-    if not tiles:
-        raise DataError(f"{datamodule.source.describe()}: no tiles in splits {splits}")
+    datamodule, tiles = _real_tiles(cfg, texture["texture_splits"], "classtexture.texture_splits")
     bank = build_bank(
         tiles,
         datamodule.num_classes,
@@ -259,8 +251,54 @@ def _run_classtexture(cfg: DictConfig, texture: dict[str, Any]) -> SynthesisWrit
         seed=int(cfg.seed),
     )
     log.info("class textures: %s", bank.sources)
+    return _run_control(cfg, datamodule, bank, {"texture": texture})
+
+
+def _run_classcolour(cfg: DictConfig) -> SynthesisWriter:
+    """``method=classcolour``: each class's mean colour and per-class pixel noise,
+    measured on the real tiles of ``classcolour.splits``."""
+    from synthsat.synthesis.classcolour import ClassColours
+
+    splits = [str(s) for s in cfg.classcolour.splits]
+    if not splits:
+        raise ConfigError("classcolour.splits=[]: name at least one split")
+    datamodule, tiles = _real_tiles(cfg, splits, "classcolour.splits")
+    colours = ClassColours.measure(tiles, datamodule.num_classes, datamodule.ignore_index)
+    stats = {
+        name: {"mean": colours.mean[k].round(3).tolist(), "std": colours.std[k].round(3).tolist()}
+        for k, name in enumerate(datamodule.classes)
+    }
+    log.info("class colours (raw values): %s", stats)
+    return _run_control(cfg, datamodule, colours, {"colour": {"splits": splits}})
+
+
+def _real_tiles(cfg: DictConfig, splits: list[str], key: str) -> tuple[Any, list[Any]]:
+    """The data module and the (image, mask) arrays of its tiles of ``splits`` (``key``:
+    the setting that names them, for the error).
+
+    Raises:
+        ConfigError: a split the data does not have.
+        DataError: no tiles in those splits.
+    """
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    unknown = sorted(set(splits) - set(datamodule.tiles))
+    if unknown:
+        raise ConfigError(f"{key}={splits}: must name splits of {sorted(datamodule.tiles)}")
+    tiles = [(t.image, t.mask) for s in splits for t in datamodule.tiles[s]]
+    if not tiles:
+        raise DataError(f"{datamodule.source.describe()}: no tiles in splits {splits}")
+    return datamodule, tiles
+
+
+def _run_control(
+    cfg: DictConfig, datamodule: Any, painter: Any, provenance: dict[str, Any]
+) -> SynthesisWriter:
+    """Synthesise with a control (a texture bank or class colours) into ``cfg.out``."""
+    from synthsat.synthesis import ClassTextureSynthesizer
+
     synthesizer = ClassTextureSynthesizer(
-        bank,
+        painter,
         datamodule.num_classes,
         datamodule.ignore_index,
         label_map=datamodule.source.label_map,
@@ -268,7 +306,7 @@ def _run_classtexture(cfg: DictConfig, texture: dict[str, Any]) -> SynthesisWrit
         dtype=cfg.dtype,
         block_size=int(cfg.block_size),
         compress=str(cfg.compress),
-        provenance={"texture": texture},
+        provenance=provenance,
         band_names=datamodule.band_names,
         rgb_bands=datamodule.rgb_bands,
         cog=bool(cfg.get("cog", False)),

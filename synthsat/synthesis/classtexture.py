@@ -14,7 +14,9 @@ beats simple class-conditional texture augmentation.
   they sum to one at every pixel — no seams. A pixel takes the field of its mask
   class. Only the fields at the pixels of their class are ever computed (a gather
   per pixel), so the cost is independent of the number of classes.
-* :class:`ClassTextureSynthesizer` — the same as a
+* :class:`ClassTextureSynthesizer` — the same (or, given
+  :class:`~synthsat.synthesis.classcolour.ClassColours` instead of a bank, the
+  class-colour control's painting) as a
   :class:`~synthsat.synthesis.synthesizer.Synthesizer`, for the Lightning synthesis
   path and its writer: same files, same layout, same manifest (writing, provenance
   and runs are :class:`~synthsat.synthesis.synthesizer.SynthesizerBase`'s).
@@ -36,6 +38,7 @@ from rasterio.windows import Window
 from synthsat.data.errors import DataError
 from synthsat.data.masks import MaskReader
 from synthsat.data.raster_io import raster_info
+from synthsat.synthesis.classcolour import ClassColours
 from synthsat.synthesis.requests import TileRequest
 from synthsat.synthesis.synthesizer import SynthesizerBase
 from synthsat.synthesis.texture_bank import TextureBank, build_bank, texture_classes
@@ -154,10 +157,11 @@ def synthesize_mask(
 
 @dataclass
 class ClassTextureSynthesizer(SynthesizerBase):
-    """Turns mask tiles into image tiles of real class textures (see the module docstring).
+    """Turns mask tiles into image tiles of real class textures (see the module docstring),
+    or of class colours and noise (the ``classcolour`` control).
 
     Args:
-        bank: the textures.
+        bank: the textures, or the class colours to paint with.
         num_classes: classes of the masks.
         ignore_index: mask value of unlabelled pixels.
         label_map: raw mask value -> class index, applied when masks are read.
@@ -171,7 +175,7 @@ class ClassTextureSynthesizer(SynthesizerBase):
         cog: write Cloud-Optimised GeoTIFFs.
     """
 
-    bank: TextureBank
+    bank: TextureBank | ClassColours
     num_classes: int
     ignore_index: int | None
     label_map: Mapping[int, int] | None = None
@@ -211,6 +215,14 @@ class ClassTextureSynthesizer(SynthesizerBase):
 
     def settings_record(self) -> dict[str, Any]:
         """The chip grid and the method, recorded with every output."""
+        if isinstance(self.bank, ClassColours):  # painted pixel by pixel: no chips
+            return {
+                "chip_size": None,
+                "overlap": None,
+                "generator": "classcolour",
+                "checkpoint": None,
+                "lambda_div": None,
+            }
         size = self.bank.patch_size
         return {
             "chip_size": size,
@@ -247,10 +259,11 @@ class ClassTextureSynthesizer(SynthesizerBase):
             float32 strips ``(bands, h, width)``.
         """
         with self._masks.open(request.mask) as src:
-            yield from texture_rows(
-                lambda row, h: src.read(Window(0, row, src.width, h)),
-                src.height,
-                src.width,
-                self.bank,
-                request.tile_seed,
-            )
+
+            def read(row: int, h: int) -> np.ndarray:
+                return src.read(Window(0, row, src.width, h))
+
+            if isinstance(self.bank, ClassColours):
+                yield from self.bank.rows(read, src.height, src.width, request.tile_seed)
+            else:
+                yield from texture_rows(read, src.height, src.width, self.bank, request.tile_seed)

@@ -244,7 +244,7 @@ def _find_candidates(
     found: dict[int, list[np.ndarray]] = {k: [] for k in classes}
     pixels = np.zeros(num_classes + 1, dtype=np.int64)
     for t, (_, mask) in enumerate(tiles):
-        labels = _labels(mask, num_classes, ignore_index)
+        labels = class_labels(mask, num_classes, ignore_index)
         pixels += np.bincount(labels.ravel(), minlength=num_classes + 1)
         for k, rows in _candidates(labels, num_classes, patch_size, stride, least, rng).items():
             if k in found and len(rows):
@@ -277,7 +277,7 @@ def _constant_patch(colour: np.ndarray, patch_size: int, dtype: str) -> np.ndarr
     return to_raw(flat, np.zeros_like(colour), np.ones_like(colour), dtype)[None]
 
 
-def _labels(mask: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+def class_labels(mask: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
     """Class indices, with the ignore index (and anything else) as ``num_classes``."""
     labels = np.asarray(mask).astype(np.int64)
     bad = (labels < 0) | (labels >= num_classes)
@@ -326,7 +326,7 @@ def _class_means(
     sums = np.zeros((num_classes + 1, bands))
     counts = np.zeros(num_classes + 1)
     for image, mask in tiles:
-        labels = _labels(mask, num_classes, ignore_index).ravel()
+        labels = class_labels(mask, num_classes, ignore_index).ravel()
         counts += np.bincount(labels, minlength=num_classes + 1)
         for c in range(bands):
             sums[:, c] += np.bincount(
