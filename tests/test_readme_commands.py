@@ -65,6 +65,8 @@ COMMANDS: dict[str, Coverage] = {
     "samples=3 seed=0": Coverage(
         test="tests/test_classtexture.py::test_command_with_class_textures"
     ),
+    "python -m synthsat.synthesize method=classcolour data=dubai out=synthetic/colour "
+    "seed=0": Coverage(test="tests/test_classcolour.py::test_command_with_class_colours"),
     "python -m synthsat.train_segmentation data=dubai segmentation=cpu mix.ratio=0.5 "
     "mix.mode=replace mix.source=synthetic/l6 seed=1": Coverage(
         test="tests/test_segmentation_train.py::test_short_training_beats_majority_class"
@@ -86,7 +88,7 @@ COMMANDS: dict[str, Coverage] = {
     ),
     "python -m synthsat.train_segmentation -m hparams_search=segmentation_optuna data=dubai "
     "mix.source=synthetic/l6 hydra.sweeper.n_trials=20": Coverage(
-        test="tests/test_optuna_sweep.py::test_optuna_search_maximises_the_returned_miou"
+        test="tests/test_optuna_sweep.py::test_optuna_search_maximises_the_validation_miou"
     ),
     "python -m synthsat.pipeline experiment=paper pipeline.executor=slurm slurm.partition=gpu "
     "pipeline.dry_run=true": Coverage(
