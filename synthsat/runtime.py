@@ -281,8 +281,15 @@ INPUT_KEYS = ("data.source.root", "mix.source", "synthetic")
 OUTPUT_KEYS = ("paths.output_dir", "out", "pipeline.results_dir")
 
 
+#: Output keys of folders a job cleans up and lists as a whole (synthesis's ``out``:
+#: its abandoned temporary files removed, its manifest rebuilt from what is there),
+#: which must not hold the data either.
+WHOLE_FOLDER_KEYS = ("out",)
+
+
 def check_outputs(cfg: DictConfig) -> None:
-    """Refuse an output folder that is, or is inside, an input data folder.
+    """Refuse an output folder that is, or is inside, an input data folder, and an
+    ``out`` that holds one (``out=/``, or a parent of the data folder).
 
     Outputs there would be read back as data by the next run (and may overwrite it).
 
@@ -301,6 +308,12 @@ def check_outputs(cfg: DictConfig) -> None:
                     f"{out_key}={out} is inside the input data folder {in_key}={folder}; "
                     "outputs there would mix with the data (and be read back as data by "
                     "the next run). Choose an output folder outside it"
+                )
+            if out_key in WHOLE_FOLDER_KEYS and out in folder.parents:
+                raise ConfigError(
+                    f"{out_key}={out} holds the input data folder {in_key}={folder}; "
+                    "outputs there would mix with the data (and the job tidies its "
+                    "output folder). Choose an output folder outside it"
                 )
 
 

@@ -275,7 +275,10 @@ def test_rerun_skips_finished_outputs_and_cleans_temporaries(
     synth = _synth(MaskGenerator())
     synth.run(requests[0])
     stamp = requests[0].output.stat().st_mtime_ns
-    (out / ".tile_001_s0.x1y2z3.tif.part").write_bytes(b"half a tiff")  # a killed writer
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = out / f".tile_001_s0.pid{dead.pid}@{host_tag()}.x1y2z3ab.tif.part"
+    killed.write_bytes(b"half a tiff")  # a killed writer's
     writer = run_synthesis(synth, requests, out)
     assert [r["tile"] for r in writer.written] == ["tile_001"]
     assert writer.skipped == [requests[0].output]

@@ -35,7 +35,7 @@ import rasterio.shutil
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from synthsat.atomic import TEMP_GLOB, atomic_path, publish
+from synthsat.atomic import atomic_path, publish, remove_abandoned
 from synthsat.data.raster_io import open_raster
 from synthsat.data.synthetic_tiles import PROVENANCE_TAG
 from synthsat.data.synthetic_tiles import read_provenance as read_provenance  # old import path
@@ -324,17 +324,13 @@ class AtomicTileWriter:
 def remove_stale_temps(out_dir: str | Path) -> list[Path]:
     """Delete temporary files left in ``out_dir`` by killed writers; returns them.
 
-    A temporary file whose writer (named in it, see :func:`synthsat.atomic.atomic_path`)
-    still runs — another synthesis on the same ``out``, or any writer on another host —
-    is kept; one without a writer's name (an older run's) counts as left behind.
+    Only files named by this project's writer (:func:`synthsat.atomic.atomic_path`:
+    ``.<name>.pid<PID>@<host>.<random><suffix>.part``) whose writer is gone are removed
+    (:func:`synthsat.atomic.remove_abandoned`): a live writer's — another synthesis on
+    the same ``out``, or any writer on another host — is kept, and so is every other
+    file (a user's ``.thesis.part``).
     """
-    stale = []
-    for path in sorted(Path(out_dir).glob(TEMP_GLOB)):
-        owner = tag_owner(path.name)
-        if owner is None or owner_state(*owner) == "dead":
-            path.unlink(missing_ok=True)
-            stale.append(path)
-    return stale
+    return remove_abandoned(out_dir)
 
 
 def busy_writer(final: str | Path) -> str | None:
