@@ -333,9 +333,9 @@ def remove_stale_temps(out_dir: str | Path) -> list[Path]:
     return remove_abandoned(out_dir)
 
 
-def busy_writer(final: str | Path) -> str | None:
-    """Who else writes ``final`` right now: ``pid 4242 on box`` for a live process's
-    temporary file of it (another host's counts as live); None if nobody."""
+def busy_owner(final: str | Path) -> tuple[int, str] | None:
+    """``(pid, host tag)`` of another live process writing ``final`` right now (its
+    temporary file of it; another host's counts as live); None if nobody."""
     final = Path(final)
     pattern = f".{glob.escape(final.stem)}.pid*{glob.escape(final.suffix)}.part"
     for path in sorted(final.parent.glob(pattern)):
@@ -343,5 +343,12 @@ def busy_writer(final: str | Path) -> str | None:
         if owner is None or owner[0] == os.getpid() and is_this_host(owner[1]):
             continue
         if owner_state(*owner) != "dead":
-            return f"pid {owner[0]} on {owner[1]}"
+            return owner
     return None
+
+
+def busy_writer(final: str | Path) -> str | None:
+    """Who else writes ``final`` right now: ``pid 4242 on box`` (:func:`busy_owner`);
+    None if nobody."""
+    owner = busy_owner(final)
+    return None if owner is None else f"pid {owner[0]} on {owner[1]}"
