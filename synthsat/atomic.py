@@ -10,16 +10,24 @@ synthsat goes through here.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from synthsat.locks import owner_tag
+from synthsat.locks import owner_state, owner_tag
 
 #: Pattern of temporary files (left behind only by a killed writer).
 TEMP_GLOB = ".*.part"
+
+#: A name :func:`atomic_path` makes: ``.<stem>.pid<PID>@<host>.<mkstemp's 8 characters>
+#: <suffix>.part`` (nothing else is ever taken for one of its files).
+_TEMP_NAME = re.compile(
+    r"\.(?P<stem>.+)\.pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[a-z0-9_]{8}"
+    r"(?P<suffix>\.[^.]+)?\.part"
+)
 
 
 def file_mode() -> int:
@@ -46,6 +54,30 @@ def atomic_path(final: str | Path) -> Path:
     )
     os.close(fd)
     return Path(tmp)
+
+
+def temp_owner(name: str) -> tuple[int, str] | None:
+    """``(pid, host tag)`` of the writer of a temporary file named ``name`` by
+    :func:`atomic_path`; None for any other name (e.g. a user's ``.thesis.part``)."""
+    found = _TEMP_NAME.fullmatch(name)
+    return None if found is None else (int(found["pid"]), found["host"])
+
+
+def remove_abandoned(directory: str | Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` in ``directory`` whose writer is
+    gone (killed); returns them.
+
+    Only names that :func:`atomic_path` makes count (:func:`temp_owner`): another
+    program's hidden ``.part`` files are never touched, and neither are the files of a
+    writer that still runs here or runs on another host (where it cannot be checked).
+    """
+    removed = []
+    for path in sorted(Path(directory).glob(TEMP_GLOB)):
+        owner = temp_owner(path.name)
+        if owner is not None and owner_state(*owner) == "dead":
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def publish(tmp: Path, final: str | Path, fsync: bool = False) -> None:

@@ -4,6 +4,8 @@
 * :class:`SegmentationTestReport` — a segmentation test's confusion matrix and panels (W&B).
 * :class:`ProgressLog` — a log line every N training steps when there is no progress bar.
 * :class:`ValidationCurve` — every validation's score by step (a run's learning curve).
+* :class:`StopOnSigterm` — training stops after the step in progress on SIGTERM (added
+  to every job's trainer by :func:`synthsat.runtime.build_trainer`).
 
 The checkpoint callbacks live in :mod:`synthsat.tasks.checkpoints`.
 """
@@ -324,3 +326,29 @@ class ValidationCurve(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.curve = [(int(s), float(v)) for s, v in state_dict.get("curve", [])]
+
+
+class StopOnSigterm(L.Callback):
+    """Stop training after the step in progress once the job received SIGTERM.
+
+    Lightning notes a SIGTERM (``trainer.received_sigterm``) but trains on to the end of
+    the epoch before it raises its ``SIGTERMException``; this raises it after the step,
+    carrying the step reached (``.step``), so the job exits at once as interrupted
+    (:mod:`synthsat.interrupts`), leaving its ``last.ckpt`` to resume from. Under DDP
+    Lightning itself checks after every step, on every rank at once: left to it.
+    """
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.received_sigterm and trainer.world_size == 1:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            stop = SIGTERMException()
+            stop.step = int(trainer.global_step)  # type: ignore[attr-defined]
+            raise stop

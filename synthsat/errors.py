@@ -22,8 +22,18 @@ class CheckpointMissing(CheckpointError, FileNotFoundError):
     """A checkpoint path that names no file."""
 
 
+class IncompleteOutput(RuntimeError):
+    """A job's outputs are incomplete at its end (e.g. tiles another host was writing)."""
+
+
 #: The exception types an entry point reports without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError, LockHeld)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    ConfigError,
+    CheckpointError,
+    IncompleteOutput,
+    LockHeld,
+)
 
 __all__ = [
     "USER_ERRORS",
@@ -31,5 +41,6 @@ __all__ = [
     "CheckpointMissing",
     "ConfigError",
     "DataError",
+    "IncompleteOutput",
     "LockHeld",
 ]

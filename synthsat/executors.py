@@ -1,10 +1,11 @@
 """Stages as submitit jobs: ``pipeline.executor=local`` (the default), ``slurm`` or ``debug``.
 
-Each stage goes out as one submitit job whose function, :class:`StageJob`, runs the
-stage's Hydra job under the stage's lock and writes its ``done.json``
-(:func:`~synthsat.stages.run_stage`): the job itself owns the stage, wherever it runs,
-so a killed pipeline leaves a job that finishes its stage and a lock that stops a rerun
-from starting it twice. :func:`run_wave` runs one wave of independent stages:
+Each stage goes out as one submitit job whose function,
+:class:`~synthsat.stage_job.StageJob`, runs the stage's Hydra job under the stage's
+lock and writes its ``done.json`` (:func:`~synthsat.stages.run_stage`): the job itself
+owns the stage, wherever it runs, so a killed pipeline leaves a job that finishes its
+stage and a lock that stops a rerun from starting it twice; a preempted SLURM job is
+requeued (see :mod:`synthsat.stage_job`). :func:`run_wave` runs one wave of independent stages:
 
 * ``local`` — submitit's :class:`~submitit.LocalExecutor`, one process per stage on this
   machine, at most ``pipeline.jobs`` at once (the study's threads shared among them);
@@ -22,7 +23,6 @@ period, and every job is cancelled (``scancel`` on SLURM).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -31,7 +31,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,56 +39,23 @@ import submitit
 
 from synthsat import processes
 from synthsat.errors import ConfigError
-from synthsat.locks import FileLock, Holder, is_this_host, pid_running
+from synthsat.locks import FileLock, Holder, LockHeld, is_this_host, pid_running
 from synthsat.slurm import slurm_parameters
+from synthsat.stage_job import StageJob
 from synthsat.stages import (
     LOCK_NAME,
     Progress,
     Stage,
     StageFailed,
     resume_checkpoint,
-    run_stage,
     say,
     stage_command,
 )
 
+__all__ = ["EXECUTORS", "StageJob", "make_executor", "run_wave", "stop_running"]
+
 #: The executors of ``pipeline.executor``.
 EXECUTORS = ("local", "slurm", "debug")
-
-
-@dataclass
-class StageJob:
-    """The function a submitit job runs: one stage, from its lock to its ``done.json``.
-
-    Args:
-        stage: the stage.
-        results: the study's results directory (shared with the job's machine).
-        env: environment variables set for the stage's Hydra job on top of the job's own
-            (e.g. ``SYNTHSAT_THREADS``), not a whole environment: a SLURM job keeps its
-            node's.
-    """
-
-    stage: Stage
-    results: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    def __call__(self) -> dict[str, Any]:
-        """Run the stage (unless done); ``{"out", "ran", "seconds"}``, or ``{"failed":
-        message}`` where the stage's job exited with an error (:class:`StageFailed`'s
-        message, its log's tail included: the pipeline raises it as it is).
-
-        Raises:
-            LockHeld: another live process runs the stage.
-        """
-        log: list[str] = []
-        try:
-            with processes.stopped_on_signal():  # scancel / SIGTERM stop the Hydra job too
-                out = run_stage(self.stage, self.results, log, {**os.environ, **self.env})
-        except StageFailed as err:
-            return {"failed": str(err)}
-        ran = bool(log) and log[0].startswith("ran")
-        seconds = float(json.loads((out / "done.json").read_text())["seconds"]) if ran else 0.0
-        return {"out": str(out), "ran": ran, "seconds": seconds}
 
 
 def check_executor(kind: str) -> None:
@@ -213,7 +180,8 @@ def run_wave(
             slot). A SLURM wave must not have any.
 
     Raises:
-        LockHeld: a stage is locked by another live process (checked before submitting).
+        LockHeld: a stage is locked by another live process (checked before submitting,
+            and by the stage's job: a pipeline started at the same instant took it).
         StageFailed: a stage's job failed: no further stage of the wave starts, the
             running ones finish first.
     """
@@ -259,6 +227,8 @@ def run_wave(
                     result = flight.job.result()
                     if "failed" in result:
                         raise StageFailed(result["failed"])
+                    if "locked" in result:  # another pipeline took the stage meanwhile
+                        raise LockHeld(result["locked"], Holder.parse(result["holder"]))
                 except Exception as err:  # noqa: BLE001 - raised below, once the wave settles
                     failure = failure or _failed(flight, err)
                     continue
@@ -270,9 +240,19 @@ def run_wave(
     finally:
         for i in running:
             _inflight.pop(i, None)
+        _remove_template_folder(executor)
     if failure is not None:
         raise failure
     return outs
+
+
+def _remove_template_folder(executor: Any) -> None:
+    """Remove the empty ``.submitit/%j`` folder that submitit's local job controller
+    makes of the folder template as it is (the jobs' files go to ``.submitit/<job id>``)."""
+    folder = getattr(executor, "folder", None)
+    if _executor_kind(executor) == "local" and folder is not None and "%" in Path(folder).name:
+        with suppress(OSError):  # not there, or not empty: left alone
+            Path(folder).rmdir()
 
 
 def _executor_kind(executor: Any) -> str:

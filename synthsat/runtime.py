@@ -23,7 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 from synthsat.atomic import write_text
 from synthsat.data.errors import DataError
 from synthsat.errors import USER_ERRORS, ConfigError
-from synthsat.tracking import build_loggers, finish_tracking
+from synthsat.interrupts import exit_status
+from synthsat.tracking import build_loggers, finish_tracking, keep_tool_dirs
 
 if TYPE_CHECKING:  # Lightning and torch load when a job runs, after Hydra checked its config
     import lightning as L
@@ -33,9 +34,10 @@ if TYPE_CHECKING:  # Lightning and torch load when a job runs, after Hydra check
 def prepare_run(cfg: DictConfig) -> Path:
     """Check the config, seed everything, create the run directory and save the config.
 
-    The settings are validated (:func:`validate_config`) and the output folders checked
-    against the input data folders (:func:`check_outputs`) before anything is written
-    or read.
+    W&B's and matplotlib's folders follow the run's cache (``paths.cache_dir``, see
+    :func:`~synthsat.tracking.keep_tool_dirs`). The settings are validated
+    (:func:`validate_config`) and the output folders checked against the input data
+    folders (:func:`check_outputs`) before anything is written or read.
 
     Returns:
         the run directory (``cfg.paths.output_dir``).
@@ -43,6 +45,9 @@ def prepare_run(cfg: DictConfig) -> Path:
     Raises:
         ConfigError: a setting out of range, or an output folder inside the data.
     """
+    cache = OmegaConf.select(cfg, "paths.cache_dir", default=None, throw_on_missing=False)
+    if cache:  # before Lightning (and so any matplotlib or W&B) loads
+        keep_tool_dirs(str(cache))
     import lightning as L
     import torch
     from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -117,15 +122,18 @@ def build_trainer(
     """The Lightning trainer of ``cfg.trainer`` with the run's loggers and callbacks.
 
     ``trainer.enable_progress_bar: null`` draws the bar only on a terminal
-    (:func:`progress_bar`).
+    (:func:`progress_bar`); training stops after the step in progress on SIGTERM
+    (:class:`~synthsat.callbacks.StopOnSigterm`).
 
     Args:
         cfg: the job's config.
         run: the job's W&B run settings (:func:`run_info`).
         **kwargs: further trainer arguments (they override the config's).
     """
+    from synthsat.callbacks import StopOnSigterm
+
     kwargs.setdefault("logger", build_loggers(cfg, run) or False)
-    kwargs.setdefault("callbacks", build_callbacks(cfg))
+    kwargs.setdefault("callbacks", [*build_callbacks(cfg), StopOnSigterm()])
     kwargs.setdefault("enable_progress_bar", progress_bar(cfg.trainer.get("enable_progress_bar")))
     return instantiate(cfg.trainer, **kwargs)
 
@@ -223,6 +231,8 @@ def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     setting found while the data module is built). ``HYDRA_FULL_ERROR=1`` or
     ``debug=true`` re-raises it with its traceback. Use it under ``@hydra.main``.
 
+    A job stopped by SIGTERM (Lightning's ``SIGTERMException``, which would exit 0)
+    exits with status 143 and one line (:mod:`synthsat.interrupts`): it did not finish.
     However the job ends, its W&B run is finished (:func:`finish_tracking`): each job of
     a multirun has a run of its own.
     """
@@ -234,6 +244,8 @@ def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
             result = _report_user_errors(main, cfg)
             failed = False
             return result
+        except SystemExit as stop:  # Lightning's SIGTERM stop exits 0: not for a stage
+            raise exit_status(stop) from None
         finally:
             finish_tracking(failed)
 
@@ -281,8 +293,15 @@ INPUT_KEYS = ("data.source.root", "mix.source", "synthetic")
 OUTPUT_KEYS = ("paths.output_dir", "out", "pipeline.results_dir")
 
 
+#: Output keys of folders a job cleans up and lists as a whole (synthesis's ``out``:
+#: its abandoned temporary files removed, its manifest rebuilt from what is there),
+#: which must not hold the data either.
+WHOLE_FOLDER_KEYS = ("out",)
+
+
 def check_outputs(cfg: DictConfig) -> None:
-    """Refuse an output folder that is, or is inside, an input data folder.
+    """Refuse an output folder that is, or is inside, an input data folder, and an
+    ``out`` that holds one (``out=/``, or a parent of the data folder).
 
     Outputs there would be read back as data by the next run (and may overwrite it).
 
@@ -301,6 +320,12 @@ def check_outputs(cfg: DictConfig) -> None:
                     f"{out_key}={out} is inside the input data folder {in_key}={folder}; "
                     "outputs there would mix with the data (and be read back as data by "
                     "the next run). Choose an output folder outside it"
+                )
+            if out_key in WHOLE_FOLDER_KEYS and out in folder.parents:
+                raise ConfigError(
+                    f"{out_key}={out} holds the input data folder {in_key}={folder}; "
+                    "outputs there would mix with the data (and the job tidies its "
+                    "output folder). Choose an output folder outside it"
                 )
 
 

@@ -275,17 +275,15 @@ def _run_job(
         say(f"[pipeline] resume {name} from {ckpt}")
     tag = f" {progress.start()}" if progress is not None else ""
     say(f"[pipeline] run  {name}{tag}: {' '.join(cmd[1:])}")
-    start = time.perf_counter()
+    start, began = time.perf_counter(), time.time()
     with open(out / "stage.log", "w") as logfile:
         proc = processes.start(cmd, logfile, env, on_start=lock.hand_to)
         returncode = processes.wait(proc)
     seconds = time.perf_counter() - start
-    if returncode != 0:
+    problem = unfinished(stage, out, returncode, began)
+    if problem is not None:
         tail = (out / "stage.log").read_text().splitlines()[-25:]
-        raise StageFailed(
-            f"stage {stage.kind}/{stage.label} failed (exit {returncode}); "
-            f"log: {out / 'stage.log'}\n" + "\n".join(tail)
-        )
+        raise StageFailed(f"stage {name} {problem}; log: {out / 'stage.log'}\n" + "\n".join(tail))
     record = {
         "kind": stage.kind,
         "label": stage.label,
@@ -299,6 +297,31 @@ def _run_job(
     tag = f" {progress.finish(stage.kind, seconds)}" if progress is not None else ""
     say(f"[pipeline] done {name} in {seconds:.0f} s{tag}")
     return out
+
+
+#: Exit statuses of a job stopped by a signal (SIGINT, SIGTERM, SIGKILL), as a shell
+#: or :mod:`subprocess` reports them.
+INTERRUPTED = frozenset({130, 143, 137, -2, -15, -9})
+
+
+def unfinished(stage: Stage, out: Path, returncode: int, began: float) -> str | None:
+    """Why the stage's job, which exited with ``returncode``, did not finish (None: it did).
+
+    A job stopped by a signal was interrupted; a training job (:data:`RESUMABLE`) that
+    exited 0 without writing its ``metrics.json`` since ``began`` (epoch seconds) did not
+    reach its end either. Neither is recorded done: a rerun resumes it.
+    """
+    resumes = " (a rerun resumes it from its last.ckpt)" if stage.module in RESUMABLE else ""
+    if returncode in INTERRUPTED:
+        return f"was interrupted (exit {returncode}) before it finished: not done{resumes}"
+    if returncode != 0:
+        return f"failed (exit {returncode})"
+    metrics = out / "metrics.json"
+    if stage.module in RESUMABLE and not (
+        metrics.is_file() and metrics.stat().st_mtime >= began - 1.0
+    ):
+        return f"ended without writing {metrics.name}: not done{resumes}"
+    return None
 
 
 def stage_threads(num_threads: int, jobs: int) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
@@ -19,6 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 # W&B prints no banners; its mode (offline by default) is set per run (wandb_mode).
 os.environ.setdefault("WANDB_SILENT", "true")
+
+#: The tools' folders that follow the run (under the project cache), by variable.
+TOOL_DIRS = {
+    "WANDB_DIR": "wandb",  # runs started without a dir of their own
+    "WANDB_CACHE_DIR": "wandb/cache",  # (was ~/.cache/wandb)
+    "WANDB_DATA_DIR": "wandb/data",  # artifact staging (was ~/.local/share/wandb)
+    "MPLCONFIGDIR": "matplotlib",  # matplotlib's font cache (was ~/.cache/matplotlib)
+}
 
 #: The W&B logger's ``_target_`` (its runs are named, tagged and finished per job here).
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
@@ -136,3 +145,20 @@ def finish_tracking(failed: bool = False) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def keep_tool_dirs(cache_dir: str | Path) -> dict[str, str]:
+    """Point W&B's and matplotlib's own folders under ``cache_dir`` (``paths.cache_dir``)
+    unless the environment sets them (:data:`TOOL_DIRS`); the folders set.
+
+    Set before either tool is imported (matplotlib reads ``MPLCONFIGDIR`` once), in the
+    job's process: its stage jobs inherit them. W&B's own debug logs follow its cache
+    (``WANDB_CACHE_DIR``), its runs' files their run's ``dir``.
+    """
+    root = Path(cache_dir).expanduser().resolve()
+    chosen = {}
+    for variable, sub in TOOL_DIRS.items():
+        if not os.environ.get(variable):
+            os.environ[variable] = chosen[variable] = str(root / sub)
+            Path(chosen[variable]).mkdir(parents=True, exist_ok=True)
+    return chosen

@@ -54,6 +54,7 @@ while not (out / "finish").exists() and time.monotonic() < deadline:
     time.sleep(0.05)
 worker.kill()
 worker.wait()
+(out / "metrics.json").write_text("{}")  # a training job's last write
 """
 
 RUNNER = """\

@@ -52,9 +52,11 @@ def test_callbacks_by_name_and_null_turns_one_off(tmp_path: Path) -> None:
         "ModelCheckpoint",
         "RandomStateCheckpoint",
         "ProgressLog",
+        "ValidationCurve",
         "SegmentationTestReport",
     ]
     trainer = build_trainer(cfg, enable_checkpointing=True)
+    assert "StopOnSigterm" in [type(c).__name__ for c in trainer.callbacks]  # on every trainer
     assert trainer.checkpoint_callback.monitor == "val/miou"
     assert trainer.max_steps == 520 and trainer.loggers == []
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from rasterio.transform import from_origin
 from torch import Tensor, nn
 
 from synthsat.data import DataError
+from synthsat.errors import IncompleteOutput
 from synthsat.locks import host_tag
 from synthsat.synthesis import (
     TileSynthesizer,
@@ -275,7 +279,10 @@ def test_rerun_skips_finished_outputs_and_cleans_temporaries(
     synth = _synth(MaskGenerator())
     synth.run(requests[0])
     stamp = requests[0].output.stat().st_mtime_ns
-    (out / ".tile_001_s0.x1y2z3.tif.part").write_bytes(b"half a tiff")  # a killed writer
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = out / f".tile_001_s0.pid{dead.pid}@{host_tag()}.x1y2z3ab.tif.part"
+    killed.write_bytes(b"half a tiff")  # a killed writer's
     writer = run_synthesis(synth, requests, out)
     assert [r["tile"] for r in writer.written] == ["tile_001"]
     assert writer.skipped == [requests[0].output]
@@ -288,28 +295,43 @@ def test_a_live_writers_temporary_is_kept_and_its_tile_skipped(
     toy_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two synthesis runs on one ``out``: the second neither deletes the first's
-    ``.part`` file nor writes that tile; a dead writer's ``.part`` file is removed."""
+    ``.part`` file nor writes that tile, but waits for it at its end; a dead writer's
+    ``.part`` file is removed."""
     out = tmp_path / "out"
     out.mkdir()
     requests = make_requests(_toy(toy_root), out, 1, 0)
+    finished = make_requests(_toy(toy_root)[:1], tmp_path / "elsewhere", 1, 0)[0]
+    _synth(MaskGenerator()).run(finished)  # the tile as the other process will publish it
     dead = subprocess.Popen(["sleep", "0"])
     dead.wait()
     live = subprocess.Popen(["sleep", "60"])  # stands in for the other synthesis process
     here = host_tag()
     busy = out / f".tile_000_s0.pid{live.pid}@{here}.abcd1234.tif.part"
     gone = out / f".tile_001_s0.pid{dead.pid}@{here}.abcd1234.tif.part"
-    remote = out / f".tile_009_s0.pid{dead.pid}@other-box.abcd1234.tif.part"
-    for path in (busy, gone, remote):
+    for path in (busy, gone):
         path.write_bytes(b"half a tiff")
+    result: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(writer=run_synthesis(_synth(MaskGenerator()), requests, out))
+    )
     try:
         assert busy_writer(requests[0].output) == f"pid {live.pid} on {here}"
         assert busy_writer(requests[1].output) is None  # its writer is gone
         with caplog.at_level(logging.INFO, logger="synthsat.synthesis.predict"):
-            writer = run_synthesis(_synth(MaskGenerator()), requests, out)
+            thread.start()
+            deadline = time.monotonic() + 600  # a failure bound; the tile is the signal
+            while not requests[1].output.exists() and thread.is_alive():
+                assert time.monotonic() < deadline, "the second run never wrote its tile"
+                time.sleep(0.05)
+            time.sleep(0.5)  # the second run waits for the first's tile ...
+            assert thread.is_alive() and not requests[0].output.exists()
+            assert busy.read_bytes() == b"half a tiff" and not gone.exists()
+            shutil.copy(finished.output, requests[0].output)  # ... which the first publishes
+            busy.unlink()
+            thread.join(timeout=600)
+        writer = result["writer"]
         assert [r["tile"] for r in writer.written] == ["tile_001"]
         assert writer.skipped == [requests[0].output]
-        assert not requests[0].output.exists()
-        assert busy.read_bytes() == b"half a tiff" and remote.exists() and not gone.exists()
         assert f"removed {gone}, left by an interrupted run" in caplog.messages
         assert f"skip {requests[0].output}: pid {live.pid} on {here} is writing it" in (
             caplog.messages
@@ -317,9 +339,28 @@ def test_a_live_writers_temporary_is_kept_and_its_tile_skipped(
     finally:
         live.kill()
         live.wait()
-    # Once its writer is gone, its file is left behind: removed (another host's is kept).
-    assert remove_stale_temps(out) == [busy]
-    assert remote.exists()
+        thread.join(timeout=600)
+
+
+def test_a_tile_another_host_is_writing_and_never_finishes_is_an_error(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """Its writer cannot be checked from here: the run ends non-zero naming the tile
+    (its other tiles written); the other host's file is kept."""
+    out = tmp_path / "out"
+    out.mkdir()
+    requests = make_requests(_toy(toy_root), out, 1, 0)
+    remote = out / ".tile_000_s0.pid4242@other-box.abcd1234.tif.part"
+    remote.write_bytes(b"half a tiff")
+    with pytest.raises(IncompleteOutput) as missing:
+        run_synthesis(_synth(MaskGenerator()), requests, out)
+    assert str(missing.value) == (
+        f"{out}: 1 tile(s) missing, being written by processes on other hosts: "
+        "tile_000_s0.tif (pid 4242 on other-box); rerun once they end"
+    )
+    assert requests[1].output.exists() and remote.exists()
+    # Once its writer is gone, another host's file is still kept (it cannot be checked).
+    assert remove_stale_temps(out) == []
 
 
 def test_failure_mid_tile_leaves_no_file(toy_root: Path, tmp_path: Path) -> None:
@@ -361,20 +402,35 @@ run_synthesis(synth, make_requests(tiles, out, 1, 0), out)
 """
 
 
+def _start_job(script: Path, toy_root: Path, out: Path) -> subprocess.Popen[str]:
+    """Start the stand-in synthesis job (``script``) on ``out``."""
+    return subprocess.Popen(
+        [sys.executable, str(script), str(toy_root), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_writing(proc: subprocess.Popen[str], out: Path, seconds: float = 600.0) -> Path:
+    """Wait for the job's signal that it writes a tile: its ``.part`` file in ``out``
+    (``seconds`` bounds a failure only: a busy machine may take minutes to start it)."""
+    deadline = time.monotonic() + seconds
+    while not (parts := list(out.glob(".*.part"))):
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended before writing:\n{proc.communicate()[1][-3000:]}")
+        assert time.monotonic() < deadline, "the job never started writing"
+        time.sleep(0.05)
+    return parts[0]
+
+
 def test_resume_after_kill_9(toy_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     script = tmp_path / "job.py"
     script.write_text(_KILL_SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(toy_root), str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _start_job(script, toy_root, out)
     try:
-        deadline = time.monotonic() + 60
-        while not list(out.glob(".*.part")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert list(out.glob(".*.part")), "the job never started writing"
+        _wait_writing(proc, out)
         time.sleep(0.3)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -402,17 +458,9 @@ def test_a_second_synthesis_on_the_same_out_leaves_the_first_alone(
     out = tmp_path / "out"
     script = tmp_path / "job.py"
     script.write_text(_KILL_SCRIPT.replace("time.sleep(0.05)", "time.sleep(0.1)"))
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(toy_root), str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_job(script, toy_root, out)
     try:
-        deadline = time.monotonic() + 60
-        while not list(out.glob(".*.part")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        (first,) = out.glob(".*.part")
+        first = _wait_writing(proc, out)
         requests = make_requests(_toy(toy_root), out, 1, 0)
         synth = _synth(
             ConstantGenerator(), overlap=8, batch_size=1, provenance={"checkpoint": "slow"}
@@ -716,3 +764,48 @@ def test_gan_provenance_fields_and_order(toy_root: Path) -> None:
         32,
         8,
     ]
+
+
+def test_a_survivor_writes_the_tile_of_a_synthesis_killed_beside_it(
+    toy_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two syntheses on one ``out``; the first (a slow job in its own process) is killed
+    with SIGKILL while writing ``tile_000``, which the second skipped as busy: the second
+    waits for it, finds its writer gone and writes it, so no tile is missing."""
+    out = tmp_path / "out"
+    script = tmp_path / "job.py"
+    script.write_text(_KILL_SCRIPT.replace("time.sleep(0.05)", "time.sleep(2)"))
+    proc = _start_job(script, toy_root, out)
+    requests = make_requests(_toy(toy_root), out, 1, 0)
+    synth = _synth(ConstantGenerator(), overlap=8, batch_size=1, provenance={"checkpoint": "slow"})
+    result: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            result["writer"] = run_synthesis(synth, requests, out)
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            result["error"] = err
+
+    thread = threading.Thread(target=second)
+    try:
+        _wait_writing(proc, out)
+        with caplog.at_level(logging.INFO, logger="synthsat.synthesis.predict"):
+            thread.start()
+            wait = time.monotonic() + 600  # a failure bound: the second's tile is the signal
+            while not requests[1].output.exists() and thread.is_alive():
+                assert time.monotonic() < wait, "the second synthesis never wrote its tile"
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+            thread.join(timeout=600)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not thread.is_alive() and "error" not in result, result
+    writer = result["writer"]
+    assert isinstance(writer, predict.SynthesisWriter)
+    assert sorted(r["tile"] for r in writer.written) == ["tile_000", "tile_001"]
+    assert writer.skipped == []
+    assert f"{requests[0].output}: its writer is gone; writing it here" in caplog.messages
+    assert sorted(p.name for p in out.glob("*.tif")) == ["tile_000_s0.tif", "tile_001_s0.tif"]
+    assert read_provenance(requests[0].output) is not None
+    assert not list(out.glob(".*"))

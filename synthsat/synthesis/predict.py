@@ -7,8 +7,11 @@ the distributed sampler splits them across GPUs and nodes. For every request,
 :class:`SynthesisWriter` consumes it, writing the GeoTIFF atomically, so the tile is
 never held in memory. Finished outputs are skipped, so a rerun resumes a killed job;
 so are tiles another live process is writing (a second synthesis on the same ``out``:
-its temporary files name their writer and are neither deleted nor written twice); at
-the end rank 0 rebuilds the manifest from the outputs on disk. Each tile written is
+its temporary files name their writer and are neither deleted nor written twice) —
+until this run's own tiles are done: then it waits for each such tile, and writes it
+itself if its writer is gone (killed), so a run never ends with a tile missing (one
+whose writer runs on another host, where it cannot be checked, is an error naming
+it); at the end rank 0 rebuilds the manifest from the outputs on disk. Each tile written is
 logged with its size and throughput (:func:`tile_message`).
 """
 
@@ -29,15 +32,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from synthsat.data.synthetic_tiles import read_provenance, write_manifest
-from synthsat.errors import ConfigError
+from synthsat.errors import ConfigError, IncompleteOutput
+from synthsat.locks import is_this_host
 from synthsat.synthesis.requests import TileRequest
 from synthsat.synthesis.synthesizer import Synthesizer
-from synthsat.synthesis.writer import busy_writer, remove_stale_temps
+from synthsat.synthesis.writer import busy_owner, busy_writer, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
 #: The clock of the tiles' throughput (a test replaces it).
 _clock = time.perf_counter
+
+#: Seconds between looks at a tile another process is writing.
+_poll_s = 0.2
 
 
 def tile_message(path: str | Path, pixels: int, seconds: float) -> str:
@@ -191,6 +198,7 @@ class SynthesisWriter(BasePredictionWriter):
         self.out_dir = Path(out_dir)
         self.written: list[dict[str, Any]] = []
         self.skipped: list[Path] = []
+        self.busy: list[TileRequest] = []  # skipped while another live process wrote them
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Rank 0 removes temporary files of killed runs (not those of live writers)
@@ -221,19 +229,64 @@ class SynthesisWriter(BasePredictionWriter):
                 continue
             busy = busy_writer(item.request.output)
             if busy is not None:  # another synthesis on this out_dir writes it now
-                self.skipped.append(item.request.output)
+                self.busy.append(item.request)
                 log.warning("skip %s: %s is writing it", item.request.output, busy)
                 continue
-            pixels = [0]
-            start = _clock()
-            self.written.append(synthesizer.write(item.request, _counted(item.rows, pixels)))
-            seconds = _clock() - start
-            if trainer.world_size == 1:
-                write_manifest(self.out_dir)
-            log.info("%s", tile_message(item.request.output, pixels[0], seconds))
+            self._write(trainer, synthesizer, item.request, item.rows)
+
+    def _write(
+        self,
+        trainer: L.Trainer,
+        synthesizer: Synthesizer,
+        request: TileRequest,
+        rows: Iterator[np.ndarray],
+    ) -> None:
+        """Write one tile from its rows, logging its throughput."""
+        pixels = [0]
+        start = _clock()
+        self.written.append(synthesizer.write(request, _counted(rows, pixels)))
+        seconds = _clock() - start
+        if trainer.world_size == 1:
+            write_manifest(self.out_dir)
+        log.info("%s", tile_message(request.output, pixels[0], seconds))
+
+    def _finish_busy(self, trainer: L.Trainer, pl_module: SynthesisModule) -> None:
+        """The tiles skipped while another process wrote them: wait for each until it is
+        there (counted as skipped) or its writer is gone (killed: written here).
+
+        Raises:
+            IncompleteOutput: tiles still missing whose writer runs on another host
+                (it cannot be checked from here), naming them.
+        """
+        missing = []
+        synthesizer = pl_module.synthesizer
+        for request in self.busy:
+            while not request.output.exists() and (owner := busy_owner(request.output)):
+                if not is_this_host(owner[1]):
+                    missing.append(f"{request.output.name} (pid {owner[0]} on {owner[1]})")
+                    break
+                time.sleep(_poll_s)
+            else:
+                if request.output.exists():
+                    self.skipped.append(request.output)
+                    continue
+                log.warning("%s: its writer is gone; writing it here", request.output)
+                remove_stale_temps(self.out_dir)
+                synthesizer.check(request)
+                rows = synthesizer.stream(request, pl_module.device)
+                self._write(trainer, synthesizer, request, rows)
+        self.busy = []
+        if missing:
+            raise IncompleteOutput(
+                f"{self.out_dir}: {len(missing)} tile(s) missing, being written by "
+                f"processes on other hosts: {', '.join(missing)}; rerun once they end"
+            )
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """After every rank is done, rank 0 rebuilds the manifest."""
+        """Once this rank's tiles are done, finish those another process was writing
+        (:meth:`_finish_busy`); after every rank is done, rank 0 rebuilds the manifest."""
+        assert isinstance(pl_module, SynthesisModule)
+        self._finish_busy(trainer, pl_module)
         trainer.strategy.barrier("synthsat-synthesis-end")
         if trainer.is_global_zero:
             write_manifest(self.out_dir)

@@ -35,7 +35,7 @@ import rasterio.shutil
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from synthsat.atomic import TEMP_GLOB, atomic_path, publish
+from synthsat.atomic import atomic_path, publish, remove_abandoned
 from synthsat.data.raster_io import open_raster
 from synthsat.data.synthetic_tiles import PROVENANCE_TAG
 from synthsat.data.synthetic_tiles import read_provenance as read_provenance  # old import path
@@ -324,22 +324,18 @@ class AtomicTileWriter:
 def remove_stale_temps(out_dir: str | Path) -> list[Path]:
     """Delete temporary files left in ``out_dir`` by killed writers; returns them.
 
-    A temporary file whose writer (named in it, see :func:`synthsat.atomic.atomic_path`)
-    still runs — another synthesis on the same ``out``, or any writer on another host —
-    is kept; one without a writer's name (an older run's) counts as left behind.
+    Only files named by this project's writer (:func:`synthsat.atomic.atomic_path`:
+    ``.<name>.pid<PID>@<host>.<random><suffix>.part``) whose writer is gone are removed
+    (:func:`synthsat.atomic.remove_abandoned`): a live writer's — another synthesis on
+    the same ``out``, or any writer on another host — is kept, and so is every other
+    file (a user's ``.thesis.part``).
     """
-    stale = []
-    for path in sorted(Path(out_dir).glob(TEMP_GLOB)):
-        owner = tag_owner(path.name)
-        if owner is None or owner_state(*owner) == "dead":
-            path.unlink(missing_ok=True)
-            stale.append(path)
-    return stale
+    return remove_abandoned(out_dir)
 
 
-def busy_writer(final: str | Path) -> str | None:
-    """Who else writes ``final`` right now: ``pid 4242 on box`` for a live process's
-    temporary file of it (another host's counts as live); None if nobody."""
+def busy_owner(final: str | Path) -> tuple[int, str] | None:
+    """``(pid, host tag)`` of another live process writing ``final`` right now (its
+    temporary file of it; another host's counts as live); None if nobody."""
     final = Path(final)
     pattern = f".{glob.escape(final.stem)}.pid*{glob.escape(final.suffix)}.part"
     for path in sorted(final.parent.glob(pattern)):
@@ -347,5 +343,12 @@ def busy_writer(final: str | Path) -> str | None:
         if owner is None or owner[0] == os.getpid() and is_this_host(owner[1]):
             continue
         if owner_state(*owner) != "dead":
-            return f"pid {owner[0]} on {owner[1]}"
+            return owner
     return None
+
+
+def busy_writer(final: str | Path) -> str | None:
+    """Who else writes ``final`` right now: ``pid 4242 on box`` (:func:`busy_owner`);
+    None if nobody."""
+    owner = busy_owner(final)
+    return None if owner is None else f"pid {owner[0]} on {owner[1]}"

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import random
 import zipfile
@@ -25,8 +26,10 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from synthsat.atomic import write_with
+from synthsat.atomic import remove_abandoned, write_with
 from synthsat.errors import CheckpointError, CheckpointMissing
+
+log = logging.getLogger(__name__)
 
 #: What each kind of checkpoint is for (used in messages).
 KINDS = {"generator": "GeneratorTask", "segmentation": "SegmentationTask"}
@@ -39,8 +42,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     in the system temp folder; moving it across file systems is a copy, and a full disk
     during that copy truncates the previous checkpoint. Here the temporary file is in
     the checkpoint's own directory, so the final rename is atomic, and a failed write
-    removes only the temporary file. Remote paths (``s3://`` ...) use Lightning's own
-    saving.
+    removes only the temporary file. A killed writer's temporary file there (its writer
+    named in it, see :func:`synthsat.atomic.atomic_path`) is removed at the next save,
+    once that writer is gone (:func:`synthsat.atomic.remove_abandoned`). Remote paths
+    (``s3://`` ...) use Lightning's own saving.
     """
 
     def save_checkpoint(
@@ -49,7 +54,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        save_atomic(checkpoint, Path(path))
+        path = Path(path)
+        if path.parent.is_dir():
+            for stale in remove_abandoned(path.parent):
+                log.info("removed %s, left by an interrupted run", stale)
+        save_atomic(checkpoint, path)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
