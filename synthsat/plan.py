@@ -68,7 +68,8 @@ def segmentation_runs(p: DictConfig) -> list[dict[str, Any]]:
     ``controls``, e.g. ``classtexture``) gets the ``replace`` runs of ``ratios`` > 0 and
     the ``add`` runs of ``copies`` (real data plus k synthetic copies: ``ratio`` 0 of
     add mode, the augmentation regime). Real-only runs depend on no source and run once
-    per seed. With step budgets (``pipeline.steps``, a learning curve) every run is
+    per seed. Controls take ``control_ratios`` instead of ``ratios`` where it is set.
+    With step budgets (``pipeline.steps``, a learning curve) every run is
     repeated at each budget (``params["steps"]``: its ``trainer.max_steps``).
     """
     budgets = [int(s) for s in p.get("steps") or []]
@@ -81,6 +82,7 @@ def _runs_at(p: DictConfig, steps: int | None) -> list[dict[str, Any]]:
     """:func:`segmentation_runs` at one step budget (None: the overrides' own)."""
     sources = [(float(lam), None) for lam in p.lambdas]
     sources += [(None, str(name)) for name in p.get("controls") or []]
+    control_ratios = p.get("control_ratios")
     budget = {} if steps is None else {"steps": steps}
     runs: list[dict[str, Any]] = []
     for seed in p.seeds:
@@ -98,9 +100,10 @@ def _runs_at(p: DictConfig, steps: int | None) -> list[dict[str, Any]]:
             )
         for lam, generator in sources:
             source = {"lambda_div": lam, "generator": generator, "seed": seed, **budget}
+            ratios = p.ratios if generator is None or control_ratios is None else control_ratios
             runs += [
                 {"ratio": float(r), "mode": "replace", "copies": 0, **source}
-                for r in p.ratios
+                for r in ratios
                 if float(r) > 0
             ]
             runs += [

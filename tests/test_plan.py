@@ -61,6 +61,19 @@ def test_every_run_at_every_budget_small_budgets_first() -> None:
     assert [is_real_only(r) for r in runs] == [True, False] * 4
 
 
+def test_controls_take_their_own_ratios() -> None:
+    p = _pipeline(controls=["classcolour"], ratios=[0.0, 0.25, 0.5], control_ratios=[0.5])
+    labels = [seg_label(**r) for r in segmentation_runs(p) if r["seed"] == 0]
+    assert labels == [
+        "r0-replace-seed0",
+        "r0.25-replace-lambda0-seed0",
+        "r0.5-replace-lambda0-seed0",
+        "r0.5-replace-classcolour-seed0",
+    ]
+    p.control_ratios = None  # null: the controls take `ratios`
+    assert len([r for r in segmentation_runs(p) if r["generator"]]) == 4
+
+
 def test_a_budget_is_the_runs_last_max_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         plan_module,
