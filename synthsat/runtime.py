@@ -33,23 +33,29 @@ if TYPE_CHECKING:  # Lightning and torch load when a job runs, after Hydra check
 def prepare_run(cfg: DictConfig) -> Path:
     """Check the config, seed everything, create the run directory and save the config.
 
-    The settings are validated (:func:`validate_config`) and the output folders checked
-    against the input data folders (:func:`check_outputs`) before anything is written
-    or read.
+    The settings are validated (:func:`validate_config`), the output folders checked
+    against the input data folders (:func:`check_outputs`) and a training job's
+    ``ckpt_path`` read (:func:`~synthsat.tasks.checkpoints.check_resume`: missing,
+    empty, corrupt, of the wrong kind or unsafe to load, it is a one-line
+    ``CheckpointError``) before anything is written or data read.
 
     Returns:
         the run directory (``cfg.paths.output_dir``).
 
     Raises:
         ConfigError: a setting out of range, or an output folder inside the data.
+        CheckpointError: a ``ckpt_path`` the job cannot resume from.
     """
     import lightning as L
     import torch
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from synthsat.tasks.checkpoints import check_resume
+
     lightning_lines_once()
     validate_config(cfg)
     check_outputs(cfg)
+    check_resume(str(cfg.get("task_name")), resume_path(cfg))
     if cfg.get("num_threads"):
         # One intra-op thread by default: on a small shared CPU, OpenMP threads competing
         # with data-loader workers and other jobs made steps up to 10x slower.
@@ -61,6 +67,12 @@ def prepare_run(cfg: DictConfig) -> Path:
     if rank_zero_only.rank == 0:  # under DDP every process runs the job: written once
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint a training job resumes from (``ckpt_path``, ``~`` expanded; None)."""
+    ckpt = cfg.get("ckpt_path")
+    return str(Path(str(ckpt)).expanduser()) if ckpt not in (None, "") else None
 
 
 def lightning_lines_once() -> None:
