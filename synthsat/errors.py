@@ -1,4 +1,5 @@
-"""Errors that users read: bad data, bad configuration, unusable checkpoints, a held lock.
+"""Errors that users read: bad data, bad configuration, unusable checkpoints, a held lock,
+a training that diverged.
 
 Entry points print these as one or two lines with exit code 2 (see
 :func:`synthsat.runtime.user_errors`); anything else is a bug and keeps its traceback.
@@ -22,8 +23,18 @@ class CheckpointMissing(CheckpointError, FileNotFoundError):
     """A checkpoint path that names no file."""
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A training loss (or gradient norm) that is NaN or infinite: training stopped."""
+
+
 #: The exception types an entry point reports without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError, LockHeld)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    ConfigError,
+    CheckpointError,
+    LockHeld,
+    NonFiniteLoss,
+)
 
 __all__ = [
     "USER_ERRORS",
@@ -32,4 +43,5 @@ __all__ = [
     "ConfigError",
     "DataError",
     "LockHeld",
+    "NonFiniteLoss",
 ]
