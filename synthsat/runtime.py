@@ -351,6 +351,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check(cfg, "generator.ema_decay", lambda v: 0 <= float(v) <= 1, unit)
     _check(cfg, "mix.mode", lambda v: v in ("replace", "add"), "must be replace or add")
     _check(cfg, "mix.copies", _positive_int, "must be a whole number >= 1")
+    _check(cfg, "pipeline.steps", _positive_int, "must be whole numbers >= 1 (step budgets)")
     for key in ("data.patch_size", "generator.patch_size", "data.eval_chip_size", "samples"):
         _check(cfg, key, _positive_int, "must be a whole number >= 1")
     generator_patch = OmegaConf.select(cfg, "generator.patch_size", default=None)
