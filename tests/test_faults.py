@@ -122,7 +122,9 @@ def test_toyworld_never_writes_into_a_users_folder(tmp_path: Path) -> None:
 def test_toyworld_regenerates_only_its_own_folder(tmp_path: Path) -> None:
     root = toyworld.generate(tmp_path / "tw", tiles=4, size=64, seed=0)
     assert (root / toyworld.MARKER).is_file()
-    # Other parameters: the toy world it made is replaced (stale tiles removed).
+    # Generated again with other parameters (asked for: a source never does it, see
+    # tests/test_toyworld.py), the toy world it made is replaced (stale tiles removed).
+    toyworld.generate(root, tiles=3, size=64, seed=1)
     src = ToyWorldSource(root, tiles=3, size=64, seed=1)
     assert [p.name for p in src.all_pairs()] == ["tile_000", "tile_001", "tile_002"]
     assert json.loads((root / "splits.json").read_text())["seed"] == 1
