@@ -327,6 +327,7 @@ def test_documented_overrides(
         ("train_segmentation", "data.scale=0", "data.scale", "is not a number in (0, 1]"),
         ("synthesize", "data.scale=1.5", "data.scale", "is not a number in (0, 1]"),
         ("train_segmentation", "data.num_workers=-1", "data.num_workers", "whole number >= 0"),
+        ("train_generator", "data.patch_size=0", "data.patch_size", "whole number >= 1"),
         ("train_segmentation", "seed=-1", "seed", "is not a whole number >= 0"),
         ("train_generator", "seed=-1", "seed", "is not a whole number >= 0"),
         ("synthesize", "seed=-1", "seed", "is not a whole number >= 0"),

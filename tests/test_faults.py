@@ -330,8 +330,9 @@ def test_full_error_and_debug_still_show_the_trace(
         ("pipeline", "pipeline.lambdas=[0,-1]", "pipeline.lambdas"),
         ("train_segmentation", "data.on_nonfinite=skip", "data.on_nonfinite"),
         ("pipeline", "pipeline.ratios=[0,2]", "pipeline.ratios"),
+        ("pipeline", "pipeline.steps=[0,100]", "pipeline.steps"),  # issue 25: no 0-step runs
         ("synthesize", "overlap=64", "overlap"),
-        ("train_generator", "data.patch_size=0", "data.patch_size"),
+        ("train_generator", "data.patch_size=16", "data.patch_size"),  # not the generator's
     ],
 )
 def test_settings_are_checked_before_any_data_is_read(
