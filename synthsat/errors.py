@@ -1,4 +1,5 @@
-"""Errors that users read: bad data, bad configuration, unusable checkpoints, a held lock.
+"""Errors that users read: bad data, bad configuration, unusable checkpoints, a held lock,
+a training that diverged.
 
 Entry points print these as one or two lines with exit code 2 (see
 :func:`synthsat.runtime.user_errors`); anything else is a bug and keeps its traceback.
@@ -26,6 +27,10 @@ class IncompleteOutput(RuntimeError):
     """A job's outputs are incomplete at its end (e.g. tiles another host was writing)."""
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A training loss (or gradient norm) that is NaN or infinite: training stopped."""
+
+
 #: The exception types an entry point reports without a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
     DataError,
@@ -33,6 +38,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     IncompleteOutput,
     LockHeld,
+    NonFiniteLoss,
 )
 
 __all__ = [
@@ -43,4 +49,5 @@ __all__ = [
     "DataError",
     "IncompleteOutput",
     "LockHeld",
+    "NonFiniteLoss",
 ]

@@ -36,7 +36,7 @@ def load_segmenter(path: str | Path, metadata: dict[str, Any], device: torch.dev
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: segmentation checkpoint (seg_ckpt) does not exist")
-    task = load_task(path, "segmentation", "evaluate_synthetic seg_ckpt", map_location=device)
+    task = load_task(path, "segmentation", "evaluate_synthetic", device, key="seg_ckpt")
     trained = task.hparams.get("metadata", task.hparams.get("data")) or {}
     check_checkpoint_data(f"seg_ckpt={path}", trained, metadata, "segmentation model")
     return Segmenter.from_task(task.to(device))

@@ -36,14 +36,18 @@ def prepare_run(cfg: DictConfig) -> Path:
 
     W&B's and matplotlib's folders follow the run's cache (``paths.cache_dir``, see
     :func:`~synthsat.tracking.keep_tool_dirs`). The settings are validated
-    (:func:`validate_config`) and the output folders checked against the input data
-    folders (:func:`check_outputs`) before anything is written or read.
+    (:func:`validate_config`), the output folders checked against the input data
+    folders (:func:`check_outputs`) and a training job's ``ckpt_path`` read
+    (:func:`~synthsat.tasks.checkpoints.check_resume`: missing, empty, corrupt, of the
+    wrong kind or unsafe to load, it is a one-line ``CheckpointError``) before anything
+    is written or data read.
 
     Returns:
         the run directory (``cfg.paths.output_dir``).
 
     Raises:
         ConfigError: a setting out of range, or an output folder inside the data.
+        CheckpointError: a ``ckpt_path`` the job cannot resume from.
     """
     cache = OmegaConf.select(cfg, "paths.cache_dir", default=None, throw_on_missing=False)
     if cache:  # before Lightning (and so any matplotlib or W&B) loads
@@ -52,9 +56,12 @@ def prepare_run(cfg: DictConfig) -> Path:
     import torch
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from synthsat.tasks.checkpoints import check_resume
+
     lightning_lines_once()
     validate_config(cfg)
     check_outputs(cfg)
+    check_resume(str(cfg.get("task_name")), resume_path(cfg))
     if cfg.get("num_threads"):
         # One intra-op thread by default: on a small shared CPU, OpenMP threads competing
         # with data-loader workers and other jobs made steps up to 10x slower.
@@ -66,6 +73,12 @@ def prepare_run(cfg: DictConfig) -> Path:
     if rank_zero_only.rank == 0:  # under DDP every process runs the job: written once
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint a training job resumes from (``ckpt_path``, ``~`` expanded; None)."""
+    ckpt = cfg.get("ckpt_path")
+    return str(Path(str(ckpt)).expanduser()) if ckpt not in (None, "") else None
 
 
 def lightning_lines_once() -> None:
@@ -364,6 +377,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check(cfg, "generator.ema_decay", lambda v: 0 <= float(v) <= 1, unit)
     _check(cfg, "mix.mode", lambda v: v in ("replace", "add"), "must be replace or add")
     _check(cfg, "mix.copies", _positive_int, "must be a whole number >= 1")
+    _check(cfg, "pipeline.steps", _positive_int, "must be whole numbers >= 1 (step budgets)")
     for key in ("data.patch_size", "generator.patch_size", "data.eval_chip_size", "samples"):
         _check(cfg, key, _positive_int, "must be a whole number >= 1")
     generator_patch = OmegaConf.select(cfg, "generator.patch_size", default=None)

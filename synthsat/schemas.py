@@ -20,9 +20,11 @@ That happens before the job's module runs any code of its own, so before any dat
 
 Schemas: ``mix`` (train_segmentation), ``generator`` and its ``net`` (train_generator),
 ``segmentation`` (train_segmentation), ``synthesize`` (the job's top-level keys and
-``classtexture``; open: other top-level keys are untouched) and ``train_segmentation``
-(its top-level ``test_ckpt``). ``_target_`` keys are plain strings, so
-``hydra.utils.instantiate`` works as before.
+``classtexture``; open: other top-level keys are untouched), ``train_segmentation``
+(its top-level ``seed`` and ``test_ckpt``), ``run`` (the other jobs' ``seed``),
+``trainer`` (the training jobs' step and epoch budgets: never 0) and ``data`` (batch
+sizes, patch and chip sizes, ``scale``; every job that reads data). ``_target_`` keys
+are plain strings, so ``hydra.utils.instantiate`` works as before.
 
 Ranges and choices are checked by OmegaConf value nodes (:class:`NumberNode`,
 :class:`WholeNode`, :class:`ChoiceNode`) that keep values plain (floats, ints, strings:
@@ -96,26 +98,34 @@ class NumberNode(FloatNode):
 
 
 class WholeNode(IntegerNode):
-    """An int node whose values must be at least ``minimum``."""
+    """An int node whose values must be at least ``minimum`` (or, with ``unlimited``, -1:
+    Lightning's "no limit" of a step or epoch budget)."""
 
     def __init__(
-        self, value: Any = MISSING, minimum: int = 0, is_optional: bool = False, **kwargs: Any
+        self,
+        value: Any = MISSING,
+        minimum: int = 0,
+        is_optional: bool = False,
+        unlimited: bool = False,
+        **kwargs: Any,
     ) -> None:
         self.__dict__["_minimum"] = minimum
+        self.__dict__["_unlimited"] = unlimited
         super().__init__(value, is_optional=is_optional, **kwargs)
 
     def _validate_and_convert_impl(self, value: Any) -> int:
-        minimum = self.__dict__["_minimum"]
+        minimum, unlimited = self.__dict__["_minimum"], self.__dict__["_unlimited"]
         try:
-            number = super()._validate_and_convert_impl(value)
+            number = None if isinstance(value, bool) else super()._validate_and_convert_impl(value)
         except ValidationError:
             number = None
-        if number is None or number < minimum:
-            raise ValidationError(f"Value '$VALUE' is not a whole number >= {minimum}")
+        if number is None or (number < minimum and not (unlimited and number == -1)):
+            rule = f"a whole number >= {minimum}" + (" (or -1: no limit)" if unlimited else "")
+            raise ValidationError(f"Value '$VALUE' is not {rule}")
         return number
 
     def __deepcopy__(self, memo: dict[int, Any]) -> WholeNode:
-        res = WholeNode(minimum=self.__dict__["_minimum"])
+        res = WholeNode(minimum=self.__dict__["_minimum"], unlimited=self.__dict__["_unlimited"])
         self._deepcopy_impl(res, memo)
         return res
 
@@ -160,9 +170,13 @@ def number(
     )
 
 
-def whole(minimum: int = 0, *, optional: bool = False) -> Any:
-    """A dataclass field: an int >= ``minimum`` (``optional``: or null)."""
-    return field(default_factory=lambda: WholeNode(minimum=minimum, is_optional=optional))
+def whole(minimum: int = 0, *, optional: bool = False, unlimited: bool = False) -> Any:
+    """A dataclass field: an int >= ``minimum`` (``optional``: or null; ``unlimited``: or -1)."""
+    return field(
+        default_factory=lambda: WholeNode(
+            minimum=minimum, is_optional=optional, unlimited=unlimited
+        )
+    )
 
 
 def choice(*choices: str) -> Any:
@@ -263,7 +277,39 @@ class SegmentationSchema:
 class TrainSegmentationSchema:
     """Top-level keys of ``conf/train_segmentation.yaml`` (open: the others are untouched)."""
 
+    seed: int | None = whole(0, optional=True)
     test_ckpt: str = choice(*TEST_CKPTS)
+
+
+@dataclass
+class RunSchema:
+    """Top-level keys every other job shares (open: the others are untouched)."""
+
+    seed: int | None = whole(0, optional=True)
+
+
+@dataclass
+class TrainerSchema:
+    """``trainer``: the training budget (open: Lightning's other settings are untouched).
+    0 steps or epochs would score an untrained model; -1 is Lightning's "no limit" (the
+    other budget, or early stopping, ends the run)."""
+
+    max_epochs: int | None = whole(1, optional=True, unlimited=True)
+    max_steps: int = whole(1, unlimited=True)
+
+
+@dataclass
+class DataSchema:
+    """``data``: the data module's sizes and scale, shared by every data preset (open: the
+    source and the rest are untouched)."""
+
+    patch_size: int = whole(1)
+    batch_size: int = whole(1)
+    eval_batch_size: int = whole(1)
+    num_workers: int = whole(0)
+    patches_per_epoch: int = whole(1)
+    eval_chip_size: int = whole(1)
+    scale: float = number(0.0, 1.0, open_low=True)
 
 
 @dataclass
@@ -281,7 +327,7 @@ class ClassTextureSchema:
 class SynthesizeSchema:
     """Top-level keys of ``conf/synthesize.yaml`` (open: the others are untouched)."""
 
-    seed: int = MISSING
+    seed: int | None = whole(0, optional=True)
     method: str = choice(*METHODS)
     ckpt: str | None = MISSING
     out: str = MISSING
@@ -318,6 +364,9 @@ SCHEMAS: dict[str, Callable[[], Any]] = {
     "segmentation": lambda: SegmentationSchema,
     "synthesize": lambda: open_schema(SynthesizeSchema),
     "train_segmentation": lambda: open_schema(TrainSegmentationSchema),
+    "run": lambda: open_schema(RunSchema),
+    "trainer": lambda: open_schema(TrainerSchema),
+    "data": lambda: open_schema(DataSchema),
 }
 
 

@@ -42,6 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         (wall time of the run).
     """
     start = time.perf_counter()
+    expand_out(cfg)
     writer = _make_tiles(cfg)
     out = Path(cfg.out)
     print(
@@ -57,6 +58,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     outputs = [out / output_name(str(r["tile"]), int(r["sample"])) for r in writer.written]
     track_synthesis(cfg, result, outputs)
     return result
+
+
+def expand_out(cfg: DictConfig) -> None:
+    """Set ``cfg.out`` to its path with ``~`` expanded, once, before anything uses it: the
+    output checks, the tiles, the manifest and the saved ``config.yaml`` then name one
+    folder (``out="~/x"`` was checked as ``$HOME/x`` and written to a literal ``./~/x``)."""
+    out = cfg.get("out")
+    if out not in (None, ""):
+        OmegaConf.update(cfg, "out", str(Path(str(out)).expanduser()), merge=False)
 
 
 def track_synthesis(cfg: DictConfig, result: dict[str, Any], outputs: list[Path]) -> None:

@@ -24,6 +24,7 @@ from synthsat.runtime import (
     finish_run,
     fit_record,
     prepare_run,
+    resume_path,
     user_errors,
 )
 from synthsat.tracking import run_info
@@ -51,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run = run_info(cfg, "gen", {"lambda_div": lambda_div, "seed": cfg.get("seed")})
     trainer = build_trainer(cfg, run=run)
     start = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     fit_time = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     last = None

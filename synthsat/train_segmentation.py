@@ -27,6 +27,7 @@ from synthsat.runtime import (
     finish_run,
     fit_record,
     prepare_run,
+    resume_path,
     scores_record,
     user_errors,
 )
@@ -83,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     source = describe_source(mix["source"]) if mix and mix.get("source") else None
     trainer = build_trainer(cfg, run=segmentation_run(cfg, mix, source))
     start = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     fit_time = time.perf_counter() - start
     from synthsat.callbacks import ValidationCurve  # lightning: loaded when the job runs
 
@@ -94,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if cfg.get("test_ckpt", "best") == "best" and best:
         ckpt = best
-    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     if ckpt is None:  # tested the final weights: those of last.ckpt, when it was written
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     metrics = {

@@ -316,6 +316,24 @@ def test_documented_overrides(
         ("synthesize", "chip_size=abc", "chip_size", "is not a whole number >= 1"),
         ("synthesize", "overlap=-1", "overlap", "is not a whole number >= 0"),
         ("synthesize", "classtexture.purity=0", "classtexture.purity", "not a number in (0, 1]"),
+        # issue 25: no training job trains 0 steps; sizes, scale and seeds in range
+        ("train_generator", "trainer.max_steps=0", "trainer.max_steps", ">= 1 (or -1: no limit)"),
+        ("train_segmentation", "trainer.max_steps=0", "trainer.max_steps", ">= 1 (or -1"),
+        ("train_segmentation", "trainer.max_steps=-2", "trainer.max_steps", ">= 1 (or -1"),
+        ("train_segmentation", "trainer.max_epochs=0", "trainer.max_epochs", ">= 1 (or -1"),
+        ("train_segmentation", "data.batch_size=0", "data.batch_size", "not a whole number >= 1"),
+        ("train_generator", "data.batch_size=0", "data.batch_size", "not a whole number >= 1"),
+        ("evaluate", "data.eval_batch_size=0", "data.eval_batch_size", "whole number >= 1"),
+        ("train_segmentation", "data.scale=0", "data.scale", "is not a number in (0, 1]"),
+        ("synthesize", "data.scale=1.5", "data.scale", "is not a number in (0, 1]"),
+        ("train_segmentation", "data.num_workers=-1", "data.num_workers", "whole number >= 0"),
+        ("train_generator", "data.patch_size=0", "data.patch_size", "whole number >= 1"),
+        ("train_segmentation", "seed=-1", "seed", "is not a whole number >= 0"),
+        ("train_generator", "seed=-1", "seed", "is not a whole number >= 0"),
+        ("synthesize", "seed=-1", "seed", "is not a whole number >= 0"),
+        ("evaluate", "seed=-1", "seed", "is not a whole number >= 0"),
+        ("evaluate_synthetic", "seed=-1", "seed", "is not a whole number >= 0"),
+        ("pipeline", "seed=-1", "seed", "is not a whole number >= 0"),
     ],
 )
 def test_bad_values_fail_at_compose_naming_the_key(
@@ -352,6 +370,16 @@ def test_schema_values_stay_plain_and_edges_pass(root: Path) -> None:
     assert (cfg.chip_size, cfg.overlap, cfg.classtexture.purity, cfg.tiles) == (64, 0, 1.0, None)
     cfg = _compose("train_generator", root, "generator.tau=0.5", "+generator_note=mine")
     assert (cfg.generator.tau, cfg.generator_note) == (0.5, "mine")  # the top stays open
+    budget = ["trainer.max_epochs=200", "trainer.max_steps=-1"]  # experiment=paper's
+    cfg = _compose("train_segmentation", root, *budget, "seed=null", "data.scale=1")
+    assert (cfg.trainer.max_steps, cfg.trainer.max_epochs) == (-1, 200)  # -1: no step limit
+    assert (cfg.seed, cfg.data.scale, type(cfg.data.scale)) == (None, 1.0, float)
+    cfg = _compose("train_generator", root, "trainer.max_steps=1", "trainer.max_epochs=null")
+    assert (cfg.trainer.max_steps, cfg.trainer.max_epochs, cfg.trainer.accelerator) == (
+        1,
+        None,
+        "cpu",
+    )
 
 
 def test_schema_choices_are_the_codes() -> None:
@@ -399,7 +427,7 @@ def test_schemas_do_not_change_the_composed_configs(root: Path, tmp_path: Path) 
     a pipeline stage's directory hashes it, so adding a schema reruns no stage."""
     plain = tmp_path / "conf"
     shutil.copytree(CONF, plain)
-    for job in ("train_generator", "train_segmentation", "synthesize"):
+    for job in JOBS:
         text = (plain / f"{job}.yaml").read_text()
         stripped = "".join(line for line in text.splitlines(True) if "- schema/" not in line)
         assert stripped != text
@@ -409,6 +437,9 @@ def test_schemas_do_not_change_the_composed_configs(root: Path, tmp_path: Path) 
         for p in presets("segmentation")
     ]
     cases += [("synthesize", ["method=classtexture"]), ("train_segmentation", ["experiment=dubai"])]
+    cases += [("train_segmentation", ["experiment=paper"]), ("synthesize", ["data=dubai"])]
+    cases += [(job, []) for job in ("evaluate", "evaluate_synthetic", "pipeline")]
+    cases += [("pipeline", ["experiment=demo"]), ("train_generator", ["data=chesapeake"])]
     typed = [OmegaConf.to_yaml(_compose(job, root, *overrides)) for job, overrides in cases]
     backup = get_gh_backup()  # the module's Hydra (conf/), back after the plain configs
     GlobalHydra.instance().clear()

@@ -171,3 +171,48 @@ def test_folder_mask_values(tmp_path: Path) -> None:
     src = ImageFolderSource(root, splits={"train": ["x"], "val": ["x"], "test": ["x"]})
     with pytest.raises(DataError, match=r"x\.png.*\[4\]"):
         LandCoverDataModule(src, classes=CLASSES, bands=3, cache_dir=tmp_path / "c").setup()
+
+
+# -- issue 25: float masks with fractions or NaN, images whose statistics overflow ---------
+@pytest.mark.parametrize(("bad", "shown"), [((1.5, 2.5), "1.5, 2.5"), ((np.nan,), "nan")])
+def test_float_mask_values_must_be_whole(
+    tmp_path: Path, bad: tuple[float, ...], shown: str
+) -> None:
+    """2.5 is no class (truncated, it trained as class 2); NaN neither (it was a traceback)."""
+    from synthsat.data.masks import MaskReader
+
+    geo_pair(tmp_path / "d")
+    mask = np.ones((1, 40, 40), np.float32)
+    for row, value in enumerate(bad):
+        mask[0, row] = value
+    path = tmp_path / "d" / "masks" / "t0.tif"
+    write_tif(path, mask)
+    message = rf"^{path}: mask values must be integers \(class indices\); {40 * len(bad)} "
+    with pytest.raises(DataError, match=message + rf"pixel\(s\) hold other values \({shown}\)"):
+        setup_dm(tmp_path / "d", tmp_path)
+    with pytest.raises(DataError, match=message):  # synthesis reads masks strip by strip
+        MaskReader().values(path)
+
+
+def test_whole_float_mask_values_are_classes(tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d")
+    mask = np.ones((1, 40, 40), np.float32)
+    mask[0, :10] = 2.0
+    write_tif(tmp_path / "d" / "masks" / "t0.tif", mask)
+    dm = setup_dm(tmp_path / "d", tmp_path)
+    assert sorted(np.unique(dm.tiles["train"][0].mask).tolist()) == [1, 2]
+
+
+def test_image_statistics_that_overflow_are_an_error_naming_the_file(tmp_path: Path) -> None:
+    """One finite float64 pixel of 1e200: its square overflows, so the band's mean and
+    standard deviation were inf / NaN and training ran on NaN."""
+    geo_pair(tmp_path / "d")
+    image = np.full((4, 40, 40), 7.0, np.float64)
+    image[2, 5, 5] = 1e200
+    path = tmp_path / "d" / "images" / "t0.tif"
+    write_tif(path, image)
+    with pytest.raises(
+        DataError,
+        match=rf"^{path}: band statistics are not finite \(band\(s\) \[2\]; values up to 1e\+200",
+    ):
+        setup_dm(tmp_path / "d", tmp_path)

@@ -122,7 +122,9 @@ def test_toyworld_never_writes_into_a_users_folder(tmp_path: Path) -> None:
 def test_toyworld_regenerates_only_its_own_folder(tmp_path: Path) -> None:
     root = toyworld.generate(tmp_path / "tw", tiles=4, size=64, seed=0)
     assert (root / toyworld.MARKER).is_file()
-    # Other parameters: the toy world it made is replaced (stale tiles removed).
+    # Generated again with other parameters (asked for: a source never does it, see
+    # tests/test_toyworld.py), the toy world it made is replaced (stale tiles removed).
+    toyworld.generate(root, tiles=3, size=64, seed=1)
     src = ToyWorldSource(root, tiles=3, size=64, seed=1)
     assert [p.name for p in src.all_pairs()] == ["tile_000", "tile_001", "tile_002"]
     assert json.loads((root / "splits.json").read_text())["seed"] == 1
@@ -328,8 +330,9 @@ def test_full_error_and_debug_still_show_the_trace(
         ("pipeline", "pipeline.lambdas=[0,-1]", "pipeline.lambdas"),
         ("train_segmentation", "data.on_nonfinite=skip", "data.on_nonfinite"),
         ("pipeline", "pipeline.ratios=[0,2]", "pipeline.ratios"),
+        ("pipeline", "pipeline.steps=[0,100]", "pipeline.steps"),  # issue 25: no 0-step runs
         ("synthesize", "overlap=64", "overlap"),
-        ("train_generator", "data.patch_size=0", "data.patch_size"),
+        ("train_generator", "data.patch_size=16", "data.patch_size"),  # not the generator's
     ],
 )
 def test_settings_are_checked_before_any_data_is_read(

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from synthsat.data import LandCoverDataModule, ToyWorldSource
 from synthsat.data.toyworld import CLASSES
+from synthsat.errors import USER_ERRORS, NonFiniteLoss
 from synthsat.tasks.generator import GeneratorTask
 from synthsat.train_generator import train
 
@@ -170,8 +171,9 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(
     ckpt = ModelCheckpoint(
         dirpath=tmp_path / "checkpoints", save_last=True, every_n_train_steps=1, save_top_k=0
     )
-    with pytest.raises(FloatingPointError, match=r"non-finite g_total .* step 2"):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite g_total .* step 2"):
         fit(task, datamodule, 5, tmp_path, callbacks=[ckpt, Poison(2)], enable_checkpointing=True)
+    assert NonFiniteLoss in USER_ERRORS  # a job prints it as one line, exit 2
     state = torch.load(
         tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )

@@ -167,3 +167,30 @@ def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
     ]
     assert [m["run_dir"] for m in saved] == [str(sweep / "0"), str(sweep / "1")]
     assert (work / ".cache" / "synthsat").is_dir()  # paths.root: the launch directory
+
+
+def test_a_non_finite_loss_stops_training_with_one_line(
+    toy_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A band standard deviation of 1e-45 (float32's smallest) makes every normalised
+    patch inf, so the first loss is NaN: training stops there with one line, exit 2 (it
+    trained on NaN to a score of 0 and exit 0)."""
+    from synthsat.train_segmentation import main
+
+    std = "[" + ",".join(["1e-45"] * 4) + "]"
+    cfg = _compose(
+        "train_segmentation", toy_root, tmp_path, "run",
+        "segmentation=tiny", "logger=none", "trainer.max_steps=3", "data.patch_size=64",
+        "data.mean=[0,0,0,0]", f"data.std={std}",
+    )  # fmt: skip
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main.__wrapped__(cfg)
+    assert exit_info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1
+    assert err[0].startswith("error: non-finite training loss (nan) at step 0: training stopped")
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -165,3 +165,20 @@ def test_command_synthesises_only_the_tiles_asked_for(
     assert manifest[0]["overlap"] == 16  # half of the 32 px chip by default
     with pytest.raises(DataError, match="tile_009"):
         run(_compose(toy_root, tmp_path, f"ckpt={checkpoint}", f"out={out}", "tiles=[tile_009]"))  # type: ignore[arg-type]
+
+
+def test_out_with_a_tilde_is_one_folder(
+    checkpoint: Path, toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``out="~/x"``: checked, written and recorded as ``$HOME/x`` (the tiles went to a
+    literal ``./~/x`` in the working directory)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    cfg = _compose(toy_root, tmp_path, f"ckpt={checkpoint}", 'out="~/x"', "tiles=[tile_001]")
+    result = run(cfg)  # type: ignore[arg-type]
+    assert result["out_dir"] == str(home / "x")
+    assert sorted(p.name for p in (home / "x").glob("*.tif")) == ["tile_001_s0.tif"]
+    assert json.loads((home / "x" / "manifest.json").read_text())["outputs"]
+    assert list(work.iterdir()) == []

@@ -65,3 +65,52 @@ def test_landscape_is_coherent_and_imagery_follows_mask() -> None:
         assert nir[mask == toyworld.WATER].mean() < nir[veg].mean() / 3
     # Texture: trees vary more than water within their class.
     assert red[mask == toyworld.TREE].std() > 5
+
+
+# -- issue 25: a complete toy world is never regenerated -----------------------------------
+def _stamps(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_a_complete_toy_world_of_other_parameters_is_never_replaced(tmp_path: Path) -> None:
+    """``python -m synthsat.data.toyworld --out DIR --tiles 3 --size 64``, then a job with
+    the config's default world on DIR: one line naming both and the matching overrides
+    (the 3-tile world was replaced by the config's 8 tiles of 1024 px)."""
+    import pytest
+
+    from synthsat.data import DataError, ToyWorldSource
+
+    root = tmp_path / "tw"
+    toyworld.main(["--out", str(root), "--tiles", "3", "--size", "64"])
+    before, digest = _stamps(root), _digest(root)
+    with pytest.raises(DataError) as info:
+        ToyWorldSource(root).pairs("train")  # the config's default: 8 tiles of 1024 px
+    assert str(info.value) == (
+        f"data.source.root={root} holds a toy world of 3 tiles of 64 px (seed 0), not the "
+        "8 tiles of 1024 px (seed 0) asked for; it is not regenerated. To use it, set "
+        "data.source.tiles=3 data.source.size=64; for the other, give another "
+        "data.source.root (a new or empty folder)"
+    )
+    with pytest.raises(
+        DataError, match=r"set data\.source\.tiles=3 data\.source\.size=64 data\.source\.seed=0;"
+    ):
+        ToyWorldSource(root, tiles=3, size=64, seed=1).pairs("train")
+    assert _stamps(root) == before and _digest(root) == digest
+    # the overrides it names use the world as it is
+    assert [p.name for p in ToyWorldSource(root, tiles=3, size=64).pairs("train")] == ["tile_000"]
+    assert _stamps(root) == before
+
+
+def test_an_interrupted_toy_world_is_generated_again(tmp_path: Path) -> None:
+    """splits.json is written last: without it (or without a tile it lists) the world is
+    not complete, and the job generates it."""
+    from synthsat.data import ToyWorldSource
+
+    root = toyworld.generate(tmp_path / "tw", tiles=3, size=64)
+    assert toyworld.complete_world(root) == {"tiles": 3, "size": 64, "seed": 0}
+    (root / "masks" / "tile_001.tif").unlink()
+    assert toyworld.complete_world(root) is None
+    (root / "splits.json").unlink()
+    assert toyworld.complete_world(root) is None
+    assert [p.name for p in ToyWorldSource(root, tiles=4, size=64).pairs("test")] == ["tile_003"]
+    assert toyworld.complete_world(root) == {"tiles": 4, "size": 64, "seed": 0}

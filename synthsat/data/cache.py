@@ -195,17 +195,40 @@ class TileCache:
         labelled = mask != self.ignore_index if self.ignore_index is not None else None
         pixels = image[:, labelled] if labelled is not None else image.reshape(image.shape[0], -1)
         pixels = pixels.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            band_sum, band_sumsq = pixels.sum(1), (pixels**2).sum(1)
+        check_finite_statistics(str(pair.image), band_sum, band_sumsq, pixels)
         meta = {
             "image": str(pair.image),
             "mask": str(pair.mask),
-            "band_sum": pixels.sum(1).tolist(),
-            "band_sumsq": (pixels**2).sum(1).tolist(),
+            "band_sum": band_sum.tolist(),
+            "band_sumsq": band_sumsq.tolist(),
             "count": int(pixels.shape[1]),
         }
         entry.mkdir(parents=True, exist_ok=True)
         save_npy(entry / "image.npy", image)
         save_npy(entry / "mask.npy", mask)
         write_text(entry / "meta.json", json.dumps(meta))
+
+
+def check_finite_statistics(
+    where: str, band_sum: np.ndarray, band_sumsq: np.ndarray, pixels: np.ndarray
+) -> None:
+    """Refuse a tile whose band sums overflow (finite pixels too large to square, e.g. a
+    float64 ``1e200``): its mean and standard deviation would be inf or NaN, and so every
+    normalised patch, the loss and the scores.
+
+    Raises:
+        DataError: naming ``where`` (the image file), the bands and their largest value.
+    """
+    bad = [b for b in range(len(band_sum)) if not np.isfinite([band_sum[b], band_sumsq[b]]).all()]
+    if bad:
+        largest = float(np.abs(pixels[bad[0]]).max())
+        raise DataError(
+            f"{where}: band statistics are not finite (band(s) {bad}; values up to "
+            f"{largest:g} overflow their sum of squares); fix the imagery, or declare such "
+            "values as the raster's nodata"
+        )
 
 
 def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -248,6 +271,15 @@ def band_statistics(tiles: list[CachedTile]) -> tuple[np.ndarray, np.ndarray]:
         )
     s = sum(t.band_sum for t in tiles)
     sq = sum(t.band_sumsq for t in tiles)
-    mean = s / total
-    std = np.sqrt(np.maximum(sq / total - mean**2, 1e-12))
-    return mean.astype(np.float32), std.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = s / total
+        std = np.sqrt(np.maximum(sq / total - mean**2, 1e-12))
+        mean, std = mean.astype(np.float32), std.astype(np.float32)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        names = ", ".join(str(t.pair.image) for t in tiles)
+        raise DataError(
+            f"band statistics of the training tiles are not finite (mean {mean.tolist()}, "
+            f"std {std.tolist()}): pixel values too large for float32 in {names}; fix the "
+            "imagery, or set data.mean/data.std"
+        )
+    return mean, std

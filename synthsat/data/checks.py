@@ -8,7 +8,7 @@ import numpy as np
 
 from synthsat.data.colours import Colour
 from synthsat.data.errors import DataError
-from synthsat.data.masks import mask_kind
+from synthsat.data.masks import check_whole_values, mask_kind
 from synthsat.data.raster_io import RasterInfo, raster_info
 from synthsat.data.tiles import TilePair
 
@@ -108,7 +108,9 @@ def fill_invalid(image: np.ndarray, invalid: np.ndarray) -> np.ndarray:
 def check_mask_values(
     mask: np.ndarray, num_classes: int, ignore_index: int | None, where: str
 ) -> None:
-    """All mask values are class indices 0..num_classes-1 or the ignore index."""
+    """All mask values are class indices 0..num_classes-1 or the ignore index (whole
+    numbers: a float mask of 2.5 is refused, not truncated)."""
+    check_whole_values(mask, where)
     values = np.unique(mask)
     allowed = set(range(num_classes)) | ({ignore_index} if ignore_index is not None else set())
     bad = [int(v) for v in values if int(v) not in allowed]

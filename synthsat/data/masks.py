@@ -70,6 +70,25 @@ STRIP_PIXELS = 1 << 20
 _OPTION = COLOUR_MAP_OPTION
 
 
+def check_whole_values(values: np.ndarray, where: str | Path) -> None:
+    """Refuse a float mask holding values that are not whole numbers (2.5, NaN, inf):
+    class indices are integers, and truncating them would train on the wrong classes.
+
+    Raises:
+        DataError: naming ``where``, the pixel count and a few of the values.
+    """
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    bad = ~np.isfinite(values) | (values != np.floor(values))
+    if bad.any():
+        found = ", ".join(f"{v:g}" for v in np.unique(values[bad])[:MAX_LISTED])
+        raise DataError(
+            f"{where}: mask values must be integers (class indices); {int(bad.sum())} "
+            f"pixel(s) hold other values ({found}); fix the mask (e.g. round it, or save "
+            "it with an integer dtype)"
+        )
+
+
 def _strips(height: int, width: int) -> list[Window]:
     rows = max(1, STRIP_PIXELS // max(width, 1))
     return [Window(0, r, width, min(rows, height - r)) for r in range(0, height, rows)]
@@ -186,9 +205,10 @@ class MaskFile:
         if self.kind == RGB:
             return self._decode_rgb(window)
         raw = self._src.read(1, window=window)
+        check_whole_values(raw, self.path)
         lut = self._lut
         if lut is None or not np.issubdtype(raw.dtype, np.integer):
-            return raw, Counter()  # non-integer values: the value check names them
+            return raw, Counter()  # whole floats: the value check names any outside the classes
         if self._mapped_palette:
             values = np.where(raw < len(lut), lut[np.minimum(raw, len(lut) - 1)], -1)
             unmapped = Counter[Colour]()

@@ -24,7 +24,7 @@ from typing import Any
 from synthsat.data.colours import Colour, parse_colour_map
 from synthsat.data.errors import DataError
 from synthsat.data.tiles import TilePair, default_splits, pair_by_stem, select_split
-from synthsat.data.toyworld import generate, is_toyworld
+from synthsat.data.toyworld import complete_world, generate, is_toyworld
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -181,9 +181,10 @@ class ToyWorldSource(PairedRasterSource):
     """The embedded default: a toy world generated on first use (see ``toyworld``).
 
     Args:
-        root: directory of the toy world; generated there if missing or made with
-            other parameters. A folder holding anything else (your own data) is never
-            written to: that is a :class:`DataError`.
+        root: directory of the toy world; generated there if missing (or its
+            generation was interrupted). A complete toy world of other parameters there
+            is never regenerated, and a folder holding anything else (your own data)
+            never written to: both are a :class:`DataError`.
         tiles: number of tiles.
         size: tile size in pixels.
         seed: generator seed.
@@ -206,8 +207,31 @@ class ToyWorldSource(PairedRasterSource):
         )
 
     def prepare(self) -> None:
-        if not self._is_current():
-            generate(self.root, self.tiles, self.size, self.seed)
+        """Generate the toy world unless it is there.
+
+        Raises:
+            DataError: ``root`` holds a complete toy world of other parameters (naming
+                both, and the overrides that use it), or files of its own.
+        """
+        if self._is_current():
+            return
+        found = complete_world(self.root)
+        if found is not None:
+            raise DataError(self._other_world(found))
+        generate(self.root, self.tiles, self.size, self.seed)
+
+    def _other_world(self, found: dict[str, int]) -> str:
+        """Why the complete toy world ``found`` in ``root`` is neither used nor replaced."""
+        use = f"data.source.tiles={found['tiles']} data.source.size={found['size']}"
+        if found["seed"] != self.seed:
+            use += f" data.source.seed={found['seed']}"
+        return (
+            f"data.source.root={self.root} holds a toy world of {found['tiles']} tiles of "
+            f"{found['size']} px (seed {found['seed']}), not the {self.tiles} tiles of "
+            f"{self.size} px (seed {self.seed}) asked for; it is not regenerated. To use "
+            f"it, set {use}; for the other, give another data.source.root (a new or empty "
+            "folder)"
+        )
 
     def all_pairs(self) -> list[TilePair]:
         self.prepare()

@@ -258,6 +258,28 @@ def is_toyworld(root: str | Path) -> bool:
     return True
 
 
+def complete_world(root: str | Path) -> dict[str, int] | None:
+    """The ``tiles``, ``size`` and ``seed`` of the complete toy world in ``root`` (None:
+    none there, or one whose generation did not finish).
+
+    Complete: a toy world (:func:`is_toyworld`) whose ``splits.json`` (written last)
+    records its size and seed, with the image and mask of every tile it lists.
+    """
+    root = Path(root)
+    if not is_toyworld(root):
+        return None
+    try:
+        meta = json.loads((root / "splits.json").read_text())
+        names = sorted({str(n) for s in ("train", "val", "test") for n in meta.get(s, [])})
+        size, seed = int(meta["size"]), int(meta["seed"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    files = [root / sub / f"{name}.tif" for name in names for sub in ("images", "masks")]
+    if not names or not all(f.is_file() for f in files):
+        return None
+    return {"tiles": len(names), "size": size, "seed": seed}
+
+
 def check_writable(out: str | Path) -> None:
     """Refuse to generate into a folder that is neither empty nor a toy world.
 

@@ -9,7 +9,13 @@
 * :func:`load_task` — loads a task checkpoint, turning a missing, empty, corrupt or
   wrong-kind file into a :class:`~synthsat.errors.CheckpointError` of one line
   (``ckpt=<path>: this is a segmentation checkpoint; synthesize needs a generator
-  checkpoint``).
+  checkpoint``); :func:`check_resume` does the same for a training job's ``ckpt_path``.
+
+Every checkpoint is read with ``torch.load(..., weights_only=True)`` (here, in
+:func:`load_task` and, through :class:`AtomicCheckpointIO`, in Lightning's resume and
+test): unpickling a checkpoint never runs code. synthsat's own checkpoints hold only
+tensors and plain values (lists, dicts, numbers, strings), which that allows; a file
+holding anything else is refused with one line naming it and ``weights_only``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -59,6 +66,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             for stale in remove_abandoned(path.parent):
                 log.info("removed %s, left by an interrupted run", stale)
         save_atomic(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's loading (resume, ``trainer.test(ckpt_path=...)``), always with
+        ``weights_only=True``: nothing in the file is run, whatever the caller asked.
+        ``map_location`` None keeps tensors on the device they were saved from."""
+        location = _saved_device if map_location is None else map_location
+        return super().load_checkpoint(path, map_location=location, weights_only=True)
+
+
+def _saved_device(storage: Any, location: str) -> Any:
+    """A ``map_location`` that keeps a storage where it was saved (Lightning's default)."""
+    return storage
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -150,30 +171,63 @@ def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | Path, kind: str, job: str) -> dict[str, Any]:
-    """Read ``path`` and check that it is a ``kind`` checkpoint.
+#: The training jobs that resume from ``ckpt_path``, and the kind of checkpoint they need.
+RESUME_KINDS = {"train_generator": "generator", "train_segmentation": "segmentation"}
+
+#: How torch says that ``weights_only=True`` refused what a file holds.
+_REFUSED = "Weights only load failed"
+
+
+def _refused(err: Exception) -> str:
+    """What ``weights_only=True`` loading refused, in a few words (from torch's message)."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"the global {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error: ([^\n.]+)", text)
+    return found.group(1).strip() if found else "objects other than tensors and plain values"
+
+
+def _load_weights_only(path: Path, where: str, what: str) -> Any:
+    """``torch.load(path, weights_only=True)``; read errors as one-line CheckpointErrors."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _REFUSED not in str(err):
+            raise CheckpointError(
+                f"{where}: the file is corrupt or truncated ({type(err).__name__}); {what}"
+            ) from err
+        raise CheckpointError(
+            f"{where}: refused: it holds {_refused(err)}, which loading with "
+            f"weights_only=True does not allow (it could run code); {what}"
+        ) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"{where}: the file is corrupt or truncated ({type(err).__name__}); {what}"
+        ) from err
+
+
+def read_checkpoint(path: str | Path, kind: str, job: str, key: str = "ckpt") -> dict[str, Any]:
+    """Read ``path`` with ``weights_only=True`` and check that it is a ``kind`` checkpoint.
 
     Args:
         path: the checkpoint file.
         kind: ``generator`` or ``segmentation``.
         job: the command that needs it (for messages), e.g. ``synthesize``.
+        key: the setting that named it (for messages), e.g. ``ckpt_path``.
 
     Raises:
-        CheckpointError: the file is missing, empty, corrupt or of another kind.
+        CheckpointError: the file is missing, empty, corrupt, of another kind, or holds
+            more than tensors and plain values (which could run code when loaded).
     """
     path = Path(path).expanduser()
-    where = f"ckpt={path}"
+    where = f"{key}={path}"
     what = f"{job} needs a {kind} checkpoint"
     if not path.is_file():
         raise CheckpointMissing(f"{where}: file does not exist; {what}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{where}: the file is empty (0 bytes); {what}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(
-            f"{where}: the file is corrupt or truncated ({type(err).__name__}); {what}"
-        ) from err
+    checkpoint = _load_weights_only(path, where, what)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{where}: not a Lightning checkpoint; {what}")
     found = checkpoint_kind(checkpoint)
@@ -183,11 +237,24 @@ def read_checkpoint(path: str | Path, kind: str, job: str) -> dict[str, Any]:
     return checkpoint
 
 
-def load_task(path: str | Path, kind: str, job: str, map_location: Any = "cpu") -> Any:
-    """Load the ``kind`` task from ``path`` (see :func:`read_checkpoint` for the checks)."""
-    read_checkpoint(path, kind, job)
+def check_resume(task_name: str, ckpt_path: str | Path | None) -> None:
+    """Check a training job's ``ckpt_path`` before any data is read (see
+    :func:`read_checkpoint`); nothing to check without one or for other jobs."""
+    kind = RESUME_KINDS.get(task_name)
+    if ckpt_path not in (None, "") and kind is not None:
+        read_checkpoint(str(ckpt_path), kind, task_name, key="ckpt_path")
+
+
+def load_task(
+    path: str | Path, kind: str, job: str, map_location: Any = "cpu", key: str = "ckpt"
+) -> Any:
+    """Load the ``kind`` task from ``path`` (see :func:`read_checkpoint` for the checks and
+    the arguments), with ``weights_only=True``."""
+    read_checkpoint(path, kind, job, key)
     if kind == "generator":
         from synthsat.tasks.generator import GeneratorTask as Task
     else:
         from synthsat.tasks.segmentation import SegmentationTask as Task  # type: ignore[assignment]
-    return Task.load_from_checkpoint(str(Path(path).expanduser()), map_location=map_location)
+    return Task.load_from_checkpoint(
+        str(Path(path).expanduser()), map_location=map_location, weights_only=True
+    )

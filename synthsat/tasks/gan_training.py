@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from synthsat.errors import NonFiniteLoss
 from synthsat.tasks.ema import ema_update, warmed_up_decay
 
 
@@ -29,7 +30,7 @@ class GANTrainingMixin:
         """Stop on a non-finite loss term or gradient norm, before any optimiser step."""
         for name, value in terms.items():
             if not bool(torch.isfinite(value).all()):
-                raise FloatingPointError(
+                raise NonFiniteLoss(
                     f"non-finite {name} ({float(value.detach().float().mean())}) at generator "
                     f"step {self.global_step} (batch {int(self.batches_seen)}): training "
                     "stopped before the optimiser step; the last checkpoint holds the last "

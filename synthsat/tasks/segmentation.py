@@ -27,6 +27,7 @@ from torchgeo.trainers import SemanticSegmentationTask
 
 from synthsat.data.cache import scaled_shape
 from synthsat.data.datasets import Normalizer
+from synthsat.errors import NonFiniteLoss
 from synthsat.metrics.segmentation import SegmentationScores
 from synthsat.models.segmentation import build_unet
 from synthsat.tasks.distributed import RankRandomStreams
@@ -280,8 +281,19 @@ class SegmentationTask(RankRandomStreams, SemanticSegmentationTask):
     def training_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> torch.Tensor:
-        """The loss of a batch of patches; logs ``train/loss`` and the synthetic share."""
-        return self._step(batch, "train")
+        """The loss of a batch of patches; logs ``train/loss`` and the synthetic share.
+
+        Raises:
+            NonFiniteLoss: the loss is NaN or infinite (training stops before the step).
+        """
+        loss = self._step(batch, "train")
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLoss(
+                f"non-finite training loss ({float(loss.detach())}) at step {self.global_step}: "
+                "training stopped before the optimiser step; check the imagery and "
+                "data.mean / data.std (the last checkpoint holds the last finite state)"
+            )
+        return loss
 
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
