@@ -201,6 +201,8 @@ def run_wave(
     running: dict[int, _InFlight] = {}
     failure: BaseException | None = None
 
+    starts = dict.fromkeys(pending, 1)
+
     def ready(i: int) -> bool:
         return all((d / "done.json").exists() for d in needs.get(i, ()))
 
@@ -230,6 +232,15 @@ def run_wave(
                     if "locked" in result:  # another pipeline took the stage meanwhile
                         raise LockHeld(result["locked"], Holder.parse(result["holder"]))
                 except Exception as err:  # noqa: BLE001 - raised below, once the wave settles
+                    if failure is None and _never_started(flight, err) and starts[i] < START_TRIES:
+                        starts[i] += 1
+                        say(
+                            f"[pipeline] the job of {flight.stage.kind}/{flight.stage.label} "
+                            f"(job {flight.job.job_id}) ended before its stage started, with no "
+                            f"output; submitting it again (try {starts[i]} of {START_TRIES})"
+                        )
+                        pending.insert(0, i)
+                        continue
                     failure = failure or _failed(flight, err)
                     continue
                 _say_done(flight, result, log, progress)
@@ -244,6 +255,21 @@ def run_wave(
     if failure is not None:
         raise failure
     return outs
+
+
+#: Submissions of a stage whose job ends before the stage starts (see :func:`_never_started`).
+START_TRIES = 3
+
+
+def _never_started(flight: _InFlight, err: BaseException) -> bool:
+    """Whether a local job ended before its stage started: submitit found no output of it
+    (its controller died before starting the task) and the stage wrote no ``stage.log``.
+    Nothing of the stage ran, so submitting it again is safe (seen twice in a study on a
+    busy 2-core machine, cause unknown: the controller's own output is discarded)."""
+    if not isinstance(err, submitit.core.utils.UncompletedJobError):
+        return False
+    stdout = Path(flight.job.paths.stdout)
+    return not stdout.exists() and not (flight.out / "stage.log").exists()
 
 
 def _remove_template_folder(executor: Any) -> None:

@@ -310,3 +310,30 @@ def test_a_graph_whose_need_never_finishes_stops_with_the_missing_stage(
         run_wave(executor, stages, results, 2, [], needs={1: [missing]})
     assert (stages[0].directory(results) / "done.json").exists()
     assert not stages[1].directory(results).exists()
+
+
+class _ControllerDiesOnce(DetachedLocalExecutor):
+    """Kills the job controller of its first submission before it starts the task."""
+
+    killed = 0
+
+    def _submit_command(self, command: str) -> object:
+        job = super()._submit_command(command)
+        if type(self).killed == 0:
+            type(self).killed += 1
+            job._process.kill()
+            job._process.wait()
+        return job
+
+
+def test_a_job_that_died_before_its_stage_started_is_submitted_again(
+    stand_in: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    executor = _ControllerDiesOnce(folder=results / ".submitit" / "%j")
+    (out,) = run_wave(executor, [timed(0)], results, 2, [])
+    assert (out / "done.json").exists() and _ControllerDiesOnce.killed == 1
+    said = capsys.readouterr().out
+    assert (
+        "ended before its stage started, with no output; submitting it again (try 2 of 3)" in said
+    )

@@ -199,13 +199,16 @@ def test_train_segmentation_main_uses_the_lambda_folder_and_returns_the_miou(
 ) -> None:
     """End to end through Hydra's config: ``mix.lambda_div=2 mix.source=<synthesis>``
     trains on the lambda-2 tiles (all patches synthetic), records that folder, and
-    ``main`` returns the test mIoU that metrics.json holds."""
+    ``main`` returns the validation mIoU of the tested checkpoint that metrics.json
+    holds (the objective of a sweep: never the test score)."""
     from synthsat.train_segmentation import main
 
     cfg = _compose(
         toy_root,
         tmp_path,
         "trainer.max_steps=2",
+        "trainer.val_check_interval=1",
+        "trainer.check_val_every_n_epoch=null",
         "mix.ratio=1",
         "mix.lambda_div=2",
         f"mix.source={study / 'synthesis'}",
@@ -224,7 +227,9 @@ def test_train_segmentation_main_uses_the_lambda_folder_and_returns_the_miou(
         "lambda_div": 2.0,
         "checkpoint": "/x/last.ckpt",
     }
-    assert isinstance(miou, float) and miou == saved["miou"]
+    objective = miou
+    assert isinstance(objective, float) and objective == saved["scored_val_miou"]
+    miou = saved["miou"]
     assert f"test mIoU {miou:.4f}" in capsys.readouterr().out
 
     # evaluate's main returns the mIoU it scores (the same test tile, the same weights)
