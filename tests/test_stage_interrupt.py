@@ -100,7 +100,7 @@ def segmentation_stage(toy_root: Path, tmp_path: Path) -> Stage:
 
 
 def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
 def test_sigterm_mid_fit_leaves_the_stage_undone_and_the_rerun_trains_to_its_budget(
@@ -146,6 +146,11 @@ def test_sigterm_mid_fit_leaves_the_stage_undone_and_the_rerun_trains_to_its_bud
     assert len(ran) == 1 and ran[0].startswith("ran   segmentation/run0")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == BUDGET  # the stage's final step: its budget
+    # the resumed fit validated after every epoch again (one step each), before the stop
+    # (the curve restored from last.ckpt) and after it, and the test scored the best
+    steps, values = zip(*metrics["val_curve"])
+    assert list(steps) == list(range(1, BUDGET + 1))
+    assert metrics["scored_step"] == steps[values.index(max(values))]
     assert (out / "done.json").exists()
     assert sorted(p.name for p in (results / ".submitit").iterdir() if "%" in p.name) == []
 
