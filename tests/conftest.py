@@ -133,3 +133,41 @@ def _one_thread() -> Iterator[None]:
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-tile, 128 px toy world (2 train, 1 val, 1 test)."""
     return toyworld.generate(tmp_path_factory.mktemp("toyworld"), tiles=4, size=128, seed=0)
+
+
+#: Data metadata of the toy world as a checkpoint records it (made-up band statistics).
+TOY_METADATA: dict[str, Any] = {
+    "classes": list(toyworld.CLASSES),
+    "bands": 4,
+    "band_names": ["r", "g", "b", "n"],
+    "rgb_bands": [0, 1, 2],
+    "ignore_index": 0,
+    "scored_classes": [1, 2, 3, 4, 5, 6],
+    "mean": [90.0, 100.0, 80.0, 120.0],
+    "std": [40.0, 35.0, 30.0, 45.0],
+}
+
+
+def tiny_checkpoints(root: Path) -> dict[str, Path]:
+    """A tiny untrained generator and segmentation checkpoint of the toy world under
+    ``root`` (``generator.ckpt``, ``segmentation.ckpt``), saved by Lightning."""
+    import lightning as L
+
+    from synthsat.tasks.generator import GeneratorTask
+    from synthsat.tasks.segmentation import SegmentationTask
+
+    generator = GeneratorTask(
+        data=TOY_METADATA, patch_size=32, z_dim=8,
+        net=dict(ngf=4, start_size=4, max_mult=2, spade_hidden=8),
+        nef=4, ndf=4, num_D=1, n_layers=2,
+    )  # fmt: skip
+    segmenter = SegmentationTask(
+        TOY_METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
+    )
+    paths = {}
+    for name, task in (("generator", generator), ("segmentation", segmenter)):
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+        trainer.strategy.connect(task)
+        trainer.save_checkpoint(root / f"{name}.ckpt")
+        paths[name] = root / f"{name}.ckpt"
+    return paths

@@ -12,29 +12,17 @@ import pathlib
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
+from conftest import TOY_METADATA, tiny_checkpoints
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from synthsat.data import toyworld
 from synthsat.errors import CheckpointError
 from synthsat.tasks.checkpoints import AtomicCheckpointIO, load_task, read_checkpoint
-from synthsat.tasks.generator import GeneratorTask
-from synthsat.tasks.segmentation import SegmentationTask
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-METADATA: dict[str, Any] = {
-    "classes": list(toyworld.CLASSES),
-    "bands": 4,
-    "band_names": ["r", "g", "b", "n"],
-    "rgb_bands": [0, 1, 2],
-    "ignore_index": 0,
-    "scored_classes": [1, 2, 3, 4, 5, 6],
-    "mean": [90.0, 100.0, 80.0, 120.0],
-    "std": [40.0, 35.0, 30.0, 45.0],
-}
+METADATA = TOY_METADATA
 
 
 class Payload:
@@ -47,29 +35,10 @@ class Payload:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
-def _save(task: L.LightningModule, path: Path) -> Path:
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def own(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny generator and a tiny segmentation checkpoint for the toy world."""
-    root = tmp_path_factory.mktemp("own")
-    generator = GeneratorTask(
-        data=METADATA, patch_size=32, z_dim=8,
-        net=dict(ngf=4, start_size=4, max_mult=2, spade_hidden=8),
-        nef=4, ndf=4, num_D=1, n_layers=2,
-    )  # fmt: skip
-    segmenter = SegmentationTask(
-        METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
-    )
-    return {
-        "generator": _save(generator, root / "generator.ckpt"),
-        "segmentation": _save(segmenter, root / "segmentation.ckpt"),
-    }
+    return tiny_checkpoints(tmp_path_factory.mktemp("own"))
 
 
 def poisoned(own: Path, path: Path, marker: Path) -> Path:

@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_generator_overrides
+from conftest import TOY_METADATA, tiny_checkpoints, tiny_generator_overrides
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +30,6 @@ from synthsat.data import DataError, ToyWorldSource, toyworld
 from synthsat.errors import CheckpointError, ConfigError
 from synthsat.synthesize import run as synthesize
 from synthsat.tasks.checkpoints import AtomicCheckpointIO
-from synthsat.tasks.generator import GeneratorTask
 from synthsat.tasks.segmentation import SegmentationTask
 from synthsat.train_generator import train as train_generator
 
@@ -51,16 +50,7 @@ class MeanEncoderGenerator(torch.nn.Module):
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 CLASSES = list(toyworld.CLASSES)
-METADATA = {
-    "classes": CLASSES,
-    "bands": 4,
-    "band_names": ["r", "g", "b", "n"],
-    "rgb_bands": [0, 1, 2],
-    "ignore_index": 0,
-    "scored_classes": [1, 2, 3, 4, 5, 6],
-    "mean": [90.0, 100.0, 80.0, 120.0],
-    "std": [40.0, 35.0, 30.0, 45.0],
-}
+METADATA = TOY_METADATA
 
 
 def _compose(job: str, toy_root: Path, tmp_path: Path, *extra: str) -> DictConfig:
@@ -78,29 +68,10 @@ def _compose(job: str, toy_root: Path, tmp_path: Path, *extra: str) -> DictConfi
         return compose(job, overrides=overrides)
 
 
-def _save(task: L.LightningModule, path: Path) -> Path:
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny generator and a tiny segmentation checkpoint for the toy world."""
-    root = tmp_path_factory.mktemp("ckpts")
-    generator = GeneratorTask(
-        data=METADATA, patch_size=32, z_dim=8,
-        net=dict(ngf=4, start_size=4, max_mult=2, spade_hidden=8),
-        nef=4, ndf=4, num_D=1, n_layers=2,
-    )  # fmt: skip
-    segmenter = SegmentationTask(
-        METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
-    )
-    return {
-        "generator": _save(generator, root / "generator.ckpt"),
-        "segmentation": _save(segmenter, root / "segmentation.ckpt"),
-    }
+    return tiny_checkpoints(tmp_path_factory.mktemp("ckpts"))
 
 
 def _listing(root: Path) -> dict[str, bytes]:
