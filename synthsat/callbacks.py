@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 
 from synthsat.atomic import write_with
+from synthsat.tracking import log_images
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,7 @@ class GeneratorSamples(L.Callback):
         write_with(path, lambda tmp: save_image(grid, tmp, format="png"))
         self._drawn = trainer.global_step
         for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples", images=[str(path)], step=trainer.global_step)
+            log_images(logger, "samples", [str(path)], step=trainer.global_step)
         return path
 
 
@@ -227,7 +227,7 @@ class SegmentationTestReport(L.Callback):
                 captions = [
                     f"test chip {i}: image | truth | prediction" for i in range(len(self._images))
                 ]
-                logger.log_image(key="test/panels", images=self._images, caption=captions)
+                log_images(logger, "test/panels", self._images, caption=captions)
         self._images = []
 
 

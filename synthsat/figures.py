@@ -43,6 +43,20 @@ def colorize_mask(
     return rgb
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] (an RGB composite, a colourised mask, a panel) as uint8
+    0..255, rounded; values outside [0, 1] are clipped. uint8 input is returned as is.
+
+    W&B casts a float array to uint8 without rescaling, so a [0, 1] image logged as
+    floats shows black: every image the project logs goes through here
+    (:func:`synthsat.tracking.log_images`).
+    """
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        return array
+    return np.rint(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def rgb_indices(rgb_bands: list[int], channels: int) -> list[int]:
     """The three bands of an RGB composite: ``rgb_bands[:3]``, or the first one three
     times (grey) for single-band imagery or fewer than three RGB bands."""

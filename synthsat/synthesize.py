@@ -22,7 +22,7 @@ from synthsat.data import DataError
 from synthsat.data.synthetic_tiles import describe_source, output_name
 from synthsat.errors import ConfigError
 from synthsat.runtime import build_trainer, prepare_run, user_errors
-from synthsat.tracking import build_loggers, run_info, source_params
+from synthsat.tracking import build_loggers, log_images, run_info, source_params
 
 if TYPE_CHECKING:  # torch and Lightning load when the job runs, after Hydra's checks
     from synthsat.synthesis import SynthesisWriter, Synthesizer, TileRequest
@@ -110,9 +110,8 @@ def track_synthesis(cfg: DictConfig, result: dict[str, Any], outputs: list[Path]
     previews = [tile_preview(p, rgb_bands) for p in outputs[: int(cfg.get("previews", 4))]]
     for logger in loggers:
         logger.log_metrics(numbers, step=0)
-        if previews and hasattr(logger, "log_image"):
-            captions = [p.name for p in outputs[: len(previews)]]
-            logger.log_image(key="synthesis/previews", images=previews, caption=captions, step=0)
+        captions = [p.name for p in outputs[: len(previews)]]
+        log_images(logger, "synthesis/previews", previews, caption=captions, step=0)
         logger.finalize("success")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,37 @@ def finish_tracking(failed: bool = False) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def log_images(
+    logger: Any,
+    key: str,
+    images: Sequence[Any],
+    caption: Sequence[str] | None = None,
+    step: int | None = None,
+) -> None:
+    """Log ``images`` under ``key`` with a logger that has ``log_image`` (W&B's; others
+    are left alone): numpy images as uint8 (:func:`synthsat.figures.to_uint8`, float
+    [0, 1] scaled to 0..255), file paths as they are.
+
+    Args:
+        logger: a Lightning logger.
+        key: the W&B key (e.g. ``test/panels``).
+        images: (H, W, 3) arrays in [0, 1] or uint8, or paths of image files.
+        caption: one caption per image.
+        step: the step logged (None: the logger's own).
+    """
+    if not images or not hasattr(logger, "log_image"):
+        return
+    import numpy as np
+
+    from synthsat.figures import to_uint8
+
+    shown = [to_uint8(i) if isinstance(i, np.ndarray) else i for i in images]
+    kwargs: dict[str, Any] = {} if caption is None else {"caption": list(caption)}
+    if step is not None:
+        kwargs["step"] = step
+    logger.log_image(key=key, images=shown, **kwargs)
 
 
 def keep_tool_dirs(cache_dir: str | Path) -> dict[str, str]:

@@ -8,14 +8,26 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from conftest import tiny_generator_overrides
 from hydra import compose, initialize_config_dir
+from PIL import Image
 from test_mix_lambda import GAN2, _tile_folder
-from wandb_offline import offline_runs, read_run
+from wandb_offline import logged_images, offline_runs, read_run
 
-from synthsat.tracking import finish_tracking, run_label, wandb_mode, wandb_settings
+from synthsat.data.toyworld import CLASSES
+from synthsat.figures import palette, to_uint8
+from synthsat.synthesize import tile_preview
+from synthsat.tracking import (
+    finish_tracking,
+    log_images,
+    run_label,
+    wandb_mode,
+    wandb_settings,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REPO = CONF.parent
@@ -30,6 +42,48 @@ def test_wandb_mode_offline_by_default_and_the_environment_wins(
     assert wandb_mode(True) == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode(False) == "disabled"
+
+
+def test_float_images_become_uint8_scaled_to_255() -> None:
+    """[0, 1] floats scale to 0..255 (rounded, clipped); uint8 passes through unchanged."""
+    floats = np.array([[[0.0, 0.5, 1.0], [1.2, -0.1, 0.2]]], np.float32)
+    np.testing.assert_array_equal(to_uint8(floats), [[[0, 128, 255], [255, 0, 51]]])
+    assert to_uint8(floats).dtype == np.uint8
+    ints = np.array([[[7, 8, 9]]], np.uint8)
+    assert to_uint8(ints) is ints
+
+
+class _ImageLogger:
+    """A logger with ``log_image`` that renders what it gets as W&B would."""
+
+    def __init__(self) -> None:
+        self.logged: dict[str, list[Any]] = {}
+
+    def log_image(self, key: str, images: list[Any], **kwargs: Any) -> None:
+        import wandb
+
+        self.logged[key] = [np.asarray(wandb.Image(i).image) for i in images]
+        self.kwargs = kwargs
+
+
+def test_logged_float_images_keep_their_pixels(tmp_path: Path) -> None:
+    """A [0, 1] float image reaches W&B as the same picture in 0..255 (wandb alone casts
+    floats to uint8 without scaling: every pixel 0), a PNG path as its own pixels, and a
+    logger without ``log_image`` gets nothing."""
+    from PIL import Image
+
+    grey = np.full((4, 6, 3), 0.5, np.float32)
+    grey[0, 0] = (1.0, 0.0, 0.25)
+    png = tmp_path / "grid.png"
+    Image.fromarray(np.full((2, 2, 3), 200, np.uint8)).save(png)
+    logger = _ImageLogger()
+    log_images(logger, "test/panels", [grey, str(png)], caption=["a", "b"], step=3)
+    panel, grid = logger.logged["test/panels"]
+    assert panel.dtype == np.uint8 and panel.shape == (4, 6, 3)
+    assert panel[0, 0].tolist() == [255, 0, 64] and (panel[1:] == 128).all()
+    assert (grid == 200).all()
+    assert logger.kwargs == {"caption": ["a", "b"], "step": 3}
+    log_images(object(), "test/panels", [grey])  # no log_image: nothing to do, no error
 
 
 def test_run_label_names_the_stage_and_its_parameters() -> None:
@@ -153,6 +207,13 @@ def test_segmentation_multirun_logs_one_named_run_per_job(toy_root: Path, tmp_pa
         )
         panels = summary["test/panels"]
         assert (panels["_type"], panels["count"]) == ("images/separated", 1)  # 1 test chip
+        (panel,) = logged_images(runs[job], panels)  # image | gap | truth | gap | prediction
+        assert panel.shape == (128, 3 * 128 + 4, 3)
+        assert (panel[:, 128:130] == 255).all() and (panel[:, 258:260] == 255).all()
+        colours = {tuple(c) for c in to_uint8(palette(len(CLASSES), 0)).tolist()}
+        truth = {tuple(c) for c in panel[:, 130:258].reshape(-1, 3).tolist()}
+        assert truth <= colours and len(truth) >= 2  # the toy classes in their colours
+        assert len(np.unique(panel[:, :128])) > 16  # a stretched image, not a black one
         assert (
             config["_wandb"]["visualize"]["test/confusion_matrix"]["panel_config"]["panelDefId"]
             == "wandb/confusion_matrix/v1"
@@ -200,6 +261,10 @@ def test_generator_run_logs_sample_grids_at_start_intervals_and_end(
     steps = [row["trainer/global_step"] for row in run["history"] if "samples" in row]
     assert steps == [1, 2, 3]
     assert run["summary"]["samples"]["_type"] == "images/separated"
+    (logged,) = logged_images(folder, run["summary"]["samples"])  # the last grid, as drawn
+    drawn = np.asarray(Image.open(tmp_path / "gen" / "samples" / "step_000003.png").convert("RGB"))
+    np.testing.assert_array_equal(logged, drawn)
+    assert drawn.max() > 0
 
 
 def test_synthesis_run_logs_throughput_and_previews(
@@ -250,6 +315,11 @@ def test_synthesis_run_logs_throughput_and_previews(
     assert summary["synthesis/mpx_per_s"] == pytest.approx(0.032768 / result["seconds"])
     previews = summary["synthesis/previews"]
     assert (previews["_type"], previews["count"]) == ("images/separated", 2)
+    tiles = sorted(out.glob("*.tif"))
+    for image, tile in zip(logged_images(folder, previews), tiles, strict=True):
+        expected = to_uint8(tile_preview(tile, [0, 1, 2]))  # the tile, stretched, in 0..255
+        np.testing.assert_array_equal(image, expected)
+        assert expected.max() == 255 and expected.min() == 0
 
 
 def test_report_logs_the_summary_table_to_a_report_run(

@@ -91,3 +91,13 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 def offline_runs(folder: Path) -> list[Path]:
     """The offline run folders under ``folder`` (``wandb/offline-run-*``), sorted."""
     return sorted(Path(folder).glob("**/wandb/offline-run-*"))
+
+
+def logged_images(run_dir: Path, entry: dict[str, Any]) -> list[Any]:
+    """The pixels (uint8 arrays, as W&B stored them) of a logged image key, given its
+    summary ``entry`` (``{"_type": "images/separated", "filenames": [...]}``)."""
+    import numpy as np
+    from PIL import Image
+
+    files = Path(run_dir) / "files"
+    return [np.asarray(Image.open(files / name).convert("RGB")) for name in entry["filenames"]]
