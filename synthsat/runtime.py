@@ -152,6 +152,26 @@ def build_trainer(
     return instantiate(cfg.trainer, **kwargs)
 
 
+def save_final_checkpoint(trainer: L.Trainer) -> Path | None:
+    """Write ``last.ckpt`` with the weights fit ended with; its path (None: the
+    checkpoint callback keeps no ``last.ckpt``, or fit was interrupted and the
+    ``last.ckpt`` it left is the one to resume from).
+
+    Lightning 2.6 writes ``last.ckpt`` only beside a new best checkpoint: after a final
+    validation that did not improve, it holds older weights than the ones fit ended with.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ckpt = trainer.checkpoint_callback
+    if not (isinstance(ckpt, ModelCheckpoint) and ckpt.dirpath and ckpt.save_last):
+        return None
+    last = Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}"
+    if trainer.interrupted:
+        return last if last.exists() else None
+    trainer.save_checkpoint(last)
+    return last
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``auto`` (or None) -> cuda when available, else cpu; anything else as given."""
     import torch

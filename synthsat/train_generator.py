@@ -25,6 +25,7 @@ from synthsat.runtime import (
     fit_record,
     prepare_run,
     resume_path,
+    save_final_checkpoint,
     user_errors,
 )
 from synthsat.tracking import run_info
@@ -41,8 +42,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         the run's essentials: steps, the best validation score and its checkpoint, the
         last checkpoint, the run directory (as in ``metrics.json``).
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     out = prepare_run(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -55,11 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     fit_time = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
-    last = None
-    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and checkpoint.save_last:
-        last = Path(checkpoint.dirpath) / "last.ckpt"
-        if not trainer.interrupted:
-            trainer.save_checkpoint(last)
+    last = save_final_checkpoint(trainer)
     best = getattr(checkpoint, "best_model_path", "") or None
     score = getattr(checkpoint, "best_model_score", None)
     metrics = {

@@ -28,6 +28,7 @@ from synthsat.runtime import (
     fit_record,
     prepare_run,
     resume_path,
+    save_final_checkpoint,
     scores_record,
     user_errors,
 )
@@ -86,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     fit_time = time.perf_counter() - start
+    last = save_final_checkpoint(trainer)  # the final weights, which test_ckpt=last scores
     from synthsat.callbacks import ValidationCurve  # lightning: loaded when the job runs
 
     # the curve as fit left it (testing a checkpoint restores the callbacks' saved state)
@@ -97,7 +99,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt = best
     trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     if ckpt is None:  # tested the final weights: those of last.ckpt, when it was written
-        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
+        ckpt = str(last) if last is not None else None
     metrics = {
         **scores_record("test", task.test_results, datamodule),
         "segmentation": config_choice("segmentation"),
