@@ -193,6 +193,43 @@ def test_no_seams_with_a_spatially_constant_generator(toy_root: Path, tmp_path: 
     assert np.all(_read(req.output) == 130)
 
 
+class SpreadGenerator(ConstantGenerator):
+    """:class:`ConstantGenerator` whose posterior has a spread: ``logvar = mu / 4 - 2``
+    per band, so chips of different means have different variances."""
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        mu = image.mean(dim=(2, 3))
+        return mu, mu / 4 - 2
+
+
+def test_a_tile_style_is_a_draw_from_the_pooled_posterior(tmp_path: Path) -> None:
+    """``style=encoder`` (tile scope): ``z = mu + eps * sigma``, with ``mu`` the mean of
+    the 3 x 3 chips' means, ``sigma`` the root of the mean of their variances
+    ``exp(logvar)`` and ``eps`` the tile seed's draw; 8 samples, each exact to rounding.
+    A draw scaled by the variance, or by the mean sigma, misses by several units."""
+    real = np.full((4, 96, 96), 60, np.uint8)
+    real[:, :, 48:] = 200  # chip columns of mean 60, 130 and 200
+    image = _write_raster(tmp_path / "images" / "t.tif", real)
+    mask = _write_raster(tmp_path / "masks" / "t.tif", np.ones((96, 96), np.uint8))
+    mean, std = np.array(MEAN), np.array(STD)
+    chips = (np.array([60.0, 130.0, 200.0])[:, None] - mean) / std  # (column, band)
+    mu = chips.mean(axis=0)
+    sigma = np.sqrt(np.exp(chips / 4 - 2).mean(axis=0))
+    assert np.all(np.abs(sigma - sigma**2) * std > 5)  # sigma and the variance set apart
+    requests = make_requests([("t", mask, image)], tmp_path / "out", samples=8, seed=0)
+    draws = []
+    for req in requests:
+        _synth(SpreadGenerator(), style="encoder").run(req)
+        out = _read(req.output).astype(np.float64)
+        eps = torch.randn(1, 4, generator=torch.Generator().manual_seed(req.tile_seed))[0]
+        expected = np.clip(np.rint((mu + eps.numpy() * sigma) * std + mean), 0, 255)
+        for band in range(4):
+            assert np.abs(out[band] - expected[band]).max() <= 1
+        draws.append((out[:, 0, 0] - mean) / std)
+    spread = np.std(draws, axis=0) / sigma  # per band, in units of the pooled sigma
+    assert np.all(np.abs(spread - 1) < 0.6)
+
+
 def test_streamed_rows_equal_a_whole_tile_blend(toy_root: Path) -> None:
     """The row-band accumulator gives exactly the whole-tile weighted average."""
     gen = MaskGenerator()
