@@ -444,3 +444,63 @@ def test_generator_grid_layout(datamodule: LandCoverDataModule) -> None:
     assert grid.shape == (3, 3 * 128 + 4 * 2, 4 * 128 + 5 * 2)
     assert float(grid.min()) >= 0.0 and float(grid.max()) <= 1.0
     assert torch.equal(grid, generator_grid(task, batch, rows=3, samples=2))
+
+
+#: Each generator loss term and the knob that weights it.
+KNOBS = {
+    "g_gan": "lambda_gan",
+    "g_feat": "lambda_feat",
+    "g_kld": "lambda_kld",
+    "g_stats": "lambda_stats",
+    "g_div": "lambda_div",
+}
+BASE = {"lambda_gan": 1.5, "lambda_feat": 2.0, "lambda_kld": 0.5, "lambda_stats": 0.3}
+
+
+def _generator_losses(
+    dm: LandCoverDataModule, batch: dict[str, Any], **knobs: float
+) -> tuple[float, dict[str, float]]:
+    """The total and the unweighted terms of one seeded generator step (same weights and
+    draws whatever the knobs)."""
+    torch.manual_seed(0)
+    task = make_task(dm, **{**BASE, "lambda_div": 0.7, **knobs})
+    torch.manual_seed(1)
+    total, terms, _ = task.generator_losses(batch["image"], task.onehot(batch["mask"]))
+    return total.item(), {k: v.item() for k, v in terms.items()}
+
+
+def test_every_generator_loss_term_is_weighted_by_its_own_knob(
+    datamodule: LandCoverDataModule,
+) -> None:
+    """The total is the sum of knob x term; raising one knob by 1 moves the total by
+    exactly its own term, and no term changes; a knob at 0 drops its term."""
+    batch = next(iter(datamodule.train_dataloader()))
+    total, terms = _generator_losses(datamodule, batch)
+    assert set(terms) == set(KNOBS)
+    knobs = {**BASE, "lambda_div": 0.7}
+    assert total == pytest.approx(sum(knobs[KNOBS[k]] * v for k, v in terms.items()), rel=1e-5)
+    for term, knob in KNOBS.items():
+        raised, raised_terms = _generator_losses(datamodule, batch, **{knob: knobs[knob] + 1})
+        assert raised_terms == pytest.approx(terms, rel=1e-6), knob
+        assert raised - total == pytest.approx(terms[term], rel=1e-4, abs=1e-6), knob
+    for knob in ("lambda_feat", "lambda_kld", "lambda_stats"):
+        _, dropped = _generator_losses(datamodule, batch, **{knob: 0.0})
+        assert set(dropped) == set(KNOBS) - {next(t for t, k in KNOBS.items() if k == knob)}
+
+
+def test_labelmix_is_weighted_by_its_knob(datamodule: LandCoverDataModule) -> None:
+    """OASIS: the discriminator loss is d_real + d_fake + lambda_labelmix x d_labelmix."""
+    batch = next(iter(datamodule.train_dataloader()))
+    losses = {}
+    for weight in (2.0, 5.0):
+        torch.manual_seed(0)
+        task = make_task(datamodule, discriminator="oasis", lambda_labelmix=weight)
+        onehot = task.onehot(batch["mask"])
+        torch.manual_seed(1)
+        _, _, fakes = task.generator_losses(batch["image"], onehot, batch["mask"])
+        loss, logs = task.discriminator_loss(batch["image"], onehot, fakes, batch["mask"])
+        parts = logs["d_real"] + logs["d_fake"] + weight * logs["d_labelmix"]
+        assert loss.item() == pytest.approx(parts.item(), rel=1e-5)
+        losses[weight] = (loss.item(), logs["d_labelmix"].item())
+    assert losses[2.0][1] == pytest.approx(losses[5.0][1], rel=1e-6) and losses[2.0][1] > 0
+    assert losses[5.0][0] - losses[2.0][0] == pytest.approx(3 * losses[2.0][1], rel=1e-4)
