@@ -319,3 +319,48 @@ def test_mix_settings_defaults_and_errors(
         r"\(a directory of synthetic GeoTIFFs\)$",
     ):
         _mix(dm, {"ratio": 0.5, "source": ""})
+
+
+@pytest.mark.parametrize(
+    "mix",
+    [
+        {"ratio": 1.0, "mode": "replace"},
+        {"ratio": 0.5, "mode": "replace"},
+        {"ratio": 1.0, "mode": "add", "copies": 2},
+        {"ratio": 0.0, "mode": "add", "copies": 1},
+    ],
+    ids=["replace-1", "replace-0.5", "add-x2", "real+add-x1"],
+)
+def test_every_synthetic_patch_comes_from_its_own_masks_tile(
+    toy_root: Path, tmp_path: Path, mix: dict
+) -> None:
+    """Synthetic tiles whose band 0 encodes their tile (10 x (index + 1)) and band 1 their
+    sample (50 + k): every synthetic patch carries the code of the tile its mask was cut
+    from, and a sample the mode allows (add mode: the first ``copies``)."""
+    dm = _datamodule(toy_root, tmp_path, patches_per_epoch=96)
+    dm.setup()
+    tiles = dm.tiles["train"]
+    assert len(tiles) >= 2  # a mix-up between tiles is visible
+    out = tmp_path / "coded"
+    for index, tile in enumerate(tiles):
+        for k in range(3):
+            path = _write_synthetic(out, tile.pair.mask, f"{tile.name}_s{k}", 0)
+            with rasterio.open(path, "r+") as dst:
+                dst.write(np.full(dst.shape, 10 * (index + 1), np.uint8), 1)
+                dst.write(np.full(dst.shape, 50 + k, np.uint8), 2)
+    (out / "manifest.json").write_text("{}")
+    dataset = _mix(dm, {**mix, "source": str(out)})
+    codes = {tile.name: 10 * (index + 1) for index, tile in enumerate(tiles)}
+    samples = {50 + k for k in range(mix.get("copies", 3) if mix["mode"] == "add" else 3)}
+    seen_tiles, seen_samples, synthetic = set(), set(), 0
+    for i in range(len(dataset)):
+        s = dataset[i]
+        if not bool(s["synthetic"]):
+            continue
+        synthetic += 1
+        raw = _raw(s["image"], dm)
+        assert (raw[0] == codes[s["tile"]]).all(), (s["tile"], np.unique(raw[0]))
+        assert len(np.unique(raw[1])) == 1 and int(raw[1, 0, 0]) in samples
+        seen_tiles.add(s["tile"])
+        seen_samples.add(int(raw[1, 0, 0]))
+    assert synthetic >= 20 and seen_tiles == set(codes) and seen_samples == samples
