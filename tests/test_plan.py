@@ -117,3 +117,81 @@ def test_the_graph_order_and_needs(tmp_path: Path) -> None:
     for i, stage in enumerate(stages[7:], start=7):
         source = stage.label.split("-")[2]
         assert needs[i] == [d[source + "synthesis"]]
+
+
+def _overrides(stage: Stage) -> dict[str, str]:
+    """A stage's overrides as key -> value (the last one of a key wins, as in Hydra)."""
+    return dict(o.split("=", 1) for o in stage.overrides)
+
+
+def test_every_arm_gets_its_own_source_checkpoint_and_seed(tmp_path: Path) -> None:
+    """The composed plan of a study (GAN at lambda 0 and 2, the classtexture control,
+    real-only, replace and add runs, 2 seeds), checked as data without running a stage:
+    each mixed run reads the tiles of its own source, each synthesis the last checkpoint
+    of the generator with its lambda, real-only runs read no synthetic tiles, and every
+    run has its seed, ratio and mode, in its overrides and in its composed config."""
+    from hydra import compose, initialize_config_dir
+
+    from synthsat.plan import study_plan
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose(
+            "pipeline",
+            overrides=[
+                f"paths.root={tmp_path}",
+                "pipeline.lambdas=[0.0,2.0]",
+                "pipeline.controls=[classtexture]",
+                "pipeline.ratios=[0.0,0.5]",
+                "pipeline.copies=[1]",
+                "pipeline.add_ratio=0.0",
+                "pipeline.seeds=[3,4]",
+                "pipeline.generator_seed=7",
+                "pipeline.logger=none",
+            ],
+        )
+        plan = study_plan(cfg, "toyworld")
+    results = plan.results
+    gens = {g.label: g for g in plan.waves["generator"]}
+    syns = {s.label: s for s in plan.waves["synthesis"]}
+    assert sorted(gens) == ["lambda0", "lambda2"]
+    assert sorted(syns) == ["classtexture", "lambda0", "lambda2"]
+    for lam, gen in zip((0.0, 2.0), (gens["lambda0"], gens["lambda2"]), strict=True):
+        o = _overrides(gen)
+        assert (float(o["generator.lambda_div"]), o["seed"]) == (lam, "7")
+        syn = _overrides(syns[gen.label])
+        assert syn["ckpt"] == str(gen.directory(results) / "checkpoints" / "last.ckpt")
+        assert "method" not in syn
+    assert _overrides(syns["classtexture"])["method"] == "classtexture"
+    assert "ckpt" not in _overrides(syns["classtexture"])
+
+    segs = plan.waves["segmentation"]
+    arms = [(r["seed"], r["ratio"], r["mode"], r["lambda_div"], r["generator"]) for r in plan.runs]
+    expected = [
+        (seed, ratio, mode, lam, gen)
+        for seed in (3, 4)
+        for ratio, mode, lam, gen in [
+            (0.0, "replace", None, None),
+            (0.5, "replace", 0.0, None),
+            (0.0, "add", 0.0, None),
+            (0.5, "replace", 2.0, None),
+            (0.0, "add", 2.0, None),
+            (0.5, "replace", None, "classtexture"),
+            (0.0, "add", None, "classtexture"),
+        ]
+    ]
+    assert arms == expected and len(segs) == len(expected)
+    for stage, (seed, ratio, mode, lam, gen) in zip(segs, expected, strict=True):
+        o = _overrides(stage)
+        composed = OmegaConf.create(stage.config)
+        assert o["seed"] == str(seed) and composed.seed == seed
+        assert float(o["mix.ratio"]) == ratio and o["mix.mode"] == mode
+        assert (composed.mix.ratio, composed.mix.mode) == (ratio, mode)
+        if lam is None and gen is None:  # real-only
+            assert "mix.source" not in o and composed.mix.source is None
+            continue
+        name = gen or f"lambda{lam:g}"
+        tiles = syns[name].directory(results) / "tiles"
+        assert o["mix.source"] == str(tiles) == str(plan.synthetic[name])
+        assert composed.mix.source == str(tiles)
+        assert stage.params["lambda_div"] == lam and stage.params["generator"] == gen
