@@ -265,6 +265,29 @@ def _budget_lines(
     return lines
 
 
+def runs_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per segmentation run: which weights its numbers come from (the
+    checkpoint scored, ``best`` on validation or ``last``, and its step), its validation
+    mIoU there and its test mIoU; by budget, arm and seed."""
+    lines = [
+        "## Runs (the weights each number comes from)",
+        "",
+        "| training imagery | source | steps | seed | scored | at step | val mIoU | test mIoU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(value: Any) -> str:
+        return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    for budget, budget_rows in split_by_budget(rows).items():
+        for (label, source), arm_rows in group_arms(budget_rows).items():
+            for r in sorted(arm_rows, key=lambda r: r["seed"]):
+                cells = [label, _source_cell(source), cell(budget), cell(r["seed"])]
+                cells += [cell(r.get(k)) for k in ("scored", "scored_step", "val_miou", "miou")]
+                lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def summarise(results_dir: str | Path, mark_paper: bool = False) -> Path:
     """Write summary.csv, report.md and plots for the study in ``results_dir``.
 
@@ -283,6 +306,7 @@ def summarise(results_dir: str | Path, mark_paper: bool = False) -> Path:
     if rows:
         _write_csv(results_dir, rows)
         lines += _results_lines(results_dir, rows, mark_paper)
+        lines += ["", *runs_table(rows)]
     synth = [r for r in load_stages(results_dir, "synthetic_metrics") if r["metrics"]]
     if synth:
         lines += ["", *synthetic_table(results_dir, synth)]

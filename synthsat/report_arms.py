@@ -132,6 +132,7 @@ def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "miou": m["miou"],
             "pixel_accuracy": m.get("pixel_accuracy"),
             "val_miou": m.get("scored_val_miou"),  # the tested checkpoint's
+            "scored": m.get("scored"),  # best (on validation) or last
             "scored_step": m.get("scored_step"),
         }
         if p.get("steps") is not None:  # a learning curve's step budget

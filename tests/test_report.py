@@ -170,7 +170,7 @@ def _paired_study(root: Path) -> None:
 
 def _table_row(report: str, start: str) -> list[str]:
     """The cells of the main (paired) table's row that starts with ``start``."""
-    main = report.split("## Per-class IoU")[0]
+    main = report.split("## Per-class IoU")[0].split("## Runs")[0]
     (line,) = [ln for ln in main.splitlines() if ln.startswith(start)]
     return line.strip("| ").split(" | ")
 
@@ -245,7 +245,7 @@ def test_paired_table_pins_deltas_cis_and_improved(tmp_path: Path) -> None:
         "—",
     ]
     # table order: real-only, replace by ratio (GAN by lambda, then controls), add mode last
-    main = report.split("## Per-class IoU")[0]
+    main = report.split("## Per-class IoU")[0].split("## Runs")[0]
     order = [ln.split(" | ")[:2] for ln in main.splitlines() if ln.startswith("| ")]
     assert order == [
         ["| training imagery", "source"],

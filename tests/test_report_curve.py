@@ -57,6 +57,7 @@ def _study(root: Path, val: dict = VAL) -> None:
                 metrics = {
                     "miou": _test_miou(ratio, v, seed),
                     "pixel_accuracy": 0.9,
+                    "scored": "best",
                     "scored_val_miou": v,
                     "scored_step": steps // 2,
                     "val_curve": [[steps // 2, v], [steps, v - 0.01]],
@@ -119,6 +120,15 @@ def test_the_report_of_a_curve(tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
     assert {"steps", "val_miou", "scored_step"} <= set(rows[0]) and "val_curve" not in rows[0]
     assert sorted({int(r["steps"]) for r in rows}) == [360, 720, 1440, 2880]
+    # every run, with the checkpoint its numbers come from
+    runs = report[report.index("## Runs (the weights each number comes from)") :].splitlines()
+    lines = [ln for ln in runs if ln.startswith("| real-only") or ln.startswith("| 50%")]
+    assert len(lines) == len(rows) == 24
+    v = VAL[(0.5, 0.0)][720][1]  # 360 steps: 6 runs; at 720, real-only seeds 0-2 first
+    assert lines[10] == (
+        f"| 50% synthetic | lambda_div = 0 | 720 | 1 | best | 360 | {v:.4f} | "
+        f"{_test_miou(0.5, v, 1):.4f} |"
+    )
 
 
 def test_the_scored_checkpoint_record() -> None:
