@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,34 @@ def _apply(target: dict[str, Any], item: Any) -> None:
     node[keys[-1]] = json.loads(item.value_json)
 
 
+def complete_records(path: Path, limit_s: float = 600.0) -> list[Any]:
+    """The records of a finished run's file, once W&B's service has written them all.
+
+    ``wandb.finish`` can return before the service process (wandb-core) has flushed the
+    file: on a busy machine a test read it without its ``run`` record. The signal that
+    the file is whole is its ``exit`` record, W&B's last; ``limit_s`` only bounds how long
+    a run that never ends takes to fail.
+    """
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            found = records(path)
+        except Exception:  # noqa: BLE001 - a record still being written: read again
+            found = []
+        if any(r.WhichOneof("record_type") == "exit" for r in found):
+            return found
+        if time.monotonic() > deadline:
+            kinds = [r.WhichOneof("record_type") for r in found]
+            raise AssertionError(f"{path} has no exit record after {limit_s:.0f} s: {kinds}")
+        time.sleep(0.1)
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     """What an offline run holds: ``name``, ``tags``, ``group``, ``job_type``, ``config``
     and ``summary`` (nested dicts) and ``history`` (a list of logged rows)."""
     (path,) = Path(run_dir).glob("run-*.wandb")
     run: dict[str, Any] = {"config": {}, "summary": {}, "history": []}
-    for record in records(path):
+    for record in complete_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
