@@ -2,9 +2,9 @@
 (issue 25, row 2); a stage locked by a pipeline started at the same instant stops the
 other with one line (row 12); no stray job folders (row 13).
 
-The end-to-end test runs a real tiny ``train_segmentation`` stage as a job of
-submitit's local executor, stopped by SIGTERM to its pipeline mid-fit (once its
-``last.ckpt`` exists), then reruns it.
+The end-to-end test runs a real tiny ``train_segmentation`` and ``train_generator``
+stage as a job of submitit's local executor, stopped by SIGTERM to its pipeline mid-fit
+(once its ``last.ckpt`` exists), then reruns it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import submitit
 import torch
+from conftest import tiny_generator_overrides
 from submitit.core.job_environment import SignalHandler
 from submitit.slurm.slurm import SlurmJobEnvironment
 
@@ -99,19 +100,38 @@ def segmentation_stage(toy_root: Path, tmp_path: Path) -> Stage:
     return Stage("segmentation", "run0", "synthsat.train_segmentation", overrides, {})
 
 
+def generator_stage(toy_root: Path, tmp_path: Path) -> Stage:
+    """A tiny ``train_generator`` stage: a validation after every step (a ``last.ckpt``
+    beside each new best), :data:`BUDGET` steps."""
+    overrides = [
+        o for o in tiny_generator_overrides(toy_root, tmp_path, "gen") if "output_dir" not in o
+    ]
+    overrides += [
+        "trainer.val_check_interval=1",
+        "callbacks.samples.every_n_steps=0",
+        "callbacks.progress_log.every_n_steps=1",
+        "+callbacks.slow._target_=slow_steps.SlowSteps",
+        f"trainer.max_steps={BUDGET}",
+    ]
+    return Stage("generator", "run0", "synthsat.train_generator", overrides, {})
+
+
 def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
+@pytest.mark.parametrize("make_stage", [segmentation_stage, generator_stage], ids=["seg", "gen"])
 def test_sigterm_mid_fit_leaves_the_stage_undone_and_the_rerun_trains_to_its_budget(
     toy_root: Path,
     tmp_path: Path,
     on_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    make_stage: Callable[[Path, Path], Stage],
 ) -> None:
     results = tmp_path / "results"
-    stage = segmentation_stage(toy_root, tmp_path)
+    stage = make_stage(toy_root, tmp_path)
+    name = f"{stage.kind}/{stage.label}"
     out = stage.directory(results)
     last = out / "checkpoints" / "last.ckpt"
     record = json.dumps({k: getattr(stage, k) for k in ("kind", "label", "module", "overrides")})
@@ -142,17 +162,20 @@ def test_sigterm_mid_fit_leaves_the_stage_undone_and_the_rerun_trains_to_its_bud
     ran: list[str] = []
     assert run_wave(make_executor("local", results / ".submitit"), [stage], results, 1, ran)
     said = capsys.readouterr().out
-    assert f"[pipeline] resume segmentation/run0 from {last}" in said
-    assert len(ran) == 1 and ran[0].startswith("ran   segmentation/run0")
+    assert f"[pipeline] resume {name} from {last}" in said
+    assert len(ran) == 1 and ran[0].startswith(f"ran   {name}")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == BUDGET  # the stage's final step: its budget
+    assert checkpoint_step(last) == BUDGET  # and last.ckpt holds it
+    assert (out / "done.json").exists()
+    assert sorted(p.name for p in (results / ".submitit").iterdir() if "%" in p.name) == []
+    if stage.kind != "segmentation":
+        return
     # the resumed fit validated after every epoch again (one step each), before the stop
     # (the curve restored from last.ckpt) and after it, and the test scored the best
     steps, values = zip(*metrics["val_curve"])
     assert list(steps) == list(range(1, BUDGET + 1))
     assert metrics["scored_step"] == steps[values.index(max(values))]
-    assert (out / "done.json").exists()
-    assert sorted(p.name for p in (results / ".submitit").iterdir() if "%" in p.name) == []
 
 
 @pytest.fixture()

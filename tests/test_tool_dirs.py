@@ -80,3 +80,16 @@ def test_the_users_own_settings_are_kept(tmp_path: Path, monkeypatch: pytest.Mon
         "WANDB_DATA_DIR": str(tmp_path / "cache" / "wandb" / "data"),
     }
     assert all(os.environ[k] == v for k, v in chosen.items())
+
+
+def test_the_readme_says_where_things_are_written() -> None:
+    """README "Where things are written" names every folder a job writes and every
+    variable that moves one, W&B's and matplotlib's included (:data:`TOOL_DIRS`)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("### Where things are written")
+    section = readme[start : readme.index("\n#", start + 4)]
+    for name in [*TOOL_DIRS, "SYNTHSAT_ROOT", "SYNTHSAT_DATA", "SYNTHSAT_CACHE"]:
+        assert f"`{name}`" in section, name
+    for folder in ("outputs/<job>/<time>/", "results/<NAME>/", ".cache/synthsat/", "`data/`"):
+        assert folder in section, folder
+    assert "Nothing is written to `$HOME`" in section
