@@ -27,6 +27,11 @@ class IncompleteOutput(RuntimeError):
     """A job's outputs are incomplete at its end (e.g. tiles another host was writing)."""
 
 
+class BudgetNotMet(RuntimeError):
+    """Training stopped on its time cap (``trainer.max_time``) before its step budget
+    (``trainer.max_steps``): a run of fewer steps than asked, which a study must not use."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """A training loss (or gradient norm) that is NaN or infinite: training stopped."""
 
@@ -39,10 +44,12 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     IncompleteOutput,
     LockHeld,
     NonFiniteLoss,
+    BudgetNotMet,
 )
 
 __all__ = [
     "USER_ERRORS",
+    "BudgetNotMet",
     "CheckpointError",
     "CheckpointMissing",
     "ConfigError",

@@ -265,6 +265,28 @@ def _budget_lines(
     return lines
 
 
+def generator_table(generators: list[dict[str, Any]]) -> list[str]:
+    """One line per trained generator: its lambda_div, the steps it trained for against
+    its budget (``trainer.max_steps``) and its fit time, so a reader sees that every
+    lambda had the same number of steps."""
+    lines = [
+        "## Generators",
+        "",
+        "| lambda_div | steps | budget | fit time (min) |",
+        "|---|---|---|---|",
+    ]
+    for rec in sorted(generators, key=lambda r: float(r["metrics"].get("lambda_div") or 0)):
+        m = rec["metrics"]
+        budget = m.get("max_steps")
+        fit = m.get("fit_time_s")
+        lines.append(
+            f"| {float(m.get('lambda_div') or 0):g} | {m.get('steps')} | "
+            f"{'—' if budget is None or budget < 0 else budget} | "
+            f"{'—' if fit is None else f'{fit / 60:.1f}'} |"
+        )
+    return lines
+
+
 def runs_table(rows: list[dict[str, Any]]) -> list[str]:
     """One line per segmentation run: which weights its numbers come from (the
     checkpoint scored, ``best`` on validation or ``last``, and its step), its validation
@@ -307,6 +329,9 @@ def summarise(results_dir: str | Path, mark_paper: bool = False) -> Path:
         _write_csv(results_dir, rows)
         lines += _results_lines(results_dir, rows, mark_paper)
         lines += ["", *runs_table(rows)]
+    generators = [r for r in load_stages(results_dir, "generator") if r["metrics"]]
+    if generators:
+        lines += ["", *generator_table(generators)]
     synth = [r for r in load_stages(results_dir, "synthetic_metrics") if r["metrics"]]
     if synth:
         lines += ["", *synthetic_table(results_dir, synth)]

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from synthsat.atomic import write_text
 from synthsat.data.errors import DataError
-from synthsat.errors import USER_ERRORS, ConfigError
+from synthsat.errors import USER_ERRORS, BudgetNotMet, ConfigError
 from synthsat.interrupts import exit_status
 from synthsat.output_checks import check_outputs
 from synthsat.tracking import build_loggers, finish_tracking, keep_tool_dirs
@@ -172,6 +172,27 @@ def save_final_checkpoint(trainer: L.Trainer) -> Path | None:
     return last
 
 
+def check_step_budget(trainer: L.Trainer) -> None:
+    """Raise :class:`~synthsat.errors.BudgetNotMet` when fit stopped on ``max_time``
+    before ``max_steps``: a step budget is what a study compares runs by, so a time cap
+    that cuts it short is a failure of the run, not a shorter run (its ``last.ckpt`` is
+    kept: a rerun with a larger ``trainer.max_time`` resumes from it).
+    """
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    steps, budget = int(trainer.global_step), int(trainer.max_steps)
+    if trainer.interrupted or timer is None or budget < 0 or steps >= budget:
+        return
+    remaining = timer.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise BudgetNotMet(
+            f"trainer.max_time={timer._duration:.0f} s ran out at step {steps} of "
+            f"trainer.max_steps={budget}: the step budget was not met; raise trainer.max_time "
+            "(a safety cap) and rerun to resume from last.ckpt, or lower trainer.max_steps"
+        )
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``auto`` (or None) -> cuda when available, else cpu; anything else as given."""
     import torch
@@ -195,6 +216,7 @@ def fit_record(cfg: DictConfig, trainer: L.Trainer, fit_time: float) -> dict[str
     return {
         "seed": cfg.get("seed"),
         "steps": int(trainer.global_step),
+        "max_steps": int(trainer.max_steps),  # the step budget (-1: none)
         "epochs": int(trainer.current_epoch),
         "fit_time_s": round(fit_time, 1),
     }

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from synthsat import config_dir
 from synthsat.runtime import (
     build_trainer,
+    check_step_budget,
     config_choice,
     finish_run,
     fit_record,
@@ -55,6 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fit_time = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     last = save_final_checkpoint(trainer)
+    check_step_budget(trainer)  # a max_time stop short of max_steps fails the job
     best = getattr(checkpoint, "best_model_path", "") or None
     score = getattr(checkpoint, "best_model_score", None)
     metrics = {

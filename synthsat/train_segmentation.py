@@ -23,6 +23,7 @@ from synthsat import config_dir
 from synthsat.data.synthetic_tiles import describe_source
 from synthsat.runtime import (
     build_trainer,
+    check_step_budget,
     config_choice,
     finish_run,
     fit_record,
@@ -88,6 +89,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     fit_time = time.perf_counter() - start
     last = save_final_checkpoint(trainer)  # the final weights, which test_ckpt=last scores
+    check_step_budget(trainer)  # a max_time stop short of max_steps fails the job
     from synthsat.callbacks import ValidationCurve  # lightning: loaded when the job runs
 
     # the curve as fit left it (testing a checkpoint restores the callbacks' saved state)
