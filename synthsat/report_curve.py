@@ -52,7 +52,8 @@ def plateau_budget(rows: list[dict[str, Any]], gain: float = PLATEAU_GAIN) -> in
     """The smallest budget ``b`` with a budget of at least ``2 b`` after it in the study
     such that, going to the next such budget, no arm's mean validation mIoU (over its
     seeds) rises by ``gain`` or more; None when no budget qualifies (not converged, or
-    fewer than two budgets). Every arm must have runs at both budgets."""
+    fewer than two budgets). Every arm must have runs at both budgets; where the two
+    budgets ran different seeds, the rise is the mean over the seeds they share."""
     curves = arm_curves(rows, VAL_KEY)
     budgets = sorted({b for c in curves.values() for b in c})
     for b in budgets:
@@ -61,11 +62,21 @@ def plateau_budget(rows: list[dict[str, Any]], gain: float = PLATEAU_GAIN) -> in
             return None
         nxt = later[0]
         if all(b in c and nxt in c for c in curves.values()) and all(
-            np.mean(list(c[nxt].values())) - np.mean(list(c[b].values())) < gain
-            for c in curves.values()
+            _rise(c[b], c[nxt]) < gain for c in curves.values()
         ):
             return b
     return None
+
+
+def _rise(before: dict[int, float], after: dict[int, float]) -> float:
+    """The mean rise from ``before`` to ``after`` (values by seed) over the seeds both
+    have; over all their seeds (difference of means) when they share none."""
+    common = sorted(set(before) & set(after))
+    if common:
+        rise = np.mean([after[s] - before[s] for s in common])
+    else:
+        rise = np.mean(list(after.values())) - np.mean(list(before.values()))
+    return round(float(rise), 12)  # a rise of exactly `gain` counts, whatever the rounding
 
 
 def paired_by_budget(

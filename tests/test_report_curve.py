@@ -142,3 +142,28 @@ def test_the_scored_checkpoint_record() -> None:
     assert scored_record("last", "", 500, curve)["scored_val_miou"] is None
     none = scored_record("best", "", 10, [])
     assert (none["scored"], none["scored_step"], none["val_curve"]) == ("last", 10, [])
+
+
+def test_the_plateau_rise_is_paired_by_seed_when_budgets_ran_different_seeds(
+    tmp_path: Path,
+) -> None:
+    """2880 with seeds 0-2, 5760 with seeds 0-1 only: the rise is the mean over seeds 0
+    and 1 (+0.005: a plateau at 2880), not the difference of the means (+0.015, which the
+    lower seed 2 left out would make)."""
+    val = {arm: dict(b) for arm, b in VAL.items()}
+    for arm in val:
+        val[arm][720] = tuple(v + 0.05 for v in val[arm][720])  # no plateau before 2880
+        val[arm][1440] = tuple(v + 0.05 for v in val[arm][1440])
+        val[arm][2880] = (0.60, 0.60, 0.56)
+    _study(tmp_path, val)
+    rows = [r for r in _rows(tmp_path) if not (r["steps"] == 2880 and r["seed"] == 2)]
+    for arm in val:  # 5760: seeds 0 and 1 only, each +0.005
+        for seed in (0, 1):
+            row = next(
+                r
+                for r in rows
+                if r["steps"] == 2880 and r["seed"] == seed and (r["ratio"], r["lambda_div"]) == arm
+            )
+            rows.append({**row, "steps": 5760, "val_miou": row["val_miou"] + 0.005})
+    rows += [r for r in _rows(tmp_path) if r["steps"] == 2880 and r["seed"] == 2]
+    assert plateau_budget(rows) == 2880
