@@ -103,6 +103,41 @@ def _write_csv(results_dir: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+#: summary.csv's columns that are not floats, by type (the rest: floats, "" for None).
+_CSV_TYPES: dict[str, type] = {
+    "generator": str,
+    "mode": str,
+    "label": str,
+    "scored": str,
+    "copies": int,
+    "seed": int,
+    "scored_step": int,
+    "steps": int,
+}
+
+
+def read_summary(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a study's ``summary.csv`` as :func:`~synthsat.report_arms.summary_rows`
+    made them (typed; empty cells None; ``source`` from ``lambda_div`` and ``generator``;
+    no ``val_curve``): a finished study's runs, e.g. committed from another machine, to
+    report beside new ones."""
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for key, text in raw.items():
+                kind = _CSV_TYPES.get(key, float)
+                row[key] = None if text == "" else kind(float(text) if kind is int else text)
+            generator = row.get("generator")
+            params = {
+                **row,
+                "generator": None if generator in (None, "none", "gan") else generator,
+            }
+            row["source"] = run_source(params)
+            rows.append(row)
+    return rows
+
+
 def _source_cell(source: str) -> str:
     return source or "—"
 

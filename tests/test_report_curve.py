@@ -167,3 +167,17 @@ def test_the_plateau_rise_is_paired_by_seed_when_budgets_ran_different_seeds(
             rows.append({**row, "steps": 5760, "val_miou": row["val_miou"] + 0.005})
     rows += [r for r in _rows(tmp_path) if r["steps"] == 2880 and r["seed"] == 2]
     assert plateau_budget(rows) == 2880
+
+
+def test_a_summary_csv_reads_back_as_the_rows_it_was_written_from(tmp_path: Path) -> None:
+    """read_summary undoes summary.csv: the same rows, typed, with their source (a study
+    run in parts on different machines reports the committed runs beside new ones)."""
+    from synthsat.report import read_summary
+
+    _study(tmp_path)
+    rows = _rows(tmp_path)
+    summarise(tmp_path)
+    back = read_summary(tmp_path / "summary.csv")
+    assert back == [{k: v for k, v in r.items() if k != "val_curve"} for r in rows]
+    assert {r["source"] for r in back} == {"", "lambda_div = 0"}
+    assert plateau_budget(back) == plateau_budget(rows) == 1440
