@@ -60,6 +60,33 @@ def tiny_generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[s
     ]
 
 
+def toy_data_overrides(toy_root: Path) -> list[str]:
+    """The 4-tile, 128 px toy world read as is: one 128 px chip per evaluated tile."""
+    return [
+        f"data.source.root={toy_root}",
+        "data.source.tiles=4",
+        "data.source.size=128",
+        "data.num_workers=0",
+        "data.eval_chip_size=128",
+    ]
+
+
+def tiny_segmentation_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[str]:
+    """Hydra overrides of a tiny in-process ``train_segmentation`` run on the toy world
+    into ``tmp_path / run`` (64 px patches, the tiny network, no logger). Tests append
+    what they vary (steps, validation interval, callbacks, seed, ...)."""
+    return [
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.output_dir={tmp_path / run}",
+        *toy_data_overrides(toy_root),
+        "data.patch_size=64",
+        "data.patches_per_epoch=240",
+        "segmentation=tiny",
+        "logger=none",
+    ]
+
+
 def segmentation_multirun(work: Path, toy_root: Path, *sweep: str) -> tuple[Path, list[Path]]:
     """Run ``python -m synthsat.train_segmentation -m <sweep>`` from ``work`` as a user
     types it (no ``hydra.sweep.dir``), with the tiny toy-world settings appended.
@@ -71,11 +98,7 @@ def segmentation_multirun(work: Path, toy_root: Path, *sweep: str) -> tuple[Path
     import sys
 
     tiny = [
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        "data.num_workers=0",
-        "data.eval_chip_size=128",
+        *toy_data_overrides(toy_root),
         "data.patch_size=64",
         "data.patches_per_epoch=8",
         "segmentation=tiny",

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_generator_overrides
+from conftest import tiny_generator_overrides, tiny_segmentation_overrides
 from hydra import compose, initialize_config_dir
 
 from synthsat.errors import USER_ERRORS, BudgetNotMet
@@ -87,18 +87,7 @@ def test_a_time_cap_that_cuts_a_segmentation_run_fails_it(toy_root: Path, tmp_pa
         cfg = compose(
             "train_segmentation",
             overrides=[
-                f"paths.root={tmp_path}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"paths.output_dir={tmp_path / 'seg'}",
-                f"data.source.root={toy_root}",
-                "data.source.tiles=4",
-                "data.source.size=128",
-                "data.num_workers=0",
-                "data.eval_chip_size=128",
-                "data.patch_size=64",
-                "data.patches_per_epoch=240",
-                "segmentation=tiny",
-                "logger=none",
+                *tiny_segmentation_overrides(toy_root, tmp_path, "seg"),
                 "trainer.max_steps=6",
                 "trainer.max_time=00:00:00:01",
                 SLOW,

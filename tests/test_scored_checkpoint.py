@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from conftest import tiny_segmentation_overrides
 from hydra import compose, initialize_config_dir
 
 from synthsat.train_segmentation import train
@@ -38,19 +39,8 @@ def _run(toy_root: Path, tmp_path: Path, test_ckpt: str) -> dict[str, Any]:
         cfg = compose(
             "train_segmentation",
             overrides=[
-                f"paths.root={tmp_path}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"paths.output_dir={run}",
-                f"data.source.root={toy_root}",
-                "data.source.tiles=4",
-                "data.source.size=128",
-                "data.num_workers=0",
-                "data.eval_chip_size=128",
-                "data.patch_size=64",
+                *tiny_segmentation_overrides(toy_root, tmp_path, test_ckpt),
                 "data.batch_size=8",
-                "data.patches_per_epoch=240",
-                "segmentation=tiny",
-                "logger=none",
                 f"trainer.max_steps={STEPS}",
                 f"trainer.val_check_interval={EVERY}",
                 "trainer.check_val_every_n_epoch=null",
