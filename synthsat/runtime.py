@@ -168,7 +168,7 @@ def save_final_checkpoint(trainer: L.Trainer) -> Path | None:
     last = Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}"
     if trainer.interrupted:
         return last if last.exists() else None
-    trainer.save_checkpoint(last, weights_only=False)  # the whole state: a run resumes from it
+    trainer.save_checkpoint(last)  # Lightning's default: the whole state a resumed run needs
     return last
 
 
