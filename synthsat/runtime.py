@@ -187,7 +187,7 @@ def check_step_budget(trainer: L.Trainer) -> None:
     remaining = timer.time_remaining()
     if remaining is not None and remaining <= 0:
         raise BudgetNotMet(
-            f"trainer.max_time={timer._duration:.0f} s ran out at step {steps} of "
+            f"trainer.max_time={timer.time_elapsed() + remaining:.0f} s ran out at step {steps} of "
             f"trainer.max_steps={budget}: the step budget was not met; raise trainer.max_time "
             "(a safety cap) and rerun to resume from last.ckpt, or lower trainer.max_steps"
         )
