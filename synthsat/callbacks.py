@@ -335,7 +335,9 @@ class StopOnSigterm(L.Callback):
     the epoch before it raises its ``SIGTERMException``; this raises it after the step,
     carrying the step reached (``.step``), so the job exits at once as interrupted
     (:mod:`synthsat.interrupts`), leaving its ``last.ckpt`` to resume from. Under DDP
-    Lightning itself checks after every step, on every rank at once: left to it.
+    Lightning itself checks after every step, on every rank at once: left to it. When
+    Lightning raises first (a SIGTERM during validation stops it between evaluation
+    batches), :meth:`on_exception` stamps the step reached on its exception as well.
     """
 
     def on_train_batch_end(
@@ -352,3 +354,11 @@ class StopOnSigterm(L.Callback):
             stop = SIGTERMException()
             stop.step = int(trainer.global_step)  # type: ignore[attr-defined]
             raise stop
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and getattr(exception, "step", None) is None:
+            exception.step = int(trainer.global_step)  # type: ignore[attr-defined]
