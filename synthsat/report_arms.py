@@ -114,6 +114,23 @@ def run_params(rec: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+#: The end of a run's curve: its validations after this fraction of its last step.
+TAIL_FROM = 0.75
+
+
+def end_of_curve(curve: list[list[float]] | list[tuple[int, float]] | None) -> float | None:
+    """The mean validation mIoU of a run over the last quarter of its steps: the
+    validations at steps above :data:`TAIL_FROM` times its last validated step (the step
+    it stopped at, under early stopping); None without a curve."""
+    if not curve:
+        return None
+    last = max(int(s) for s, _ in curve)
+    tail = [float(v) for s, v in curve if int(s) > TAIL_FROM * last] or [
+        float(v) for s, v in curve if int(s) == last
+    ]
+    return float(np.mean(tail))
+
+
 def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One summary.csv row per segmentation record that has metrics (the source of its
     synthetic imagery read from the tiles' manifest, see :func:`run_params`)."""
@@ -137,6 +154,7 @@ def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         if p.get("steps") is not None:  # a learning curve's step budget
             row["steps"] = int(p["steps"])
+        row["val_end"] = end_of_curve(m.get("val_curve"))  # the curve's level at its end
         row["val_curve"] = m.get("val_curve")  # plotted, not a summary.csv column
         for name, iou in scored_iou(m).items():
             row[f"iou/{name}"] = iou

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from synthsat.report import summarise
-from synthsat.report_arms import summary_rows
-from synthsat.report_curve import paired_by_budget, plateau_budget
+from synthsat.report_arms import end_of_curve, summary_rows
+from synthsat.report_curve import paired_by_budget, plateau_budget, plateau_key
 from synthsat.train_segmentation import scored_record
 
 #: (ratio, lambda) -> budget -> validation mIoU of seeds 0, 1, 2. Real-only gains 0.05
@@ -112,13 +112,16 @@ def test_the_report_of_a_curve(tmp_path: Path) -> None:
     )
     cells = row.strip("| ").split(" | ")
     assert cells[3] == "3" and cells[4] == "0.5050 ± 0.0100"
-    assert cells[7] == "+0.0300 [+0.0052, +0.0548] 3/3"
+    assert cells[5] == "0.4950 ± 0.0100"  # val end: the curve's last step (v - 0.01)
+    assert cells[8] == "+0.0300 [+0.0052, +0.0548] 3/3"
+    assert "raises no arm's mean validation mIoU (val end) by 0.01" in report
     for budget in (360, 720, 1440, 2880):
         assert f"## At {budget} steps" in report
     for png in ("learning_curve.png", "delta_vs_steps.png", "miou_vs_ratio.png"):
         assert (tmp_path / png).stat().st_size > 1000
     rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
-    assert {"steps", "val_miou", "scored_step"} <= set(rows[0]) and "val_curve" not in rows[0]
+    assert {"steps", "val_miou", "val_end", "scored_step"} <= set(rows[0])
+    assert "val_curve" not in rows[0]
     assert sorted({int(r["steps"]) for r in rows}) == [360, 720, 1440, 2880]
     # every run, with the checkpoint its numbers come from
     runs = report[report.index("## Runs (the weights each number comes from)") :].splitlines()
@@ -181,3 +184,32 @@ def test_a_summary_csv_reads_back_as_the_rows_it_was_written_from(tmp_path: Path
     assert back == [{k: v for k, v in r.items() if k != "val_curve"} for r in rows]
     assert {r["source"] for r in back} == {"", "lambda_div = 0"}
     assert plateau_budget(back) == plateau_budget(rows) == 1440
+
+
+def test_the_end_of_a_curve_is_the_mean_of_its_last_quarter() -> None:
+    curve = [[120 * i, 0.40 + 0.01 * i] for i in range(1, 13)]  # to step 1440
+    # steps above 1080: 1200, 1320, 1440 -> 0.50, 0.51, 0.52
+    assert end_of_curve(curve) == pytest.approx(0.51)
+    stopped = [[120, 0.3], [240, 0.5], [360, 0.45], [480, 0.44]]  # early stopped at 480
+    assert end_of_curve(stopped) == pytest.approx(0.44)  # only 480 is above 360
+    assert end_of_curve([[360, 0.4]]) == pytest.approx(0.4)
+    assert end_of_curve([]) is None and end_of_curve(None) is None
+
+
+def test_the_plateau_compares_the_curves_level_not_the_best_of_more_noisy_validations(
+    tmp_path: Path,
+) -> None:
+    """At 2880 steps each run validates twice as often as at 1440, and one lucky
+    validation lifts its best by 0.03 while the level it trains to rises by 0.002: the
+    best says "still rising", the end of the curve says "plateau at 1440"."""
+    _study(tmp_path)
+    rows = _rows(tmp_path)
+    for r in rows:
+        if r["steps"] == 2880:
+            r["val_miou"] = r["val_miou"] + 0.03  # a noisy maximum
+    assert plateau_budget(rows, key="val_miou") is None
+    assert plateau_key(rows) == "val_end" and plateau_budget(rows) == 1440
+    # an older summary.csv without curves: the best, for the whole study
+    for r in rows[:1]:
+        r["val_end"] = None
+    assert plateau_key(rows) == "val_miou" and plateau_budget(rows) is None
