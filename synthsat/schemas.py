@@ -20,7 +20,8 @@ That happens before the job's module runs any code of its own, so before any dat
 
 Schemas: ``mix`` (train_segmentation), ``generator`` and its ``net`` (train_generator),
 ``segmentation`` (train_segmentation), ``synthesize`` (the job's top-level keys and
-``classtexture``; open: other top-level keys are untouched), ``train_segmentation``
+``classtexture``; open: other top-level keys are untouched), ``layouts`` (the layouts
+job's top-level keys), ``train_segmentation``
 (its top-level ``seed`` and ``test_ckpt``), ``run`` (the other jobs' ``seed``),
 ``trainer`` (the training jobs' step and epoch budgets: never 0) and ``data`` (batch
 sizes, patch and chip sizes, ``scale``; every job that reads data). ``_target_`` keys
@@ -55,6 +56,7 @@ METHODS = ("generator", "classtexture", "classcolour")
 STYLES = ("random", "encoder", "auto")
 STYLE_SCOPES = ("tile", "chip")
 TEST_CKPTS = ("best", "last")
+LAYOUT_METHODS = ("recombine", "learned")
 
 
 # -- value nodes that check ranges and choices ---------------------------------------------
@@ -349,6 +351,19 @@ class SynthesizeSchema:
     classtexture: ClassTextureSchema = field(default_factory=ClassTextureSchema)
 
 
+@dataclass
+class LayoutsSchema:
+    """Top-level keys of ``conf/layouts.yaml`` (open: the others are untouched)."""
+
+    seed: int | None = whole(0, optional=True)
+    method: str = choice(*LAYOUT_METHODS)
+    n: int = whole(1)
+    out: str = MISSING
+    splits: list[str] = MISSING
+    size: Any = MISSING  # null, N or [H, W] (checked by the job)
+    prefix: str = MISSING
+
+
 def open_schema(schema: type) -> DictConfig:
     """``schema``'s typed fields in an untyped (open) config: merged at the top of a job's
     config, it types these keys and leaves the job's other keys (groups, ``hydra``, an
@@ -363,6 +378,7 @@ SCHEMAS: dict[str, Callable[[], Any]] = {
     "generator": lambda: GeneratorSchema,
     "segmentation": lambda: SegmentationSchema,
     "synthesize": lambda: open_schema(SynthesizeSchema),
+    "layouts": lambda: open_schema(LayoutsSchema),
     "train_segmentation": lambda: open_schema(TrainSegmentationSchema),
     "run": lambda: open_schema(RunSchema),
     "trainer": lambda: open_schema(TrainerSchema),

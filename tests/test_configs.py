@@ -32,9 +32,15 @@ JOBS = (
     "evaluate_synthetic",
     "pipeline",
 )
-#: Config groups of the jobs (``hydra`` and ``paths`` have a single option each).
+#: Config groups of the jobs (``hydra`` and ``paths`` have a single option each; ``layouts``
+#: holds the layouts job's per-method blocks, each loaded under its own key, not a choice:
+#: tests/test_layouts_job.py composes them).
 GROUPS = tuple(
-    sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "paths"))
+    sorted(
+        d.name
+        for d in CONF.iterdir()
+        if d.is_dir() and d.name not in ("hydra", "paths", "layouts")
+    )
 )
 #: Data metadata as a datamodule's ``metadata()`` gives it (the toy world's classes).
 METADATA: dict[str, Any] = {
