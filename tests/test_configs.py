@@ -37,9 +37,7 @@ JOBS = (
 #: tests/test_layouts_job.py composes them).
 GROUPS = tuple(
     sorted(
-        d.name
-        for d in CONF.iterdir()
-        if d.is_dir() and d.name not in ("hydra", "paths", "layouts")
+        d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "paths", "layouts")
     )
 )
 #: Data metadata as a datamodule's ``metadata()`` gives it (the toy world's classes).

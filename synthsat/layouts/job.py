@@ -121,7 +121,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "settings": settings,
         "synthesize": synthesize_command(cfg, out),
     }
-    write_layouts(out, names, layouts, training, record, infos)
+    extent = [p.mask for p in source.all_pairs()]
+    write_layouts(out, names, layouts, training, record, infos, extent)
     metrics_path = None
     if cfg.metrics.enabled:
         from synthsat.metrics.layout import compare_layouts

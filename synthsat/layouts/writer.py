@@ -88,11 +88,11 @@ def layout_transforms(
     for path in others:
         other = raster_info(path)
         for corner in ((other.width, 0), (other.width, other.height)):
-            col, _ = inverse * (other.transform * corner)
+            col, _ = inverse @ (other.transform @ corner)
             east = max(east, col)
     step = shape[1] * 2
     start = int(np.ceil(east)) + shape[1]
-    return info.crs, [info.transform * Affine.translation(start + i * step, 0) for i in range(n)]
+    return info.crs, [info.transform @ Affine.translation(start + i * step, 0) for i in range(n)]
 
 
 def _write_raster(path: Path, array: np.ndarray, profile: Mapping[str, Any]) -> None:
@@ -111,8 +111,11 @@ def write_layouts(
     training: TrainingMasks,
     record: Mapping[str, Any],
     infos: Sequence[Mapping[str, Any]],
+    extent: Sequence[Path] = (),
 ) -> Path:
-    """Write ``layouts`` (and their placeholder images, splits and record) into ``out``.
+    """Write ``layouts`` (and their placeholder images, splits and record) into ``out``,
+    placed east of the masks of ``extent`` (every tile of the data; default: the
+    training masks).
 
     Returns:
         the record's path (``out/layouts.json``).
@@ -120,7 +123,7 @@ def write_layouts(
     check_out(out)
     shape = layouts[0].shape
     crs, transforms = layout_transforms(
-        training.mask_paths[0], training.mask_paths, shape, len(layouts)
+        training.mask_paths[0], list(extent) or training.mask_paths, shape, len(layouts)
     )
     colours, image_dtype = class_colours(training)
     for sub in ("images", "masks"):
