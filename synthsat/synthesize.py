@@ -294,6 +294,11 @@ def _real_tiles(cfg: DictConfig, splits: list[str], key: str) -> tuple[Any, list
     unknown = sorted(set(splits) - set(datamodule.tiles))
     if unknown:
         raise ConfigError(f"{key}={splits}: must name splits of {sorted(datamodule.tiles)}")
+    from synthsat.data.raster_io import refuse_placeholder
+
+    for s in splits:
+        for tile in datamodule.tiles[s]:
+            refuse_placeholder(tile.pair.image, f"method={cfg.method} ({key})")
     tiles = [(t.image, t.mask) for s in splits for t in datamodule.tiles[s]]
     if not tiles:
         raise DataError(f"{datamodule.source.describe()}: no tiles in splits {splits}")

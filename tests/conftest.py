@@ -31,6 +31,7 @@ JOBS = (
     "evaluate",
     "evaluate_synthetic",
     "pipeline",
+    "layouts",
 )
 
 

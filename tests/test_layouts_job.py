@@ -16,7 +16,9 @@ from omegaconf import DictConfig
 
 from synthsat import config_dir, schemas
 from synthsat.data import PairedRasterSource, toyworld
+from synthsat.data.errors import DataError
 from synthsat.data.masks import MaskReader
+from synthsat.data.raster_io import refuse_placeholder
 from synthsat.errors import ConfigError
 from synthsat.layouts import job
 
@@ -81,6 +83,19 @@ def test_recombine_writes_a_data_folder_synthesize_reads(toy_root: Path, tmp_pat
     assert done["tiles_written"] == 3
     with rasterio.open(tmp_path / "synthetic" / "layout_00001_s0.tif") as tile:
         assert (tile.count, tile.width, tile.height, tile.crs) == (4, 96, 96, crs)
+    assert "style=random" in words  # the images are placeholders: no style is encoded
+
+    # nothing reads the placeholder images as imagery: no encoder, no control's colours
+    image = out / "images" / "layout_00001.tif"
+    with pytest.raises(DataError, match="a placeholder image .* style=encoder needs real"):
+        refuse_placeholder(image, "style=encoder")
+    refuse_placeholder(toy_root / "images" / "tile_000.tif", "style=encoder")  # real: fine
+    control = _compose(
+        "synthesize", tmp_path, "data=rasters", *data, "method=classcolour",
+        f"out={tmp_path / 'colours'}", "trainer=cpu", "logger=none", "data.num_workers=0",
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"placeholder image .* method=classcolour"):
+        synthesize(control)
 
 
 def test_learned_writes_valid_masks(toy_root: Path, tmp_path: Path) -> None:

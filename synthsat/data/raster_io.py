@@ -42,6 +42,25 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
         raise DataError(f"{path}: cannot read raster ({err})") from err
 
 
+#: GeoTIFF tag of an image that holds no imagery, only a stand-in that makes a folder of
+#: masks a data folder (the layouts job's class-colour paintings): nothing may learn from
+#: it or encode it.
+PLACEHOLDER_TAG = "SYNTHSAT_PLACEHOLDER"
+
+
+def refuse_placeholder(path: str | Path, needs: str) -> None:
+    """Raise :class:`DataError` when the image ``path`` is a placeholder (it carries
+    :data:`PLACEHOLDER_TAG`): ``needs`` says what wanted real imagery from it."""
+    with open_raster(path) as src:
+        made_by = src.tags().get(PLACEHOLDER_TAG)
+    if made_by is not None:
+        raise DataError(
+            f"{path}: a placeholder image ({made_by}), not imagery, but {needs} needs "
+            "real imagery; render layouts with style=random, and take textures or colours "
+            "from the real data"
+        )
+
+
 def raster_info(path: str | Path) -> RasterInfo:
     """Read only the header of ``path``."""
     with open_raster(path) as src:

@@ -15,3 +15,7 @@ unchanged.
 
 The layout metrics are :mod:`synthsat.metrics.layout`.
 """
+
+from synthsat.layouts.job import main
+
+__all__ = ["main"]

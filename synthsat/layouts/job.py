@@ -70,7 +70,8 @@ def synthesize_command(cfg: DictConfig, out: Path) -> str:
     if data.get("band_names"):
         parts.append(f"'data.band_names=[{','.join(str(b) for b in data.band_names)}]'")
     parts.append(f"'data.rgb_bands=[{','.join(str(b) for b in data.rgb_bands)}]'")
-    return " ".join([*parts, "ckpt=<generator checkpoint>", "out=<synthetic dir>"])
+    # the folder's images are placeholders: a style drawn at random, never encoded
+    return " ".join([*parts, "style=random", "ckpt=<generator checkpoint>", "out=<synthetic dir>"])
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -6,7 +6,8 @@
                               training masks' CRS and pixel size, east of their extent
     <out>/images/<name>.tif   the layout in its classes' mean training colours, in the
                               training images' bands and dtype: a placeholder that makes
-                              <out> an image / mask data folder (synthesize replaces it)
+                              <out> an image / mask data folder (synthesize replaces it;
+                              tagged, so that no encoder or control reads it as imagery)
     <out>/splits.json         every layout in ``train`` (no val / test)
     <out>/layouts.json        the run's settings and what made each layout
 
@@ -26,7 +27,7 @@ from rasterio.transform import Affine
 
 from synthsat.atomic import write_text, write_with
 from synthsat.data.errors import DataError
-from synthsat.data.raster_io import raster_info, read_raster
+from synthsat.data.raster_io import PLACEHOLDER_TAG, raster_info, read_raster
 from synthsat.layouts.training import TrainingMasks
 
 #: The record of a layouts folder.
@@ -95,10 +96,14 @@ def layout_transforms(
     return info.crs, [info.transform @ Affine.translation(start + i * step, 0) for i in range(n)]
 
 
-def _write_raster(path: Path, array: np.ndarray, profile: Mapping[str, Any]) -> None:
+def _write_raster(
+    path: Path, array: np.ndarray, profile: Mapping[str, Any], tags: Mapping[str, str] | None = None
+) -> None:
     def write(tmp: Path) -> None:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(array)
+            if tags:
+                dst.update_tags(**tags)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_with(path, write)
@@ -156,6 +161,7 @@ def write_layouts(
             out / "images" / f"{name}.tif",
             image,
             {**base, "count": image.shape[0], "dtype": image_dtype, "photometric": "minisblack"},
+            tags={PLACEHOLDER_TAG: "the layouts job's class colours"},
         )
     splits = {"train": list(names), "val": [], "test": []}
     write_text(out / "splits.json", json.dumps(splits, indent=2) + "\n")

@@ -44,7 +44,7 @@ from torch import Tensor
 from synthsat.data.checks import check_pair_headers, invalid_pixels
 from synthsat.data.errors import DataError
 from synthsat.data.masks import MaskFile, MaskReader
-from synthsat.data.raster_io import open_raster, raster_info
+from synthsat.data.raster_io import open_raster, raster_info, refuse_placeholder
 from synthsat.data.tiles import TilePair
 from synthsat.models.noise import NoiseField
 from synthsat.models.spade import mask_to_onehot
@@ -213,6 +213,7 @@ class TileSynthesizer(SynthesizerBase):
                     + ("" if self.style == "encoder" else " and dtype=null need one")
                 )
             if self.style == "encoder":  # the same grid checks as training
+                refuse_placeholder(request.image, "style=encoder")
                 check_pair_headers(
                     TilePair(request.tile, request.image, request.mask),
                     self.generator.out_bands,
