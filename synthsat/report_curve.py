@@ -38,8 +38,8 @@ VAL_END_KEY = "val_end"
 
 
 def plateau_key(rows: list[dict[str, Any]]) -> str:
-    """The validation column the plateau rule compares: ``val_end`` when every run with a
-    budget has it, else ``val_miou``."""
+    """The validation column the plateau rule compares for ``rows`` (e.g. the runs of two
+    budgets): ``val_end`` when every run with a budget has it, else ``val_miou``."""
     budgeted = [r for r in rows if r.get("steps") is not None]
     if budgeted and all(r.get(VAL_END_KEY) is not None for r in budgeted):
         return VAL_END_KEY
@@ -73,17 +73,22 @@ def plateau_budget(
 ) -> int | None:
     """The smallest budget ``b`` with a budget of at least ``2 b`` after it in the study
     such that, going to the next such budget, no arm's mean validation mIoU (over its
-    seeds; ``key``, by default :func:`plateau_key`) rises by ``gain`` or more; None when
-    no budget qualifies (not converged, or fewer than two budgets). Every arm must have
-    runs at both budgets; where the two budgets ran different seeds, the rise is the mean
-    over the seeds they share."""
-    curves = arm_curves(rows, key or plateau_key(rows))
-    budgets = sorted({b for c in curves.values() for b in c})
+    seeds) rises by ``gain`` or more; None when no budget qualifies (not converged, or
+    fewer than two budgets). Every arm must have runs at both budgets; where the two
+    budgets ran different seeds, the rise is the mean over the seeds they share.
+
+    The validation mIoU is ``key``, or by default, for each pair of budgets,
+    :func:`plateau_key` of their runs: the end of the curve where every run of both
+    budgets recorded its curve (a study joined from runs with and without curves still
+    compares curve ends where it can), else the best."""
+    budgets = sorted({int(r["steps"]) for r in rows if r.get("steps") is not None})
     for b in budgets:
         later = [n for n in budgets if n >= 2 * b]
         if not later:
             return None
         nxt = later[0]
+        pair = [r for r in rows if r.get("steps") in (b, nxt)]
+        curves = arm_curves(pair, key or plateau_key(pair))
         if all(b in c and nxt in c for c in curves.values()) and all(
             _rise(c[b], c[nxt]) < gain for c in curves.values()
         ):
@@ -141,7 +146,7 @@ def curve_table(rows: list[dict[str, Any]]) -> list[str]:
     val, test = arm_curves(rows, VAL_KEY), arm_curves(rows, "miou")
     end = arm_curves(rows, VAL_END_KEY)
     dval, dtest = paired_by_budget(rows, key), paired_by_budget(rows, "miou")
-    plateau = plateau_budget(rows, key=key)
+    plateau = plateau_budget(rows)
     lines = [
         "## Learning curve (segmentation step budgets)",
         "",
@@ -171,10 +176,14 @@ def curve_table(rows: list[dict[str, Any]]) -> list[str]:
                 _delta_cell(dtest.get(arm, {}).get(budget)),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    which = (
+        "val end"
+        if key == VAL_END_KEY
+        else "val end where both budgets' runs recorded their curve, else val best"
+    )
     rule = (
         f"the smallest budget at which doubling the steps raises no arm's mean validation "
-        f"mIoU ({'val end' if key == VAL_END_KEY else 'val best: these runs recorded no curve'}"
-        f") by {PLATEAU_GAIN} or more"
+        f"mIoU ({which}) by {PLATEAU_GAIN} or more"
     )
     lines += [
         "",

@@ -209,7 +209,11 @@ def test_the_plateau_compares_the_curves_level_not_the_best_of_more_noisy_valida
             r["val_miou"] = r["val_miou"] + 0.03  # a noisy maximum
     assert plateau_budget(rows, key="val_miou") is None
     assert plateau_key(rows) == "val_end" and plateau_budget(rows) == 1440
-    # an older summary.csv without curves: the best, for the whole study
-    for r in rows[:1]:
-        r["val_end"] = None
+    # a run of 1440 without its curve (an older summary.csv): that pair compares the best
+    next(r for r in rows if r["steps"] == 1440)["val_end"] = None
     assert plateau_key(rows) == "val_miou" and plateau_budget(rows) is None
+    # ... while a pair whose runs all recorded their curve compares the ends: 720 -> 1440
+    # does not enter, 1440 -> 2880 does once 360 / 720 stand without curves
+    for r in rows:
+        r["val_end"] = None if r["steps"] in (360, 720) else r["val_end"] or r["val_miou"] - 0.01
+    assert plateau_budget(rows) == 1440
