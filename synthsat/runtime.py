@@ -322,9 +322,30 @@ def _report_user_errors(main: Callable[[DictConfig], Any], cfg: DictConfig) -> A
         message = str(err).strip() or type(err).__name__
         if isinstance(err, OmegaConfBaseException):
             message = message.splitlines()[0]
+        if isinstance(err, DataError):
+            message += shared_data_hint(cfg, message)
         print(f"error: {message}", file=sys.stderr, flush=True)
         print("(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def shared_data_hint(cfg: DictConfig, message: str) -> str:
+    """How to point the jobs at the shared data folder, for a message about a missing
+    file or folder under it (``paths.shared_dir``, e.g. ``data=dubai``), else ``""``.
+
+    The default ``<paths.root>/../shared/data`` holds only in the repository's own layout;
+    from anywhere else the data is found through ``SYNTHSAT_SHARED`` or the override.
+    """
+    try:
+        shared = OmegaConf.select(cfg, "paths.shared_dir", default=None, throw_on_missing=False)
+    except OmegaConfBaseException:  # an interpolation that does not resolve here
+        return ""
+    if not shared or "does not exist" not in message or str(Path(shared)) not in message:
+        return ""
+    return (
+        f"; the shared data folder is paths.shared_dir={shared}: set SYNTHSAT_SHARED=DIR "
+        "or pass paths.shared_dir=DIR (the folder holding the dataset's folder, e.g. dubai/)"
+    )
 
 
 def _user_error(err: BaseException | None) -> BaseException | None:
