@@ -94,6 +94,11 @@ COMMANDS: dict[str, Coverage] = {
     "pipeline.dry_run=true": Coverage(
         test="tests/test_executors.py::test_the_study_plan_of_the_paper_preset_on_slurm"
     ),
+    "python -m synthsat.pipeline experiment=dubai "
+    'pipeline.data_overrides=["data.source.root=/mnt/data/dubai"] '
+    "pipeline.dry_run=true": Coverage(
+        test="tests/test_readme_commands.py::test_the_readme_list_override_is_quoted_for_hydra"
+    ),
     "python -m synthsat.pipeline experiment=paper pipeline.executor=slurm "
     "slurm.partition=gpu": Coverage(
         reason="needs a SLURM cluster, GPUs and the Chesapeake data; its plan is printed by "
@@ -246,3 +251,24 @@ def test_the_make_target_runs_what_the_readme_says(command: str, tmp_path: Path)
         assert target == "mutate"
         assert any("mutmut run" in line for line in recipe)
         assert "[tool.mutmut]" in (REPO / "pyproject.toml").read_text()
+
+
+def test_the_readme_list_override_is_quoted_for_hydra(tmp_path: Path) -> None:
+    """The README's list override (issue 28): its quoting composes the pipeline with the
+    element as written, and that element composes as a stage's override; the unquoted
+    form is the Hydra error the README names."""
+    from hydra.errors import OverrideParseException
+
+    (command,) = [
+        c
+        for c in readme_commands((REPO / "README.md").read_text())
+        if "pipeline.data_overrides=" in c
+    ]
+    cfg = _compose_job("pipeline", command.split()[3:], tmp_path)
+    assert list(cfg.pipeline.data_overrides) == ["data.source.root=/mnt/data/dubai"]
+    assert cfg.pipeline.dry_run is True
+    stage = _compose_job("train_generator", ["data=dubai", *cfg.pipeline.data_overrides], tmp_path)
+    assert stage.data.source.root == "/mnt/data/dubai"
+    unquoted = "pipeline.data_overrides=[data.source.root=/mnt/data/dubai]"
+    with pytest.raises(OverrideParseException, match="no viable alternative at input"):
+        _compose_job("pipeline", [unquoted], tmp_path)
