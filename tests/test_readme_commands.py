@@ -272,3 +272,53 @@ def test_the_readme_list_override_is_quoted_for_hydra(tmp_path: Path) -> None:
     unquoted = "pipeline.data_overrides=[data.source.root=/mnt/data/dubai]"
     with pytest.raises(OverrideParseException, match="no viable alternative at input"):
         _compose_job("pipeline", [unquoted], tmp_path)
+
+
+# -- README facts ----------------------------------------------------------------------------
+#: Markdown files the README names without a path: written per study (``results/<NAME>/``)
+#: or found in each study's folder (``experiments/<study>/``).
+GENERIC_MD = {"report.md", "RESULTS.md"}
+
+
+def test_the_readme_names_its_documents_by_their_paths() -> None:
+    """Every ``*.md`` the README names is a file of the repository at that path (a bare
+    ``GENERATOR.md`` was ``experiments/dubai/GENERATOR.md``), except the generic names."""
+    readme = (REPO / "README.md").read_text()
+    refs = set(re.findall(r"[\w<>./-]+\.md\b", readme))
+    assert "experiments/dubai/GENERATOR.md" in refs
+    for ref in sorted(refs):
+        if "<" in ref:  # a pattern, e.g. results/<NAME>/report.md
+            continue
+        assert (REPO / ref).is_file() or ("/" not in ref and ref in GENERIC_MD), ref
+
+
+def test_the_readme_states_no_test_count() -> None:
+    """A hard count of tests goes stale with the next test (690 said, 698 there)."""
+    assert not re.search(r"\b\d+ tests\b", (REPO / "README.md").read_text())
+
+
+def test_the_readme_shell_completion_command_installs_completion(tmp_path: Path) -> None:
+    """The README's ``eval "$(synthsat-<job> -sc install=bash)"``, run by bash, registers
+    Hydra's completion for that console script, which then lists the data configs."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (REPO / "README.md").read_text()
+    (snippet,) = re.findall(r'`(eval "\$\((synthsat-[\w-]+) -sc install=bash\)")`', readme)
+    command, script = snippet
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    shell = subprocess.run(
+        ["bash", "-c", f"{command}\ncomplete -p {script}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr[-2000:]
+    assert shell.stdout.strip().endswith(f"-F hydra_bash_completion {script}")
+    line = f"{script} data="
+    query = subprocess.run(
+        [script, "-sc", "query=bash"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env=dict(env, COMP_LINE=line, COMP_POINT=str(len(line))),
+    )  # fmt: skip
+    assert query.returncode == 0, query.stderr[-2000:]
+    assert {"data=dubai", "data=toyworld"} <= set(query.stdout.split())
