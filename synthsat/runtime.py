@@ -285,7 +285,8 @@ def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     value, an unknown key) prints as ``error: <message>`` on stderr and exits with
     status 2, also when Hydra's ``instantiate`` wrapped it (a bad ``data.source``
     setting found while the data module is built). ``HYDRA_FULL_ERROR=1`` or
-    ``debug=true`` re-raises it with its traceback. Use it under ``@hydra.main``.
+    ``traceback=true`` (set by every ``debug=`` preset) re-raises it with its traceback.
+    Use it under ``@hydra.main``.
 
     A job stopped by SIGTERM (Lightning's ``SIGTERMException``, which would exit 0)
     exits with status 143 and one line (:mod:`synthsat.interrupts`): it did not finish.
@@ -315,7 +316,7 @@ def _report_user_errors(main: Callable[[DictConfig], Any], cfg: DictConfig) -> A
     except (*USER_ERRORS, OmegaConfBaseException, InstantiationException) as raised:
         err = _user_error(raised)
         debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(
-            OmegaConf.select(cfg, "debug", default=False)
+            OmegaConf.select(cfg, "traceback", default=False)
         )
         if err is None or debug:
             raise
