@@ -60,6 +60,7 @@ def prepare_run(cfg: DictConfig) -> Path:
     from synthsat.tasks.checkpoints import check_resume
 
     lightning_lines_once()
+    quiet_known_lines()
     validate_config(cfg)
     check_outputs(cfg)
     check_resume(str(cfg.get("task_name")), resume_path(cfg))
@@ -98,6 +99,39 @@ def lightning_lines_once() -> None:
         if logger.propagate:
             logger.addHandler(logging.StreamHandler())
             logger.propagate = False
+
+
+class _DropTips:
+    """A logging filter dropping Lightning's advertising tips (``💡 Tip: ...``)."""
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_known_lines() -> None:
+    """Leave out the third-party lines a job prints that are no problem of the run:
+
+    * Lightning's ``💡 Tip: For seamless cloud ...`` (litlogger / litmodels adverts), logged
+      on ``lightning.pytorch.utilities.rank_zero`` beside the lines that matter (dropped by
+      a filter on that logger, not by its level);
+    * torch's FutureWarning about ``LeafSpec``, raised inside Lightning 2.6's own pytree
+      helper (``lightning.pytorch.utilities._pytree``), not in this project's code.
+
+    W&B's "anonymous" warning is avoided where it starts (:func:`~synthsat.tracking.
+    build_loggers`), the generator's eval-mode modules in ``train_generator``. Idempotent.
+    """
+    import logging
+    import warnings
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in logger.filters):
+        logger.addFilter(_DropTips())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
