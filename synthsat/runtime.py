@@ -60,6 +60,7 @@ def prepare_run(cfg: DictConfig) -> Path:
     from synthsat.tasks.checkpoints import check_resume
 
     lightning_lines_once()
+    quiet_known_lines()
     validate_config(cfg)
     check_outputs(cfg)
     check_resume(str(cfg.get("task_name")), resume_path(cfg))
@@ -98,6 +99,39 @@ def lightning_lines_once() -> None:
         if logger.propagate:
             logger.addHandler(logging.StreamHandler())
             logger.propagate = False
+
+
+class _DropTips:
+    """A logging filter dropping Lightning's advertising tips (``💡 Tip: ...``)."""
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_known_lines() -> None:
+    """Leave out the third-party lines a job prints that are no problem of the run:
+
+    * Lightning's ``💡 Tip: For seamless cloud ...`` (litlogger / litmodels adverts), logged
+      on ``lightning.pytorch.utilities.rank_zero`` beside the lines that matter (dropped by
+      a filter on that logger, not by its level);
+    * torch's FutureWarning about ``LeafSpec``, raised inside Lightning 2.6's own pytree
+      helper (``lightning.pytorch.utilities._pytree``), not in this project's code.
+
+    W&B's "anonymous" warning is avoided where it starts (:func:`~synthsat.tracking.
+    build_loggers`), the generator's eval-mode modules in ``train_generator``. Idempotent.
+    """
+    import logging
+    import warnings
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in logger.filters):
+        logger.addFilter(_DropTips())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -285,7 +319,8 @@ def user_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     value, an unknown key) prints as ``error: <message>`` on stderr and exits with
     status 2, also when Hydra's ``instantiate`` wrapped it (a bad ``data.source``
     setting found while the data module is built). ``HYDRA_FULL_ERROR=1`` or
-    ``debug=true`` re-raises it with its traceback. Use it under ``@hydra.main``.
+    ``traceback=true`` (set by every ``debug=`` preset) re-raises it with its traceback.
+    Use it under ``@hydra.main``.
 
     A job stopped by SIGTERM (Lightning's ``SIGTERMException``, which would exit 0)
     exits with status 143 and one line (:mod:`synthsat.interrupts`): it did not finish.
@@ -315,16 +350,37 @@ def _report_user_errors(main: Callable[[DictConfig], Any], cfg: DictConfig) -> A
     except (*USER_ERRORS, OmegaConfBaseException, InstantiationException) as raised:
         err = _user_error(raised)
         debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(
-            OmegaConf.select(cfg, "debug", default=False)
+            OmegaConf.select(cfg, "traceback", default=False)
         )
         if err is None or debug:
             raise
         message = str(err).strip() or type(err).__name__
         if isinstance(err, OmegaConfBaseException):
             message = message.splitlines()[0]
+        if isinstance(err, DataError):
+            message += shared_data_hint(cfg, message)
         print(f"error: {message}", file=sys.stderr, flush=True)
         print("(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def shared_data_hint(cfg: DictConfig, message: str) -> str:
+    """How to point the jobs at the shared data folder, for a message about a missing
+    file or folder under it (``paths.shared_dir``, e.g. ``data=dubai``), else ``""``.
+
+    The default ``<paths.root>/../shared/data`` holds only in the repository's own layout;
+    from anywhere else the data is found through ``SYNTHSAT_SHARED`` or the override.
+    """
+    try:
+        shared = OmegaConf.select(cfg, "paths.shared_dir", default=None, throw_on_missing=False)
+    except OmegaConfBaseException:  # an interpolation that does not resolve here
+        return ""
+    if not shared or "does not exist" not in message or str(Path(shared)) not in message:
+        return ""
+    return (
+        f"; the shared data folder is paths.shared_dir={shared}: set SYNTHSAT_SHARED=DIR "
+        "or pass paths.shared_dir=DIR (the folder holding the dataset's folder, e.g. dubai/)"
+    )
 
 
 def _user_error(err: BaseException | None) -> BaseException | None:

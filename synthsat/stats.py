@@ -9,7 +9,7 @@ number of seeds on which the arm did better summarise the comparison.
 The interval is the paired t interval (:func:`t_interval`): with the handful of seeds a
 study affords, the percentile bootstrap of the mean is too narrow (with 3 seeds it is the
 range of the three differences, which covers the mean only about 75 % of the time). The
-bootstrap interval (:func:`bootstrap_ci`) is added beside it from
+bootstrap interval (:func:`bootstrap_ci`, scipy's percentile bootstrap) is added beside it from
 :data:`MIN_BOOTSTRAP_N` paired seeds on.
 """
 
@@ -55,11 +55,13 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean of ``values``.
 
-    Draws ``n_boot`` resamples of ``len(values)`` values with replacement (indices from
-    ``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))``), takes each
-    resample's mean and returns the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
-    those means (numpy's default linear interpolation between order statistics). The same
-    arguments always give the same interval.
+    ``scipy.stats.bootstrap`` with ``method="percentile"``: ``n_boot`` resamples of
+    ``len(values)`` values with replacement (the paired differences are resampled as whole
+    seeds, so the pairing is kept), drawn by ``numpy.random.default_rng(seed)``, and the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resample means (linear
+    interpolation between order statistics). The same arguments always give the same
+    interval; it equals the numpy resampling this function did before scipy (the same
+    index draws, ``integers(0, n, size=(n_boot, n))``, and quantiles).
 
     Args:
         values: The sample (e.g. paired differences over seeds).
@@ -82,11 +84,25 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     if arr.size == 1:
         return float(arr[0]), float(arr[0])
-    idx = np.random.default_rng(seed).integers(0, arr.size, size=(n_boot, arr.size))
-    means = arr[idx].mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    import scipy
+    from scipy import stats  # scipy: loaded when an interval is computed
+
+    generator = np.random.default_rng(seed)
+    # scipy >= 1.15 takes the generator as `rng` (`random_state` before)
+    newer = tuple(int(p) for p in scipy.__version__.split(".")[:2]) >= (1, 15)
+    draws = {"rng": generator} if newer else {"random_state": generator}
+    result = stats.bootstrap(
+        (arr,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        axis=-1,
+        **draws,
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
 
 
 def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:

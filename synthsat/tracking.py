@@ -52,7 +52,13 @@ def build_loggers(cfg: DictConfig, run: Mapping[str, Any] | None = None) -> list
             continue
         if conf._target_ == WANDB_LOGGER:
             # partial: the run config holds _target_ keys that must not be instantiated
-            loggers.append(instantiate(conf, _partial_=True)(**wandb_settings(cfg, conf, run)))
+            logger = instantiate(conf, _partial_=True)(**wandb_settings(cfg, conf, run))
+            # Lightning passes anonymous=None to wandb.init, which W&B then warns has no
+            # effect ("The anonymous setting ..."): not passed at all, it says nothing.
+            init = getattr(logger, "_wandb_init", None)
+            if isinstance(init, dict) and init.get("anonymous") is None:
+                init.pop("anonymous", None)
+            loggers.append(logger)
         else:
             loggers.append(instantiate(conf))
     return loggers

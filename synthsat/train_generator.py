@@ -10,6 +10,7 @@ Writes ``<run dir>/checkpoints/{last,best-stepNNNNNN}.ckpt``, sample grids under
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run = run_info(cfg, "gen", {"lambda_div": lambda_div, "seed": cfg.get("seed")})
     trainer = build_trainer(cfg, run=run)
     start = time.perf_counter()
+    # The EMA generator (averaged, never trained; see GeneratorTask.train) and the VGG of
+    # the perceptual loss (frozen) stay in eval mode on purpose: Lightning's "Found N
+    # module(s) in eval mode at the start of training" is always about them here.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Found \d+ module\(s\) in eval mode at the start of training",
+        category=UserWarning,
+    )
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     fit_time = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback

@@ -271,13 +271,13 @@ def test_errors_print_one_line_and_exit_2(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("how", ["HYDRA_FULL_ERROR", "debug"])
-def test_full_error_and_debug_still_show_the_trace(
+@pytest.mark.parametrize("how", ["HYDRA_FULL_ERROR", "traceback"])
+def test_full_error_and_traceback_still_show_the_trace(
     how: str, tmp_path: Path, toy_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     empty = tmp_path / "empty.ckpt"
     empty.touch()
-    extra = ["debug=true"] if how == "debug" else []
+    extra = ["traceback=true"] if how == "traceback" else []
     cfg = _compose("evaluate", toy_root, tmp_path, f"ckpt={empty}", *extra)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     if how == "HYDRA_FULL_ERROR":

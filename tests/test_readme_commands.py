@@ -94,6 +94,11 @@ COMMANDS: dict[str, Coverage] = {
     "pipeline.dry_run=true": Coverage(
         test="tests/test_executors.py::test_the_study_plan_of_the_paper_preset_on_slurm"
     ),
+    "python -m synthsat.pipeline experiment=dubai "
+    'pipeline.data_overrides=["data.source.root=/mnt/data/dubai"] '
+    "pipeline.dry_run=true": Coverage(
+        test="tests/test_readme_commands.py::test_the_readme_list_override_is_quoted_for_hydra"
+    ),
     "python -m synthsat.pipeline experiment=paper pipeline.executor=slurm "
     "slurm.partition=gpu": Coverage(
         reason="needs a SLURM cluster, GPUs and the Chesapeake data; its plan is printed by "
@@ -246,3 +251,74 @@ def test_the_make_target_runs_what_the_readme_says(command: str, tmp_path: Path)
         assert target == "mutate"
         assert any("mutmut run" in line for line in recipe)
         assert "[tool.mutmut]" in (REPO / "pyproject.toml").read_text()
+
+
+def test_the_readme_list_override_is_quoted_for_hydra(tmp_path: Path) -> None:
+    """The README's list override (issue 28): its quoting composes the pipeline with the
+    element as written, and that element composes as a stage's override; the unquoted
+    form is the Hydra error the README names."""
+    from hydra.errors import OverrideParseException
+
+    (command,) = [
+        c
+        for c in readme_commands((REPO / "README.md").read_text())
+        if "pipeline.data_overrides=" in c
+    ]
+    cfg = _compose_job("pipeline", command.split()[3:], tmp_path)
+    assert list(cfg.pipeline.data_overrides) == ["data.source.root=/mnt/data/dubai"]
+    assert cfg.pipeline.dry_run is True
+    stage = _compose_job("train_generator", ["data=dubai", *cfg.pipeline.data_overrides], tmp_path)
+    assert stage.data.source.root == "/mnt/data/dubai"
+    unquoted = "pipeline.data_overrides=[data.source.root=/mnt/data/dubai]"
+    with pytest.raises(OverrideParseException, match="no viable alternative at input"):
+        _compose_job("pipeline", [unquoted], tmp_path)
+
+
+# -- README facts ----------------------------------------------------------------------------
+#: Markdown files the README names without a path: written per study (``results/<NAME>/``)
+#: or found in each study's folder (``experiments/<study>/``).
+GENERIC_MD = {"report.md", "RESULTS.md"}
+
+
+def test_the_readme_names_its_documents_by_their_paths() -> None:
+    """Every ``*.md`` the README names is a file of the repository at that path (a bare
+    ``GENERATOR.md`` was ``experiments/dubai/GENERATOR.md``), except the generic names."""
+    readme = (REPO / "README.md").read_text()
+    refs = set(re.findall(r"[\w<>./-]+\.md\b", readme))
+    assert "experiments/dubai/GENERATOR.md" in refs
+    for ref in sorted(refs):
+        if "<" in ref:  # a pattern, e.g. results/<NAME>/report.md
+            continue
+        assert (REPO / ref).is_file() or ("/" not in ref and ref in GENERIC_MD), ref
+
+
+def test_the_readme_states_no_test_count() -> None:
+    """A hard count of tests goes stale with the next test (690 said, 698 there)."""
+    assert not re.search(r"\b\d+ tests\b", (REPO / "README.md").read_text())
+
+
+def test_the_readme_shell_completion_command_installs_completion(tmp_path: Path) -> None:
+    """The README's ``eval "$(synthsat-<job> -sc install=bash)"``, run by bash, registers
+    Hydra's completion for that console script, which then lists the data configs."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (REPO / "README.md").read_text()
+    (snippet,) = re.findall(r'`(eval "\$\((synthsat-[\w-]+) -sc install=bash\)")`', readme)
+    command, script = snippet
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    shell = subprocess.run(
+        ["bash", "-c", f"{command}\ncomplete -p {script}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr[-2000:]
+    assert shell.stdout.strip().endswith(f"-F hydra_bash_completion {script}")
+    line = f"{script} data="
+    query = subprocess.run(
+        [script, "-sc", "query=bash"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env=dict(env, COMP_LINE=line, COMP_POINT=str(len(line))),
+    )  # fmt: skip
+    assert query.returncode == 0, query.stderr[-2000:]
+    assert {"data=dubai", "data=toyworld"} <= set(query.stdout.split())

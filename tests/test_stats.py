@@ -161,3 +161,27 @@ def test_compare_paired_adds_the_bootstrap_from_ten_seeds() -> None:
     assert c.ci_excludes_zero  # all Δ >= 0, mean 0.009
     nine = compare_paired({s: arm[s] for s in range(9)}, base, n_boot=500)
     assert nine.boot_low is None
+
+
+def test_bootstrap_ci_is_scipys_percentile_bootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interval comes from ``scipy.stats.bootstrap`` (issue 28), percentile method, the
+    seeded generator's draws; on a sample of 6 paired differences, pinned."""
+    from scipy import stats
+
+    calls: list[dict] = []
+    real = stats.bootstrap
+
+    def spy(data: tuple, statistic: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(data, statistic, **kwargs)
+
+    monkeypatch.setattr(stats, "bootstrap", spy)
+    values = [0.013, -0.02, 0.041, 0.007, 0.0, 0.025]
+    low, high = bootstrap_ci(values, seed=3)
+    (kwargs,) = calls
+    assert (kwargs["method"], kwargs["n_resamples"], kwargs["confidence_level"]) == (
+        "percentile",
+        10_000,
+        0.95,
+    )
+    assert (low, high) == pytest.approx((-0.0045, 0.0261666667), abs=1e-9)

@@ -88,7 +88,7 @@ def test_the_readme_says_where_things_are_written() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     start = readme.index("### Where things are written")
     section = readme[start : readme.index("\n#", start + 4)]
-    for name in [*TOOL_DIRS, "SYNTHSAT_ROOT", "SYNTHSAT_DATA", "SYNTHSAT_CACHE"]:
+    for name in [*TOOL_DIRS, "SYNTHSAT_ROOT", "SYNTHSAT_DATA", "SYNTHSAT_SHARED", "SYNTHSAT_CACHE"]:
         assert f"`{name}`" in section, name
     for folder in ("outputs/<job>/<time>/", "results/<NAME>/", ".cache/synthsat/", "`data/`"):
         assert folder in section, folder

@@ -109,7 +109,19 @@ class FolderSource(TileSource):
         self.label_map = {int(k): int(v) for k, v in label_map.items()} if label_map else None
         self.colour_map = parse_colour_map(colour_map)
 
+    def layout(self) -> str:
+        """What the data directory should hold, for messages."""
+        return "image and mask files"
+
+    def _check_root(self) -> None:
+        """A missing data directory is named as such (before its split file or folders)."""
+        if not self.root.is_dir():
+            raise DataError(
+                f"{self.root}: data directory does not exist (expected {self.layout()})"
+            )
+
     def split_names(self) -> dict[str, list[str]]:
+        self._check_root()
         given = self._splits
         if given is None and (self.root / "splits.json").is_file():
             given = "splits.json"  # optional: used when the data folder has one
@@ -138,12 +150,8 @@ class PairedRasterSource(FolderSource):
         self.image_glob = image_glob
         self.mask_glob = mask_glob
 
-    def _check_root(self) -> None:
-        if not self.root.is_dir():
-            raise DataError(
-                f"{self.root}: data directory does not exist (expected "
-                f"'{self.image_glob}' and '{self.mask_glob}' under it)"
-            )
+    def layout(self) -> str:
+        return f"'{self.image_glob}' and '{self.mask_glob}' under it"
 
     def all_pairs(self) -> list[TilePair]:
         self._check_root()
@@ -336,7 +344,11 @@ class ImageFolderSource(FolderSource):
         super().__init__(root, **rules)
         self.images, self.masks = images, masks
 
+    def layout(self) -> str:
+        return f"{self.images}/ and {self.masks}/ under it, with matching stems"
+
     def _files(self, sub: str) -> list[Path]:
+        self._check_root()
         folder = self.root / sub
         if not folder.is_dir():
             raise DataError(
