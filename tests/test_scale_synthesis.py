@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +12,18 @@ import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
-from conftest import tiny_generator_overrides, toy_datamodule
+from conftest import TOY_METADATA, tiny_generator_overrides, toy_data_overrides, toy_datamodule
 from hydra import compose, initialize_config_dir
 from rasterio.transform import Affine
 
 from synthsat.data import DataError, LandCoverDataModule
-from synthsat.data.cache import TileCache, rescale, scaled_shape
+from synthsat.data.cache import TileCache, resample_image, rescale, rescale_mask, scaled_shape
 from synthsat.data.raster_io import read_raster
+from synthsat.data.synthetic_tiles import read_provenance
 from synthsat.data.tiles import TilePair
+from synthsat.errors import ConfigError
+from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_requests
+from synthsat.synthesize import run
 from synthsat.train_generator import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -212,3 +218,149 @@ def test_ungeoreferenced_sources_go_by_their_size(tmp_path: Path) -> None:
     skewed = _write(tmp_path / "skewed.tif", np.zeros((1, 4, 2), np.uint8))
     with pytest.raises(DataError, match="not scaled alike"):
         TileCache(tmp_path / "s", 1, 2, 0).load_synthetic(TilePair("s", skewed, mask))
+
+
+# -- synthesis at a scale ---------------------------------------------------------------
+
+
+def _generator_checkpoint(path: Path, scale: float | None) -> Path:
+    """A tiny random-init generator of the toy world whose data metadata records
+    ``scale`` (None: none, as checkpoints before ``data.scale``)."""
+    import lightning as L
+
+    from synthsat.tasks.generator import GeneratorTask
+
+    data = dict(TOY_METADATA) if scale is None else {**TOY_METADATA, "scale": scale}
+    torch.manual_seed(0)
+    task = GeneratorTask(
+        data=data, patch_size=32, z_dim=8,
+        net=dict(ngf=4, start_size=4, max_mult=2, spade_hidden=8),
+        nef=4, ndf=4, num_D=1, n_layers=2,
+    )  # fmt: skip
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _synthesis_cfg(toy_root: Path, tmp_path: Path, *extra: str) -> Any:
+    overrides = [
+        *toy_data_overrides(toy_root),
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"paths.root={tmp_path}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "trainer=cpu",
+        "logger=none",
+        "splits=[train]",
+        *extra,
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("synthesize", overrides=overrides)
+
+
+def test_synthesis_at_the_checkpoints_scale(toy_root: Path, tmp_path: Path) -> None:
+    """A generator trained at ``data.scale=0.5`` writes 64 px tiles for the 128 px masks:
+    the mask's bounds at twice the pixel size, its nodata where the scaled mask (nearest
+    centre, as the cache) is unlabelled; mixing reads them as they are at 0.5 and
+    enlarged at 1."""
+    ckpt = _generator_checkpoint(tmp_path / "half.ckpt", 0.5)
+    out = tmp_path / "synthetic"
+    run(_synthesis_cfg(toy_root, tmp_path, f"ckpt={ckpt}", f"out={out}", "style=encoder"))
+    outputs = {p.stem[:-3]: p for p in sorted(out.glob("*_s0.tif"))}
+    assert sorted(outputs) == ["tile_000", "tile_001"]
+    for name, path in outputs.items():
+        mask_path = toy_root / "masks" / f"{name}.tif"
+        native = read_raster(mask_path)[0]
+        with rasterio.open(path) as dst, rasterio.open(mask_path) as src:
+            assert (dst.width, dst.height) == scaled_shape(128, 128, 0.5)[::-1] == (64, 64)
+            assert dst.crs == src.crs and dst.transform == src.transform @ Affine.scale(2, 2)
+            assert dst.bounds == src.bounds
+            valid = dst.dataset_mask() > 0
+        assert np.array_equal(valid, rescale_mask(native, 0.5) != 0)
+        record = read_provenance(path)
+        assert record is not None
+        assert record["scale"] == 0.5 and record["source_mask"] == str(mask_path)
+    manifest = json.loads((out / "manifest.json").read_text())["outputs"]
+    assert {m["scale"] for m in manifest} == {0.5}
+
+    dm, dataset = _mixed(toy_root, tmp_path, out, 0.5)
+    for real, (synthetic,) in zip(dm.tiles["train"], dataset.synthetic, strict=True):
+        assert np.array_equal(synthetic.image, read_raster(outputs[real.name]))
+        assert np.array_equal(synthetic.mask, real.mask)
+    dm, dataset = _mixed(toy_root, tmp_path, out, 1.0)
+    for real, (synthetic,) in zip(dm.tiles["train"], dataset.synthetic, strict=True):
+        written = read_raster(outputs[real.name])
+        expected = resample_image(written, (128, 128))
+        assert synthetic.image.shape == (4, 128, 128)
+        assert np.array_equal(synthetic.image, expected)
+        assert np.array_equal(synthetic.mask, real.mask)
+
+
+def test_a_scaled_synthesis_is_the_synthesis_of_the_scaled_tile(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """Synthesis at 0.5 from the native mask and image gives exactly the pixels of a
+    synthesis at 1 of the mask and image the cache makes at 0.5 (nearest centre, area),
+    written on the scaled grid: the generator sees what it was trained on."""
+    generator = load_chip_generator(_generator_checkpoint(tmp_path / "g.ckpt", None))
+    name = "tile_001"
+    mask, image = toy_root / "masks" / f"{name}.tif", toy_root / "images" / f"{name}.tif"
+    small_image, small_mask = rescale(read_raster(image), read_raster(mask)[0], 0.5)
+    with rasterio.open(mask) as src:
+        grid = {"crs": src.crs, "transform": src.transform @ Affine.scale(2, 2)}
+    coarse_mask = _write(tmp_path / "coarse" / "masks" / f"{name}.tif", small_mask[None], **grid)
+    coarse_image = _write(tmp_path / "coarse" / "images" / f"{name}.tif", small_image, **grid)
+
+    def synthesise(scale: float, mask: Path, image: Path, folder: str) -> np.ndarray:
+        synthesizer = TileSynthesizer(
+            generator, TOY_METADATA["mean"], TOY_METADATA["std"], 0, style="encoder", scale=scale
+        )
+        request = make_requests([(name, mask, image)], tmp_path / folder, 1, 3)[0]
+        synthesizer.run(request)
+        return read_raster(request.output)
+
+    scaled = synthesise(0.5, mask, image, "scaled")
+    assert scaled.shape == (4, 64, 64)
+    assert np.array_equal(scaled, synthesise(1.0, coarse_mask, coarse_image, "coarse"))
+
+
+def test_scale_one_writes_the_same_bytes(toy_root: Path, tmp_path: Path) -> None:
+    """``scale=null`` with a checkpoint that records no scale (as before) and ``scale=1``
+    write the same file, byte for byte, on the mask's grid with no ``scale`` in its
+    provenance; a checkpoint trained at scale 1 writes the same pixels."""
+    old = _generator_checkpoint(tmp_path / "old.ckpt", None)
+    one = _generator_checkpoint(tmp_path / "one.ckpt", 1.0)
+    paths = {}
+    for label, ckpt, extra in (
+        ("default", old, ()),
+        ("explicit", old, ("scale=1",)),
+        ("recorded", one, ()),
+    ):
+        out = tmp_path / label
+        run(
+            _synthesis_cfg(
+                toy_root, tmp_path, f"ckpt={ckpt}", f"out={out}", "tiles=[tile_000]", *extra
+            )
+        )
+        paths[label] = out / "tile_000_s0.tif"
+    digest = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in paths.items()}
+    assert digest["explicit"] == digest["default"]
+    record = read_provenance(paths["default"])
+    assert record is not None and "scale" not in record
+    with (
+        rasterio.open(paths["recorded"]) as a,
+        rasterio.open(paths["default"]) as b,
+        rasterio.open(toy_root / "masks" / "tile_000.tif") as mask,
+    ):
+        assert (a.width, a.height, a.transform) == (b.width, b.height, b.transform)
+        assert (b.width, b.height, b.transform) == (mask.width, mask.height, mask.transform)
+        assert np.array_equal(a.read(), b.read())
+
+
+def test_scale_is_for_generators(toy_root: Path, tmp_path: Path) -> None:
+    cfg = _synthesis_cfg(toy_root, tmp_path, "method=classcolour", "scale=0.5")
+    with pytest.raises(
+        ConfigError, match="scale=0.5: synthesis at a scale is for method=generator"
+    ):
+        run(cfg)

@@ -287,11 +287,17 @@ def rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarr
 def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
     """A class mask on :func:`scaled_shape`: each output pixel takes the class of the
     source pixel nearest its centre (the mask rule of :func:`rescale`)."""
-    h, w = mask.shape
-    out_h, out_w = scaled_shape(h, w, scale)
-    rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
+    rows, cols = nearest_indices(*mask.shape, scale)
     return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+
+
+def nearest_indices(height: int, width: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The source rows and columns whose pixels are nearest the centres of the
+    :func:`scaled_shape` grid's rows and columns (the mask rule of :func:`rescale`)."""
+    out_h, out_w = scaled_shape(height, width, scale)
+    rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64), width - 1)
+    return rows, cols
 
 
 def _as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
