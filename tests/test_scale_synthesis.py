@@ -364,3 +364,37 @@ def test_scale_is_for_generators(toy_root: Path, tmp_path: Path) -> None:
         ConfigError, match="scale=0.5: synthesis at a scale is for method=generator"
     ):
         run(cfg)
+
+
+def test_resample_image_rules() -> None:
+    """Same size: the array itself; an axis that shrinks: block means; one that grows:
+    linear between pixel centres; both at once: each axis by its own rule."""
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    assert resample_image(image, (4, 4)) is image
+    assert resample_image(image, (2, 2))[0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+    row = np.array([[[0.0, 4.0]]], np.float32)  # 1 x 2 -> 1 x 4: centres at -0.25 .. 1.25
+    assert resample_image(row, (1, 4))[0].tolist() == [[0.0, 1.0, 3.0, 4.0]]
+    mixed = resample_image(image, (2, 8))  # rows: pairs averaged; columns: interpolated
+    rows = (image[0, 0::2] + image[0, 1::2]) / 2
+    assert mixed[0, :, 0].tolist() == rows[:, 0].tolist()
+    assert mixed[0, :, 1].tolist() == (rows[:, 0] * 0.75 + rows[:, 1] * 0.25).tolist()
+    ints = resample_image(np.array([[[0, 255]]], np.uint8), (1, 4))
+    assert ints.dtype == np.uint8 and ints.tolist() == [[[0, 64, 191, 255]]]
+
+
+def test_scaled_mask_files_read_like_mask_files(toy_root: Path) -> None:
+    """Windows of the scaled mask are windows of the cache's nearest-centre mask."""
+    from rasterio.windows import Window
+
+    from synthsat.synthesis.scaled import ScaledMaskReader
+
+    path = toy_root / "masks" / "tile_002.tif"
+    expected = rescale_mask(read_raster(path)[0], 0.25)
+    reader = ScaledMaskReader(scale=0.25)
+    with reader.open(path) as mask:
+        assert (mask.height, mask.width) == (32, 32)
+        assert np.array_equal(mask.read(), expected)
+        assert np.array_equal(mask.read(Window(3, 5, 7, 11)), expected[5:16, 3:10])
+    assert reader.values(path).tolist() == np.unique(read_raster(path)[0]).tolist()
+    with ScaledMaskReader(scale=1.0).open(path) as native:
+        assert (native.height, native.width) == (128, 128)

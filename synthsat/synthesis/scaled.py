@@ -56,6 +56,14 @@ class ScaledMaskFile:
         self.by_colour = False  # already class indices
         self.height, self.width = scaled_shape(native.height, native.width, scale)
         rows, cols = nearest_indices(native.height, native.width, scale)
+        try:
+            self.values = self._pick(native, rows, cols)
+        except BaseException:
+            native.close()
+            raise
+
+    def _pick(self, native: MaskFile, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The native classes at ``rows`` x ``cols``, decoded strip by strip."""
         values: np.ndarray | None = None
         unmapped: Counter[Colour] = Counter()
         step = max(1, STRIP_PIXELS // max(native.width, 1))
@@ -68,10 +76,9 @@ class ScaledMaskFile:
                 values = np.empty((self.height, self.width), strip.dtype)
             values[picked] = strip[rows[picked] - start][:, cols]
         if unmapped:
-            native.close()
             raise native.unmapped_error(unmapped)
         assert values is not None
-        self.values = values
+        return values
 
     def note(self) -> str | None:
         """The native mask's note (palette masks)."""
