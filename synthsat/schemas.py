@@ -339,6 +339,7 @@ class SynthesizeSchema:
     style: str = choice(*STYLES)
     style_scope: str = choice(*STYLE_SCOPES)
     chip_size: int | None = whole(1, optional=True)
+    scale: float | None = number(0.0, 1.0, open_low=True, optional=True)
     overlap: int | None = whole(0, optional=True)
     batch_size: int = whole(1)
     channels_last: bool = MISSING

@@ -143,6 +143,11 @@ def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
             "(ckpt=outputs/train_generator/<run>/checkpoints/last.ckpt), or use "
             "method=classtexture / classcolour (controls without a checkpoint)"
         )
+    if method != "generator" and cfg.get("scale") not in (None, 1, 1.0):
+        raise ConfigError(
+            f"scale={cfg.scale}: synthesis at a scale is for method=generator (the scale "
+            f"its checkpoint was trained at); method={method} paints the masks' own grid"
+        )
     texture = _texture_settings(cfg) if method == "classtexture" else None
     prepare_run(cfg)
     if texture is not None:
@@ -163,6 +168,7 @@ def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
     datamodule.source.prepare()
     requests = _requests(cfg, datamodule)
     chip = int(cfg.chip_size or generator.chip_size)
+    scale = synthesis_scale(cfg, meta)
     synthesizer = TileSynthesizer(
         generator,
         meta["mean"],
@@ -184,8 +190,29 @@ def _make_tiles(cfg: DictConfig) -> SynthesisWriter:
         band_names=datamodule.band_names,
         rgb_bands=datamodule.rgb_bands,
         cog=bool(cfg.get("cog", False)),
+        scale=scale,
     )
     return _synthesise(cfg, synthesizer, requests)
+
+
+def synthesis_scale(cfg: DictConfig, meta: dict[str, Any]) -> float:
+    """The grid a generator synthesises on: ``cfg.scale``, or with ``scale=null`` the
+    ``data.scale`` its checkpoint was trained at (1 for checkpoints that record none).
+
+    Raises:
+        ConfigError: a scale outside (0, 1].
+    """
+    value = cfg.get("scale")
+    scale = float(meta.get("scale", 1.0) if value is None else value)
+    if not 0 < scale <= 1:
+        raise ConfigError(f"scale={scale}: must be in (0, 1] (a fraction of the masks' grid)")
+    if value is not None and scale != float(meta.get("scale", 1.0)):
+        log.warning(
+            "scale=%g overrides the data.scale=%g the generator was trained at",
+            scale,
+            float(meta.get("scale", 1.0)),
+        )
+    return scale
 
 
 def _requests(cfg: DictConfig, datamodule: Any) -> list[TileRequest]:

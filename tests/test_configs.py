@@ -276,6 +276,9 @@ def test_job_callbacks_instantiate(job: str, root: Path) -> None:
             {"segmentation.scheduler": "cosine"},
         ),
         ("train_segmentation", ["data.scale=0.5"], {"data.scale": 0.5}),
+        ("train_generator", ["data.scale=0.25"], {"data.scale": 0.25}),
+        ("synthesize", ["scale=0.25"], {"scale": 0.25}),
+        ("synthesize", [], {"scale": None}),
         ("train_segmentation", ["data.patch_size=128"], {"data.patch_size": 128}),
         ("train_segmentation", ["trainer.max_steps=30"], {"trainer.max_steps": 30}),
         (
@@ -319,6 +322,7 @@ def test_documented_overrides(
         ("synthesize", "samples=0", "samples", "is not a whole number >= 1"),
         ("synthesize", "chip_size=abc", "chip_size", "is not a whole number >= 1"),
         ("synthesize", "overlap=-1", "overlap", "is not a whole number >= 0"),
+        ("synthesize", "scale=0", "scale", "is not a number in (0, 1]"),
         ("synthesize", "classtexture.purity=0", "classtexture.purity", "not a number in (0, 1]"),
         # issue 25: no training job trains 0 steps; sizes, scale and seeds in range
         ("train_generator", "trainer.max_steps=0", "trainer.max_steps", ">= 1 (or -1: no limit)"),

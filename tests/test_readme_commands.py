@@ -57,6 +57,9 @@ COMMANDS: dict[str, Coverage] = {
     "trainer.max_steps=2000": Coverage(
         test="tests/test_generator_task.py::test_entry_point_checkpoints_samples_and_resume"
     ),
+    "python -m synthsat.train_generator data=toyworld generator=cpu data.scale=0.25": Coverage(
+        test="tests/test_scale_synthesis.py::test_generator_trains_on_the_scaled_cache"
+    ),
     "python -m synthsat.synthesize ckpt=.../last.ckpt data=toyworld out=synthetic/l6 "
     "samples=3 style=auto seed=0": Coverage(
         test="tests/test_synthesis_command.py::test_command_synthesises_georeferenced_tiles"

@@ -86,7 +86,9 @@ class TileCache:
             Pixels equal to the raster's declared nodata value are always unlabelled.
         scale: resampling factor in (0, 1]: tiles are cached at ``round(side * scale)``
             pixels, images by area averaging and masks by the nearest pixel centre
-            (see :func:`rescale`); 1 keeps the native grid.
+            (see :func:`rescale`); 1 keeps the native grid. Synthetic images written on
+            another grid (a synthesis at another scale) are resampled to the same
+            training grid (:meth:`load_synthetic`).
     """
 
     def __init__(
@@ -132,14 +134,30 @@ class TileCache:
         return self.root / f"{pair.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 
     def load(self, pair: TilePair) -> CachedTile:
-        """The cached tile, checking and decoding it first if needed."""
+        """The cached tile, checking and decoding it first if needed (image and mask on
+        one pixel grid)."""
+        return self._load(pair, same_grid=True)
+
+    def load_synthetic(self, pair: TilePair) -> CachedTile:
+        """A synthetic image with its real mask, cached on the training grid.
+
+        The synthetic image may lie on the mask's pixel grid (then exactly as
+        :meth:`load`) or on another grid covering the same extent (a synthesis at
+        another scale; see :func:`~synthsat.data.checks.check_same_extent`): the mask
+        is resampled from its native grid by the nearest pixel centre, as for real
+        tiles, and the image directly from its own grid to :func:`scaled_shape` of the
+        mask by :func:`resample_image` (unchanged when it is already that size).
+        """
+        return self._load(pair, same_grid=False)
+
+    def _load(self, pair: TilePair, same_grid: bool) -> CachedTile:
         for path in (pair.image, pair.mask):
             if not path.exists():
                 raise DataError(f"{path}: file does not exist")
         entry = self._entry(pair)
         meta_path = entry / "meta.json"
         if not meta_path.exists():
-            self._build(pair, entry)
+            self._build(pair, entry, same_grid)
         meta = json.loads(meta_path.read_text())
         return CachedTile(
             name=pair.name,
@@ -180,18 +198,23 @@ class TileCache:
             )
         return invalid
 
-    def _build(self, pair: TilePair, entry: Path) -> None:
-        info, _ = check_pair_headers(pair, self.bands, colour_map=self.masks.colour_map)
+    def _build(self, pair: TilePair, entry: Path, same_grid: bool = True) -> None:
+        info, _ = check_pair_headers(
+            pair, self.bands, colour_map=self.masks.colour_map, same_grid=same_grid
+        )
         mask = self.masks.read(pair.mask)  # class indices (label / colour map applied)
         check_mask_values(mask, self.num_classes, self.ignore_index, str(pair.mask))
         image = read_raster(pair.image)
         invalid = self._invalid(pair, image, info.nodata)
-        if invalid.any():
-            mask = np.where(invalid, self.ignore_index, mask)
-            image = fill_invalid(image, invalid)
-        mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
-        if self.scale != 1:
-            image, mask = rescale(image, mask, self.scale)
+        if image.shape[1:] != mask.shape:  # a synthetic image on another grid
+            image, mask = self._regrid(image, mask, invalid)
+        else:
+            if invalid.any():
+                mask = np.where(invalid, self.ignore_index, mask)
+                image = fill_invalid(image, invalid)
+            mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
+            if self.scale != 1:
+                image, mask = rescale(image, mask, self.scale)
         labelled = mask != self.ignore_index if self.ignore_index is not None else None
         pixels = image[:, labelled] if labelled is not None else image.reshape(image.shape[0], -1)
         pixels = pixels.astype(np.float64)
@@ -209,6 +232,22 @@ class TileCache:
         save_npy(entry / "image.npy", image)
         save_npy(entry / "mask.npy", mask)
         write_text(entry / "meta.json", json.dumps(meta))
+
+    def _regrid(
+        self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """An image on its own grid and its native mask, both on the mask's grid at
+        :attr:`scale`: the mask by the nearest pixel centre (:func:`rescale_mask`), the
+        image by :func:`resample_image`. Invalid image pixels are filled before, and
+        every training pixel they reach is unlabelled."""
+        shape = scaled_shape(*mask.shape, self.scale)
+        mask = rescale_mask(mask, self.scale)
+        if invalid.any():
+            reach = resample_image(invalid[None].astype(np.float32), shape)[0] > 0
+            mask = np.where(reach, self.ignore_index, mask)
+            image = fill_invalid(image, invalid)
+        mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
+        return resample_image(image, shape), mask
 
 
 def check_finite_statistics(
@@ -240,15 +279,60 @@ def rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarr
     """Resample a tile to :func:`scaled_shape`: the image by area averaging (in its dtype,
     rounded for integer types), the mask by the class of the nearest source pixel centre."""
     h, w = mask.shape
-    out_h, out_w = scaled_shape(h, w, scale)
     pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-    small = F.interpolate(pixels, size=(out_h, out_w), mode="area")[0].numpy()
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        small = np.clip(np.rint(small), info.min, info.max)
-    rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
-    return small.astype(image.dtype), np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+    small = F.interpolate(pixels, size=scaled_shape(h, w, scale), mode="area")[0].numpy()
+    return _as_dtype(small, image.dtype), rescale_mask(mask, scale)
+
+
+def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """A class mask on :func:`scaled_shape`: each output pixel takes the class of the
+    source pixel nearest its centre (the mask rule of :func:`rescale`)."""
+    rows, cols = nearest_indices(*mask.shape, scale)
+    return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+
+
+def nearest_indices(height: int, width: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The source rows and columns whose pixels are nearest the centres of the
+    :func:`scaled_shape` grid's rows and columns (the mask rule of :func:`rescale`)."""
+    out_h, out_w = scaled_shape(height, width, scale)
+    rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64), width - 1)
+    return rows, cols
+
+
+def _as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float ``values`` in ``dtype``: rounded and clipped to its range for integer types."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(dtype)
+
+
+def resample_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (C, h, w) image resampled to ``shape`` (height, width), in its dtype.
+
+    Unchanged when it already has that size. An axis that shrinks is area-averaged (as
+    :func:`rescale` does); one that grows is interpolated linearly between pixel centres
+    (bilinear, ``align_corners=False``: the same half-pixel centres as the mask rule),
+    which keeps an enlarged synthetic tile smooth instead of blocky. Integer images are
+    rounded and clipped to their dtype.
+    """
+    _, h, w = image.shape
+    out_h, out_w = shape
+    if (h, w) == (out_h, out_w):
+        return image
+    pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    if out_h <= h and out_w <= w:
+        pixels = F.interpolate(pixels, size=shape, mode="area")
+    elif out_h >= h and out_w >= w:
+        pixels = F.interpolate(pixels, size=shape, mode="bilinear", align_corners=False)
+    else:  # one axis shrinks, the other grows: each by its own rule, height first
+        for size in ((out_h, w), (out_h, out_w)):
+            grows = size[0] > pixels.shape[2] or size[1] > pixels.shape[3]
+            mode = "bilinear" if grows else "area"
+            extra = {"align_corners": False} if grows else {}
+            pixels = F.interpolate(pixels, size=size, mode=mode, **extra)
+    return _as_dtype(pixels[0].numpy(), image.dtype)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from rasterio.transform import Affine
 
 from synthsat.data.colours import Colour
 from synthsat.data.errors import DataError
@@ -18,6 +19,7 @@ def check_pair_headers(
     bands: int,
     bands_from: str = "the data config says",
     colour_map: Mapping[Colour, int] | None = None,
+    same_grid: bool = True,
 ) -> tuple[RasterInfo, RasterInfo]:
     """Image and mask headers agree: same size, CRS and grid, expected band counts.
 
@@ -31,9 +33,12 @@ def check_pair_headers(
         colour_map: RGB colour -> class index of colour masks; without it a mask must
             have one band (class values or palette indices), see
             :func:`~synthsat.data.masks.mask_kind`.
+        same_grid: True (real pairs): the image must lie on the mask's pixel grid.
+            False (a synthetic image written at another scale): the image may have
+            another size if it covers the mask's extent (:func:`check_same_extent`).
     """
     image, mask = raster_info(pair.image), raster_info(pair.mask)
-    if (image.width, image.height) != (mask.width, mask.height):
+    if same_grid and (image.width, image.height) != (mask.width, mask.height):
         raise DataError(
             f"{pair.image}: image is {image.width}x{image.height} px but its mask "
             f"{pair.mask} is {mask.width}x{mask.height} px; they must share one pixel grid"
@@ -45,7 +50,9 @@ def check_pair_headers(
             f"{pair.image}: image CRS {image.crs} differs from mask CRS {mask.crs} "
             f"({pair.mask}); reproject one onto the other's grid"
         )
-    if image.crs is not None and not image.transform.almost_equals(mask.transform):
+    if (image.width, image.height) != (mask.width, mask.height):
+        check_same_extent(image, mask)
+    elif image.crs is not None and not image.transform.almost_equals(mask.transform):
         raise DataError(
             f"{pair.image}: image and mask {pair.mask} are not aligned "
             f"(transforms {tuple(image.transform)[:6]} vs {tuple(mask.transform)[:6]})"
@@ -56,6 +63,38 @@ def check_pair_headers(
         )
     mask_kind(mask, colour_map)
     return image, mask
+
+
+def check_same_extent(image: RasterInfo, mask: RasterInfo) -> None:
+    """A synthetic image on another pixel grid than its mask covers the mask's extent.
+
+    Georeferenced: the image's transform is the mask's scaled to the image's size,
+    ``mask.transform @ Affine.scale(mask.width / image.width, mask.height / image.height)``
+    (same origin, same bounds; the synthesis writes exactly that). Without a CRS the size
+    says the scale: width and height must shrink or grow alike (to within a pixel).
+
+    Raises:
+        DataError: naming both files, their sizes (and transforms).
+    """
+    sx, sy = mask.width / image.width, mask.height / image.height
+    what = (
+        f"{image.path}: synthetic image is {image.width}x{image.height} px but its mask "
+        f"{mask.path} is {mask.width}x{mask.height} px"
+    )
+    if image.crs is not None:
+        expected = mask.transform @ Affine.scale(sx, sy)
+        if not image.transform.almost_equals(expected):
+            raise DataError(
+                f"{what}, and it does not cover the mask's extent (transform "
+                f"{tuple(image.transform)[:6]}; the mask's grid at this size is "
+                f"{tuple(expected)[:6]}); a synthetic tile on another grid must be its "
+                "mask's grid scaled (same bounds)"
+            )
+    elif abs(image.width * mask.height - image.height * mask.width) > max(mask.width, mask.height):
+        raise DataError(
+            f"{what}: width and height are not scaled alike, so the image cannot cover "
+            "the mask's extent"
+        )
 
 
 def invalid_pixels(

@@ -57,7 +57,9 @@ class LandCoverDataModule(L.LightningDataModule):
             (see :class:`~synthsat.data.cache.TileCache`).
         scale: train and validate at this fraction of the native resolution (in (0, 1];
             e.g. 0.5 for coarse polygon masks): training, validation and synthetic tiles
-            are resampled once, in the cache; test tiles stay native, and the model
+            are resampled once, in the cache (synthetic tiles from whatever grid they
+            were written on, see :meth:`~synthsat.data.cache.TileCache.load_synthetic`);
+            test tiles stay native, and the model
             (which records the scale in its metadata) resamples its input and returns
             logits at native resolution, so test scores are always at native resolution.
     """
@@ -198,7 +200,9 @@ class LandCoverDataModule(L.LightningDataModule):
         synthetic imagery per ``mix``)."""
         patches = self.patch_spec()
         if self.mix:
-            return build_mixed_dataset(self.tiles["train"], self.cache.load, patches, self.mix)
+            return build_mixed_dataset(
+                self.tiles["train"], self.cache.load_synthetic, patches, self.mix
+            )
         return RandomPatchDataset(self.tiles["train"], **patches.dataset_kwargs())
 
     def eval_dataset(self, split: str) -> Dataset:

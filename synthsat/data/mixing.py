@@ -12,13 +12,16 @@ one per diversity weight lambda) laid out as the synthesis job writes it::
 ``results/<experiment>/synthesis``): :func:`resolve_mix` picks the one whose manifest
 records that lambda (:func:`~synthsat.data.synthetic_tiles.tile_folder`).
 
-A synthetic image is drawn for the *mask* of its tile, so it lies on the mask's pixel
-grid (same width and height and, for georeferenced data, same CRS and transform)
-and has the data's band count; every training tile needs one. Synthetic tiles are
+A synthetic image is drawn for the *mask* of its tile, so it covers the mask's extent
+and has the data's band count; every training tile needs one. It lies on the mask's
+pixel grid (same width and height and, for georeferenced data, same CRS and transform)
+or, written by a synthesis at another scale, on that grid scaled (the mask's transform
+scaled to the image's size; without a CRS, the size alone says it). Synthetic tiles are
 checked and cached like real ones (a synthetic tile is a
 ``TilePair(name, image=<synthetic file>, mask=<real mask>)`` loaded by the caller's
-tile loader, e.g. :meth:`~synthsat.data.cache.TileCache.load`), so patches are
-memory-map slices.
+tile loader, e.g. :meth:`~synthsat.data.cache.TileCache.load_synthetic`, which
+resamples an image on another grid to the training grid, ``data.scale``, directly from
+its own grid), so patches are memory-map slices and 1 m and 4 m sources both work.
 
 Modes (``N`` = ``data.patches_per_epoch``, ``r`` = ``mix.ratio``, ``k`` = ``mix.copies``):
 
@@ -69,7 +72,7 @@ def load_synthetic_tiles(
     Args:
         real: the real training tiles.
         load: loads a tile pair (the synthetic image with its real mask); it checks the
-            sample against its mask's grid and the data's band count.
+            sample against its mask's grid (or extent) and the data's band count.
         source: directory of synthetic GeoTIFFs (see the module docstring).
         need: samples each tile must have.
 
@@ -102,7 +105,7 @@ class MixedPatchDataset(RandomPatchDataset):
 
     Args:
         tiles: real training tiles.
-        synthetic: per tile, its synthetic versions (same grid).
+        synthetic: per tile, its synthetic versions (on the training grid).
         real_probability: chance that a patch is cut from the real image; otherwise a
             synthetic version is chosen uniformly.
         patch_size: patch side in pixels.

@@ -8,6 +8,8 @@
   :class:`Synthesizer` protocol, checks, :func:`write_tile`, provenance, runs.
 * :mod:`~synthsat.synthesis.gan_synthesizer` — the GAN path: streaming synthesis of a
   tile with a chip generator (:class:`TileSynthesizer`).
+* :mod:`~synthsat.synthesis.scaled` — synthesis at a generator's ``data.scale``: masks
+  and style images on the grid the generator was trained on.
 * :mod:`~synthsat.synthesis.texture_bank` and :mod:`~synthsat.synthesis.classtexture`
   — control without training: real texture of each mask class, blended.
 * :mod:`~synthsat.synthesis.predict` — synthesis as Lightning ``predict`` (DDP-ready).

@@ -43,12 +43,13 @@ from torch import Tensor
 
 from synthsat.data.checks import check_pair_headers, invalid_pixels
 from synthsat.data.errors import DataError
-from synthsat.data.masks import MaskFile, MaskReader
+from synthsat.data.masks import MaskFile
 from synthsat.data.raster_io import open_raster, raster_info, refuse_placeholder
 from synthsat.data.tiles import TilePair
 from synthsat.models.noise import NoiseField
 from synthsat.models.spade import mask_to_onehot
 from synthsat.synthesis.requests import TileRequest
+from synthsat.synthesis.scaled import ScaledImage, ScaledMaskReader
 from synthsat.synthesis.synthesizer import SynthesizerBase
 from synthsat.synthesis.windows import ChipGrid
 
@@ -118,6 +119,11 @@ class TileSynthesizer(SynthesizerBase):
         band_names: band descriptions of the outputs (the data's ``band_names``).
         rgb_bands: the output bands tagged red, green and blue (the data's ``rgb_bands``).
         cog: write Cloud-Optimised GeoTIFFs (internal tiles and overviews).
+        scale: synthesise on the mask's grid resampled by this factor in (0, 1] (the
+            ``data.scale`` the generator was trained at): masks are read on that grid by
+            the tile cache's nearest-centre rule and the real image for ``style=encoder``
+            area-averaged to it (:mod:`~synthsat.synthesis.scaled`); outputs are written
+            on it (:func:`~synthsat.synthesis.writer.output_profile`).
     """
 
     generator: ChipGenerator
@@ -140,6 +146,7 @@ class TileSynthesizer(SynthesizerBase):
     band_names: Sequence[str] | None = None
     rgb_bands: Sequence[int] | None = None
     cog: bool = False
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -169,7 +176,7 @@ class TileSynthesizer(SynthesizerBase):
         self.noise_cell = int(getattr(self.generator, "noise_cell", 1))
         if self.channels_last and isinstance(self.generator, torch.nn.Module):
             self.generator.to(memory_format=torch.channels_last)
-        self._masks = MaskReader(self.label_map, self.colour_map)
+        self._masks = ScaledMaskReader(self.label_map, self.colour_map, self.scale)
         self._masks.check_classes(self.generator.num_classes, self.ignore_index)
         self._mean = np.asarray(self.mean, dtype=np.float32)
         self._std = np.asarray(self.std, dtype=np.float32)
@@ -250,7 +257,7 @@ class TileSynthesizer(SynthesizerBase):
                 field = NoiseField(
                     self.noise_dim, grid.padded_height, padded_w, self.noise_cell, rng
                 )
-            image_src = open_raster(request.image) if self.style == "encoder" else None
+            image_src = self._open_image(request) if self.style == "encoder" else None
             try:
                 style = eps
                 if image_src is not None and self.style_scope == "tile":
@@ -290,6 +297,13 @@ class TileSynthesizer(SynthesizerBase):
             finally:
                 if image_src is not None:
                     image_src.close()
+
+    def _open_image(self, request: TileRequest) -> Any:
+        """The real image of ``request`` for the encoder, on the grid of :attr:`scale`."""
+        assert request.image is not None
+        if self.scale == 1:
+            return open_raster(request.image)
+        return ScaledImage(request.image, self.scale)
 
     def _read_mask(self, src: MaskFile, row: int, chip: int, padded_w: int) -> Tensor:
         """Mask rows ``[row, row + chip)`` as class indices, padded with the ignore index."""

@@ -145,8 +145,12 @@ class SynthesizerBase(ABC):
         band_names: band descriptions of the outputs.
         rgb_bands: the output bands tagged red, green and blue.
         cog: write Cloud-Optimised GeoTIFFs.
+        scale: the grid of the outputs: the mask's resampled by this factor (see
+            :mod:`~synthsat.synthesis.scaled`; ``_masks`` then reads masks on it); 1, the
+            mask's own grid, unless a method sets it.
     """
 
+    scale: float = 1.0
     ignore_index: int | None
     dtype: str | None
     block_size: int
@@ -211,6 +215,7 @@ class SynthesizerBase(ABC):
             "source_image": None if request.image is None else str(request.image),
             "seed": request.seed,
             "tile_seed": request.tile_seed,
+            **({"scale": self.scale} if self.scale != 1 else {}),  # absent: the mask's grid
             **self.settings_record(),
             **self.provenance,
         }
@@ -232,6 +237,7 @@ class SynthesizerBase(ABC):
             self.block_size,
             self.compress,
             self.rgb_bands,
+            scale=self.scale,
         )
         mean, std = self.denormalisation()
         write_tile(

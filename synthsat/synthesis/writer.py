@@ -33,6 +33,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import ColorInterp
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from synthsat.atomic import atomic_path, publish, remove_abandoned
@@ -74,15 +75,28 @@ def output_profile(
     block_size: int = 256,
     compress: str = "deflate",
     rgb_bands: Sequence[int] | None = None,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """GeoTIFF profile of a synthetic tile on the pixel grid of ``mask_path``.
 
     CRS, transform, width and height are the mask's; the file is internally tiled
     and compressed (with a predictor suited to ``dtype``). Photometric RGB for three
     bands in R, G, B order (:func:`is_rgb_order`), else MINISBLACK (no alpha band).
+
+    At a ``scale`` below 1 the grid is the mask's resampled as the tile cache does it:
+    :func:`~synthsat.data.cache.scaled_shape` pixels, and for a georeferenced mask its
+    transform scaled to that size (``transform @ Affine.scale(W / w, H / h)``: the same
+    bounds, larger pixels); without a CRS the size alone says the scale.
     """
     with open_raster(mask_path) as src:
         crs, transform, width, height = src.crs, src.transform, src.width, src.height
+    if scale != 1:
+        from synthsat.data.cache import scaled_shape
+
+        native_w, native_h = width, height
+        height, width = scaled_shape(native_h, native_w, scale)
+        if crs is not None:
+            transform = transform @ Affine.scale(native_w / width, native_h / height)
     if block_size % 16:
         raise ValueError(f"GeoTIFF block size must be a multiple of 16, got {block_size}")
     profile: dict[str, Any] = {
