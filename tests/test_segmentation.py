@@ -246,3 +246,81 @@ def test_test_and_predict_take_whole_tiles_of_any_size() -> None:
     task.eval()  # as the trainer ran it
     with torch.no_grad():
         torch.testing.assert_close(probs, task.predict_logits(tiles[0]["image"]).softmax(1))
+
+
+TINY_PARAMS = 769_019  # 4 bands, 3 classes, resnet18 at depth 3, decoder [32, 16, 8]
+TINY_UNUSED_PARAMS = 10_493_440  # resnet18's layer3 and layer4
+
+
+def _unet(keep: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_unet(4, 3, "resnet18", None, 3, [32, 16, 8], keep_unused_stages=keep).eval()
+
+
+def test_tiny_unet_holds_only_the_stages_it_runs() -> None:
+    full, tiny = _unet(keep=True), _unet(keep=False)
+    keys = list(tiny.state_dict())
+    assert not [k for k in keys if k.startswith(("encoder.layer3.", "encoder.layer4."))]
+    assert any(k.startswith("encoder.layer2.") for k in keys)
+    assert sum(p.numel() for p in tiny.parameters()) == TINY_PARAMS
+    assert sum(p.numel() for p in full.parameters()) == TINY_PARAMS + TINY_UNUSED_PARAMS
+    # same initialisation (smp builds the whole ResNet first) and the same forward
+    full_state = full.state_dict()
+    assert all(torch.equal(v, full_state[k]) for k, v in tiny.state_dict().items())
+    x = torch.randn(2, 4, 64, 48)
+    with torch.no_grad():
+        assert torch.equal(tiny(x), full(x))
+    # depth 4 drops layer4 only, depth 5 nothing
+    four = build_unet(4, 3, encoder_depth=4)
+    assert not [k for k in four.state_dict() if k.startswith("encoder.layer4.")]
+    assert any(k.startswith("encoder.layer3.") for k in four.state_dict())
+    assert any(k.startswith("encoder.layer4.") for k in build_unet(4, 3).state_dict())
+    task = SegmentationTask(METADATA, **TINY)
+    assert task.unused_stages == ("model.encoder.layer3", "model.encoder.layer4")
+    assert sum(p.numel() for p in task.parameters()) == TINY_PARAMS
+
+
+def test_checkpoints_with_the_unused_stages_still_load(tmp_path: Path) -> None:
+    """A checkpoint from before the unused stages were dropped: its weights load strictly and
+    its optimiser state (for a resumed run) fits the trimmed network."""
+    import lightning as L
+
+    old = SegmentationTask(METADATA, **TINY)
+    old.model = _unet(keep=True).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(old.parameters(), lr=1e-3)
+    old.train()
+    old(torch.randn(2, 4, 32, 32)).sum().backward()
+    optimizer.step()
+    trainer = L.Trainer(
+        max_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.strategy.connect(old)
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert any(k.startswith("model.encoder.layer4.") for k in ckpt["state_dict"])
+
+    loaded = SegmentationTask.load_from_checkpoint(path)  # strict
+    assert "model.encoder.layer3.0.conv1.weight" not in loaded.state_dict()
+    image = torch.randn(4, 40, 24)
+    old.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_logits(image), old.predict_logits(image))
+
+    # resuming: the optimiser state loses the unused stages' entries, the rest fits
+    ckpt["optimizer_states"] = [optimizer.state_dict()]
+    fresh = SegmentationTask(METADATA, **TINY)
+    fresh.on_load_checkpoint(ckpt)
+    fresh.load_state_dict(ckpt["state_dict"])
+    new_optimizer = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+    new_optimizer.load_state_dict(ckpt["optimizer_states"][0])
+    old_params = dict(old.named_parameters())
+    for name, param in fresh.named_parameters():
+        assert torch.equal(
+            new_optimizer.state[param]["exp_avg"], optimizer.state[old_params[name]]["exp_avg"]
+        )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
+from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
 from torch import nn
 
 WEIGHT_FILES = ("config.json", "model.safetensors")
@@ -75,6 +76,7 @@ def build_unet(
     encoder_weights: str | None = None,
     encoder_depth: int = 5,
     decoder_channels: Sequence[int] | None = None,
+    keep_unused_stages: bool = False,
 ) -> nn.Module:
     """A U-Net returning per-class logits (B, classes, H, W).
 
@@ -88,6 +90,9 @@ def build_unet(
             ``2 ** encoder_depth``.
         decoder_channels: decoder widths, one per encoder stage (default: smp's
             ``256, 128, 64, 32, 16`` truncated to ``encoder_depth``).
+        keep_unused_stages: keep the encoder stages deeper than ``encoder_depth`` that the
+            forward never runs (the network as checkpoints from before
+            :func:`drop_unused_stages` held it); by default they are dropped.
 
     Raises:
         EncoderWeightsError: pretrained weights requested but not available offline.
@@ -114,7 +119,7 @@ def build_unet(
             f"unknown encoder '{encoder_name}' (segmentation-models-pytorch "
             f"encoders: {', '.join(sorted(SMP_ENCODERS)[:12])}, ...)"
         )
-    return smp.Unet(
+    unet = smp.Unet(
         encoder_name=encoder_name,
         encoder_weights=encoder_weights,
         encoder_depth=encoder_depth,
@@ -122,3 +127,48 @@ def build_unet(
         in_channels=in_channels,
         classes=classes,
     )
+    if not keep_unused_stages:
+        drop_unused_stages(unet)
+    return unet
+
+
+def unused_stages(unet: nn.Module) -> tuple[str, ...]:
+    """Names (relative to ``unet``, e.g. ``encoder.layer4``) of the encoder stages that a
+    U-Net of depth < 5 never runs, whether still present or already dropped.
+
+    Only ResNet-family encoders are trimmed (their forward stops at the encoder depth);
+    other encoders keep every stage (empty tuple).
+    """
+    encoder = getattr(unet, "encoder", None)
+    if not isinstance(encoder, ResNetEncoder):
+        return ()
+    # ResNet stages by output stride: layer1 2**2, layer2 2**3, layer3 2**4, layer4 2**5
+    return tuple(f"encoder.layer{i}" for i in range(1, 5) if i + 1 > encoder._depth)
+
+
+def drop_unused_stages(unet: nn.Module) -> tuple[str, ...]:
+    """Remove the encoder stages that ``unet``'s forward never runs (see :func:`unused_stages`),
+    so they are neither counted, trained nor saved; the forward is unchanged.
+
+    smp builds a whole ResNet whatever the depth: at depth 3, resnet18's layer3 and layer4
+    hold 10.5 M of the U-Net's 11.3 M parameters.
+
+    Returns:
+        the names of the dropped stages, relative to ``unet``.
+    """
+    names = unused_stages(unet)
+    for name in names:
+        module, attr = name.split(".")
+        parent = getattr(unet, module)
+        if attr in parent._modules:
+            delattr(parent, attr)
+    return names
+
+
+def drop_unused_stage_keys(
+    state_dict: dict[str, object], prefixes: Sequence[str]
+) -> dict[str, object]:
+    """``state_dict`` without the entries under any of ``prefixes`` (unused encoder stages
+    saved by checkpoints from before they were dropped); a new dict, the order kept."""
+    heads = tuple(f"{p}." for p in prefixes)
+    return {k: v for k, v in state_dict.items() if not k.startswith(heads)}

@@ -29,7 +29,7 @@ from synthsat.data.cache import scaled_shape
 from synthsat.data.datasets import Normalizer
 from synthsat.errors import NonFiniteLoss
 from synthsat.metrics.segmentation import SegmentationScores
-from synthsat.models.segmentation import build_unet
+from synthsat.models.segmentation import build_unet, drop_unused_stage_keys, unused_stages
 from synthsat.tasks.distributed import RankRandomStreams
 from synthsat.tasks.hparams import plain
 
@@ -183,6 +183,8 @@ class SegmentationTask(RankRandomStreams, SemanticSegmentationTask):
             hp.encoder_depth,
             hp.decoder_channels,
         )
+        #: encoder stages the network never runs, dropped by build_unet (state-dict prefixes)
+        self.unused_stages = tuple(f"model.{name}" for name in unused_stages(self.model))
         self.channels_last = bool(hp.channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -373,6 +375,43 @@ class SegmentationTask(RankRandomStreams, SemanticSegmentationTask):
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the unused encoder stages were dropped (e.g. resnet18's
+        layer3 / layer4 at ``encoder_depth: 3``) load too: their weights are left out of the
+        state dict and, for a resumed run, out of the optimiser states."""
+        state = checkpoint.get("state_dict", {})
+        heads = tuple(f"{p}." for p in self.unused_stages)
+        if not any(k.startswith(heads) for k in state):
+            return
+        checkpoint["state_dict"] = drop_unused_stage_keys(state, self.unused_stages)
+        if checkpoint.get("optimizer_states"):
+            self._drop_unused_optimizer_state(checkpoint["optimizer_states"], heads)
+
+    def _drop_unused_optimizer_state(self, states: list[dict[str, Any]], heads: tuple) -> None:
+        """Remove the unused stages' parameters from optimiser states saved with them (their
+        ids follow the untrimmed network's parameter order)."""
+        hp = self.hparams
+        full = build_unet(
+            int(hp.metadata["bands"]),
+            self.num_classes,
+            hp.encoder_name,
+            None,
+            hp.encoder_depth,
+            hp.decoder_channels,
+            keep_unused_stages=True,
+        )
+        names = [f"model.{n}" for n, _ in full.named_parameters()]
+        names += [n for n, _ in self.named_parameters() if not n.startswith("model.")]
+        for state in states:
+            groups = state.get("param_groups", [])
+            ids = [i for g in groups for i in g["params"]]
+            if len(ids) != len(names):
+                continue  # not this network's optimiser: left to torch to report
+            unused = {i for i, n in zip(ids, names, strict=True) if n.startswith(heads)}
+            for group in groups:
+                group["params"] = [i for i in group["params"] if i not in unused]
+            state["state"] = {i: v for i, v in state.get("state", {}).items() if i not in unused}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints hold trained weights: reloading needs no pretrained encoder."""
