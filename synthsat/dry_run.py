@@ -1,10 +1,11 @@
 """The dry run of a study (``pipeline.dry_run=true``): its plan, with device hours.
 
 :func:`describe_plan` prints the stages of each wave of a :class:`~synthsat.plan.StudyPlan`
-(and how many are done), the job count, the ``#SBATCH`` lines of each wave's job array
-(``pipeline.executor=slurm``) and the device time of each wave (:func:`estimate_wave`):
-step or time budgets from the stages' composed configs, times per step measured on the
-study's finished stages (:func:`measured_times`) or given in ``pipeline.estimate``.
+(and how many are done), the job count, the resources and ``#SBATCH`` lines of each wave's
+job array (``pipeline.executor=slurm``: CPU waves ask for no GPU) and the device time of
+each wave (:func:`estimate_wave`): step or time budgets from the stages' composed configs,
+times per step measured on the study's finished stages (:func:`measured_times`) or given
+in ``pipeline.estimate``.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def describe_plan(
     """``pipeline.dry_run=true``'s printout: the stages per wave, the job count, the
     ``#SBATCH`` lines of each wave's job array (``executor`` ``slurm``) and the device
     hours (:func:`estimate_wave`)."""
-    from synthsat.slurm import sbatch_lines
+    from synthsat.slurm import sbatch_lines, wave_devices, wave_resources
 
     counts = plan.counts()
     measured = measured_times(plan.results)
@@ -194,10 +195,15 @@ def describe_plan(
     hours: float = 0.0
     unknown: list[str] = []
     waves = [kind for kind in WAVES if kind in counts]
+    staged = {
+        kind: plan.waves[kind] or plan.metric_stages(_planned_checkpoint(plan)) for kind in waves
+    }
+    devices = wave_devices(staged) if executor == "slurm" else {}
     sbatch = {
-        kind: sbatch_lines(slurm or {}, kind, counts[kind], plan.results / ".submitit")
-        for kind in waves
-        if executor == "slurm"
+        kind: sbatch_lines(
+            slurm or {}, kind, counts[kind], plan.results / ".submitit", devices[kind]
+        )
+        for kind in devices
     }
     common = [
         line for line in next(iter(sbatch.values()), []) if all(line in v for v in sbatch.values())
@@ -206,7 +212,7 @@ def describe_plan(
         lines.append("sbatch, every wave (one job array each):")
         lines += [f"  {line}" for line in common]
     for k, kind in enumerate(waves):
-        stages = plan.waves[kind] or plan.metric_stages(_planned_checkpoint(plan))
+        stages = staged[kind]
         done = sum((stage.directory(plan.results) / "done.json").exists() for stage in stages)
         labels = [stage.label for stage in stages]
         shown = ", ".join(labels[:4]) + (
@@ -220,6 +226,9 @@ def describe_plan(
         else:
             hours += est.seconds / 3600
             lines.append(f"  device time: {est.seconds / 3600:.1f} h ({est.how})")
+        if kind in devices:
+            resources = wave_resources(slurm or {}, kind, devices[kind])
+            lines.append(f"  resources: {resources.describe()}")
         lines += [f"  {line}" for line in sbatch.get(kind, []) if line not in common]
     total = f"{hours:.1f} device hours"
     if unknown and hours == 0:

@@ -75,7 +75,11 @@ def check_executor(kind: str) -> None:
 
 
 def make_executor(
-    kind: str, folder: Path, slurm: Mapping[str, Any] | None = None, wave: str | None = None
+    kind: str,
+    folder: Path,
+    slurm: Mapping[str, Any] | None = None,
+    wave: str | None = None,
+    device: str = "gpu",
 ) -> Any:
     """A submitit executor of ``kind`` writing its job files under ``folder``.
 
@@ -84,6 +88,8 @@ def make_executor(
         folder: where submitit keeps each job's pickles and logs (``<results>/.submitit``).
         slurm: the ``slurm`` config group (sbatch parameters), for ``slurm``.
         wave: the kind of stage it runs, for ``slurm.stages.<kind>`` and the job name.
+        device: ``cpu`` or ``gpu``, the device of the wave's stages (SLURM: a ``cpu`` wave
+            asks for no GPU, see :func:`~synthsat.slurm.slurm_parameters`).
 
     Raises:
         ConfigError: see :func:`check_executor`.
@@ -98,7 +104,7 @@ def make_executor(
         return executor
     executor = submitit.SlurmExecutor(folder=path)
     executor.update_parameters(
-        job_name=f"synthsat-{wave or 'stage'}", **slurm_parameters(slurm or {}, wave)
+        job_name=f"synthsat-{wave or 'stage'}", **slurm_parameters(slurm or {}, wave, device)
     )
     return executor
 

@@ -46,6 +46,7 @@ from synthsat.plan import real_only_checkpoint, study_plan
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors
+from synthsat.slurm import wave_devices, wave_resources
 from synthsat.stages import Progress, Stage, record_timing, stage_threads
 from synthsat.tracking import job_config, run_label, wandb_mode
 
@@ -98,8 +99,15 @@ def run_study(cfg: DictConfig) -> Path:
     t0 = time.perf_counter()
 
     def run(kind: str, stages: list[Stage]) -> list[Path]:
-        executor = make_executor(str(p.executor), results / ".submitit", cfg.get("slurm"), kind)
-        return run_wave(executor, stages, results, jobs, log, env, progress)
+        # a SLURM wave asks for its stages' device: a CPU wave its CPUs (its stages'
+        # threads), no GPU (synthsat.slurm.wave_devices)
+        device = wave_devices({**plan.waves, kind: stages})[kind]
+        wave_env = dict(env)
+        if p.executor == "slurm":
+            wave_env.update(wave_resources(cfg.get("slurm") or {}, kind, device).env())
+        slurm = cfg.get("slurm")
+        executor = make_executor(str(p.executor), results / ".submitit", slurm, kind, device)
+        return run_wave(executor, stages, results, jobs, log, wave_env, progress)
 
     if local:  # one graph: a stage starts as soon as the stages it needs are done
         stages, needs = plan.graph()

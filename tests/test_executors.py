@@ -14,7 +14,9 @@ import os
 import pickle
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import submitit
@@ -337,3 +339,111 @@ def test_a_job_that_died_before_its_stage_started_is_submitted_again(
     assert (
         "ended before its stage started, with no output; submitting it again (try 2 of 3)" in said
     )
+
+
+@pytest.fixture()
+def hydra_conf() -> Iterator[None]:
+    """An initialised Hydra on this repository's conf/ (a plan composes its stages)."""
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        yield
+
+
+def _study(tmp_path: Path, experiment: str, data: str, *extra: str) -> tuple[Any, Any]:
+    from hydra import compose
+
+    from synthsat.plan import study_plan
+
+    overrides = [
+        f"experiment={experiment}",
+        f"paths.root={tmp_path}",
+        "pipeline.executor=slurm",
+        "pipeline.logger=none",
+        *extra,
+    ]
+    cfg = compose("pipeline", overrides=overrides)
+    return cfg, study_plan(cfg, data)
+
+
+def test_a_cpu_study_on_slurm_asks_for_cpus_and_uses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hydra_conf: None
+) -> None:
+    """``experiment=dubai`` trains on CPU: every wave asks for CPUs and no GPU, and its
+    stages' torch threads are the CPUs asked for; the dry run says so per wave."""
+    from omegaconf import OmegaConf
+
+    from synthsat.dry_run import describe_plan
+    from synthsat.slurm import stage_device, wave_devices, wave_resources
+
+    cfg, plan = _study(
+        tmp_path, "dubai", "dubai", "pipeline.seeds=[0]", "pipeline.ratios=[0.0,1.0]"
+    )
+    waves = {**plan.waves, "synthetic_metrics": plan.metric_stages(None)}
+    assert {stage_device(s) for s in plan.waves["generator"]} == {"cpu"}
+    assert {stage_device(s) for s in plan.waves["synthesis"]} == {"auto"}  # trainer: default
+    assert wave_devices(waves) == dict.fromkeys(waves, "cpu")
+    for kind, stages in waves.items():
+        resources = wave_resources(cfg.slurm, kind, "cpu")
+        assert "gpus_per_node" not in resources.parameters
+        assert resources.parameters["cpus_per_task"] == 8 == resources.threads
+        assert resources.env() == {"SYNTHSAT_THREADS": "8"}
+        # the threads each stage's job sets (num_threads: ${oc.env:SYNTHSAT_THREADS,1})
+        monkeypatch.setenv("SYNTHSAT_THREADS", resources.env()["SYNTHSAT_THREADS"])
+        assert {int(OmegaConf.create(s.config).num_threads) for s in stages} == {8}, kind
+    monkeypatch.delenv("SYNTHSAT_THREADS")
+    text = describe_plan(plan, "slurm", {}, cfg.slurm)
+    assert "--gpus-per-node" not in text
+    assert "  #SBATCH --cpus-per-task=8" in text.splitlines()
+    resources = [line for line in text.splitlines() if line.startswith("  resources:")]
+    assert resources == ["  resources: CPU: 8 CPUs per stage, 8 torch threads, no GPU"] * 4
+
+
+def test_a_gpu_study_on_slurm_still_asks_for_a_gpu(tmp_path: Path, hydra_conf: None) -> None:
+    """``experiment=paper``: training asks for a GPU; synthesis and the synthetic metrics
+    (accelerator / device auto) follow the study onto GPUs; threads are the job's own."""
+    from synthsat.dry_run import describe_plan
+    from synthsat.slurm import wave_devices, wave_resources
+
+    cfg, plan = _study(
+        tmp_path,
+        "paper",
+        "chesapeake",
+        "pipeline.lambdas=[0.0]",
+        "pipeline.ratios=[0.0,1.0]",
+        "pipeline.copies=[]",
+        "pipeline.seeds=[0]",
+    )
+    waves = {**plan.waves, "synthetic_metrics": plan.metric_stages(None)}
+    assert wave_devices(waves) == dict.fromkeys(waves, "gpu")
+    resources = wave_resources(cfg.slurm, "segmentation", "gpu")
+    assert (resources.parameters["gpus_per_node"], resources.parameters["cpus_per_task"]) == (1, 8)
+    assert resources.env() == {}
+    lines = describe_plan(plan, "slurm", {}, cfg.slurm).splitlines()
+    assert "  #SBATCH --gpus-per-node=1" in lines  # every wave: among the common lines
+    assert lines.count("  resources: GPU: 1 GPU per node, 8 CPUs per stage") == 4
+
+
+def test_a_cpu_wave_goes_out_without_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(SBATCH.format(folder=tmp_path))
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in (sbatch, bin_dir / "srun"):
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    results = tmp_path / "results"
+    executor = make_executor("slurm", results / ".submitit", SLURM, "segmentation", "cpu")
+    from synthsat.executors import _submit
+
+    stages = [timed(0)]
+    _submit(executor, stages, [stages[0].directory(results)], [0], results, {}, None)
+    script = (tmp_path / "submitted.sh").read_text().splitlines()
+    assert "#SBATCH --cpus-per-task=4" in script
+    assert not [line for line in script if "gpus" in line]
+    # a per-kind override still wins
+    forced = {**SLURM, "stages": {"segmentation": {"gpus_per_node": 2}}}
+    assert slurm_parameters(forced, "segmentation", "cpu")["gpus_per_node"] == 2
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        slurm_parameters(SLURM, "segmentation", "tpu")
