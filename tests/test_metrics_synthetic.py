@@ -11,11 +11,14 @@ import pytest
 import rasterio
 import torch
 from hydra import compose, initialize_config_dir
+from rasterio.transform import Affine
 from torch import Tensor, nn
 
 from synthsat.data import LandCoverDataModule, ToyWorldSource
+from synthsat.data.cache import resample_image
 from synthsat.data.datasets import Normalizer
 from synthsat.data.errors import DataError
+from synthsat.data.raster_io import read_raster
 from synthsat.data.synthetic_tiles import PROVENANCE_TAG, find_samples
 from synthsat.data.toyworld import CLASSES
 from synthsat.evaluate_synthetic import run
@@ -438,7 +441,16 @@ def test_bad_synthetic_inputs_are_named(toy_root: Path, tmp_path: Path) -> None:
         profile = {**src.profile, "width": 64, "height": 64}
     with rasterio.open(bad / f"{tile.name}_s0.tif", "w", **profile) as dst:
         dst.write(np.zeros((4, 64, 64), np.uint8))
-    with pytest.raises(DataError, match=f"{tile.name}_s0.tif: synthetic tile is 64x64"):
+    # half the size on the tile's own pixel size: a quarter of its extent (as mixing says)
+    with pytest.raises(
+        DataError,
+        match=f"{tile.name}_s0.tif: synthetic image is 64x64 px but its mask .* is 128x128 px, "
+        "and it does not cover the mask's extent",
+    ):
+        synthetic_metrics([tile], bad, dm.metadata(), fid={"enabled": False})
+    with rasterio.open(bad / f"{tile.name}_s0.tif", "w", **{**profile, "count": 3}) as dst:
+        dst.write(np.zeros((3, 64, 64), np.uint8))
+    with pytest.raises(DataError, match=f"{tile.name}_s0.tif: synthetic tile is 64x64 px with 3"):
         synthetic_metrics([tile], bad, dm.metadata(), fid={"enabled": False})
     with pytest.raises(FidelityUnavailableError):
         synthetic_metrics(
@@ -1070,3 +1082,103 @@ def test_value_range_of_8_bit_and_other_data() -> None:
     mixed = [*eight_bit, SimpleNamespace(image=np.zeros((2, 4, 4), np.uint16))]
     low, high = _value_range(mixed, norm)  # type: ignore[arg-type]
     assert low.tolist() == [70.0, 35.0] and high.tolist() == [130.0, 65.0]
+
+
+def _half_grid_samples(
+    dm: LandCoverDataModule, out: Path, offsets: list[float], grid: tuple[int, int] | None = None
+) -> dict[str, list[np.ndarray]]:
+    """Samples of the train tiles written on half their masks' grid (same bounds), as a
+    synthesis at ``data.scale=0.5`` writes them: the real image area-resampled, plus an
+    offset per sample; returns them as written."""
+    written: dict[str, list[np.ndarray]] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    for tile in dm.tiles["train"]:
+        with rasterio.open(tile.pair.mask) as src:
+            profile = {**src.profile, "transform": src.transform @ Affine.scale(2, 2)}
+        half = resample_image(read_raster(tile.pair.image), (64, 64))
+        profile.update(count=4, dtype="uint8", width=64, height=64, nodata=None)
+        for k, offset in enumerate(offsets):
+            image = np.clip(half.astype(np.float64) + offset, 0, 255).astype(np.uint8)
+            path = out / f"{tile.name}_s{k}.tif"
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(image)
+            if grid is not None:
+                _tag_grid(path, *grid)
+            written.setdefault(tile.name, []).append(image)
+    return written
+
+
+def test_a_source_on_another_grid_is_compared_on_the_datas_grid(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """A synthesis written at half the masks' grid is scored against the real tiles on
+    the data's grid: resampled as mixing does (resample_image), so it scores exactly what
+    the same images resampled beforehand to the masks' grid score; on data at scale 0.5
+    it is the real tile itself (distance 0); seams are measured on the grid it was
+    written on, the real tile brought to that grid."""
+    dm = _datamodule(toy_root, tmp_path / "cache")
+    tiles = dm.tiles["train"]
+    written = _half_grid_samples(dm, tmp_path / "half", [0.0, 20.0])
+    reference = tmp_path / "native"
+    reference.mkdir()
+    for tile in tiles:
+        with rasterio.open(tile.pair.image) as src:
+            profile = src.profile
+        for k, image in enumerate(written[tile.name]):
+            with rasterio.open(reference / f"{tile.name}_s{k}.tif", "w", **profile) as dst:
+                dst.write(resample_image(image, tile.shape))
+
+    def metrics(source: Path, data: LandCoverDataModule) -> dict:
+        return synthetic_metrics(
+            data.tiles["train"],
+            source,
+            data.metadata(),
+            _segmenter(data),
+            chip_size=64,
+            max_chips=4,
+            fid={"enabled": False},
+        )
+
+    half, native = metrics(tmp_path / "half", dm), metrics(reference, dm)
+    for key in ("spectral_w1", "diversity_l1", "diversity_ms_ssim", "consistency_miou"):
+        assert half[key] == native[key], key
+    assert half["spectral_w1"] > 0 and half["info"]["tiles"] == 2
+
+    # data at scale 0.5: the real tiles are on the samples' grid; sample 0 is the real tile
+    small = LandCoverDataModule(
+        ToyWorldSource(toy_root, tiles=4, size=128),
+        classes=CLASSES,
+        bands=4,
+        ignore_index=0,
+        patch_size=32,
+        batch_size=4,
+        cache_dir=tmp_path / "cache_half",
+        eval_chip_size=64,
+        scale=0.5,
+    )
+    small.setup()
+    assert all(t.shape == (64, 64) for t in small.tiles["train"])
+    _half_grid_samples(small, tmp_path / "half0", [0.0])
+    assert metrics(tmp_path / "half0", small)["spectral_w1"] == 0
+
+    # seams on the written grid (16 px chips, overlap 4), the real tile resampled to it
+    written = _half_grid_samples(dm, tmp_path / "seams", [0.0], grid=(16, 4))
+    m = synthetic_metrics(tiles, tmp_path / "seams", dm.metadata(), None, fid={"enabled": False})
+    real = [seam_scores(resample_image(t.image, (64, 64)), 16, 4) for t in tiles]
+    synth = [seam_scores(written[t.name][0], 16, 4) for t in tiles]
+    for key in SEAM_KEYS:
+        assert m[key] == pytest.approx(np.nanmean([s[key] for s in synth]), rel=1e-12)
+        assert m[f"{key}_real"] == pytest.approx(np.nanmean([r[key] for r in real]), rel=1e-12)
+    assert m["info"]["seam_grids"] == [[16, 4]]
+
+    # a half-size tile on the mask's own pixel size covers a quarter: refused, as mixing does
+    tile = tiles[0]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with rasterio.open(tile.pair.image) as src:
+        profile = {**src.profile, "width": 64, "height": 64}
+    with rasterio.open(bad / f"{tile.name}_s0.tif", "w", **profile) as dst:
+        dst.write(written[tile.name][0])
+    with pytest.raises(DataError, match="does not cover the mask's extent") as err:
+        synthetic_metrics([tile], bad, dm.metadata(), fid={"enabled": False})
+    assert str(tile.pair.mask) in str(err.value)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from synthsat.atomic import write_text
+from synthsat.data.checks import check_same_extent
 from synthsat.data.errors import DataError
 from synthsat.data.raster_io import open_raster, raster_info, read_raster
 
@@ -88,22 +89,42 @@ def find_samples(source: str | Path, tiles: Sequence[str]) -> dict[str, list[Pat
     return found
 
 
-def read_sample(path: Path, shape: tuple[int, int], bands: int, real: str | Path) -> np.ndarray:
-    """A synthetic tile (C, H, W), checked against the size and bands of its real tile.
+def read_sample(
+    path: Path,
+    shape: tuple[int, int],
+    bands: int,
+    real: str | Path,
+    mask: str | Path | None = None,
+) -> np.ndarray:
+    """A synthetic tile (C, H, W) on its own grid, checked against its real tile.
 
     Args:
         path: the synthetic GeoTIFF.
-        shape: (height, width) of the real tile.
+        shape: (height, width) of the real tile; without ``mask`` the synthetic tile must
+            have this size.
         bands: band count of the real imagery.
         real: the real tile's image path (for the message).
+        mask: the real tile's mask (its native grid): given, the synthetic tile may lie on
+            any grid that covers the mask's extent (a synthesis at another scale; see
+            :func:`~synthsat.data.checks.check_same_extent`), as mixing reads it; bring it
+            to the real tile's grid with :func:`~synthsat.data.cache.resample_image`.
+
+    Raises:
+        DataError: another band count, another size (without ``mask``), or a grid that
+            does not cover the mask's extent.
     """
     info = raster_info(path)
     h, w = shape
-    if (info.height, info.width) != (h, w) or info.count != bands:
+    sized = (info.height, info.width) == (h, w)
+    if info.count != bands or (not sized and mask is None):
         raise DataError(
             f"{path}: synthetic tile is {info.width}x{info.height} px with {info.count} "
             f"band(s), but its real tile {real} is {w}x{h} px with {bands} band(s)"
         )
+    if mask is not None:
+        native = raster_info(mask)
+        if (info.height, info.width) != (native.height, native.width):
+            check_same_extent(info, native)
     return read_raster(path)
 
 

@@ -2,9 +2,11 @@
 
 :func:`synthetic_metrics` compares the synthetic GeoTIFFs of a synthesis run
 (:mod:`synthsat.data.synthetic_tiles`: ``K`` samples generated from the mask of each real
-tile, on its pixel grid) with the real tiles of one split, reading one tile (and its ``K``
-samples) at a time and feeding each metric's accumulator
-(:mod:`synthsat.metrics.accumulator`):
+tile, on its pixel grid or on another grid covering the same extent, e.g. a synthesis at
+the generator's ``data.scale``) with the real tiles of one split on the data's grid,
+reading one tile (and its ``K`` samples, resampled to the tile's grid as mixing does:
+:func:`~synthsat.data.cache.resample_image`) at a time and feeding each metric's
+accumulator (:mod:`synthsat.metrics.accumulator`):
 
 - per-class spectral distance (:class:`~synthsat.metrics.spectral.SpectralDistance`) on a
   uniform pixel sample of whole tiles;
@@ -15,8 +17,9 @@ samples) at a time and feeding each metric's accumulator
   a real-trained segmenter is given, and FID / KID
   (:class:`~synthsat.metrics.fidelity.FidKid`) when Inception is available;
 - chip seams and repetition at the chip step (:class:`~synthsat.metrics.seams.SeamScores`)
-  of every whole sample, and of its real tile on the same chip grid (``chip_size`` /
-  ``overlap`` of the sample's provenance), when the provenance records the grid.
+  of every whole sample on the grid it was written on, and of its real tile brought to
+  that grid, on the same chip grid (``chip_size`` / ``overlap`` of the sample's
+  provenance), when the provenance records the grid.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from synthsat.data.cache import CachedTile
+from synthsat.data.cache import CachedTile, resample_image
 from synthsat.data.datasets import Normalizer
 from synthsat.data.synthetic_tiles import find_samples, read_manifest, read_provenance, read_sample
 from synthsat.metrics.chips import chip_side, cut_chips, select_chips
@@ -79,10 +82,13 @@ class _Plan:
         return [(r, c) for t, r, c in self.chips if t == tile]
 
     def read(self, tile: CachedTile) -> tuple[list[np.ndarray], list[tuple[int, int] | None]]:
-        """A tile's samples (checked against the tile) and the chip grid of each."""
+        """A tile's samples on their own grid (checked against the tile: any grid that
+        covers its mask's extent) and the chip grid of each."""
         paths = self.samples[tile.name]
         bands = tile.image.shape[0]
-        synthetic = [read_sample(p, tile.shape, bands, tile.pair.image) for p in paths]
+        synthetic = [
+            read_sample(p, tile.shape, bands, tile.pair.image, tile.pair.mask) for p in paths
+        ]
         return synthetic, [sample_grid(p, self.manifest) for p in paths]
 
     def describe(self, tiles: int) -> dict[str, int]:
@@ -229,6 +235,24 @@ class _ChipMetrics:
         return result, details
 
 
+def _update_seams(
+    seams: SeamScores,
+    tile: CachedTile,
+    written: Sequence[np.ndarray],
+    grids: Sequence[tuple[int, int] | None],
+) -> None:
+    """Add a tile's samples to the seam metrics on the grid they were generated on (their
+    chip grid is in their own pixels), with the real tile brought to that grid by
+    :func:`~synthsat.data.cache.resample_image`. Samples of one tile written on
+    different grids have no one real reference: they are counted as without a grid."""
+    shapes = {s.shape[1:] for s in written}
+    if len(shapes) > 1:
+        seams.without_grid += len(written)
+        return
+    (shape,) = shapes or {tile.shape}
+    seams.update(tile.name, resample_image(tile.image, shape), written, grids)
+
+
 def _seam_note(seams: SeamScores, samples: int, synthetic_dir: str | Path) -> str | None:
     """Why samples are left out of the seam metrics (also warned), or None."""
     if not seams.without_grid:
@@ -324,8 +348,10 @@ def synthetic_metrics(
         plan, metadata, data_norm, segmenter, extractor, fid_cfg, batch_size, seed, device
     )
     for t, tile in enumerate(plan.tiles):
-        synthetic, grids = plan.read(tile)
-        seams.update(tile.name, tile.image, synthetic, grids)
+        written, grids = plan.read(tile)
+        _update_seams(seams, tile, written, grids)
+        # on the real tile's grid (the data's), resampled as mixing does
+        synthetic = [resample_image(s, tile.shape) for s in written]
         spectral.update(t, tile.image, synthetic)
         if corners := plan.corners(t):
             chip_metrics.update(tile, synthetic, corners)
