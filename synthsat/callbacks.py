@@ -3,6 +3,8 @@
 * :class:`GeneratorSamples` — the generator's sample grids during training.
 * :class:`SegmentationTestReport` — a segmentation test's confusion matrix and panels (W&B).
 * :class:`ProgressLog` — a log line every N training steps when there is no progress bar.
+* :func:`step_progress_bar` — the progress bar on a terminal, counting steps under a step
+  budget (:class:`StepRichProgressBar`, or :class:`StepTQDMProgressBar` without rich).
 * :class:`ValidationCurve` — every validation's score by step (a run's learning curve).
 * :class:`StopOnSigterm` — training stops after the step in progress on SIGTERM (added
   to every job's trainer by :func:`synthsat.runtime.build_trainer`).
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from synthsat.atomic import write_with
 from synthsat.tracking import log_images
@@ -362,3 +365,105 @@ class StopOnSigterm(L.Callback):
 
         if isinstance(exception, SIGTERMException) and getattr(exception, "step", None) is None:
             exception.step = int(trainer.global_step)  # type: ignore[attr-defined]
+
+
+def step_budget(trainer: L.Trainer) -> int | None:
+    """The trainer's step budget (``max_steps`` > 0), or None when training is bounded by
+    epochs (or time) alone."""
+    steps = int(trainer.max_steps)
+    return steps if steps > 0 else None
+
+
+def train_description(trainer: L.Trainer) -> str:
+    """The training bar's label: ``Step`` under a step budget (the bar counts training
+    steps up to ``max_steps``), else ``Epoch k/last`` (``Epoch k`` without an epoch
+    limit: Lightning's reads ``Epoch 0/-2`` under ``max_epochs: -1``)."""
+    if step_budget(trainer) is not None:
+        return "Step"
+    epochs = trainer.max_epochs
+    last = f"/{epochs - 1}" if epochs is not None and epochs > 0 else ""
+    return f"Epoch {trainer.current_epoch}{last}"
+
+
+class StepRichProgressBar(RichProgressBar):
+    """Lightning's Rich bar whose training bar, under a step budget (``max_steps`` > 0),
+    counts the training steps of the whole fit up to ``max_steps`` (``Step 37/360``) instead
+    of the batches of each epoch under ``Epoch k/-2``; under an epoch budget it is
+    Lightning's bar, labelled by :func:`train_description`."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return train_description(self.trainer)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        budget = step_budget(self.trainer)
+        return budget if budget is not None else super().total_train_batches
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if step_budget(trainer) is not None and self.train_progress_bar_id is not None:
+            return  # one bar for the whole fit: not reset at each epoch
+        super().on_train_epoch_start(trainer, pl_module)
+        if step_budget(trainer) is not None:
+            self._update(self.train_progress_bar_id, trainer.global_step)  # a resumed fit
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if step_budget(trainer) is None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+
+class StepTQDMProgressBar(TQDMProgressBar):
+    """Lightning's TQDM bar counting training steps under a step budget, as
+    :class:`StepRichProgressBar` (for environments without rich)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        budget = step_budget(trainer)
+        if budget is None:
+            super().on_train_epoch_start(trainer, *args)
+            self.train_progress_bar.set_description(train_description(trainer))
+            return
+        if self.train_progress_bar.total != budget:  # once per fit
+            self.train_progress_bar.reset(total=budget)
+            self.train_progress_bar.n = trainer.global_step
+            self.train_progress_bar.set_description(train_description(trainer))
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if step_budget(trainer) is None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        bar = self.train_progress_bar
+        if self._should_update(trainer.global_step, bar.total):
+            bar.n = trainer.global_step
+            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+def step_progress_bar(leave: bool = False) -> RichProgressBar | TQDMProgressBar:
+    """The training jobs' progress bar (added by :func:`synthsat.runtime.build_trainer`
+    when ``trainer.enable_progress_bar`` is on and ``callbacks`` holds no bar): Rich's where
+    rich is installed (as Lightning's default), else TQDM's; either counts steps under a
+    step budget."""
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    if _RICH_AVAILABLE:
+        return StepRichProgressBar(leave=leave)
+    return StepTQDMProgressBar(leave=leave)

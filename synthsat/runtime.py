@@ -170,7 +170,9 @@ def build_trainer(
     """The Lightning trainer of ``cfg.trainer`` with the run's loggers and callbacks.
 
     ``trainer.enable_progress_bar: null`` draws the bar only on a terminal
-    (:func:`progress_bar`); training stops after the step in progress on SIGTERM
+    (:func:`progress_bar`), :func:`~synthsat.callbacks.step_progress_bar` unless
+    ``callbacks`` holds a bar of its own (it counts steps under a step budget, where
+    Lightning's reads ``Epoch 0/-2``); training stops after the step in progress on SIGTERM
     (:class:`~synthsat.callbacks.StopOnSigterm`).
 
     Args:
@@ -178,11 +180,19 @@ def build_trainer(
         run: the job's W&B run settings (:func:`run_info`).
         **kwargs: further trainer arguments (they override the config's).
     """
-    from synthsat.callbacks import StopOnSigterm
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from synthsat.callbacks import StopOnSigterm, step_progress_bar
 
     kwargs.setdefault("logger", build_loggers(cfg, run) or False)
     kwargs.setdefault("callbacks", [*build_callbacks(cfg), StopOnSigterm()])
     kwargs.setdefault("enable_progress_bar", progress_bar(cfg.trainer.get("enable_progress_bar")))
+    kwargs["callbacks"] = list(kwargs["callbacks"] or [])
+    bars = [c for c in kwargs["callbacks"] if isinstance(c, ProgressBar)]
+    if not kwargs["enable_progress_bar"]:  # a bar added under callbacks too
+        kwargs["callbacks"] = [c for c in kwargs["callbacks"] if c not in bars]
+    elif not bars:
+        kwargs["callbacks"] = [*kwargs["callbacks"], step_progress_bar()]
     return instantiate(cfg.trainer, **kwargs)
 
 

@@ -193,3 +193,92 @@ def test_percentile_stretch() -> None:
     assert rgb_composite(image * 2, [0, 1, 2], (lo, hi))[5, 0].tolist() == [1.0, 1.0, 1.0]
     grey = rgb_composite(image[:1], [0])
     np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
+
+
+def _fit_with_bar(bar: object, **trainer_kwargs: object) -> list[tuple[str, float, float]]:
+    """Fit a one-weight model on 3 batches per epoch with ``bar``; the training bar's
+    (label, completed, total) after each training step, as drawn."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from synthsat.callbacks import StepRichProgressBar
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+            return (self.w - batch[0]).square().mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(TensorDataset(torch.ones(3, 1)), batch_size=1)
+
+    seen: list[tuple[str, float, float]] = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+            if isinstance(bar, StepRichProgressBar):
+                task = bar.progress.tasks[bar.train_progress_bar_id]
+                seen.append((task.description.strip(), task.completed, task.total))
+            else:
+                tqdm = bar.train_progress_bar
+                seen.append((tqdm.desc.rstrip(": "), tqdm.n, tqdm.total))
+
+    trainer = L.Trainer(
+        callbacks=[bar, Spy()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=True,
+        **trainer_kwargs,
+    )
+    trainer.fit(Tiny())
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["rich", "tqdm"])
+def test_the_bar_counts_steps_under_a_step_budget(kind: str) -> None:
+    """Under ``max_steps`` the bar runs once over the fit's steps (Lightning's Rich bar
+    reads ``Epoch 0/-2`` and restarts at each epoch); under ``max_epochs`` it is per epoch."""
+    from synthsat.callbacks import StepRichProgressBar, StepTQDMProgressBar
+
+    make = StepRichProgressBar if kind == "rich" else StepTQDMProgressBar
+    seen = _fit_with_bar(make(), max_steps=7)
+    assert seen == [("Step", k, 7) for k in range(1, 8)]
+    seen = _fit_with_bar(make(), max_epochs=2)
+    assert seen == [(f"Epoch {e}/1", b, 3) for e in range(2) for b in range(1, 4)]
+
+
+def test_the_bar_label_and_which_bar_a_job_gets() -> None:
+    import lightning as L
+
+    from synthsat.callbacks import StepRichProgressBar, train_description
+    from synthsat.runtime import build_trainer
+
+    def trainer(max_steps: int, max_epochs: int | None) -> object:
+        return SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs, current_epoch=3)
+
+    assert train_description(trainer(360, -1)) == "Step"
+    assert train_description(trainer(-1, 10)) == "Epoch 3/9"
+    assert train_description(trainer(-1, -1)) == "Epoch 3"  # a time budget alone
+    assert train_description(trainer(-1, None)) == "Epoch 3"
+    cfg = OmegaConf.create({"trainer": {"_target_": "lightning.pytorch.Trainer"}})
+    bars = [
+        [c for c in build_trainer(cfg, logger=False, enable_progress_bar=on).callbacks]
+        for on in (True, False)
+    ]
+    assert [type(c) for c in bars[0] if isinstance(c, L.pytorch.callbacks.ProgressBar)] == [
+        StepRichProgressBar
+    ]
+    assert not [c for c in bars[1] if isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    # a bar configured under callbacks: kept when drawn, dropped when not (Lightning refuses
+    # a bar callback with enable_progress_bar=False)
+    own = L.pytorch.callbacks.TQDMProgressBar()
+    kept = build_trainer(cfg, logger=False, callbacks=[own], enable_progress_bar=True)
+    assert kept.progress_bar_callback is own
+    off = build_trainer(cfg, logger=False, callbacks=[own], enable_progress_bar=False)
+    assert off.progress_bar_callback is None
