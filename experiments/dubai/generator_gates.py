@@ -68,11 +68,18 @@ def checkpoint(path: Path) -> Path:
     return path
 
 
-def datamodule(tiles: int | None) -> Any:
-    """The Dubai datamodule (fit + test tiles), optionally with the first N tiles per group."""
+def datamodule(tiles: int | None, scale: float = 1.0) -> Any:
+    """The Dubai datamodule (fit + test tiles) at ``scale`` (train / val tiles resampled),
+    optionally with the first N tiles per group."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
-            "evaluate_synthetic", overrides=["data=dubai", "synthetic=unused", f"paths.root={ROOT}"]
+            "evaluate_synthetic",
+            overrides=[
+                "data=dubai",
+                "synthetic=unused",
+                f"paths.root={ROOT}",
+                f"data.scale={scale}",
+            ],
         )
     dm = instantiate(cfg.data)
     dm.prepare_data()
@@ -88,6 +95,13 @@ def datamodule(tiles: int | None) -> Any:
                 keep.append(tile)
         dm.tiles["train"] = keep
     return dm
+
+
+def segmenter_scale(path: Path) -> float:
+    """The ``data.scale`` the segmentation checkpoint ``path`` trained at (1 if none)."""
+    hparams = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+    data = hparams.get("metadata") or hparams.get("data") or {}
+    return float(data.get("scale", 1.0))
 
 
 def synthesise(ckpt: Path, out: Path, names: list[str], chip_size: int | None) -> None:
@@ -217,10 +231,19 @@ def main() -> None:
     parser.add_argument(
         "--reference", choices=["val", "test"], default="val", help="real chips of gate c"
     )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="grid the chips are judged on (default: the --seg model's data.scale, the "
+        "resolution the segmenter sees; synthetic tiles are resampled to it)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(int(__import__("os").environ.get("SYNTHSAT_THREADS", "1")))
     args.out.mkdir(parents=True, exist_ok=True)
-    dm = datamodule(args.tiles)
+    scale = args.scale if args.scale is not None else segmenter_scale(args.seg)
+    print(f"chips judged at data.scale={scale:g}", flush=True)
+    dm = datamodule(args.tiles, scale)
     meta = dm.metadata()
     segmenter = load_segmenter(args.seg, meta, torch.device("cpu"))
     names = [t.name for t in dm.tiles["train"]]
@@ -263,6 +286,8 @@ def main() -> None:
             and entry["noise_std"] >= 0.2
             and all(entry["noise_std"] > z for z in zero),
         }
+    for entry in results.values():
+        entry["scale"] = scale
     (args.out / "gates.json").write_text(json.dumps(results, indent=2))
     lines = [
         "| generator | lambda_div | seam ratio (real) | acf peak (real) | consistency / real "
