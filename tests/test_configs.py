@@ -173,6 +173,11 @@ def _data_choice(experiment: str | None) -> str:
     for entry in defaults:
         if isinstance(entry, DictConfig) and "override /data" in entry:
             return str(entry["override /data"])
+    for entry in defaults:  # an experiment built on another (e.g. dubai_folds_test4)
+        if isinstance(entry, str) and (CONF / "experiment" / f"{entry}.yaml").is_file():
+            base = _data_choice(entry)
+            if base != "toyworld":
+                return base
     return "toyworld"
 
 
