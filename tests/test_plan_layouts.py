@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,17 @@ STUDY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _hydra() -> Iterator[None]:
+    """An initialised Hydra: plans (and the synthetic-metric stages) compose configs."""
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        yield
+
+
 def _plan(tmp_path: Path, toy_root: Path, *extra: str) -> StudyPlan:
     data = ",".join(f"'{o}'" for o in toy_data_overrides(toy_root))
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        cfg = compose(
-            "pipeline",
-            overrides=[
-                f"paths.root={tmp_path}",
-                f"pipeline.data_overrides=[{data}]",
-                *STUDY,
-                *extra,
-            ],
-        )
-        return study_plan(cfg, "toyworld")
+    overrides = [f"paths.root={tmp_path}", f"pipeline.data_overrides=[{data}]", *STUDY, *extra]
+    return study_plan(compose("pipeline", overrides=overrides), "toyworld")
 
 
 def _overrides(stage: Any) -> dict[str, str]:
@@ -87,7 +86,9 @@ def test_the_new_layout_arms(tmp_path: Path, toy_root: Path) -> None:
     assert o["style"] == "random" and o["splits"] == "[train]"
     composed = OmegaConf.create(render.config)
     assert composed.data.source._target_ == "synthsat.data.PairedRasterSource"
-    assert list(composed.data.classes) == list(OmegaConf.create(syns["lambda0"].config).data.classes)
+    assert list(composed.data.classes) == list(
+        OmegaConf.create(syns["lambda0"].config).data.classes
+    )
     assert "data.source.tiles" not in o  # the toy world's own source keys stay out
     assert render.params == {"lambda_div": 0.0, "layouts": "recombine"}
 
@@ -132,8 +133,8 @@ def test_the_new_layout_arms(tmp_path: Path, toy_root: Path) -> None:
 
 
 def test_without_layouts_nothing_changes(tmp_path: Path, toy_root: Path) -> None:
-    plain = _plan(tmp_path, toy_root)
-    both = _plan(tmp_path, toy_root, "pipeline.layouts=[recombine,learned]")
+    plain = _plan(tmp_path, toy_root, "pipeline.seeds=[3]")
+    both = _plan(tmp_path, toy_root, "pipeline.seeds=[3]", "pipeline.layouts=[recombine,learned]")
     assert "layouts" not in plain.waves and not plain.layouts
     # every stage of the plain study is in the study with layouts, with the same key
     for kind, stages in plain.waves.items():
@@ -163,7 +164,7 @@ def test_bad_settings(tmp_path: Path, toy_root: Path, override: str, message: st
 def test_the_dry_run_lists_them(tmp_path: Path, toy_root: Path) -> None:
     from synthsat.dry_run import describe_plan
 
-    plan = _plan(tmp_path, toy_root, "pipeline.layouts=[recombine]")
+    plan = _plan(tmp_path, toy_root, "pipeline.seeds=[3]", "pipeline.layouts=[recombine]")
     text = describe_plan(plan, "local", {})
     assert "wave 2 layouts: 1 stages (0 done): recombine" in text
     assert "wave 3 synthesis: 4 stages (0 done): lambda0, lambda2, lambda0-recombine, " in text
