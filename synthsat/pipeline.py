@@ -4,7 +4,9 @@ Stages, each run as its own Hydra job (its own run directory with its resolved c
 in waves (:mod:`synthsat.plan`; a wave's stages run side by side)::
 
     generator/<lambda>      train the generator per lambda_div
-    synthesis/<source>      synthesise the training tiles per lambda_div and control
+    layouts/<method>        new land-cover masks per method of pipeline.layouts (if any)
+    synthesis/<source>      synthesise the training tiles per lambda_div and control, and
+                            render the new layouts (lambda<x>-<method>)
     segmentation/<run>      train + test segmentation per (ratio, source, seed)
     synthetic_metrics/<s>   fidelity and diversity per source
     report                  results/<experiment>/{report.md, summary.csv, *.png}
@@ -115,13 +117,15 @@ def run_study(cfg: DictConfig) -> Path:
         run_wave(executor, stages, results, jobs, log, env, progress, needs=needs)
     else:
         run("generator", plan.waves["generator"])
+        if plan.waves.get("layouts"):
+            run("layouts", plan.waves["layouts"])
         run("synthesis", plan.waves["synthesis"])
         run("segmentation", plan.waves["segmentation"])
     outs = [stage.directory(results) for stage in plan.waves["segmentation"]]
     if "synthetic_metrics" in plan.waves:
         run("synthetic_metrics", plan.metric_stages(real_only_checkpoint(plan.runs, outs)))
 
-    sample_grid(datamodule, plan.synthetic, results / "sample_grid.png")
+    sample_grid(datamodule, plan.tile_synthetic(), results / "sample_grid.png")
     record_timing(results, time.perf_counter() - t0, log)
     report = summarise(results, mark_paper=bool(p.mark_paper))
     track_report(cfg, results)

@@ -6,7 +6,8 @@ imagery, synthetic-metric stages a ``metrics.json`` with fidelity and diversity.
 
 Runs are grouped into *arms* over seeds: an arm is a training imagery (``run_label``: the
 mixing ratio, or the add mode's copies) with one synthetic *source* (``run_source``): the
-GAN trained with a given ``lambda_div`` (``"lambda_div = 6"``) or a control generator named
+GAN trained with a given ``lambda_div`` (``"lambda_div = 6"``; on new layouts of
+``pipeline.layouts``: ``"lambda_div = 6, layouts = recombine"``) or a control generator named
 in ``params["generator"]`` (e.g. ``"classtexture"``, whose ``lambda_div`` is None). The
 real-only arm has no source and is the baseline: every arm is compared with it seed by seed
 (:mod:`synthsat.stats`), since seed ``s`` of each arm shares its seed with real-only's.
@@ -16,7 +17,8 @@ real-only arm has no source and is the baseline: every arm is compared with it s
 ``pixel_accuracy`` and ``iou/<class>`` per scored class. ``generator`` is ``"none"`` for
 real-only runs (no synthetic imagery), ``"gan"`` for runs on the GAN's imagery (absent or
 None ``params["generator"]``; ``lambda_div`` says which GAN) and the control generator's
-name otherwise.
+name otherwise; a study with new-layout arms adds ``layouts`` (their method, empty for
+the runs on the training layouts).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def _write_csv(results_dir: Path, rows: list[dict[str, Any]]) -> None:
 #: summary.csv's columns that are not floats, by type (the rest: floats, "" for None).
 _CSV_TYPES: dict[str, type] = {
     "generator": str,
+    "layouts": str,
     "mode": str,
     "label": str,
     "scored": str,

@@ -54,13 +54,20 @@ def run_label(params: dict[str, Any]) -> str:
     return "real-only" if r == 0 else ("synthetic-only" if r == 1 else f"{r:.0%} synthetic")
 
 
+#: How :func:`source_label` names the new layouts a source's imagery was rendered on.
+LAYOUTS_LABEL = ", layouts = "
+
+
 def source_label(params: dict[str, Any]) -> str:
     """The synthetic imagery's source named by a stage's parameters: the control generator
-    (``params["generator"]``) or else the GAN, as ``"lambda_div = <x>"``."""
+    (``params["generator"]``) or else the GAN, as ``"lambda_div = <x>"``; the GAN's imagery
+    of new layouts (``params["layouts"]``, their method) as ``"lambda_div = <x>, layouts =
+    <method>"``."""
     if params.get("generator"):
         return str(params["generator"])
     lam = params.get("lambda_div")
-    return "gan" if lam is None else f"lambda_div = {float(lam):g}"
+    name = "gan" if lam is None else f"lambda_div = {float(lam):g}"
+    return f"{name}{LAYOUTS_LABEL}{params['layouts']}" if params.get("layouts") else name
 
 
 def run_source(params: dict[str, Any]) -> str:
@@ -146,6 +153,7 @@ def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seed": p["seed"],
             "label": run_label(p),
             "source": run_source(p),
+            **({"layouts": str(p["layouts"])} if p.get("layouts") else {}),
             "miou": m["miou"],
             "pixel_accuracy": m.get("pixel_accuracy"),
             "val_miou": m.get("scored_val_miou"),  # the tested checkpoint's
@@ -163,11 +171,13 @@ def summary_rows(seg: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def source_rank(source: str) -> tuple[int, float, str]:
-    """Real-only first, then the GAN by lambda_div, then control generators by name."""
+    """Real-only first, then the GAN by lambda_div (on the training layouts before new
+    layouts, by method), then control generators by name."""
     if not source:
         return (0, 0.0, "")
     if source.startswith("lambda_div = "):
-        return (1, float(source.split(" = ")[1]), "")
+        lam, _, layouts = source.removeprefix("lambda_div = ").partition(LAYOUTS_LABEL)
+        return (1, float(lam), layouts)
     return (2, 0.0, source)
 
 

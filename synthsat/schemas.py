@@ -202,6 +202,7 @@ class MixSchema:
     source: str | None = MISSING
     lambda_div: float | None = number(0.0, optional=True)
     copies: int = whole(1)
+    layouts: str | None = MISSING
 
 
 @dataclass

@@ -53,14 +53,37 @@ class Stage:
         return results / self.kind / f"{self.label}-{self.key}"
 
 
+_ABSENT = object()
+
+#: Keys added to a job's config after studies were run, left out of a stage's composed
+#: config (so of its key) while they hold this value: the stages of a study that does not
+#: use them keep their keys (and their finished runs), e.g. ``mix.layouts``.
+UNSET_KEYS: dict[str, Any] = {"mix.layouts": None}
+
+
 def composed_config(module: str, overrides: list[str]) -> str:
-    """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML.
+    """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML,
+    without the :data:`UNSET_KEYS` that hold their unset value.
 
     Needs an initialised Hydra (inside the pipeline's ``@hydra.main``); the job's config
     file is named after the module's last part (``synthsat.train_generator``).
     """
     cfg = compose(config_name=module.rsplit(".", 1)[-1], overrides=overrides)
-    return OmegaConf.to_yaml(cfg, resolve=False)
+    unset = [
+        key
+        for key, value in UNSET_KEYS.items()
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) == value
+    ]
+    if not unset:
+        return OmegaConf.to_yaml(cfg, resolve=False)
+    plain = OmegaConf.to_container(cfg, resolve=False)  # a plain copy: keys can go
+    for key in unset:
+        *parents, last = key.split(".")
+        node: Any = plain
+        for part in parents:
+            node = node[part]
+        del node[last]
+    return OmegaConf.to_yaml(OmegaConf.create(plain), resolve=False)
 
 
 def make_stage(

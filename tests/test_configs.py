@@ -375,7 +375,10 @@ def test_a_bad_value_from_an_experiment_fails_too(root: Path, tmp_path: Path) ->
 def test_schema_values_stay_plain_and_edges_pass(root: Path) -> None:
     cfg = _compose("train_segmentation", root, "mix.ratio=1", "mix.mode=add", "mix.lambda_div=2")
     mix = OmegaConf.to_container(cfg.mix)
-    assert mix == {"ratio": 1.0, "mode": "add", "source": None, "lambda_div": 2.0, "copies": 1}
+    assert mix == {
+        "ratio": 1.0, "mode": "add", "source": None, "lambda_div": 2.0, "copies": 1,
+        "layouts": None,
+    }  # fmt: skip
     assert type(mix["ratio"]) is float and type(mix["mode"]) is str  # no enums reach the job
     assert _compose("train_segmentation", root, "mix.ratio=0").mix.ratio == 0.0
     assert _compose("train_segmentation", root).segmentation.decoder_channels is None

@@ -310,7 +310,7 @@ def test_mix_settings_defaults_and_errors(
     with pytest.raises(
         ValueError,
         match=r"^unknown mix setting\(s\) \['rate'\]; "
-        r"expected \['copies', 'lambda_div', 'mode', 'ratio', 'source'\]$",
+        r"expected \['copies', 'lambda_div', 'layouts', 'mode', 'ratio', 'source'\]$",
     ):
         _mix(dm, {"rate": 0.5})
     with pytest.raises(

@@ -49,7 +49,9 @@ class LandCoverDataModule(L.LightningDataModule):
         seed: seed for fixed validation patches.
         mix: real / synthetic mixing of training patches (see :mod:`synthsat.data.mixing`);
             None trains on real imagery only. Validation and test are always real. A
-            ``lambda_div`` picks the tile folder below ``source`` (``self.mix`` holds it).
+            ``lambda_div`` picks the tile folder below ``source`` (``self.mix`` holds it);
+            ``layouts`` (a layouts folder) draws the synthetic patches from its rendered
+            new layouts with their own masks.
         on_nonfinite: ``error`` (default) stops on image pixels holding NaN or infinite
             values, naming the file and the count; ``ignore`` treats them like the
             raster's nodata pixels: unlabelled (ignore index in the mask, so neither
@@ -120,21 +122,24 @@ class LandCoverDataModule(L.LightningDataModule):
         self._mean = None if mean is None else np.asarray(mean, np.float32)
         self._std = None if std is None else np.asarray(std, np.float32)
 
-        def tile_cache(scale: float) -> TileCache:
+        def tile_cache(scale: float, class_indices: bool = False) -> TileCache:
             return TileCache(
                 cache_dir,
                 bands,
                 len(self.classes),
                 ignore_index,
-                source.label_map,
+                None if class_indices else source.label_map,
                 on_nonfinite=on_nonfinite,
-                colour_map=source.colour_map,
+                colour_map=None if class_indices else source.colour_map,
                 scale=scale,
             )
 
         self.scale = float(scale)
         self.cache = tile_cache(self.scale)  # training (real and synthetic) and validation
         self.native_cache = self.cache if self.scale == 1 else tile_cache(1.0)  # test
+        # rendered new layouts (mix.layouts): their masks hold class indices, whatever
+        # codes or colours the data's own masks use
+        self.layout_cache = tile_cache(self.scale, class_indices=True)
         self.seed = seed
         self.mix = resolve_mix(mix) if mix else None  # source: the tile folder itself
         self.tiles: dict[str, list[CachedTile]] = {}
@@ -201,7 +206,12 @@ class LandCoverDataModule(L.LightningDataModule):
         patches = self.patch_spec()
         if self.mix:
             return build_mixed_dataset(
-                self.tiles["train"], self.cache.load_synthetic, patches, self.mix
+                self.tiles["train"],
+                self.cache.load_synthetic,
+                patches,
+                self.mix,
+                load_layout=self.layout_cache.load_synthetic,
+                classes=self.classes,
             )
         return RandomPatchDataset(self.tiles["train"], **patches.dataset_kwargs())
 

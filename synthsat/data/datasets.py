@@ -147,21 +147,41 @@ class RandomPatchDataset(Dataset):
         """The image array to cut the patch from and whether it is synthetic (hook for mixing)."""
         return self.tiles[tile_index].image, False
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = self._rng(index)
-        ti = int(rng.choice(len(self.tiles), p=self.weights))
-        tile = self.tiles[ti]
+    def position(self, tile: CachedTile, rng: np.random.Generator) -> tuple[int, int]:
+        """A random patch corner (row, col) within ``tile`` (0 along a side shorter than
+        the patch)."""
         h, w = tile.shape
         p = self.patch_size
         row = int(rng.integers(0, max(h - p, 0) + 1))
         col = int(rng.integers(0, max(w - p, 0) + 1))
-        source, synthetic = self.choose_image(ti, rng)
+        return row, col
+
+    def cut(
+        self,
+        tile: CachedTile,
+        source: np.ndarray,
+        row: int,
+        col: int,
+        rng: np.random.Generator,
+        synthetic: bool,
+    ) -> dict[str, Any]:
+        """The sample of the patch at (row, col): image from ``source``, mask from
+        ``tile``, padded and (with ``augment``) flipped / turned."""
+        p = self.patch_size
         image = source[:, row : row + p, col : col + p]
         mask = tile.mask[row : row + p, col : col + p]
         image, mask = _pad(image, mask, p, p, self.ignore_index)
         if self.augment:
             image, mask = random_dihedral(image, mask, rng)
         return to_sample(image, mask, self.normalize, tile.name, row, col, synthetic)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = self._rng(index)
+        ti = int(rng.choice(len(self.tiles), p=self.weights))
+        tile = self.tiles[ti]
+        row, col = self.position(tile, rng)
+        source, synthetic = self.choose_image(ti, rng)
+        return self.cut(tile, source, row, col, rng, synthetic)
 
 
 class GridChipDataset(Dataset):

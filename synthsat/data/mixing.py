@@ -39,12 +39,24 @@ Modes (``N`` = ``data.patches_per_epoch``, ``r`` = ``mix.ratio``, ``k`` = ``mix.
     ``k`` synthetic copies, and ``r = 1, copies = k`` is synthetic-only with ``k``
     versions (the paper's 2.0 and 3.0 runs, which see ``k`` times the data per epoch).
 
+New layouts (``mix.layouts``, a folder written by ``python -m synthsat.layouts``)
+    The synthetic patches come from new land-cover masks instead of the training tiles'
+    own: ``mix.source`` then holds the layouts rendered by ``synthesize`` (``<layout>_s<k>.tif``
+    for each layout of ``<layouts>/layouts.json``) and each synthetic patch is cut from
+    such an image *with its layout's mask* (``<layouts>/masks/<layout>.tif``, class
+    indices). Real patches are cut as always. Replace mode: a patch is synthetic with
+    probability ``r``, from a layout drawn by area and one of its samples drawn
+    uniformly; add mode: ``round((1 - r) * N)`` real patches plus ``k * N`` synthetic
+    ones from the layouts' samples ``s0 .. s{k-1}``. The layouts must have been made
+    for the data's classes (their record says which).
+
 Validation and test data never pass through here: they are always real.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +70,9 @@ from synthsat.data.synthetic_tiles import find_synthetic, output_name, tile_fold
 from synthsat.data.tiles import TilePair
 
 MODES = ("replace", "add")
-MIX_KEYS = {"ratio", "mode", "source", "copies", "lambda_div"}
+MIX_KEYS = {"ratio", "mode", "source", "copies", "lambda_div", "layouts"}
+#: The record of a layouts folder (:mod:`synthsat.layouts.writer`).
+LAYOUTS_RECORD = "layouts.json"
 
 #: Loads (checks and caches) a tile pair, e.g. :meth:`~synthsat.data.cache.TileCache.load`.
 TileLoader = Callable[[TilePair], CachedTile]
@@ -97,6 +111,88 @@ def load_synthetic_tiles(
                 f"sample(s) but has {have}; expected {root / output_name(tile.name, 0)}{last}"
             )
         result.append([load(TilePair(p.stem, p, tile.pair.mask)) for p in paths])
+    return result
+
+
+def layout_masks(layouts: str | Path, classes: Sequence[str] | None = None) -> list[TilePair]:
+    """The layouts of a layouts folder, in its record's order, as ``TilePair(name,
+    image=<placeholder image>, mask=<layout mask>)``.
+
+    Args:
+        layouts: a folder written by ``python -m synthsat.layouts`` (``mix.layouts``).
+        classes: the data's classes, which the layouts must have been made for (None:
+            not checked).
+
+    Raises:
+        DataError: no such folder, no (or a bad) ``layouts.json`` there, layouts made for
+            other classes, or a layout's mask missing.
+    """
+    root = Path(layouts).expanduser()
+    record_path = root / LAYOUTS_RECORD
+    if not root.is_dir():
+        raise DataError(f"mix.layouts {root}: layouts folder does not exist")
+    if not record_path.is_file():
+        raise DataError(
+            f"mix.layouts {root}: not a layouts folder (no {LAYOUTS_RECORD}); make one with "
+            "python -m synthsat.layouts method=recombine|learned out=DIR"
+        )
+    try:
+        record = json.loads(record_path.read_text())
+        names = [str(entry["name"]) for entry in record["layouts"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{record_path}: not a layouts record ({err!r})") from err
+    if not names:
+        raise DataError(f"{record_path}: records no layout")
+    made_for = record.get("classes")
+    if classes is not None and made_for is not None and list(made_for) != list(classes):
+        raise DataError(
+            f"mix.layouts {root}: its layouts were made for the classes {list(made_for)}, "
+            f"but the data has {list(classes)}"
+        )
+    pairs = []
+    for name in names:
+        mask = root / "masks" / f"{name}.tif"
+        if not mask.is_file():
+            raise DataError(f"mix.layouts {root}: layout '{name}' has no mask {mask}")
+        pairs.append(TilePair(name, root / "images" / f"{name}.tif", mask))
+    return pairs
+
+
+def load_layout_tiles(
+    layouts: list[TilePair], load: TileLoader, source: str | Path, need: int = 1
+) -> list[list[CachedTile]]:
+    """Check and load the rendered samples of every layout, each with its layout's mask.
+
+    Args:
+        layouts: the layouts (:func:`layout_masks`).
+        load: loads a tile pair (a rendered image with its layout mask, class indices);
+            it checks the sample against its mask's grid (or extent) and the bands.
+        source: directory of the rendered layouts, ``<layout>_s<k>.tif``.
+        need: samples each layout must have.
+
+    Returns:
+        per layout (in order), its loaded samples.
+
+    Raises:
+        DataError: missing directory or samples, or a sample that does not match its
+            layout's grid or the data's band count.
+    """
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise DataError(f"mix.source {root}: synthetic image directory does not exist")
+    result: list[list[CachedTile]] = []
+    for layout in layouts:
+        paths = find_synthetic(root, layout.name)
+        if len(paths) < need:
+            have = f"only {len(paths)}" if paths else "none"
+            raise DataError(
+                f"mix.source {root}: layout '{layout.name}' of mix.layouts "
+                f"{layout.mask.parent.parent} needs {need} rendered sample(s) but has {have}; "
+                f"expected {root / output_name(layout.name, 0)} (render the layouts with "
+                "synthesize data=rasters data.source.root=<layouts folder>, as their "
+                f"{LAYOUTS_RECORD} says)"
+            )
+        result.append([load(TilePair(p.stem, p, layout.mask)) for p in paths])
     return result
 
 
@@ -144,6 +240,56 @@ class MixedPatchDataset(RandomPatchDataset):
         return versions[int(rng.integers(len(versions)))].image, True
 
 
+class LayoutMixDataset(RandomPatchDataset):
+    """Random training patches cut from the real tiles, or from rendered new layouts with
+    the layouts' own masks (``mix.layouts``).
+
+    Args:
+        tiles: real training tiles.
+        layouts: per layout, its rendered samples (image: the rendering, mask: the
+            layout's), on the training grid.
+        real_probability: chance that a patch is a real one; otherwise a layout is drawn
+            by area and one of its samples uniformly.
+        patch_size: patch side in pixels.
+        length: patches per epoch.
+        normalize: band normaliser (the real data's).
+        ignore_index: mask fill value for padding.
+        augment: random flips and 90-degree rotations.
+    """
+
+    def __init__(
+        self,
+        tiles: list[CachedTile],
+        layouts: list[list[CachedTile]],
+        real_probability: float,
+        patch_size: int,
+        length: int,
+        normalize: Normalizer,
+        ignore_index: int,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(tiles, patch_size, length, normalize, ignore_index, augment=augment)
+        if not 0.0 <= real_probability <= 1.0:
+            raise ValueError(f"real_probability must be in [0, 1], got {real_probability}")
+        if real_probability < 1.0 and (not layouts or any(not s for s in layouts)):
+            raise ValueError("every layout needs a rendered sample when real_probability < 1")
+        self.layouts = layouts
+        self.real_probability = real_probability
+        area = np.array([s[0].shape[0] * s[0].shape[1] for s in layouts if s], np.float64)
+        self.layout_weights = area / area.sum() if area.size else area
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = self._rng(index)
+        if rng.random() < self.real_probability:
+            tile = self.tiles[int(rng.choice(len(self.tiles), p=self.weights))]
+            row, col = self.position(tile, rng)
+            return self.cut(tile, tile.image, row, col, rng, synthetic=False)
+        versions = self.layouts[int(rng.choice(len(self.layouts), p=self.layout_weights))]
+        sample = versions[int(rng.integers(len(versions)))]
+        row, col = self.position(sample, rng)
+        return self.cut(sample, sample.image, row, col, rng, synthetic=True)
+
+
 def resolve_mix(mix_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """``mix_cfg`` with ``source`` the synthetic tile folder that ``source`` and
     ``lambda_div`` name (see :func:`~synthsat.data.synthetic_tiles.tile_folder`).
@@ -189,7 +335,12 @@ def _mix_settings(mix_cfg: Mapping[str, Any]) -> tuple[float, str, Any, int]:
 
 
 def build_mixed_dataset(
-    real: list[CachedTile], load: TileLoader, patches: PatchSpec, mix_cfg: Mapping[str, Any]
+    real: list[CachedTile],
+    load: TileLoader,
+    patches: PatchSpec,
+    mix_cfg: Mapping[str, Any],
+    load_layout: TileLoader | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Dataset:
     """The training dataset of ``real`` tiles with synthetic imagery mixed in.
 
@@ -199,13 +350,18 @@ def build_mixed_dataset(
         patches: patch size, patches per epoch (``N``), normalisation, padding and
             augmentation of the training patches.
         mix_cfg: ``ratio`` (0..1), ``mode`` (``replace`` or ``add``), ``source``
-            (directory of synthetic GeoTIFFs, as :func:`resolve_mix` returns it) and
-            ``copies`` (synthetic versions per tile in ``add`` mode); see the module
-            docstring. ``lambda_div`` is not read here: :func:`resolve_mix` uses it.
+            (directory of synthetic GeoTIFFs, as :func:`resolve_mix` returns it),
+            ``copies`` (synthetic versions per tile in ``add`` mode) and ``layouts`` (a
+            layouts folder whose rendered masks ``source`` holds, or None); see the
+            module docstring. ``lambda_div`` is not read here: :func:`resolve_mix` uses it.
+        load_layout: loads a rendered layout with its layout mask (class indices, no
+            label or colour map); needed with ``layouts``.
+        classes: the data's classes, checked against the layouts' (None: not checked).
 
     Returns:
         a plain :class:`~synthsat.data.datasets.RandomPatchDataset` for real-only
-        settings (``replace`` with ratio 0), else a :class:`MixedPatchDataset`.
+        settings (``replace`` with ratio 0), a :class:`LayoutMixDataset` with
+        ``layouts``, else a :class:`MixedPatchDataset`.
     """
     ratio, mode, source, copies = _mix_settings(mix_cfg)
     n = patches.length
@@ -216,6 +372,10 @@ def build_mixed_dataset(
             f"mix.ratio={ratio} in '{mode}' mode needs mix.source (a directory "
             "of synthetic GeoTIFFs)"
         )
+    layouts = mix_cfg.get("layouts")
+    if layouts is not None and str(layouts) != "":
+        pairs = layout_masks(layouts, classes)
+        return _layout_dataset(real, load_layout or load, patches, pairs, mix_cfg)
     if mode == "replace":
         synthetic = load_synthetic_tiles(real, load, source, need=1)
         real_probability, length = 1.0 - ratio, n
@@ -226,3 +386,25 @@ def build_mixed_dataset(
         real_probability = n_real / length
     kwargs = {**patches.dataset_kwargs(), "length": length}
     return MixedPatchDataset(real, synthetic, real_probability, **kwargs)
+
+
+def _layout_dataset(
+    real: list[CachedTile],
+    load: TileLoader,
+    patches: PatchSpec,
+    layouts: list[TilePair],
+    mix_cfg: Mapping[str, Any],
+) -> Dataset:
+    """:func:`build_mixed_dataset` with ``mix.layouts`` (its ``layouts``, a mixed setting)."""
+    ratio, mode, source, copies = _mix_settings(mix_cfg)
+    n = patches.length
+    if mode == "replace":
+        rendered = load_layout_tiles(layouts, load, source, need=1)
+        real_probability, length = 1.0 - ratio, n
+    else:
+        rendered = [s[:copies] for s in load_layout_tiles(layouts, load, source, need=copies)]
+        n_real = round((1.0 - ratio) * n)
+        length = n_real + copies * n
+        real_probability = n_real / length
+    kwargs = {**patches.dataset_kwargs(), "length": length}
+    return LayoutMixDataset(real, rendered, real_probability, **kwargs)

@@ -56,20 +56,33 @@ def layout_shape(size: Any, masks: list[Any]) -> tuple[int, int]:
     return int(sides[0]), int(sides[1])
 
 
-def synthesize_command(cfg: DictConfig, out: Path) -> str:
-    """The ``synthesize`` command that renders the layouts in ``out`` (its data overrides)."""
-    data = cfg.data
+def render_overrides(data: DictConfig, out: Path) -> list[str]:
+    """The Hydra overrides (unquoted) that read the layouts folder ``out`` as the data of a
+    job, with the classes, bands and ignore index of ``data`` (the layouts' data)."""
     classes = ",".join(f"'{c}'" for c in data.classes)
-    parts = [
-        "python -m synthsat.synthesize data=rasters",
+    overrides = [
+        "data=rasters",
         f"data.source.root={out}",
-        f'"data.classes=[{classes}]"',
+        f"data.classes=[{classes}]",
         f"data.bands={int(data.bands)}",
         f"data.ignore_index={data.ignore_index}",
     ]
     if data.get("band_names"):
-        parts.append(f"'data.band_names=[{','.join(str(b) for b in data.band_names)}]'")
-    parts.append(f"'data.rgb_bands=[{','.join(str(b) for b in data.rgb_bands)}]'")
+        overrides.append(f"data.band_names=[{','.join(str(b) for b in data.band_names)}]")
+    overrides.append(f"data.rgb_bands=[{','.join(str(b) for b in data.rgb_bands)}]")
+    return overrides
+
+
+#: How :func:`synthesize_command` quotes an override for a shell, by key.
+_QUOTES = {"data.classes": '"', "data.band_names": "'", "data.rgb_bands": "'"}
+
+
+def synthesize_command(cfg: DictConfig, out: Path) -> str:
+    """The ``synthesize`` command that renders the layouts in ``out`` (its data overrides)."""
+    parts = ["python -m synthsat.synthesize"]
+    for override in render_overrides(cfg.data, out):
+        quote = _QUOTES.get(override.split("=", 1)[0], "")
+        parts.append(f"{quote}{override}{quote}")
     # the folder's images are placeholders: a style drawn at random, never encoded
     return " ".join([*parts, "style=random", "ckpt=<generator checkpoint>", "out=<synthetic dir>"])
 
