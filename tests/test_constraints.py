@@ -56,3 +56,30 @@ def test_markers_follow_the_requested_extras() -> None:
     assert lock.applies(test_only, frozenset({"test"}))
     assert lock.applies(Requirement("numpy>=1.26"), frozenset())
     assert not lock.applies(Requirement('pywin32; sys_platform == "win32"'), frozenset())
+
+
+#: Libraries whose lower bound in pyproject.toml is the tested minor version (issue 28 row
+#: 12: bounds below what CI installs were never run).
+TESTED_MINOR = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchgeo",
+    "torchmetrics",
+    "wandb",
+    "rasterio",
+    "segmentation-models-pytorch",
+)
+
+
+@pytest.mark.parametrize("name", TESTED_MINOR)
+def test_key_lower_bounds_are_the_tested_minor_versions(name: str) -> None:
+    """A `make lock` that moves a key library to a new minor version fails here until
+    pyproject.toml's lower bound follows it (and the other way round)."""
+    reqs = {lock.canonical(Requirement(r).name): Requirement(r) for r in _requirements()}
+    req = reqs[lock.canonical(name)]
+    (lower,) = [Version(s.version) for s in req.specifier if s.operator == ">="]
+    tested = Version(lock.read_pins(CONSTRAINTS)[lock.canonical(name)])
+    assert (lower.major, lower.minor) == (tested.major, tested.minor), (
+        f"{name}: pyproject.toml says >={lower}, CI tests {tested}"
+    )
