@@ -44,9 +44,15 @@ def combine(
     return [*old, *added], repeats
 
 
-def reproduction_table(repeats: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+#: The title of the section of repeated runs, unless ``--repeats-title`` says otherwise.
+REPEATS_TITLE = "Reproduction: the new run's repeats of committed runs"
+
+
+def reproduction_table(
+    repeats: list[tuple[dict[str, Any], dict[str, Any]]], title: str = REPEATS_TITLE
+) -> list[str]:
     lines = [
-        "## Reproduction: the new run's repeats of committed runs",
+        f"## {title}",
         "",
         "| training imagery | source | steps | seed | test mIoU committed | test mIoU now "
         "| val mIoU committed | val mIoU now |",
@@ -66,6 +72,12 @@ def main() -> None:
     parser.add_argument("--old", type=Path, required=True, help="the committed summary.csv")
     parser.add_argument("--new", type=Path, required=True, help="a later run's results folder")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--repeats-title",
+        default=REPEATS_TITLE,
+        help="title of the section of new runs that repeat committed ones (e.g. when the "
+        "new run changed a setting, such as the precision, and the repeats check it)",
+    )
     args = parser.parse_args()
     old = read_summary(args.old)
     new = summary_rows([r for r in load_stages(args.new, "segmentation") if r["metrics"]])
@@ -86,7 +98,7 @@ def main() -> None:
         "",
         "![paired Δ mIoU vs real-only against steps](delta_vs_steps.png)",
         "",
-        *reproduction_table(repeats),
+        *reproduction_table(repeats, args.repeats_title),
         "",
         *runs_table(rows),
     ]
