@@ -189,6 +189,7 @@ def test_segmentation_multirun_logs_one_named_run_per_job(toy_root: Path, tmp_pa
             "source": str(synthesis),
             "lambda_div": 2,
             "copies": 1,
+            "layouts": None,  # training layouts (mix.layouts: a folder of new layouts)
         }
         assert config["seed"] == 1 and config["experiment_name"] == "toy"
         assert config["data"]["source"]["root"] == str(toy_root)
