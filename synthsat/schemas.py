@@ -50,6 +50,7 @@ MIX_MODES = ("replace", "add")
 DISCRIMINATORS = ("patch", "oasis")
 NORMS = ("batch", "instance")
 START_MODES = ("fc", "cond")
+MODELS = ("unet",)
 LOSSES = ("ce", "jaccard", "focal")
 SCHEDULERS = ("plateau", "cosine")
 METHODS = ("generator", "classtexture", "classcolour")
@@ -190,7 +191,11 @@ def choice(*choices: str) -> Any:
 #: Keys that hold a list or null are left untyped (``Any``): OmegaConf merges a schema's
 #: missing list over a null value (it keeps other values), which would turn the YAML's
 #: ``null`` into ``???``.
-LIST_OR_NULL = ("segmentation.decoder_channels", "synthesize: tiles")
+LIST_OR_NULL = (
+    "segmentation.decoder_channels",
+    "segmentation.class_weights",
+    "synthesize: tiles",
+)
 
 
 @dataclass
@@ -257,17 +262,21 @@ class GeneratorSchema:
 @dataclass
 class SegmentationSchema:
     """``segmentation``: :class:`synthsat.tasks.segmentation.SegmentationTask` settings
-    (every ``conf/segmentation/*.yaml`` preset)."""
+    (every ``conf/segmentation/*.yaml`` preset): torchgeo's ``SemanticSegmentationTask``
+    arguments, then this project's."""
 
     _target_: str = MISSING
-    encoder_name: str = MISSING
-    encoder_weights: str | None = MISSING
+    model: str = choice(*MODELS)
+    backbone: str = MISSING
+    weights: Any = MISSING  # null, true, or a variant / file / torchgeo weight name
     encoder_depth: int = whole(1)
     decoder_channels: Any = MISSING  # a list of ints or null (see LIST_OR_NULL)
     loss: str = choice(*LOSSES)
+    class_weights: Any = MISSING  # a list of floats or null (see LIST_OR_NULL)
+    ignore_index: int | None = MISSING  # null: the data's
     lr: float = number(0.0, open_low=True)
     weight_decay: float = number(0.0)
-    lr_patience: int = whole(0)
+    patience: int = whole(0)
     lr_factor: float = number(0.0, 1.0, open_low=True)
     min_lr: float = number(0.0)
     monitor: str = MISSING

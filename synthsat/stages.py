@@ -58,12 +58,27 @@ _ABSENT = object()
 #: Keys added to a job's config after studies were run, left out of a stage's composed
 #: config (so of its key) while they hold this value: the stages of a study that does not
 #: use them keep their keys (and their finished runs), e.g. ``mix.layouts``.
-UNSET_KEYS: dict[str, Any] = {"mix.layouts": None}
+UNSET_KEYS: dict[str, Any] = {
+    "mix.layouts": None,
+    "segmentation.model": "unet",
+    "segmentation.class_weights": None,
+    "segmentation.ignore_index": None,
+}
+
+#: Keys renamed after studies were run (new name -> the name stage keys were computed
+#: with): a stage's key is computed with the old name in its place, so finished stages keep
+#: their keys, e.g. the segmentation presets' torchgeo names (``backbone`` was ``encoder_name``).
+RENAMED_KEYS: dict[str, str] = {
+    "segmentation.backbone": "encoder_name",
+    "segmentation.weights": "encoder_weights",
+    "segmentation.patience": "lr_patience",
+}
 
 
 def composed_config(module: str, overrides: list[str]) -> str:
     """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML,
-    without the :data:`UNSET_KEYS` that hold their unset value.
+    without the :data:`UNSET_KEYS` that hold their unset value and with the
+    :data:`RENAMED_KEYS` under their old names (in place).
 
     Needs an initialised Hydra (inside the pipeline's ``@hydra.main``); the job's config
     file is named after the module's last part (``synthsat.train_generator``).
@@ -74,7 +89,13 @@ def composed_config(module: str, overrides: list[str]) -> str:
         for key, value in UNSET_KEYS.items()
         if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) == value
     ]
-    if not unset:
+    renamed = [
+        key
+        for key in RENAMED_KEYS
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
+        is not _ABSENT
+    ]
+    if not unset and not renamed:
         return OmegaConf.to_yaml(cfg, resolve=False)
     plain = OmegaConf.to_container(cfg, resolve=False)  # a plain copy: keys can go
     for key in unset:
@@ -83,6 +104,17 @@ def composed_config(module: str, overrides: list[str]) -> str:
         for part in parents:
             node = node[part]
         del node[last]
+    for key in renamed:
+        *parents, last = key.split(".")
+        node = plain
+        for part in parents[:-1]:
+            node = node[part]
+        parent = node[parents[-1]] if parents else node
+        renamed_node = {RENAMED_KEYS[key] if k == last else k: v for k, v in parent.items()}
+        if parents:
+            node[parents[-1]] = renamed_node
+        else:
+            plain = renamed_node
     return OmegaConf.to_yaml(OmegaConf.create(plain), resolve=False)
 
 

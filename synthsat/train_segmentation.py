@@ -105,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         **scores_record("test", task.test_results, datamodule),
         "segmentation": config_choice("segmentation"),
-        "encoder": cfg.segmentation.get("encoder_name"),
+        "encoder": cfg.segmentation.get("backbone"),
         "loss": cfg.segmentation.get("loss"),
         "mix": mix,
         "synthetic_source": source,

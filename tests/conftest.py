@@ -186,7 +186,7 @@ def tiny_checkpoints(root: Path) -> dict[str, Path]:
         nef=4, ndf=4, num_D=1, n_layers=2,
     )  # fmt: skip
     segmenter = SegmentationTask(
-        TOY_METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
+        metadata=TOY_METADATA, backbone="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
     )
     paths = {}
     for name, task in (("generator", generator), ("segmentation", segmenter)):

@@ -201,7 +201,7 @@ def test_generator_presets_instantiate(preset: str, root: Path) -> None:
 def test_segmentation_presets_instantiate(preset: str, root: Path) -> None:
     cfg = _compose("train_segmentation", root, f"segmentation={preset}")
     task = _meta(lambda: instantiate(cfg.segmentation, metadata=METADATA, _convert_="all"))
-    assert task.hparams.encoder_name == cfg.segmentation.encoder_name
+    assert task.hparams.backbone == cfg.segmentation.backbone
 
 
 @pytest.mark.parametrize("preset", presets("data"))
@@ -411,6 +411,7 @@ def test_schema_choices_are_the_codes() -> None:
     assert schemas.START_MODES == spade.START_MODES
     assert schemas.LOSSES == segmentation.LOSSES
     assert schemas.SCHEDULERS == segmentation.SCHEDULERS
+    assert schemas.MODELS == segmentation.MODELS
     assert schemas.METHODS == synthesize.METHODS
     assert schemas.STYLES == gan_synthesizer.STYLES
     assert schemas.STYLE_SCOPES == gan_synthesizer.STYLE_SCOPES

@@ -204,7 +204,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
         default_root_dir=tmp_path,
     )
     task = SegmentationTask(
-        METADATA, encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
+        metadata=METADATA, backbone="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8]
     )
     trainer.strategy.connect(task)
     trainer.save_checkpoint(last)

@@ -507,7 +507,7 @@ def test_real_segmentation_checkpoint_is_wired_in(toy_root: Path, tmp_path: Path
     from synthsat.tasks.segmentation import SegmentationTask
 
     dm = _datamodule(toy_root, tmp_path / "cache")
-    task = SegmentationTask(dm.metadata(), encoder_name="resnet18", encoder_depth=3)
+    task = SegmentationTask(metadata=dm.metadata(), backbone="resnet18", encoder_depth=3)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(task)
     trainer.save_checkpoint(tmp_path / "seg.ckpt")

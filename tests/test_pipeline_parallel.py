@@ -41,6 +41,35 @@ def test_stage_key_follows_the_composed_config(tmp_path: Path) -> None:
     assert key() != before
 
 
+def test_stage_keys_survive_the_torchgeo_names() -> None:
+    """The segmentation presets took torchgeo's argument names (backbone, weights, patience;
+    model, class_weights, ignore_index added): stage keys are those computed with the old
+    names, so finished studies keep their stages (keys pinned before the rename)."""
+    from hydra import initialize_config_dir
+
+    from synthsat.stages import make_stage
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    pinned = {
+        ("seed=0",): "155db305b5",
+        ("segmentation=tiny", "seed=0"): "82257adb05",
+        ("segmentation=paper", "seed=0"): "36d7d7998f",
+        ("segmentation=tiny", "segmentation.scheduler=cosine", "seed=0"): "76b00dc4f1",
+    }
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for overrides, key in pinned.items():
+            stage = make_stage(
+                "segmentation", "r0", "synthsat.train_segmentation", [*overrides], {}
+            )
+            assert "backbone" not in stage.config and "model: unet" not in stage.config
+            assert stage.key == key, overrides
+        weighted = make_stage(
+            "segmentation", "r0", "synthsat.train_segmentation",
+            ["segmentation.class_weights=[1,2,3]", "seed=0"], {},
+        )  # fmt: skip
+    assert "class_weights" in weighted.config  # a setting in use is part of the key
+
+
 def test_study_arms_pair_every_source_with_the_same_seeds() -> None:
     p = OmegaConf.create(
         {

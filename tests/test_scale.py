@@ -68,7 +68,7 @@ def _task(scale: float) -> SegmentationTask:
         "std": [1.0, 1.0],
         "scale": scale,
     }
-    return SegmentationTask(metadata, encoder_depth=3, decoder_channels=[16, 8, 4]).eval()
+    return SegmentationTask(metadata=metadata, encoder_depth=3, decoder_channels=[16, 8, 4]).eval()
 
 
 def test_predict_logits_resamples_and_returns_native_size() -> None:
@@ -99,14 +99,14 @@ def test_checkpoints_without_scale_load_at_native_resolution() -> None:
     task = _task(0.5)
     metadata = dict(task.hparams.metadata)
     del metadata["scale"]
-    old = SegmentationTask(metadata, encoder_depth=3, decoder_channels=[16, 8, 4])
+    old = SegmentationTask(metadata=metadata, encoder_depth=3, decoder_channels=[16, 8, 4])
     assert old.scale == 1.0
 
 
 def test_cosine_schedule_warms_up_then_decays_to_min_lr() -> None:
     metadata = dict(_task(1.0).hparams.metadata)
     task = SegmentationTask(
-        metadata,
+        metadata=metadata,
         encoder_depth=3,
         decoder_channels=[16, 8, 4],
         lr=1e-2,
@@ -131,9 +131,9 @@ def test_cosine_schedule_warms_up_then_decays_to_min_lr() -> None:
 
 def test_cosine_schedule_needs_a_step_budget() -> None:
     metadata = dict(_task(1.0).hparams.metadata)
-    task = SegmentationTask(metadata, encoder_depth=3, scheduler="cosine")
+    task = SegmentationTask(metadata=metadata, encoder_depth=3, scheduler="cosine")
     task.trainer = SimpleNamespace(max_steps=-1)  # type: ignore[assignment]
     with pytest.raises(ValueError, match="needs trainer.max_steps > 0"):
         task.configure_optimizers()
     with pytest.raises(ValueError, match="unknown scheduler 'step'"):
-        SegmentationTask(metadata, scheduler="step")
+        SegmentationTask(metadata=metadata, scheduler="step")

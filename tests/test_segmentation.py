@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 
 from synthsat.models.segmentation import EncoderWeightsError, build_unet
-from synthsat.tasks.segmentation import LOSSES, SegmentationTask, build_loss
+from synthsat.tasks.segmentation import (
+    DEPRECATED,
+    LOSSES,
+    SegmentationTask,
+    build_loss,
+    datamodule_metadata,
+)
 
 METADATA = {
     "classes": ["no-data", "water", "land"],
@@ -133,7 +141,7 @@ def test_training_step_loss_and_gradient_by_hand(loss: str, ignore_index: int) -
         "ignore_index": ignore_index,
         "scored_classes": [c for c in range(3) if c != ignore_index],
     }
-    task = SegmentationTask(metadata, loss=loss, **TINY)
+    task = SegmentationTask(metadata=metadata, loss=loss, **TINY)
     mask = torch.randint(0, 3, (2, 16, 16))
     mask[:, :4] = ignore_index
     batch = {"image": torch.randn(2, 4, 16, 16), "mask": mask}
@@ -148,11 +156,11 @@ def test_training_step_loss_and_gradient_by_hand(loss: str, ignore_index: int) -
 
 def test_unknown_loss() -> None:
     with pytest.raises(ValueError, match="unknown segmentation loss 'dice'"):
-        SegmentationTask(METADATA, loss="dice", **TINY)
+        SegmentationTask(metadata=METADATA, loss="dice", **TINY)
 
 
 def test_task_step_predict_and_checkpoint(tmp_path: Path) -> None:
-    task = SegmentationTask(METADATA, loss="jaccard", **TINY)
+    task = SegmentationTask(metadata=METADATA, loss="jaccard", **TINY)
     batch = {
         "image": torch.randn(2, 4, 32, 32),
         "mask": torch.randint(0, 3, (2, 32, 32)),
@@ -188,7 +196,7 @@ def test_task_step_predict_and_checkpoint(tmp_path: Path) -> None:
 
 def test_metadata_is_required() -> None:
     with pytest.raises(ValueError, match="lacks"):
-        SegmentationTask({"classes": ["a", "b"]}, **TINY)
+        SegmentationTask(metadata={"classes": ["a", "b"]}, **TINY)
 
 
 def test_task_is_torchgeos_with_this_projects_settings() -> None:
@@ -200,9 +208,10 @@ def test_task_is_torchgeos_with_this_projects_settings() -> None:
     from torchgeo.trainers import SemanticSegmentationTask
 
     torch.manual_seed(0)
-    task = SegmentationTask(METADATA, **TINY)
+    task = SegmentationTask(metadata=METADATA, **TINY)
     assert isinstance(task, SemanticSegmentationTask)
-    assert set(task.hparams) == set(inspect.signature(SegmentationTask).parameters)
+    names = set(inspect.signature(SegmentationTask).parameters) - set(DEPRECATED)
+    assert set(task.hparams) == names
     assert task.hparams.metadata == METADATA and task.monitor == "val/loss"
     torch.manual_seed(0)
     unet = build_unet(4, 3, encoder_depth=3, decoder_channels=[32, 16, 8])
@@ -221,7 +230,7 @@ def test_test_and_predict_take_whole_tiles_of_any_size() -> None:
     from synthsat.metrics.segmentation import evaluate_model
 
     torch.manual_seed(0)
-    task = SegmentationTask(METADATA, **TINY)
+    task = SegmentationTask(metadata=METADATA, **TINY)
     tiles = [
         {"image": torch.randn(1, 4, 45, 30), "mask": torch.randint(0, 3, (1, 45, 30))},
         {"image": torch.randn(1, 4, 17, 40), "mask": torch.randint(0, 3, (1, 17, 40))},
@@ -275,7 +284,7 @@ def test_tiny_unet_holds_only_the_stages_it_runs() -> None:
     assert not [k for k in four.state_dict() if k.startswith("encoder.layer4.")]
     assert any(k.startswith("encoder.layer3.") for k in four.state_dict())
     assert any(k.startswith("encoder.layer4.") for k in build_unet(4, 3).state_dict())
-    task = SegmentationTask(METADATA, **TINY)
+    task = SegmentationTask(metadata=METADATA, **TINY)
     assert task.unused_stages == ("model.encoder.layer3", "model.encoder.layer4")
     assert sum(p.numel() for p in task.parameters()) == TINY_PARAMS
 
@@ -285,7 +294,7 @@ def test_checkpoints_with_the_unused_stages_still_load(tmp_path: Path) -> None:
     its optimiser state (for a resumed run) fits the trimmed network."""
     import lightning as L
 
-    old = SegmentationTask(METADATA, **TINY)
+    old = SegmentationTask(metadata=METADATA, **TINY)
     old.model = _unet(keep=True).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(old.parameters(), lr=1e-3)
     old.train()
@@ -314,7 +323,7 @@ def test_checkpoints_with_the_unused_stages_still_load(tmp_path: Path) -> None:
 
     # resuming: the optimiser state loses the unused stages' entries, the rest fits
     ckpt["optimizer_states"] = [optimizer.state_dict()]
-    fresh = SegmentationTask(METADATA, **TINY)
+    fresh = SegmentationTask(metadata=METADATA, **TINY)
     fresh.on_load_checkpoint(ckpt)
     fresh.load_state_dict(ckpt["state_dict"])
     new_optimizer = torch.optim.Adam(fresh.parameters(), lr=1e-3)
@@ -324,3 +333,215 @@ def test_checkpoints_with_the_unused_stages_still_load(tmp_path: Path) -> None:
         assert torch.equal(
             new_optimizer.state[param]["exp_avg"], optimizer.state[old_params[name]]["exp_avg"]
         )
+
+
+# -- torchgeo's arguments and datamodules --------------------------------------------------
+def _fingerprint(task_or_model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    model = getattr(task_or_model, "model", task_or_model)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "paper"])
+def test_presets_in_torchgeos_names_build_what_the_old_names_built(preset: str) -> None:
+    """conf/segmentation/<preset>.yaml (torchgeo's names) gives the network, initial weights,
+    loss and optimiser / scheduler of the construction before them: build_unet and
+    build_loss from the same seed, and the old argument names (deprecated aliases)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from synthsat.schemas import register
+
+    register()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train_segmentation", [f"segmentation={preset}"]).segmentation
+    assert not set(DEPRECATED) & set(cfg)  # the presets use torchgeo's names
+    torch.manual_seed(0)
+    task = instantiate(cfg, metadata=METADATA, _convert_="all")
+    old_kwargs = {
+        "encoder_name": cfg.backbone,
+        "encoder_weights": cfg.weights,
+        "lr_patience": cfg.patience,
+        **{
+            k: v for k, v in cfg.items() if k not in ("_target_", "backbone", "weights", "patience")
+        },
+    }
+    old_kwargs = {k: v for k, v in old_kwargs.items() if k not in ("model", "class_weights")}
+    old_kwargs.pop("ignore_index", None)
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        aliased = SegmentationTask(metadata=METADATA, **old_kwargs)
+    said = sorted(str(w.message).split("=")[0] for w in caught if w.category is FutureWarning)
+    # encoder_weights: null, the default, says nothing
+    assert said == ["SegmentationTask(encoder_name", "SegmentationTask(lr_patience"]
+    torch.manual_seed(0)
+    unet = build_unet(4, 3, cfg.backbone, None, cfg.encoder_depth, cfg.decoder_channels)
+    expected = _fingerprint(unet)
+    for built in (task, aliased):
+        got = _fingerprint(built)
+        assert list(got) == list(expected)
+        assert all(torch.equal(got[k], v) for k, v in expected.items())
+    g = torch.Generator().manual_seed(1)
+    image, mask = (
+        torch.randn(2, 4, 64, 64, generator=g),
+        torch.randint(0, 3, (2, 64, 64), generator=g),
+    )
+    unet.eval()
+    if cfg.channels_last:  # as the task runs it
+        unet = unet.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = build_loss(cfg.loss, 3, 0)(unet(image), mask)
+    for built in (task, aliased):
+        built.eval()
+        with torch.no_grad():
+            assert torch.equal(built.criterion(built(image), mask), want)
+        opt = built.configure_optimizers()
+        assert type(opt["optimizer"]) is torch.optim.Adam
+        assert opt["optimizer"].defaults["lr"] == cfg.lr
+        assert opt["optimizer"].defaults["weight_decay"] == cfg.weight_decay
+        plateau = opt["lr_scheduler"]["scheduler"]
+        assert (plateau.patience, plateau.factor) == (cfg.patience, cfg.lr_factor)
+        assert plateau.min_lrs == [cfg.min_lr]
+    assert task.hparams.backbone == aliased.hparams.backbone == cfg.backbone
+    assert task.hparams.patience == aliased.hparams.patience == cfg.patience
+
+
+def test_torchgeo_arguments_weights_and_class_weights(tmp_path: Path) -> None:
+    """torchgeo's call works as it does there; weights from a file (a state dict or a
+    checkpoint of this task), class-weighted cross-entropy, clear refusals."""
+    torch.manual_seed(1)
+    donor = SegmentationTask(metadata=METADATA, **TINY)
+    torch.save(donor.model.encoder.state_dict(), tmp_path / "encoder.pt")
+    torch.manual_seed(2)
+    task = SegmentationTask(
+        model="unet",
+        backbone="resnet18",
+        weights=str(tmp_path / "encoder.pt"),
+        in_channels=4,
+        num_classes=3,
+        loss="ce",
+        class_weights=[0.0, 1.0, 3.0],
+        ignore_index=0,
+        lr=1e-3,
+        patience=5,
+        freeze_backbone=True,
+        **TINY,
+    )
+    ours, theirs = task.model.encoder.state_dict(), donor.model.encoder.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in theirs.items())
+    assert not any(p.requires_grad for p in task.model.encoder.parameters())
+    assert task.criterion.weight.tolist() == [0.0, 1.0, 3.0]
+    assert task.hparams.metadata is None and task.hparams.patience == 5
+    with pytest.raises(ValueError, match="class_weights weigh the cross-entropy"):
+        SegmentationTask(num_classes=3, in_channels=4, loss="jaccard", class_weights=[1, 1, 1])
+    with pytest.raises(ValueError, match="expected 'unet'"):
+        SegmentationTask(model="deeplabv3+")
+    with pytest.raises(ValueError, match=r"num_classes=5\), but the data has num_classes 3"):
+        SegmentationTask(metadata=METADATA, num_classes=5, **TINY)
+    # a checkpoint of this task as weights: its encoder
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(donor)
+    trainer.save_checkpoint(tmp_path / "donor.ckpt")
+    torch.manual_seed(3)
+    again = SegmentationTask(weights=str(tmp_path / "donor.ckpt"), metadata=METADATA, **TINY)
+    ours = again.model.encoder.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in theirs.items())
+    with pytest.warns(FutureWarning, match=r"SegmentationTask\(metadata=...\)"):
+        SegmentationTask(METADATA, **TINY)  # the old positional metadata
+
+
+class _Chips(torch.utils.data.Dataset):
+    """A torchgeo-style NonGeoDataset: ``{"image", "mask"}`` samples from .pt files."""
+
+    classes = ("background", "road", "roof")
+    bands = ("red", "green", "blue")
+
+    def __init__(self, root: str, split: str = "train") -> None:
+        self.files = sorted(Path(root, split).glob("*.pt"))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return torch.load(self.files[index], weights_only=True)
+
+
+def test_trains_with_torchgeos_own_datamodule_and_no_metadata(tmp_path: Path) -> None:
+    """Issue 28 row 1: a torchgeo NonGeoDataModule built as torchgeo documents it; the task
+    takes classes, bands and normalisation from it (normalised once, by the datamodule)."""
+    import lightning as L
+    from torchgeo.datamodules import NonGeoDataModule
+    from torchgeo.datasets import NonGeoDataset
+
+    class Chips(_Chips, NonGeoDataset):
+        pass
+
+    mean, std = torch.tensor([100.0, 110.0, 120.0]), torch.tensor([20.0, 30.0, 40.0])
+    chip_mean, chip_std = mean, std
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        for i in range(4):
+            image = mean[:, None, None] + std[:, None, None] * torch.randn(3, 32, 32, generator=g)
+            mask = torch.randint(0, 3, (32, 32), generator=g)
+            torch.save({"image": image, "mask": mask}, tmp_path / split / f"{i}.pt")
+
+    class ChipsDataModule(NonGeoDataModule):
+        mean, std = chip_mean, chip_std  # normalised by the datamodule's own aug
+
+        def __init__(self, batch_size: int = 2, num_workers: int = 0, **kwargs: Any) -> None:
+            super().__init__(Chips, batch_size, num_workers, **kwargs)
+
+    datamodule = ChipsDataModule(root=str(tmp_path))
+    torch.manual_seed(0)
+    task = SegmentationTask(
+        model="unet", backbone="resnet18", weights=None, num_classes=3, in_channels=3, loss="ce",
+        **TINY,
+    )  # fmt: skip
+    before = _fingerprint(task)
+    seen: list[torch.Tensor] = []
+    task.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
+        val_check_interval=2, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=datamodule)
+    assert trainer.global_step == 2
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    after = _fingerprint(task)
+    assert any(not torch.equal(after[k], v) for k, v in before.items())
+    meta = task.hparams.metadata
+    assert task.classes == meta["classes"] == ["background", "road", "roof"]
+    assert meta["bands"] == 3 and meta["band_names"] == ["red", "green", "blue"]
+    assert meta["mean"] == mean.tolist() and meta["std"] == std.tolist()
+    assert meta["ignore_index"] is None and meta["scored_classes"] == [0, 1, 2]
+    # normalised once: the network saw about zero-mean, unit-spread bands
+    x = seen[0].float()
+    assert x.mean().abs() < 0.3 and 0.7 < x.std() < 1.3
+    assert "val/miou" in trainer.callback_metrics
+    # the checkpoint holds the metadata read from the datamodule: it loads on its own
+    path = tmp_path / "task.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = SegmentationTask.load_from_checkpoint(path, weights_only=True)
+    assert loaded.classes == meta["classes"] and loaded.scored_classes == [0, 1, 2]
+    with torch.no_grad():
+        assert torch.equal(loaded.eval().predict_logits(x), task.eval().predict_logits(x))
+
+
+def test_metadata_from_this_projects_datamodule_and_refusals() -> None:
+    class Project:
+        def metadata(self) -> dict:
+            return dict(METADATA)
+
+    assert datamodule_metadata(Project(), None, None, None) == METADATA
+
+    class Bare:
+        pass
+
+    with pytest.raises(ValueError, match="neither metadata\\(\\) nor torchgeo's mean / std"):
+        datamodule_metadata(Bare(), 3, 3, None)

@@ -193,7 +193,7 @@ def test_segmentation_multirun_logs_one_named_run_per_job(toy_root: Path, tmp_pa
         }
         assert config["seed"] == 1 and config["experiment_name"] == "toy"
         assert config["data"]["source"]["root"] == str(toy_root)
-        assert config["segmentation"]["encoder_name"] == saved["encoder"]
+        assert config["segmentation"]["backbone"] == saved["encoder"]
         assert config["lambda_div"] == 2.0
         assert config["synthetic_source"] == {
             "generator": "gan",

@@ -41,7 +41,7 @@ def _segmentation_checkpoint(path: Path, bands: int, classes: list[str]) -> Path
         "mean": [100.0] * bands,
         "std": [30.0] * bands,
     }
-    task = SegmentationTask(metadata, encoder_depth=3, decoder_channels=[32, 16, 8])
+    task = SegmentationTask(metadata=metadata, encoder_depth=3, decoder_channels=[32, 16, 8])
     trainer = L.Trainer(
         max_steps=0,
         logger=False,

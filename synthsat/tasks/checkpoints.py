@@ -164,7 +164,7 @@ class RandomStateCheckpoint(L.Callback):
 def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
     """``generator``, ``segmentation`` or None, from a checkpoint's hyperparameters."""
     hp = checkpoint.get("hyper_parameters") or {}
-    if "metadata" in hp and "encoder_name" in hp:
+    if "metadata" in hp and ("backbone" in hp or "encoder_name" in hp):
         return "segmentation"
     if "data" in hp and "z_dim" in hp:
         return "generator"
