@@ -94,27 +94,28 @@ def test_a_stage_pickles_without_its_composed_config(tmp_path: Path) -> None:
     assert back.composed_cfg().trainer == stage.composed_cfg().trainer  # read back
 
 
+def _pipeline(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``python -m synthsat.pipeline experiment=paper pipeline.dry_run=true`` in ``tmp_path``."""
+    args = ["experiment=paper", "pipeline.dry_run=true", f"paths.root={tmp_path}", *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "synthsat.pipeline", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+
+
 def test_the_paper_dry_run_prints_its_plan_and_device_hours_in_seconds(tmp_path: Path) -> None:
     """All 237 stages of ``experiment=paper``: the plan is the first thing printed (the
     config only with Hydra's ``--cfg``), with device hours from ``pipeline.estimate``."""
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synthsat.pipeline",
-            "experiment=paper",
-            "pipeline.dry_run=true",
-            f"paths.root={tmp_path}",
-            "pipeline.estimate.device=made-up",
-            "pipeline.estimate.step_s.generator=0.5",
-            "pipeline.estimate.step_s.segmentation=0.01",
-            "pipeline.estimate.stage_s.synthesis=600",
-            "pipeline.estimate.stage_s.synthetic_metrics=60",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    proc = _pipeline(
+        tmp_path,
+        "pipeline.estimate.device=made-up",
+        "pipeline.estimate.step_s.generator=0.5",
+        "pipeline.estimate.step_s.segmentation=0.01",
+        "pipeline.estimate.stage_s.synthesis=600",
+        "pipeline.estimate.stage_s.synthetic_metrics=60",
     )
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -129,21 +130,7 @@ def test_the_paper_dry_run_prints_its_plan_and_device_hours_in_seconds(tmp_path:
 
 
 def test_the_dry_run_prints_the_config_only_with_cfg(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synthsat.pipeline",
-            "experiment=paper",
-            "pipeline.dry_run=true",
-            f"paths.root={tmp_path}",
-            "--cfg",
-            "job",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = _pipeline(tmp_path, "--cfg", "job")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^  results_dir: ", proc.stdout, re.M)
     assert "[dry run]" not in proc.stdout  # --cfg prints the config and runs nothing
