@@ -385,7 +385,31 @@ def train_description(trainer: L.Trainer) -> str:
     return f"Epoch {trainer.current_epoch}{last}"
 
 
-class StepRichProgressBar(RichProgressBar):
+class _StepBudgetBar(L.Callback):
+    """What the step bars share: after each training batch under a step budget
+    (``max_steps`` > 0) the bar shows the fit's step (:meth:`show_step`); under an epoch
+    budget it is the Lightning bar's own update (the bar class that follows this one in
+    the subclass's bases)."""
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if step_budget(trainer) is None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        self.show_step(trainer, pl_module)
+
+    def show_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Shows ``trainer.global_step`` of the step budget, with the metrics."""
+        raise NotImplementedError
+
+
+class StepRichProgressBar(_StepBudgetBar, RichProgressBar):
     """Lightning's Rich bar whose training bar, under a step budget (``max_steps`` > 0),
     counts the training steps of the whole fit up to ``max_steps`` (``Step 37/360``) instead
     of the batches of each epoch under ``Epoch k/-2``; under an epoch budget it is
@@ -406,17 +430,7 @@ class StepRichProgressBar(RichProgressBar):
         if step_budget(trainer) is not None:
             self._update(self.train_progress_bar_id, trainer.global_step)  # a resumed fit
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if step_budget(trainer) is None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-            return
+    def show_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.is_disabled and self.train_progress_bar_id is None:
             self._initialize_train_progress_bar_id()
         self._update(self.train_progress_bar_id, trainer.global_step)
@@ -424,7 +438,7 @@ class StepRichProgressBar(RichProgressBar):
         self.refresh()
 
 
-class StepTQDMProgressBar(TQDMProgressBar):
+class StepTQDMProgressBar(_StepBudgetBar, TQDMProgressBar):
     """Lightning's TQDM bar counting training steps under a step budget, as
     :class:`StepRichProgressBar` (for environments without rich)."""
 
@@ -439,17 +453,7 @@ class StepTQDMProgressBar(TQDMProgressBar):
             self.train_progress_bar.n = trainer.global_step
             self.train_progress_bar.set_description(train_description(trainer))
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if step_budget(trainer) is None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-            return
+    def show_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         bar = self.train_progress_bar
         if self._should_update(trainer.global_step, bar.total):
             bar.n = trainer.global_step

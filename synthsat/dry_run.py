@@ -24,7 +24,7 @@ from synthsat.plan import (
     StudyPlan,
     real_only_checkpoint,
 )
-from synthsat.stages import Stage
+from synthsat.stages import Stage, compose_cache
 
 #: The benchmark that measures a kind's step (or stage) time.
 BENCHMARKS = {
@@ -36,7 +36,7 @@ BENCHMARKS = {
 
 def _select(stage: Stage, key: str) -> Any:
     """A value of a stage's composed config (None where unset or not resolvable)."""
-    cfg = OmegaConf.create(stage.config)
+    cfg = stage.composed_cfg()
     try:
         return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
     except Exception:  # noqa: BLE001 - an interpolation that needs a running Hydra job
@@ -195,9 +195,11 @@ def describe_plan(
     hours: float = 0.0
     unknown: list[str] = []
     waves = [kind for kind in WAVES if kind in counts]
-    staged = {
-        kind: plan.waves[kind] or plan.metric_stages(_planned_checkpoint(plan)) for kind in waves
-    }
+    with compose_cache():
+        staged = {
+            kind: plan.waves[kind] or plan.metric_stages(_planned_checkpoint(plan))
+            for kind in waves
+        }
     devices = wave_devices(staged) if executor == "slurm" else {}
     sbatch = {
         kind: sbatch_lines(

@@ -44,10 +44,11 @@ from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.dry_run import describe_plan
 from synthsat.executors import check_executor, make_executor, run_wave, stop_running
+from synthsat.output_checks import check_outputs
 from synthsat.plan import real_only_checkpoint, study_plan
 from synthsat.processes import stopped_on_signal
 from synthsat.report import summarise
-from synthsat.runtime import prepare_run, user_errors
+from synthsat.runtime import prepare_run, user_errors, validate_config
 from synthsat.slurm import wave_devices, wave_resources
 from synthsat.stages import Progress, Stage, record_timing, stage_threads
 from synthsat.tracking import job_config, run_label, wandb_mode
@@ -198,14 +199,18 @@ def track_report(cfg: DictConfig, results: Path) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    """Run the study configured by ``experiment=NAME``."""
+    """Run the study configured by ``experiment=NAME`` (its config is printed by Hydra's
+    ``--cfg job``, not by the run)."""
+    if cfg.get("pipeline") is not None and cfg.pipeline.get("dry_run"):
+        # the plan needs the checked settings, not torch or Lightning (their start-up
+        # took longer than the plan)
+        validate_config(cfg)
+        check_outputs(cfg)
+        dry_run(cfg)
+        return
     prepare_run(cfg)
     if cfg.get("pipeline") is None:
         raise SystemExit("choose a study: python -m synthsat.pipeline experiment=demo|dubai|paper")
-    print(OmegaConf.to_yaml(cfg.pipeline))
-    if cfg.pipeline.get("dry_run"):
-        dry_run(cfg)
-        return
     with stopped_on_signal(also=stop_running):  # SIGINT / SIGTERM stop the running stages
         run_study(cfg)
 

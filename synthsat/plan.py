@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from synthsat.stages import Stage, make_stage
+from synthsat.stages import Stage, compose_cache, make_stage
 
 #: The waves of a study, in order.
 WAVES = ("generator", "layouts", "synthesis", "segmentation", "synthetic_metrics")
@@ -428,7 +428,15 @@ class StudyPlan:
 
 def study_plan(cfg: DictConfig, data_choice: str) -> StudyPlan:
     """Compose every stage of the study ``cfg`` (the pipeline's config) on data
-    ``data_choice`` (the ``data`` config group chosen); needs an initialised Hydra."""
+    ``data_choice`` (the ``data`` config group chosen); needs an initialised Hydra.
+    Stages that differ only in their last plain overrides share one compose
+    (:func:`~synthsat.stages.compose_cache`)."""
+    with compose_cache():
+        return _study_plan(cfg, data_choice)
+
+
+def _study_plan(cfg: DictConfig, data_choice: str) -> StudyPlan:
+    """:func:`study_plan`, in its compose cache."""
     p = cfg.pipeline
     results = Path(p.results_dir)
     common = [f"data={data_choice}", *p.data_overrides, f"experiment_name={cfg.experiment_name}"]

@@ -49,7 +49,7 @@ def stage_device(stage: Stage) -> str:
     """
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create(stage.config or "{}")
+    cfg = stage.composed_cfg()
     key = "trainer.accelerator" if OmegaConf.select(cfg, "trainer") is not None else "device"
     try:
         value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)

@@ -12,19 +12,22 @@ and estimates the time left (:func:`eta_seconds`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from synthsat import processes
 from synthsat.atomic import write_text
@@ -41,6 +44,19 @@ class Stage:
     overrides: list[str]
     params: dict[str, Any] = field(default_factory=dict)
     config: str = ""
+    #: the composed config that :attr:`config` dumps, where :func:`make_stage` made it
+    #: (not pickled: a stage's job does not need it)
+    composed: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "composed": None}
+
+    def composed_cfg(self) -> DictConfig:
+        """The stage's composed config, uninterpolated (:attr:`config` read back where
+        the stage does not hold it)."""
+        if self.composed is None:
+            self.composed = OmegaConf.create(self.config or "{}")
+        return self.composed
 
     @property
     def key(self) -> str:
@@ -75,6 +91,82 @@ RENAMED_KEYS: dict[str, str] = {
 }
 
 
+#: The compose cache of :func:`compose_cache` while one is open: composed configs by
+#: (config name, overrides), parsed overrides, and whether a name is a config group.
+_CACHE: dict[str, dict[Any, Any]] | None = None
+
+
+@contextmanager
+def compose_cache() -> Iterator[None]:
+    """While open, :func:`composed_config` composes each distinct head of overrides once:
+    a study's stages of a kind differ only in plain value overrides at the end (seed,
+    mix settings), which are applied to a copy of the head's config as Hydra applies
+    them (after the defaults, in order). The configs are those of a full compose, so
+    stage keys do not change; the cache is dropped on closing (a config file edited
+    later is read again)."""
+    global _CACHE
+    outer = _CACHE
+    _CACHE = {"configs": {}, "parsed": {}, "groups": {}} if outer is None else outer
+    try:
+        yield
+    finally:
+        _CACHE = outer
+
+
+def _parsed(overrides: list[str], cache: dict[str, dict[Any, Any]]) -> list[Any]:
+    """Hydra's parse of each of ``overrides`` (its ``Override``), once per string."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = cache["parsed"]
+    new = [o for o in dict.fromkeys(overrides) if o not in parsed]
+    if new:
+        parsed.update(zip(new, OverridesParser.create().parse_overrides(overrides=new)))
+    return [parsed[o] for o in overrides]
+
+
+def _value_tail(overrides: list[Any], groups: dict[str, bool]) -> int:
+    """Where the plain value overrides at the end of the parsed ``overrides`` start (an
+    index; ``len(overrides)`` without any): overrides of keys that are not config groups,
+    without a package, not of ``hydra``, not sweeps and not of dicts (as Hydra tells
+    config overrides from group choices)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    repo = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
+    start = len(overrides)
+    for override in reversed(overrides):
+        key = override.key_or_group
+        if key not in groups:
+            groups[key] = repo.group_exists(key)
+        if (
+            groups[key]
+            or override.is_sweep_override()
+            or override.is_hydra_override()
+            or override.package is not None
+            or isinstance(override.value(), dict)
+        ):
+            break
+        start -= 1
+    return start
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """Hydra's compose of ``config_name`` with ``overrides``, through the open
+    :func:`compose_cache` (a copy of the cached config of the overrides' head with the
+    plain value overrides of their tail applied, by Hydra's own function), else plain."""
+    if _CACHE is None:
+        return compose(config_name=config_name, overrides=overrides)
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    parsed = _parsed(overrides, _CACHE)
+    cut = _value_tail(parsed, _CACHE["groups"])
+    head = (config_name, tuple(overrides[:cut]))
+    if head not in _CACHE["configs"]:
+        _CACHE["configs"][head] = compose(config_name=config_name, overrides=list(head[1]))
+    cfg = copy.deepcopy(_CACHE["configs"][head])
+    ConfigLoaderImpl._apply_overrides_to_config(parsed[cut:], cfg)
+    return cfg
+
+
 def composed_config(module: str, overrides: list[str]) -> str:
     """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML,
     without the :data:`UNSET_KEYS` that hold their unset value and with the
@@ -83,28 +175,30 @@ def composed_config(module: str, overrides: list[str]) -> str:
     Needs an initialised Hydra (inside the pipeline's ``@hydra.main``); the job's config
     file is named after the module's last part (``synthsat.train_generator``).
     """
-    cfg = compose(config_name=module.rsplit(".", 1)[-1], overrides=overrides)
-    unset = [
-        key
-        for key, value in UNSET_KEYS.items()
-        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) == value
-    ]
-    renamed = [
-        key
-        for key in RENAMED_KEYS
-        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
-        is not _ABSENT
-    ]
-    if not unset and not renamed:
-        return OmegaConf.to_yaml(cfg, resolve=False)
-    plain = OmegaConf.to_container(cfg, resolve=False)  # a plain copy: keys can go
-    for key in unset:
+    return _composed(module, overrides)[0]
+
+
+def _composed(module: str, overrides: list[str]) -> tuple[str, DictConfig]:
+    """:func:`composed_config`, and the config it dumps (:data:`UNSET_KEYS` left in,
+    :data:`RENAMED_KEYS` under their new names)."""
+    from omegaconf._utils import get_omega_conf_dumper
+
+    cfg = _compose(module.rsplit(".", 1)[-1], overrides)
+    # OmegaConf.to_yaml's own steps, with the unset keys taken out of the plain copy and
+    # the renamed keys put back under their old names
+    plain = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    for key, value in UNSET_KEYS.items():
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) != value:
+            continue
         *parents, last = key.split(".")
         node: Any = plain
         for part in parents:
             node = node[part]
         del node[last]
-    for key in renamed:
+    for key in RENAMED_KEYS:
+        found = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
+        if found is _ABSENT:
+            continue
         *parents, last = key.split(".")
         node = plain
         for part in parents[:-1]:
@@ -115,14 +209,22 @@ def composed_config(module: str, overrides: list[str]) -> str:
             node[parents[-1]] = renamed_node
         else:
             plain = renamed_node
-    return OmegaConf.to_yaml(OmegaConf.create(plain), resolve=False)
+    text = yaml.dump(
+        plain,
+        default_flow_style=False,
+        allow_unicode=True,
+        sort_keys=False,
+        Dumper=get_omega_conf_dumper(),
+    )
+    return text, cfg
 
 
 def make_stage(
     kind: str, label: str, module: str, overrides: list[str], params: dict[str, Any]
 ) -> Stage:
     """A stage whose key covers its composed config (so preset edits rerun it)."""
-    return Stage(kind, label, module, overrides, params, composed_config(module, overrides))
+    config, cfg = _composed(module, overrides)
+    return Stage(kind, label, module, overrides, params, config, cfg)
 
 
 #: The job modules that resume from ``ckpt_path``, and where their last checkpoint is.

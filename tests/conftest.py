@@ -35,6 +35,26 @@ JOBS = (
 )
 
 
+def compose_job(config_name: str, overrides: list[str]) -> Any:
+    """``conf/<config_name>.yaml`` composed with ``overrides`` (Hydra initialised for the
+    call)."""
+    from hydra import compose, initialize_config_dir
+
+    from synthsat import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def tiny_generator_cfg(toy_root: Path, tmp_path: Path, run: str, *extra: str) -> Any:
+    """The ``train_generator`` config of :func:`tiny_generator_overrides` with a 4-filter
+    style encoder and one discriminator, then ``extra``."""
+    overrides = tiny_generator_overrides(toy_root, tmp_path, run)
+    return compose_job(
+        "train_generator", [*overrides, "generator.nef=4", "generator.num_D=1", *extra]
+    )
+
+
 def tiny_generator_overrides(toy_root: Path, tmp_path: Path, run: str) -> list[str]:
     """Hydra overrides of a tiny ``train_generator`` run on the 4-tile toy world into
     ``tmp_path / run``: 2 batches of 4 patches per epoch, validation every 2 steps, no logger.

@@ -217,8 +217,8 @@ def test_the_study_plan_of_the_paper_preset_on_slurm(tmp_path: Path) -> None:
             "slurm.partition=gpu",
             f"paths.root={tmp_path}",
             "pipeline.estimate.step_s.generator=0.5",
-            # the paper's grid, cut to 2 lambdas, 2 ratios and a seed (composing its 237
-            # stages takes a minute)
+            # the paper's grid, cut to 2 lambdas, 2 ratios and a seed (all 237 stages:
+            # tests/test_dry_run.py)
             "pipeline.lambdas=[0.0,2.0]",
             "pipeline.ratios=[0.0,1.0]",
             "pipeline.seeds=[0]",

@@ -11,8 +11,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_GENERATOR, tiny_generator_overrides
-from hydra import compose, initialize_config_dir
+from conftest import TINY_GENERATOR, tiny_generator_cfg
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from synthsat.data import LandCoverDataModule, ToyWorldSource
@@ -184,15 +183,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(
 
 
 def _compose(toy_root: Path, tmp_path: Path, run: str, *extra: str) -> Any:
-    overrides = [
-        *tiny_generator_overrides(toy_root, tmp_path, run),
-        "generator.nef=4",
-        "generator.num_D=1",
-        "callbacks.samples.every_n_steps=2",
-        *extra,
-    ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train_generator", overrides=overrides)
+    return tiny_generator_cfg(toy_root, tmp_path, run, "callbacks.samples.every_n_steps=2", *extra)
 
 
 def test_entry_point_checkpoints_samples_and_resume(toy_root: Path, tmp_path: Path) -> None:

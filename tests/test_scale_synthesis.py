@@ -12,8 +12,13 @@ import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
-from conftest import TOY_METADATA, tiny_generator_overrides, toy_data_overrides, toy_datamodule
-from hydra import compose, initialize_config_dir
+from conftest import (
+    TOY_METADATA,
+    compose_job,
+    tiny_generator_cfg,
+    toy_data_overrides,
+    toy_datamodule,
+)
 from rasterio.transform import Affine
 
 from synthsat.data import DataError, LandCoverDataModule
@@ -26,20 +31,10 @@ from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_reques
 from synthsat.synthesize import run
 from synthsat.train_generator import train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _generator_cfg(toy_root: Path, tmp_path: Path, *extra: str) -> Any:
-    overrides = [
-        *tiny_generator_overrides(toy_root, tmp_path, "gen"),
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        "generator.nef=4",
-        "generator.num_D=1",
-        "trainer.max_steps=1",
-        *extra,
-    ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train_generator", overrides=overrides)
+    cache = f"paths.cache_dir={tmp_path / 'cache'}"
+    return tiny_generator_cfg(toy_root, tmp_path, "gen", cache, "trainer.max_steps=1", *extra)
 
 
 def _dihedral(mask: np.ndarray) -> list[np.ndarray]:
@@ -255,8 +250,7 @@ def _synthesis_cfg(toy_root: Path, tmp_path: Path, *extra: str) -> Any:
         "splits=[train]",
         *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("synthesize", overrides=overrides)
+    return compose_job("synthesize", overrides)
 
 
 def test_synthesis_at_the_checkpoints_scale(toy_root: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from rasterio.windows import Window
@@ -134,7 +134,25 @@ def mask_kind(info: RasterInfo, colour_map: Mapping[Colour, int] | None) -> str:
     return RGB
 
 
-class MaskFile:
+class ClosedOnExit:
+    """A ``with`` block of it (itself) calls its ``close()`` on leaving."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class MaskFile(ClosedOnExit):
     """An open mask raster that reads class indices (see the module docstring).
 
     Args:
@@ -265,17 +283,6 @@ class MaskFile:
     def close(self) -> None:
         """Close the raster."""
         self._src.close()
-
-    def __enter__(self) -> MaskFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class MaskReader:

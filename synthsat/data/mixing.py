@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -196,14 +197,16 @@ def load_layout_tiles(
     return result
 
 
-class MixedPatchDataset(RandomPatchDataset):
-    """Random training patches cut from the real image or a synthetic version of it.
+class _VersionMixDataset(RandomPatchDataset):
+    """Random training patches cut from a real tile with ``real_probability``, else from
+    one of ``versions``: what a subclass mixes in (each tile's synthetic versions, or
+    each new layout's renderings), kept by :meth:`keep`.
 
     Args:
         tiles: real training tiles.
-        synthetic: per tile, its synthetic versions (on the training grid).
-        real_probability: chance that a patch is cut from the real image; otherwise a
-            synthetic version is chosen uniformly.
+        versions: per tile (:attr:`per_tile`) or per layout, its images to mix in (on
+            the training grid).
+        real_probability: chance that a patch is cut from a real tile.
         patch_size: patch side in pixels.
         length: patches per epoch.
         normalize: band normaliser (the real data's).
@@ -211,10 +214,15 @@ class MixedPatchDataset(RandomPatchDataset):
         augment: random flips and 90-degree rotations.
     """
 
+    #: whether ``versions`` holds one list per real tile.
+    per_tile = False
+    #: the error of a missing version when ``real_probability`` < 1.
+    missing = "every version list needs an image when real_probability < 1"
+
     def __init__(
         self,
         tiles: list[CachedTile],
-        synthetic: list[list[CachedTile]],
+        versions: list[list[CachedTile]],
         real_probability: float,
         patch_size: int,
         length: int,
@@ -223,14 +231,33 @@ class MixedPatchDataset(RandomPatchDataset):
         augment: bool = True,
     ) -> None:
         super().__init__(tiles, patch_size, length, normalize, ignore_index, augment=augment)
-        if len(synthetic) != len(tiles):
-            raise ValueError(f"{len(synthetic)} synthetic tile lists for {len(tiles)} tiles")
+        if self.per_tile and len(versions) != len(tiles):
+            raise ValueError(f"{len(versions)} synthetic tile lists for {len(tiles)} tiles")
         if not 0.0 <= real_probability <= 1.0:
             raise ValueError(f"real_probability must be in [0, 1], got {real_probability}")
-        if real_probability < 1.0 and any(not s for s in synthetic):
-            raise ValueError("every tile needs a synthetic version when real_probability < 1")
-        self.synthetic = synthetic
+        if real_probability < 1.0 and (not versions or any(not s for s in versions)):
+            raise ValueError(self.missing)
         self.real_probability = real_probability
+        self.keep(versions)
+
+    def keep(self, versions: list[list[CachedTile]]) -> None:
+        """Keeps the checked ``versions``."""
+        raise NotImplementedError
+
+
+class MixedPatchDataset(_VersionMixDataset):
+    """Random training patches cut from the real image or a synthetic version of it.
+
+    ``versions`` (arguments as :class:`_VersionMixDataset`): per tile, its synthetic
+    versions, one chosen uniformly for a synthetic patch.
+    """
+
+    per_tile = True
+    missing = "every tile needs a synthetic version when real_probability < 1"
+
+    def keep(self, versions: list[list[CachedTile]]) -> None:
+        """Keeps each tile's synthetic versions (:attr:`synthetic`)."""
+        self.synthetic = versions
 
     def choose_image(self, tile_index: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         """The real image with ``real_probability``, else one of the tile's synthetic ones."""
@@ -240,42 +267,21 @@ class MixedPatchDataset(RandomPatchDataset):
         return versions[int(rng.integers(len(versions)))].image, True
 
 
-class LayoutMixDataset(RandomPatchDataset):
+class LayoutMixDataset(_VersionMixDataset):
     """Random training patches cut from the real tiles, or from rendered new layouts with
     the layouts' own masks (``mix.layouts``).
 
-    Args:
-        tiles: real training tiles.
-        layouts: per layout, its rendered samples (image: the rendering, mask: the
-            layout's), on the training grid.
-        real_probability: chance that a patch is a real one; otherwise a layout is drawn
-            by area and one of its samples uniformly.
-        patch_size: patch side in pixels.
-        length: patches per epoch.
-        normalize: band normaliser (the real data's).
-        ignore_index: mask fill value for padding.
-        augment: random flips and 90-degree rotations.
+    ``versions`` (arguments as :class:`_VersionMixDataset`): per layout, its rendered
+    samples (image: the rendering, mask: the layout's); a synthetic patch's layout is
+    drawn by area, and one of its samples uniformly.
     """
 
-    def __init__(
-        self,
-        tiles: list[CachedTile],
-        layouts: list[list[CachedTile]],
-        real_probability: float,
-        patch_size: int,
-        length: int,
-        normalize: Normalizer,
-        ignore_index: int,
-        augment: bool = True,
-    ) -> None:
-        super().__init__(tiles, patch_size, length, normalize, ignore_index, augment=augment)
-        if not 0.0 <= real_probability <= 1.0:
-            raise ValueError(f"real_probability must be in [0, 1], got {real_probability}")
-        if real_probability < 1.0 and (not layouts or any(not s for s in layouts)):
-            raise ValueError("every layout needs a rendered sample when real_probability < 1")
-        self.layouts = layouts
-        self.real_probability = real_probability
-        area = np.array([s[0].shape[0] * s[0].shape[1] for s in layouts if s], np.float64)
+    missing = "every layout needs a rendered sample when real_probability < 1"
+
+    def keep(self, versions: list[list[CachedTile]]) -> None:
+        """Keeps the layouts' samples (:attr:`layouts`) and their draw weights by area."""
+        self.layouts = versions
+        area = np.array([s[0].shape[0] * s[0].shape[1] for s in versions if s], np.float64)
         self.layout_weights = area / area.sum() if area.size else area
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -373,38 +379,19 @@ def build_mixed_dataset(
             "of synthetic GeoTIFFs)"
         )
     layouts = mix_cfg.get("layouts")
+    dataset: type[_VersionMixDataset] = MixedPatchDataset
+    versions = partial(load_synthetic_tiles, real, load, source)
     if layouts is not None and str(layouts) != "":
         pairs = layout_masks(layouts, classes)
-        return _layout_dataset(real, load_layout or load, patches, pairs, mix_cfg)
+        dataset = LayoutMixDataset
+        versions = partial(load_layout_tiles, pairs, load_layout or load, source)
     if mode == "replace":
-        synthetic = load_synthetic_tiles(real, load, source, need=1)
+        mixed = versions(need=1)
         real_probability, length = 1.0 - ratio, n
     else:
-        synthetic = [s[:copies] for s in load_synthetic_tiles(real, load, source, need=copies)]
+        mixed = [s[:copies] for s in versions(need=copies)]
         n_real = round((1.0 - ratio) * n)
         length = n_real + copies * n
         real_probability = n_real / length
     kwargs = {**patches.dataset_kwargs(), "length": length}
-    return MixedPatchDataset(real, synthetic, real_probability, **kwargs)
-
-
-def _layout_dataset(
-    real: list[CachedTile],
-    load: TileLoader,
-    patches: PatchSpec,
-    layouts: list[TilePair],
-    mix_cfg: Mapping[str, Any],
-) -> Dataset:
-    """:func:`build_mixed_dataset` with ``mix.layouts`` (its ``layouts``, a mixed setting)."""
-    ratio, mode, source, copies = _mix_settings(mix_cfg)
-    n = patches.length
-    if mode == "replace":
-        rendered = load_layout_tiles(layouts, load, source, need=1)
-        real_probability, length = 1.0 - ratio, n
-    else:
-        rendered = [s[:copies] for s in load_layout_tiles(layouts, load, source, need=copies)]
-        n_real = round((1.0 - ratio) * n)
-        length = n_real + copies * n
-        real_probability = n_real / length
-    kwargs = {**patches.dataset_kwargs(), "length": length}
-    return LayoutMixDataset(real, rendered, real_probability, **kwargs)
+    return dataset(real, mixed, real_probability, **kwargs)

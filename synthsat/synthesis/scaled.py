@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from rasterio.windows import Window
 from synthsat.data.cache import nearest_indices, resample_image, scaled_shape
 from synthsat.data.checks import fill_invalid, invalid_pixels
 from synthsat.data.colours import Colour
-from synthsat.data.masks import STRIP_PIXELS, MaskFile, MaskReader
+from synthsat.data.masks import STRIP_PIXELS, ClosedOnExit, MaskFile, MaskReader
 from synthsat.data.raster_io import raster_info, read_raster
 
 
@@ -37,7 +36,7 @@ def _window_slices(window: Window | None) -> tuple[slice, slice]:
     return slice(row, row + int(window.height)), slice(col, col + int(window.width))
 
 
-class ScaledMaskFile:
+class ScaledMaskFile(ClosedOnExit):
     """A mask's class indices on the grid of ``scale`` (nearest pixel centre), read like
     a :class:`~synthsat.data.masks.MaskFile`.
 
@@ -96,17 +95,6 @@ class ScaledMaskFile:
     def close(self) -> None:
         """Close the native raster."""
         self.native.close()
-
-    def __enter__(self) -> ScaledMaskFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class ScaledMaskReader(MaskReader):
