@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from synthsat import config_dir
 from synthsat.plan import study_plan
-from synthsat.stages import UNSET_KEYS, Stage
+from synthsat.stages import RENAMED_KEYS, UNSET_KEYS, Stage
 
 _ABSENT = object()
 
@@ -33,22 +33,26 @@ def _hydra() -> Iterator[None]:
 def _reference_config(stage: Stage) -> str:
     """A stage's composed config as it was computed before the compose cache: a full
     Hydra compose of its own overrides, dumped by ``OmegaConf.to_yaml`` (the unset keys
-    taken out of a plain copy)."""
+    taken out of a plain copy, the renamed keys under their old names)."""
     cfg = compose(config_name=stage.module.rsplit(".", 1)[-1], overrides=stage.overrides)
-    unset = [
-        key
-        for key, value in UNSET_KEYS.items()
-        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) == value
-    ]
-    if not unset:
-        return OmegaConf.to_yaml(cfg, resolve=False)
     plain: Any = OmegaConf.to_container(cfg, resolve=False)
-    for key in unset:
+    for key, value in UNSET_KEYS.items():
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) != value:
+            continue
         *parents, last = key.split(".")
         node = plain
         for part in parents:
             node = node[part]
         del node[last]
+    for key, old_name in RENAMED_KEYS.items():
+        *parents, last = key.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and last in node:
+            items = list(node.items())
+            node.clear()
+            node.update({old_name if k == last else k: v for k, v in items})
     return OmegaConf.to_yaml(OmegaConf.create(plain), resolve=False)
 
 
