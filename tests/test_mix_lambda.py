@@ -221,6 +221,7 @@ def test_train_segmentation_main_uses_the_lambda_folder_and_returns_the_miou(
         "source": str((study / GAN2).resolve()),
         "copies": 1,
         "lambda_div": 2,
+        "layouts": None,  # the training tiles' own masks (mix.layouts: new layouts)
     }
     assert saved["synthetic_source"] == {
         "generator": "gan",
