@@ -134,19 +134,29 @@ def quiet_known_lines() -> None:
     )
 
 
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a group of named objects (null entries are skipped)."""
-    return [
-        instantiate(conf)
-        for conf in (group or {}).values()
-        if isinstance(conf, DictConfig) and "_target_" in conf
-    ]
+#: Lightning's checkpoint callback, which :func:`build_callbacks` builds as
+#: :class:`~synthsat.tasks.checkpoints.ResumableCheckpoint` (same settings and files,
+#: ``last.ckpt`` after every validation).
+MODEL_CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
+RESUMABLE_CHECKPOINT = "synthsat.tasks.checkpoints.ResumableCheckpoint"
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
     """Instantiate every callback under ``cfg.callbacks`` (``conf/callbacks/``; null
-    entries are skipped, so ``callbacks.early_stopping=null`` turns one off)."""
-    return _instantiate_all(cfg.get("callbacks"))
+    entries are skipped, so ``callbacks.early_stopping=null`` turns one off). Lightning's
+    ``ModelCheckpoint`` is built as :class:`~synthsat.tasks.checkpoints.
+    ResumableCheckpoint`, so that ``last.ckpt`` follows every validation (the configs keep
+    naming Lightning's class: their keys, and so finished study stages, stay as they are).
+    """
+    callbacks = []
+    for conf in (cfg.get("callbacks") or {}).values():
+        if not (isinstance(conf, DictConfig) and "_target_" in conf):
+            continue
+        if conf._target_ == MODEL_CHECKPOINT:
+            callbacks.append(instantiate(conf, _target_=RESUMABLE_CHECKPOINT))
+        else:
+            callbacks.append(instantiate(conf))
+    return callbacks
 
 
 def progress_bar(setting: bool | None, stream: Any = None) -> bool:

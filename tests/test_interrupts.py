@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -75,3 +76,59 @@ def test_the_job_exits_143_naming_the_step(capsys: pytest.CaptureFixture[str]) -
     )
     other = SystemExit(3)
     assert exit_status(other) is other  # any other exit is kept
+
+
+class FlatScore(BoringModel):
+    """A model whose validation score never improves after its first validation."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/score", 1.0)
+
+
+class LastStep(L.Callback):
+    """The step held by ``last.ckpt`` at the start of each training step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.path.exists():
+            step = torch.load(self.path, map_location="cpu", weights_only=True)["global_step"]
+            self.seen.append((trainer.global_step, step))
+
+
+@pytest.mark.parametrize("resumable", [True, False], ids=["resumable", "lightning"])
+def test_last_ckpt_follows_every_validation(tmp_path: Path, resumable: bool) -> None:
+    """A run stopped after validations that did not improve resumes from the last of
+    them: last.ckpt holds the latest validation's step, not the best one's (Lightning's
+    own ModelCheckpoint keeps step 2, the only improvement)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from omegaconf import OmegaConf
+
+    from synthsat.runtime import build_callbacks
+
+    target = "lightning.pytorch.callbacks.ModelCheckpoint"
+    settings = {"dirpath": str(tmp_path), "save_last": True, "save_top_k": 1}
+    conf = {**settings, "monitor": "val/score", "mode": "max", "_target_": target}
+    (checkpoint,) = build_callbacks(OmegaConf.create({"callbacks": {"checkpoint": conf}}))
+    if not resumable:
+        checkpoint = ModelCheckpoint(**settings, monitor="val/score", mode="max")
+    recorder = LastStep(tmp_path / "last.ckpt")
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=7,
+        limit_train_batches=10,
+        val_check_interval=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder, checkpoint],
+    )
+    trainer.fit(FlatScore())
+    if resumable:
+        assert type(checkpoint).__name__ == "ResumableCheckpoint"
+        assert recorder.seen == [(2, 2), (3, 2), (4, 4), (5, 4), (6, 6)]
+    else:
+        assert recorder.seen == [(2, 2), (3, 2), (4, 2), (5, 2), (6, 2)]

@@ -6,6 +6,10 @@
 * :class:`RandomStateCheckpoint` — a callback that keeps the random number generators'
   states in checkpoints and restores them on resume, so a run resumed from a checkpoint
   draws what the uninterrupted run would have drawn.
+* :class:`ResumableCheckpoint` — Lightning's ``ModelCheckpoint`` with ``last.ckpt``
+  refreshed after every validation (the jobs' ``ModelCheckpoint`` is upgraded to it by
+  :func:`synthsat.runtime.build_callbacks`), so an interrupted run resumes from its last
+  validation, not from its last *best* one.
 * :func:`load_task` — loads a task checkpoint, turning a missing, empty, corrupt or
   wrong-kind file into a :class:`~synthsat.errors.CheckpointError` of one line
   (``ckpt=<path>: this is a segmentation checkpoint; synthesize needs a generator
@@ -32,6 +36,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from synthsat.atomic import remove_abandoned, write_with
 from synthsat.errors import CheckpointError, CheckpointMissing
@@ -159,6 +164,28 @@ class RandomStateCheckpoint(L.Callback):
         if self._pending:
             set_random_states(self._pending)
             self._pending = None
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` follows every validation.
+
+    Lightning 2.6 writes ``last.ckpt`` only where it writes a top-k checkpoint: after a
+    validation that improves on the best. A run stopped (SIGTERM, preemption, a crash)
+    after a long stretch without improvement (up to early stopping's patience, e.g. 20
+    validations) then resumes from the last *best* step and trains that stretch again.
+    Here every validation that did not save a checkpoint writes ``last.ckpt`` too. The
+    files and their names are Lightning's; only when ``last.ckpt`` is written changes.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and not self._should_save_on_train_epoch_end(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
