@@ -89,6 +89,7 @@ def test_short_training_beats_majority_class(toy_root: Path, tmp_path: Path) -> 
         "source": None,
         "lambda_div": None,
         "copies": 1,
+        "layouts": None,
     }
     assert set(saved["iou"]) == set(cfg.data.classes)
     assert saved["scored_classes"] == [1, 2, 3, 4, 5, 6]
@@ -162,6 +163,7 @@ def test_hydra_multirun_sweeps_a_stage(toy_root: Path, tmp_path: Path) -> None:
             "source": str(synthetic),
             "lambda_div": None,
             "copies": 1,
+            "layouts": None,
         }
         for ratio in (0.5, 1.0)
     ]
