@@ -34,19 +34,28 @@ class SigtermAt(L.Callback):
             trainer._signal_connector.received_sigterm = True
 
 
-def _fit(tmp_path: Path, marker: SigtermAt) -> SIGTERMException:
-    trainer = L.Trainer(
+def _trainer(tmp_path: Path, callbacks: list[L.Callback], **budget: Any) -> L.Trainer:
+    """A quiet CPU trainer of 10 batches per epoch, validating as ``budget`` says."""
+    return L.Trainer(
         default_root_dir=tmp_path,
-        max_steps=20,
         limit_train_batches=10,
-        val_check_interval=3,
-        limit_val_batches=4,
         num_sanity_val_steps=0,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[marker, StopOnSigterm()],
+        callbacks=callbacks,
+        **budget,
+    )
+
+
+def _fit(tmp_path: Path, marker: SigtermAt) -> SIGTERMException:
+    trainer = _trainer(
+        tmp_path,
+        [marker, StopOnSigterm()],
+        max_steps=20,
+        val_check_interval=3,
+        limit_val_batches=4,
+        enable_checkpointing=False,
     )
     with pytest.raises(SIGTERMException) as caught:
         trainer.fit(BoringModel())
@@ -114,17 +123,8 @@ def test_last_ckpt_follows_every_validation(tmp_path: Path, resumable: bool) -> 
     if not resumable:
         checkpoint = ModelCheckpoint(**settings, monitor="val/score", mode="max")
     recorder = LastStep(tmp_path / "last.ckpt")
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=7,
-        limit_train_batches=10,
-        val_check_interval=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder, checkpoint],
+    trainer = _trainer(
+        tmp_path, [recorder, checkpoint], max_steps=7, val_check_interval=2, limit_val_batches=1
     )
     trainer.fit(FlatScore())
     if resumable:
