@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -385,7 +386,7 @@ def train_description(trainer: L.Trainer) -> str:
     return f"Epoch {trainer.current_epoch}{last}"
 
 
-class _StepBudgetBar(L.Callback):
+class _StepBudgetBar(L.Callback, ABC):
     """What the step bars share: after each training batch under a step budget
     (``max_steps`` > 0) the bar shows the fit's step (:meth:`show_step`); under an epoch
     budget it is the Lightning bar's own update (the bar class that follows this one in
@@ -404,9 +405,9 @@ class _StepBudgetBar(L.Callback):
             return
         self.show_step(trainer, pl_module)
 
+    @abstractmethod
     def show_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Shows ``trainer.global_step`` of the step budget, with the metrics."""
-        raise NotImplementedError
 
 
 class StepRichProgressBar(_StepBudgetBar, RichProgressBar):

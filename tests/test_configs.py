@@ -257,7 +257,7 @@ def test_job_callbacks_instantiate(job: str, root: Path) -> None:
     cfg = _compose(job, root)
     callbacks = build_callbacks(cfg)
     names = {type(c).__name__ for c in callbacks}
-    assert "ModelCheckpoint" in names
+    assert "ResumableCheckpoint" in names  # Lightning's ModelCheckpoint, last.ckpt each validation
     assert "RandomStateCheckpoint" in names  # resumed runs continue the same draws
 
 

@@ -49,7 +49,7 @@ def test_callbacks_by_name_and_null_turns_one_off(tmp_path: Path) -> None:
     cfg = _compose("train_segmentation", tmp_path, "callbacks.early_stopping=null", "logger=none")
     names = [type(c).__name__ for c in build_callbacks(cfg)]
     assert names == [
-        "ModelCheckpoint",
+        "ResumableCheckpoint",  # Lightning's, last.ckpt after every validation
         "RandomStateCheckpoint",
         "ProgressLog",
         "ValidationCurve",

@@ -22,6 +22,7 @@ together with ``colour_map``.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,11 +135,12 @@ def mask_kind(info: RasterInfo, colour_map: Mapping[Colour, int] | None) -> str:
     return RGB
 
 
-class ClosedOnExit:
+class ClosedOnExit(ABC):
     """A ``with`` block of it (itself) calls its ``close()`` on leaving."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Releases what the object holds."""
 
     def __enter__(self) -> Self:
         return self

@@ -56,6 +56,7 @@ Validation and test data never pass through here: they are always real.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -197,7 +198,7 @@ def load_layout_tiles(
     return result
 
 
-class _VersionMixDataset(RandomPatchDataset):
+class _VersionMixDataset(RandomPatchDataset, ABC):
     """Random training patches cut from a real tile with ``real_probability``, else from
     one of ``versions``: what a subclass mixes in (each tile's synthetic versions, or
     each new layout's renderings), kept by :meth:`keep`.
@@ -240,9 +241,9 @@ class _VersionMixDataset(RandomPatchDataset):
         self.real_probability = real_probability
         self.keep(versions)
 
+    @abstractmethod
     def keep(self, versions: list[list[CachedTile]]) -> None:
         """Keeps the checked ``versions``."""
-        raise NotImplementedError
 
 
 class MixedPatchDataset(_VersionMixDataset):
