@@ -32,6 +32,22 @@ METADATA = {
 TINY = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
 
 
+def _save_task(task: SegmentationTask, path: Path) -> Path:
+    """``task`` saved as Lightning saves a checkpoint (no training), at ``path``."""
+    import lightning as L
+
+    trainer = L.Trainer(
+        max_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return path
+
+
 def test_unet_shapes_any_band_count() -> None:
     model = build_unet(in_channels=5, classes=7, encoder_depth=3, decoder_channels=[32, 16, 8])
     assert model(torch.randn(2, 5, 64, 32)).shape == (2, 7, 64, 32)
@@ -172,18 +188,7 @@ def test_task_step_predict_and_checkpoint(tmp_path: Path) -> None:
     raw = torch.full((4, 2, 2), 30.0)
     assert torch.allclose(torch.from_numpy(task.normalize(raw.numpy()))[2], torch.zeros(2, 2))
 
-    import lightning as L
-
-    trainer = L.Trainer(
-        max_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.strategy.connect(task)
-    path = tmp_path / "task.ckpt"
-    trainer.save_checkpoint(path)
+    path = _save_task(task, tmp_path / "task.ckpt")
     ckpt = torch.load(path, weights_only=True)  # plain containers only
     assert ckpt["hyper_parameters"]["metadata"] == METADATA
     loaded = SegmentationTask.load_from_checkpoint(path)
@@ -292,7 +297,6 @@ def test_tiny_unet_holds_only_the_stages_it_runs() -> None:
 def test_checkpoints_with_the_unused_stages_still_load(tmp_path: Path) -> None:
     """A checkpoint from before the unused stages were dropped: its weights load strictly and
     its optimiser state (for a resumed run) fits the trimmed network."""
-    import lightning as L
 
     old = SegmentationTask(metadata=METADATA, **TINY)
     old.model = _unet(keep=True).to(memory_format=torch.channels_last)
@@ -300,16 +304,7 @@ def test_checkpoints_with_the_unused_stages_still_load(tmp_path: Path) -> None:
     old.train()
     old(torch.randn(2, 4, 32, 32)).sum().backward()
     optimizer.step()
-    trainer = L.Trainer(
-        max_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.strategy.connect(old)
-    path = tmp_path / "old.ckpt"
-    trainer.save_checkpoint(path)
+    path = _save_task(old, tmp_path / "old.ckpt")
     ckpt = torch.load(path, weights_only=True)
     assert any(k.startswith("model.encoder.layer4.") for k in ckpt["state_dict"])
 
