@@ -107,3 +107,33 @@ def test_a_pixel_shuffled_copy_keeps_shares_only() -> None:
     assert scores["adjacency_tv"] > 0.4
     assert scores["patch_size"]["a"]["generated"]["mean"] < 0.1 * 512
     assert scores["nearest"]["distances"][0] > 0.3 and scores["nearest"]["copied"] == []
+
+
+def _brute_nearest(mask: np.ndarray, training: list[np.ndarray]) -> float:
+    """The nearest-neighbour distance by looping over every flip, mask and offset."""
+    best = -1
+    for index in range(8):
+        turned = np.rot90(mask, index % 4)
+        turned = turned[:, ::-1] if index >= 4 else turned
+        h, w = turned.shape
+        for t in training:
+            for y in range(t.shape[0] - h + 1):
+                for x in range(t.shape[1] - w + 1):
+                    best = max(best, int((t[y : y + h, x : x + w] == turned).sum()))
+    return float("nan") if best < 0 else 1 - best / mask.size
+
+
+def test_the_fft_search_equals_a_loop_over_every_offset() -> None:
+    """Training masks of different shapes share (or not) one padded FFT shape; no offset
+    may wrap around the padding, and a mask that fits only some of them is compared with
+    those alone."""
+    rng = np.random.default_rng(3)
+    training = [
+        rng.integers(0, 4, shape).astype(np.uint8) for shape in [(9, 11), (10, 10), (7, 13), (5, 5)]
+    ]
+    masks = [rng.integers(0, 4, shape).astype(np.uint8) for shape in [(6, 6), (4, 7), (6, 9)]]
+    masks.append(training[2][1:6, 3:10].copy())  # a crop of the 7 x 13 mask: distance 0
+    got = nearest_distances(masks, training)
+    want = [_brute_nearest(m, training) for m in masks]
+    np.testing.assert_allclose(got, want)
+    assert got[-1] == 0.0 and len({round(g, 6) for g in got}) == 4

@@ -16,7 +16,8 @@ values outside the classes) left out:
   million pixels;
 * **nearest neighbour** (:func:`nearest_distances`): for each mask, the smallest share
   of disagreeing pixels over every same-size crop of every training mask, under each of
-  the eight flips / quarter turns (exact, every offset: one FFT correlation per class).
+  the eight flips / quarter turns (exact, every offset: FFT correlations that reuse
+  each training mask's spectra).
   A distance at most ``copy_threshold`` flags the mask as a copied layout.
 
 :func:`compare_layouts` gives them all for generated masks against training masks.
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import signal
+from scipy import fft
 
 from synthsat.layouts.components import adjacency_counts, class_components, component_sizes
 from synthsat.layouts.geometry import dihedral
@@ -110,17 +111,43 @@ def road_connectivity(masks: Sequence[np.ndarray], roads: Sequence[int]) -> dict
     }
 
 
-def _agreement(train: np.ndarray, mask: np.ndarray, values: np.ndarray) -> int:
-    """Most pixels of ``mask`` equal to a same-size crop of ``train``, over every offset."""
+def _shape_groups(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    """Training masks grouped by the FFT shape that holds them (next fast length of each
+    side): one spectrum per mask and class, one FFT of each generated mask per group."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (h, w) in enumerate(shapes):
+        shape = (fft.next_fast_len(h, True), fft.next_fast_len(w, True))
+        groups.setdefault(shape, []).append(index)
+    return groups
+
+
+def _group_agreement(
+    train: Sequence[np.ndarray],
+    spectra: dict[int, np.ndarray],
+    shape: tuple[int, int],
+    mask: np.ndarray,
+) -> int:
+    """Most pixels of ``mask`` equal to a same-size crop of one of ``train`` (every offset
+    at which the crop lies inside that training mask), -1 when none can hold it.
+
+    ``spectra[value]`` stacks the real FFTs (at ``shape``) of ``train == value``. The
+    circular correlation at ``shape`` equals the plain one at every offset where the
+    mask fits inside the training mask, so no offset wraps and the zero padding adds
+    nothing.
+    """
     h, w = mask.shape
-    total = np.zeros((train.shape[0] - h + 1, train.shape[1] - w + 1))
-    for value in values:
-        a = (train == value).astype(np.float64)
-        b = (mask == value).astype(np.float64)
-        if not b.any() or not a.any():
-            continue
-        total += signal.correlate(a, b, mode="valid", method="fft")
-    return int(np.rint(total.max()))
+    fits = [j for j, t in enumerate(train) if t.shape[0] >= h and t.shape[1] >= w]
+    if not fits:
+        return -1
+    total = np.zeros((len(train), shape[0], shape[1] // 2 + 1), np.complex128)
+    for value in np.unique(mask):
+        if int(value) in spectra:
+            total += spectra[int(value)] * np.conj(fft.rfft2(mask == value, shape))
+    corr = fft.irfft2(total, shape)
+    return max(
+        int(np.rint(corr[j, : train[j].shape[0] - h + 1, : train[j].shape[1] - w + 1].max()))
+        for j in fits
+    )
 
 
 def nearest_distances(
@@ -132,24 +159,31 @@ def nearest_distances(
     crop of) a training mask. ``downsample`` > 1 compares every ``downsample``-th pixel
     of both (faster, approximate). Training masks smaller than a mask are skipped; a
     mask no training mask can hold gets NaN.
+
+    Exact at every offset: per training mask and class one FFT, per generated mask, flip
+    and group of training shapes one FFT per class and one inverse FFT.
     """
     step = max(int(downsample), 1)
     train = [t[::step, ::step] for t in training]
-    out = np.full(len(masks), np.nan)
-    for i, mask in enumerate(masks):
-        small = mask[::step, ::step]
-        best = -1
-        for index in range(8):
-            turned = dihedral(small, index)
-            h, w = turned.shape
-            for t in train:
-                if t.shape[0] < h or t.shape[1] < w:
-                    continue
-                values = np.intersect1d(np.unique(turned), np.unique(t))
-                best = max(best, _agreement(t, turned, values))
-        if best >= 0:
-            out[i] = 1.0 - best / small.size
-    return out
+    small = [m[::step, ::step] for m in masks]
+    best = np.full(len(small), -1)
+    for shape, members in _shape_groups([t.shape for t in train]).items():
+        for chunk in _chunks(members, shape):
+            group = [train[j] for j in chunk]
+            values = np.unique(np.concatenate([np.unique(t) for t in group]))
+            spectra = {int(v): np.stack([fft.rfft2(t == v, shape) for t in group]) for v in values}
+            for i, mask in enumerate(small):
+                for index in range(8):
+                    agreement = _group_agreement(group, spectra, shape, dihedral(mask, index))
+                    best[i] = max(best[i], agreement)
+    sizes = np.array([m.size for m in small], np.float64)
+    return np.where(best >= 0, 1.0 - best / np.maximum(sizes, 1), np.nan)
+
+
+def _chunks(members: list[int], shape: tuple[int, int], budget: float = 2.5e8) -> list[list[int]]:
+    """``members`` in runs whose stacked spectra stay under ``budget`` bytes per class."""
+    per = max(int(budget // (shape[0] * (shape[1] // 2 + 1) * 16)), 1)
+    return [members[k : k + per] for k in range(0, len(members), per)]
 
 
 def compare_layouts(
