@@ -25,6 +25,7 @@ from synthsat.data.errors import DataError
 from synthsat.errors import USER_ERRORS, BudgetNotMet, ConfigError
 from synthsat.interrupts import exit_status
 from synthsat.output_checks import check_outputs
+from synthsat.schemas import MIX_MODES
 from synthsat.tracking import build_loggers, finish_tracking, keep_tool_dirs
 
 if TYPE_CHECKING:  # Lightning and torch load when a job runs, after Hydra checked its config
@@ -443,7 +444,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check(cfg, "mix.lambda_div", lambda v: float(v) >= 0, non_negative)
     _check(cfg, "pipeline.ratios", lambda v: 0 <= float(v) <= 1, unit)
     _check(cfg, "generator.ema_decay", lambda v: 0 <= float(v) <= 1, unit)
-    _check(cfg, "mix.mode", lambda v: v in ("replace", "add"), "must be replace or add")
+    _check(cfg, "mix.mode", lambda v: v in MIX_MODES, f"must be one of {', '.join(MIX_MODES)}")
     _check(cfg, "mix.copies", _positive_int, "must be a whole number >= 1")
     _check(cfg, "pipeline.steps", _positive_int, "must be whole numbers >= 1 (step budgets)")
     for key in ("data.patch_size", "generator.patch_size", "data.eval_chip_size", "samples"):

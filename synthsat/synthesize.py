@@ -17,7 +17,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from synthsat import config_dir
+from synthsat import config_dir, schemas
 from synthsat.data import DataError
 from synthsat.data.synthetic_tiles import describe_source, output_name
 from synthsat.errors import ConfigError
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # torch and Lightning load when the job runs, after Hydra's c
 log = logging.getLogger(__name__)
 
 #: The values of ``method``.
-METHODS = ("generator", "classtexture", "classcolour")
+METHODS = schemas.METHODS  # one list: the schema checks it when the config is composed
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

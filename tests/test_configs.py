@@ -406,13 +406,13 @@ def test_schema_choices_are_the_codes() -> None:
     from synthsat.synthesis import gan_synthesizer
     from synthsat.tasks import adversaries, segmentation
 
-    assert schemas.MIX_MODES == mixing.MODES
-    assert schemas.DISCRIMINATORS == adversaries.KINDS
-    assert schemas.START_MODES == spade.START_MODES
+    assert mixing.MODES is schemas.MIX_MODES  # imported from the schemas: one list
+    assert adversaries.KINDS is schemas.DISCRIMINATORS
+    assert spade.START_MODES is schemas.START_MODES
+    assert synthesize.METHODS is schemas.METHODS
     assert schemas.LOSSES == segmentation.LOSSES
     assert schemas.SCHEDULERS == segmentation.SCHEDULERS
     assert schemas.MODELS == segmentation.MODELS
-    assert schemas.METHODS == synthesize.METHODS
     assert schemas.STYLES == gan_synthesizer.STYLES
     assert schemas.STYLE_SCOPES == gan_synthesizer.STYLE_SCOPES
     for norm in schemas.NORMS:

@@ -70,8 +70,9 @@ from synthsat.data.datasets import Normalizer, PatchSpec, RandomPatchDataset
 from synthsat.data.errors import DataError
 from synthsat.data.synthetic_tiles import find_synthetic, output_name, tile_folder
 from synthsat.data.tiles import TilePair
+from synthsat.schemas import MIX_MODES
 
-MODES = ("replace", "add")
+MODES = MIX_MODES  # one list: the schema checks it when the config is composed
 MIX_KEYS = {"ratio", "mode", "source", "copies", "lambda_div", "layouts"}
 #: The record of a layouts folder (:mod:`synthsat.layouts.writer`).
 LAYOUTS_RECORD = "layouts.json"

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from synthsat import schemas
 from synthsat.models.noise import random_noise
 
 
@@ -138,7 +139,7 @@ def num_upsampling(patch_size: int, start_size: int) -> int:
     return n_up
 
 
-START_MODES = ("fc", "cond")
+START_MODES = schemas.START_MODES  # one list: the schema checks it when composed
 
 
 class SPADEGenerator(nn.Module):

@@ -29,8 +29,9 @@ from synthsat.losses import (
 )
 from synthsat.models.discriminator import MultiscaleDiscriminator
 from synthsat.models.oasis import SegmentationDiscriminator
+from synthsat.schemas import DISCRIMINATORS
 
-KINDS = ("patch", "oasis")
+KINDS = DISCRIMINATORS  # one list: the schema checks it when the config is composed
 
 
 class PatchAdversary(nn.Module):
