@@ -145,3 +145,9 @@ def write_with(final: str | Path, write: Callable[[Path], Any], fsync: bool = Fa
     finally:
         tmp.unlink(missing_ok=True)
     return Path(final)
+
+
+def save_figure(fig: Any, final: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as a PNG at ``final`` atomically (a reader never sees half
+    an image); returns ``final``."""
+    return write_with(final, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
+from synthsat.atomic import save_figure  # noqa: E402
 from synthsat.data.raster_io import read_raster  # noqa: E402
 
 
@@ -118,7 +119,7 @@ def sample_grid(
         for ax in ax_row:
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     plt.close(fig)
     return out
 

@@ -336,9 +336,9 @@ class FileLock:
             self.holder.runner,
             self.holder.runner_start,
         )
-        tmp = self.path.with_name(f".{self.path.name}.{owner_tag()}.part")
-        tmp.write_text(holder.to_json())
-        os.replace(tmp, self.path)
+        from synthsat.atomic import write_text  # atomic imports this module
+
+        write_text(self.path, holder.to_json())
         self.holder = holder
 
     def release(self) -> None:

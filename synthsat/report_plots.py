@@ -11,6 +11,7 @@ from typing import Any
 
 import matplotlib
 
+from synthsat.atomic import save_figure
 from synthsat.report_arms import (
     BASELINE,
     CI_LEVEL,
@@ -90,7 +91,7 @@ def plot_miou(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="mean ± std over seeds", title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(results_dir / "miou_vs_ratio.png", dpi=110)
+    save_figure(fig, results_dir / "miou_vs_ratio.png", dpi=110)
     plt.close(fig)
 
 
@@ -109,7 +110,7 @@ def plot_paired_delta(results_dir: Path, comparisons: dict[ArmKey, PairedCompari
     ax.set_xlabel(f"paired Δ mIoU vs real-only (same seed): mean, {CI_LEVEL:.0%} {CI_METHOD}")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    fig.savefig(results_dir / "paired_delta.png", dpi=110)
+    save_figure(fig, results_dir / "paired_delta.png", dpi=110)
     plt.close(fig)
 
 
@@ -153,7 +154,7 @@ def plot_curve(results_dir: Path, rows: list[dict[str, Any]]) -> None:
     axes[2].set_ylabel("validation mIoU during training")
     axes[2].grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(results_dir / "learning_curve.png", dpi=110)
+    save_figure(fig, results_dir / "learning_curve.png", dpi=110)
     plt.close(fig)
     _plot_delta_curve(results_dir, rows, colours)
 
@@ -196,7 +197,7 @@ def _plot_delta_curve(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(results_dir / "delta_vs_steps.png", dpi=110)
+    save_figure(fig, results_dir / "delta_vs_steps.png", dpi=110)
     plt.close(fig)
 
 
@@ -235,7 +236,7 @@ def plot_synthetic(results_dir: Path, synth: list[dict[str, Any]], keys: list[st
     for ax in axes.ravel()[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(results_dir / "fidelity_diversity.png", dpi=110)
+    save_figure(fig, results_dir / "fidelity_diversity.png", dpi=110)
     plt.close(fig)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthsat.atomic import atomic_write, file_mode, write_text, write_with
+from synthsat.atomic import atomic_write, file_mode, save_figure, write_text, write_with
 
 
 def test_write_text_replaces_the_target_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -57,3 +58,38 @@ def test_file_mode_follows_the_umask() -> None:
         assert file_mode() == 0o640
     finally:
         os.umask(old)
+
+
+def test_save_figure_writes_a_png_whole_or_not_at_all(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    target = tmp_path / "curve.png"
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [0, 1])
+    save_figure(fig, target, dpi=50)
+    assert Image.open(target).size == (100, 50)  # a PNG (the .part name has no suffix)
+    before = target.read_bytes()
+
+    class Broken:
+        def savefig(self, path: Path, **kwargs: object) -> None:
+            Path(path).write_bytes(b"\x89PNG half")
+            raise OSError("no space")
+
+    with pytest.raises(OSError, match="no space"):
+        save_figure(Broken(), target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+    plt.close(fig)
+
+
+def test_a_lock_handed_on_is_rewritten_atomically(tmp_path: Path) -> None:
+    from synthsat.locks import FileLock
+
+    lock = FileLock(tmp_path / "stage.lock", "stage test").acquire()
+    lock.hand_to(os.getppid())
+    assert json.loads((tmp_path / "stage.lock").read_text())["pid"] == os.getppid()
+    assert [p.name for p in tmp_path.iterdir()] == ["stage.lock"]

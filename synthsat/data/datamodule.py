@@ -12,6 +12,7 @@ import numpy as np
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from synthsat.atomic import write_text
 from synthsat.data.cache import CachedTile, TileCache, band_statistics
 from synthsat.data.datasets import GridChipDataset, Normalizer, PatchSpec, RandomPatchDataset
 from synthsat.data.mixing import build_mixed_dataset, resolve_mix
@@ -312,4 +313,4 @@ class LandCoverDataModule(L.LightningDataModule):
 
     def save_metadata(self, path: str | Path) -> None:
         """Write :meth:`metadata` as JSON."""
-        Path(path).write_text(json.dumps(self.metadata(), indent=2))
+        write_text(path, json.dumps(self.metadata(), indent=2))
