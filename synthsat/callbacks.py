@@ -141,33 +141,6 @@ def confusion_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
     ]
 
 
-def prediction_panel(
-    image: Any, truth: Any, pred: Any, metadata: Mapping[str, Any], max_side: int = 256
-) -> Any:
-    """One (H, W*3 + 4, 3) float RGB panel image | truth | prediction of a test chip.
-
-    Args:
-        image: the chip's normalised image (C, H, W) as the model sees it.
-        truth: its mask (H, W).
-        pred: the predicted classes (H, W).
-        metadata: the data's metadata (``mean``, ``std``, ``rgb_bands``, ``classes``,
-            ``ignore_index``).
-        max_side: panels are subsampled (every k-th pixel) to at most this side.
-    """
-    import numpy as np
-
-    from synthsat.data.datasets import Normalizer
-    from synthsat.figures import colorize_mask, rgb_composite
-
-    k = max(1, -(-max(image.shape[-2:]) // max_side))
-    raw = Normalizer(metadata["mean"], metadata["std"]).denormalize(image.detach().cpu())
-    rgb = rgb_composite(raw.float().numpy()[:, ::k, ::k], metadata["rgb_bands"])
-    n, ignore = len(metadata["classes"]), metadata.get("ignore_index")
-    masks = [colorize_mask(m.detach().cpu().numpy()[::k, ::k], n, ignore) for m in (truth, pred)]
-    gap = np.ones((rgb.shape[0], 2, 3), np.float32)
-    return np.concatenate([rgb, gap, masks[0], gap, masks[1]], axis=1)
-
-
 class SegmentationTestReport(L.Callback):
     """Log a segmentation test to W&B: the confusion matrix of the test scores (a W&B
     confusion-matrix chart, key ``test/confusion_matrix``) and ``panels`` image | truth |
@@ -205,6 +178,8 @@ class SegmentationTestReport(L.Callback):
         if not self._active or need <= 0:
             return
         import torch
+
+        from synthsat.figures import prediction_panel
 
         image, mask = batch["image"][:need], batch["mask"][:need]
         with torch.no_grad():

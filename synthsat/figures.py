@@ -1,8 +1,9 @@
 """Figures of imagery, the one owner of how masks and images are drawn: the class
 palette (:func:`colorize_mask`), the percentile-stretched RGB composite
-(:func:`rgb_composite`), the study's sample grid (:func:`sample_grid`) and the generator's
+(:func:`rgb_composite`), the study's sample grid (:func:`sample_grid`), the generator's
 training sample grid (:func:`generator_grid`, drawn by
-:class:`~synthsat.callbacks.GeneratorSamples`)."""
+:class:`~synthsat.callbacks.GeneratorSamples`), the test panels logged to W&B
+(:func:`prediction_panel`) and synthetic tile previews (:func:`tile_preview`)."""
 
 from __future__ import annotations
 
@@ -194,3 +195,40 @@ def generator_grid(
     if scale > 1:
         tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
     return make_grid(tiles.float(), nrow=len(columns), padding=2, pad_value=1.0)
+
+
+def prediction_panel(
+    image: Any, truth: Any, pred: Any, metadata: Mapping[str, Any], max_side: int = 256
+) -> Any:
+    """One (H, W*3 + 4, 3) float RGB panel image | truth | prediction of a test chip.
+
+    Args:
+        image: the chip's normalised image (C, H, W) as the model sees it.
+        truth: its mask (H, W).
+        pred: the predicted classes (H, W).
+        metadata: the data's metadata (``mean``, ``std``, ``rgb_bands``, ``classes``,
+            ``ignore_index``).
+        max_side: panels are subsampled (every k-th pixel) to at most this side.
+    """
+    from synthsat.data.datasets import Normalizer
+
+    k = max(1, -(-max(image.shape[-2:]) // max_side))
+    raw = Normalizer(metadata["mean"], metadata["std"]).denormalize(image.detach().cpu())
+    rgb = rgb_composite(raw.float().numpy()[:, ::k, ::k], metadata["rgb_bands"])
+    n, ignore = len(metadata["classes"]), metadata.get("ignore_index")
+    masks = [colorize_mask(m.detach().cpu().numpy()[::k, ::k], n, ignore) for m in (truth, pred)]
+    gap = np.ones((rgb.shape[0], 2, 3), np.float32)
+    return np.concatenate([rgb, gap, masks[0], gap, masks[1]], axis=1)
+
+
+def tile_preview(path: Path, rgb_bands: list[int], max_side: int = 256) -> Any:
+    """An (h, w, 3) float RGB preview of a synthetic GeoTIFF: read decimated to at most
+    ``max_side`` px a side, its ``rgb_bands`` stretched between their 2nd and 98th
+    percentiles (:func:`synthsat.figures.rgb_composite`)."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        k = max(1, -(-max(src.width, src.height) // max_side))
+        shape = (src.count, -(-src.height // k), -(-src.width // k))
+        image = src.read(out_shape=shape)
+    return rgb_composite(image, rgb_bands)

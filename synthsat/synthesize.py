@@ -94,6 +94,8 @@ def track_synthesis(cfg: DictConfig, result: dict[str, Any], outputs: list[Path]
         return
     import rasterio
 
+    from synthsat.figures import tile_preview
+
     pixels = 0
     for path in outputs:
         with rasterio.open(path) as src:
@@ -113,21 +115,6 @@ def track_synthesis(cfg: DictConfig, result: dict[str, Any], outputs: list[Path]
         captions = [p.name for p in outputs[: len(previews)]]
         log_images(logger, "synthesis/previews", previews, caption=captions, step=0)
         logger.finalize("success")
-
-
-def tile_preview(path: Path, rgb_bands: list[int], max_side: int = 256) -> Any:
-    """An (h, w, 3) float RGB preview of a synthetic GeoTIFF: read decimated to at most
-    ``max_side`` px a side, its ``rgb_bands`` stretched between their 2nd and 98th
-    percentiles (:func:`synthsat.figures.rgb_composite`)."""
-    import rasterio
-
-    from synthsat.figures import rgb_composite
-
-    with rasterio.open(path) as src:
-        k = max(1, -(-max(src.width, src.height) // max_side))
-        shape = (src.count, -(-src.height // k), -(-src.width // k))
-        image = src.read(out_shape=shape)
-    return rgb_composite(image, rgb_bands)
 
 
 def _make_tiles(cfg: DictConfig) -> SynthesisWriter:

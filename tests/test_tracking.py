@@ -19,8 +19,7 @@ from test_mix_lambda import GAN2, _tile_folder
 from wandb_offline import logged_images, offline_runs, read_run
 
 from synthsat.data.toyworld import CLASSES
-from synthsat.figures import palette, to_uint8
-from synthsat.synthesize import tile_preview
+from synthsat.figures import palette, tile_preview, to_uint8
 from synthsat.tracking import (
     finish_tracking,
     log_images,
