@@ -160,10 +160,11 @@ def track_report(cfg: DictConfig, results: Path) -> None:
     ``wandb`` only; no summary.csv: nothing).
 
     The run (name ``report``, group the experiment, in ``<results>/report/wandb/``, mode
-    as the stages' by :func:`~synthsat.tracking.wandb_mode`, project as
-    ``conf/logger/wandb.yaml``) holds the whole pipeline config, ``summary.csv`` as a
-    table (key ``report/summary``, one row per segmentation run) and the report's plots
-    (``report/<name>`` images, the PNGs of ``results``).
+    as the stages' by :func:`~synthsat.tracking.wandb_mode`, project and offline flag from
+    ``report_logger.wandb``: ``conf/logger/wandb.yaml``, composed by Hydra) holds the
+    whole pipeline config, ``summary.csv`` as a table (key ``report/summary``, one row
+    per segmentation run) and the report's plots (``report/<name>`` images, the PNGs of
+    ``results``).
     """
     summary = results / "summary.csv"
     if cfg.pipeline.get("logger") != "wandb" or not summary.exists():
@@ -172,7 +173,7 @@ def track_report(cfg: DictConfig, results: Path) -> None:
 
     import wandb
 
-    settings = OmegaConf.load(Path(config_dir()) / "logger" / "wandb.yaml").wandb
+    settings = cfg.report_logger.wandb
     with summary.open(newline="") as f:
         header, *rows = list(csv.reader(f))
     (results / "report").mkdir(exist_ok=True)

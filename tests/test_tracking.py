@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import tiny_generator_overrides
+from conftest import compose_job, tiny_generator_overrides
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from test_mix_lambda import GAN2, _tile_folder
@@ -338,7 +338,10 @@ def test_report_logs_the_summary_table_to_a_report_run(
         "lambda_div,generator,ratio,seed,miou\n,none,0.0,0,0.41\n2.0,gan,0.5,0,0.43\n"
     )
     assert [_cell(c) for c in ("", "gan", "0.5")] == [None, "gan", 0.5]
-    cfg = OmegaConf.create({"experiment_name": "toy", "pipeline": {"logger": "wandb"}})
+    settings = {"wandb": {"project": "synthsat-test", "offline": True}}
+    cfg = OmegaConf.create(
+        {"experiment_name": "toy", "pipeline": {"logger": "wandb"}, "report_logger": settings}
+    )
     track_report(cfg, results)
     (folder,) = offline_runs(results / "report")
     run = read_run(folder)
@@ -349,6 +352,12 @@ def test_report_logs_the_summary_table_to_a_report_run(
         "report",
     )
     assert run["config"]["pipeline"] == {"logger": "wandb"}
+    assert run["project"] == "synthsat-test"  # the composed report_logger's, not a file's
+    composed = compose_job("pipeline", ["experiment=demo", "report_logger.wandb.project=p"])
+    assert (composed.report_logger.wandb.project, composed.report_logger.wandb.offline) == (
+        "p",
+        True,
+    )
     table = run["summary"]["report/summary"]
     assert (table["_type"], table["nrows"], table["ncols"]) == ("table-file", 2, 5)
     (saved,) = (folder / "files").glob("media/table/report/summary_*.table.json")

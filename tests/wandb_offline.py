@@ -84,8 +84,8 @@ def complete_records(path: Path, limit_s: float = 600.0) -> list[Any]:
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """What an offline run holds: ``name``, ``tags``, ``group``, ``job_type``, ``config``
-    and ``summary`` (nested dicts) and ``history`` (a list of logged rows)."""
+    """What an offline run holds: ``name``, ``tags``, ``group``, ``job_type``, ``project``,
+    ``config`` and ``summary`` (nested dicts) and ``history`` (a list of logged rows)."""
     (path,) = Path(run_dir).glob("run-*.wandb")
     run: dict[str, Any] = {"config": {}, "summary": {}, "history": []}
     for record in complete_records(path):
@@ -93,7 +93,11 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         if kind == "run":
             r = record.run
             run.update(
-                name=r.display_name, tags=list(r.tags), group=r.run_group, job_type=r.job_type
+                name=r.display_name,
+                tags=list(r.tags),
+                group=r.run_group,
+                job_type=r.job_type,
+                project=r.project,
             )
             for item in r.config.update:
                 _apply(run["config"], item)
