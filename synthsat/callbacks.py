@@ -25,7 +25,7 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from synthsat.atomic import write_with
-from synthsat.tracking import log_images
+from synthsat.tracking import log_confusion_matrix, log_images, wandb_loggers
 
 log = logging.getLogger(__name__)
 
@@ -121,26 +121,6 @@ class GeneratorSamples(L.Callback):
         return path
 
 
-def wandb_loggers(trainer: L.Trainer) -> list[Any]:
-    """The trainer's W&B loggers (none without wandb installed or a W&B logger)."""
-    try:
-        from lightning.pytorch.loggers import WandbLogger
-    except ImportError:  # pragma: no cover - Lightning always has the class
-        return []
-    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-
-
-def confusion_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> list[list[Any]]:
-    """``[truth, prediction, pixels]`` rows of a confusion matrix (rows: truth, columns:
-    prediction), the long form W&B's confusion-matrix chart reads; empty cells left out."""
-    return [
-        [classes[t], classes[p], int(n)]
-        for t, row in enumerate(confusion)
-        for p, n in enumerate(row)
-        if int(n)
-    ]
-
-
 class SegmentationTestReport(L.Callback):
     """Log a segmentation test to W&B: the confusion matrix of the test scores (a W&B
     confusion-matrix chart, key ``test/confusion_matrix``) and ``panels`` image | truth |
@@ -191,17 +171,11 @@ class SegmentationTestReport(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active:
             return
-        import wandb
-
         results = getattr(pl_module, "test_results", None) or {}
         classes = list(pl_module.hparams["metadata"]["classes"])
         for logger in wandb_loggers(trainer):
             if "confusion_matrix" in results:
-                rows = confusion_rows(results["confusion_matrix"], classes)
-                table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
-                fields = {k: k for k in ("Actual", "Predicted", "nPredictions")}
-                chart = wandb.plot_table("wandb/confusion_matrix/v1", table, fields)
-                logger.experiment.log({"test/confusion_matrix": chart})
+                log_confusion_matrix(logger, results["confusion_matrix"], classes)
             if self._images:
                 captions = [
                     f"test chip {i}: image | truth | prediction" for i in range(len(self._images))

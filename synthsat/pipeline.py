@@ -51,7 +51,7 @@ from synthsat.report import summarise
 from synthsat.runtime import prepare_run, user_errors, validate_config
 from synthsat.slurm import wave_devices, wave_resources
 from synthsat.stages import Progress, Stage, record_timing, stage_threads
-from synthsat.tracking import job_config, run_label, wandb_mode
+from synthsat.tracking import job_config, log_report_run
 
 __all__ = [
     "check_data",
@@ -171,30 +171,17 @@ def track_report(cfg: DictConfig, results: Path) -> None:
         return
     import csv
 
-    import wandb
-
-    settings = cfg.report_logger.wandb
     with summary.open(newline="") as f:
         header, *rows = list(csv.reader(f))
-    (results / "report").mkdir(exist_ok=True)
-    name, tags = run_label("report", {})
-    run = wandb.init(
-        project=str(settings.project),
-        dir=str(results / "report"),
-        name=name,
-        tags=tags,
-        group=str(cfg.experiment_name),
-        job_type="report",
-        mode=wandb_mode(settings.offline),
-        config=job_config(cfg),
-        reinit="finish_previous",
+    log_report_run(
+        cfg.report_logger.wandb,
+        results / "report",
+        str(cfg.experiment_name),
+        job_config(cfg),
+        header,
+        [[_cell(c) for c in row] for row in rows],
+        sorted(results.glob("*.png")),
     )
-    try:
-        table = wandb.Table(columns=header, data=[[_cell(c) for c in row] for row in rows])
-        images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(results.glob("*.png"))}
-        run.log({"report/summary": table, **images})
-    finally:
-        run.finish()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")

@@ -184,6 +184,84 @@ def log_images(
     logger.log_image(key=key, images=shown, **kwargs)
 
 
+def wandb_loggers(trainer: Any) -> list[Any]:
+    """The trainer's W&B loggers (none without wandb installed or a W&B logger)."""
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+    except ImportError:  # pragma: no cover - Lightning always has the class
+        return []
+    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def confusion_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> list[list[Any]]:
+    """``[truth, prediction, pixels]`` rows of a confusion matrix (rows: truth, columns:
+    prediction), the long form W&B's confusion-matrix chart reads; empty cells left out."""
+    return [
+        [classes[t], classes[p], int(n)]
+        for t, row in enumerate(confusion)
+        for p, n in enumerate(row)
+        if int(n)
+    ]
+
+
+def log_confusion_matrix(
+    logger: Any, confusion: Sequence[Sequence[int]], classes: Sequence[str]
+) -> None:
+    """Log a confusion matrix as W&B's confusion-matrix chart (key
+    ``test/confusion_matrix``) with a W&B logger."""
+    import wandb
+
+    columns = ["Actual", "Predicted", "nPredictions"]
+    table = wandb.Table(columns=columns, data=confusion_rows(confusion, classes))
+    chart = wandb.plot_table("wandb/confusion_matrix/v1", table, {k: k for k in columns})
+    logger.experiment.log({"test/confusion_matrix": chart})
+
+
+def log_report_run(
+    settings: Mapping[str, Any],
+    folder: Path,
+    group: str,
+    config: Mapping[str, Any],
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    images: Sequence[Path],
+) -> None:
+    """One W&B run of job type ``report`` (name and tags by :func:`run_label`, in
+    ``folder/wandb``, group the experiment, mode by :func:`wandb_mode`): ``config``, the
+    summary table (key ``report/summary``) and each image as ``report/<stem>``.
+
+    Args:
+        settings: ``logger/wandb`` settings (``project``, ``offline``).
+        folder: the run's folder (created).
+        group: the W&B group (the experiment).
+        config: the run's config.
+        header: the table's columns.
+        rows: its rows.
+        images: image files to log.
+    """
+    import wandb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name, tags = run_label("report", {})
+    run = wandb.init(
+        project=str(settings["project"]),
+        dir=str(folder),
+        name=name,
+        tags=tags,
+        group=group,
+        job_type="report",
+        mode=wandb_mode(settings.get("offline")),
+        config=dict(config),
+        reinit="finish_previous",
+    )
+    try:
+        table = wandb.Table(columns=list(header), data=[list(r) for r in rows])
+        logged = {f"report/{p.stem}": wandb.Image(str(p)) for p in images}
+        run.log({"report/summary": table, **logged})
+    finally:
+        run.finish()
+
+
 def keep_tool_dirs(cache_dir: str | Path) -> dict[str, str]:
     """Point W&B's and matplotlib's own folders under ``cache_dir`` (``paths.cache_dir``)
     unless the environment sets them (:data:`TOOL_DIRS`); the folders set.
