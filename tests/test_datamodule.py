@@ -201,6 +201,9 @@ def test_normalizer_values_and_inverse() -> None:
     # the statistics follow the image to its device (meta here: no GPU needed)
     assert norm.denormalize(torch.empty(2, 1, 3, device="meta")).device.type == "meta"
     np.testing.assert_allclose(back.numpy(), raw.astype(np.float32))
+    # tensors in (..., C, H, W): the same values as the arrays, batched
+    batch = torch.from_numpy(raw.astype(np.float32)).expand(3, 2, 1, 2)
+    np.testing.assert_allclose(norm.normalize(batch).numpy(), np.broadcast_to(out, (3, 2, 1, 2)))
 
 
 def test_random_patches_are_cut_where_they_say_and_weighted_by_area() -> None:

@@ -16,7 +16,7 @@ from synthsat.metrics.diversity import IntraMaskDiversity, ms_ssim_diversity, pa
 from synthsat.metrics.fidelity import FidKid, fid_kid, fid_kid_from_features
 from synthsat.metrics.frechet import FrechetDistance, feature_frechet_distance
 from synthsat.metrics.seams import SEAM_KEYS, SeamScores, nanmean, seam_scores, tile_seam_scores
-from synthsat.metrics.segmenter import Segmenter, SegmenterMetrics, normalize
+from synthsat.metrics.segmenter import Segmenter, SegmenterMetrics
 from synthsat.metrics.spectral import (
     SpectralDistance,
     class_pixel_positions,
@@ -280,7 +280,7 @@ def test_segmenter_metrics_updates_equal_the_one_shot_functions() -> None:
     metrics.update(real[2:], synthetic[2:], masks[2:])
     headline, details = metrics.compute()
 
-    real_in, flat = normalize(real, normalizer), normalize(synthetic.flatten(0, 1), normalizer)
+    real_in, flat = normalizer.normalize(real), normalizer.normalize(synthetic.flatten(0, 1))
     scores = [
         consistency_miou(model, x, m, 3, [1, 2], 0, ["x", "y", "z"])
         for x, m in ((real_in, masks), (flat, masks.repeat_interleave(2, 0)))

@@ -22,7 +22,8 @@ from synthsat.data.cache import CachedTile
 
 
 class Normalizer:
-    """Per-band ``(x - mean) / std`` and its inverse."""
+    """Per-band ``(x - mean) / std`` and its inverse: the one owner of normalisation
+    (numpy arrays as the datasets read them, tensors as models see them)."""
 
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
@@ -35,6 +36,13 @@ class Normalizer:
         out -= self.mean[:, None, None]
         out *= self._inv_std[:, None, None]
         return out
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """Normalised values from a raw (..., C, H, W) tensor (the inverse of
+        :meth:`denormalize`)."""
+        mean = torch.as_tensor(self.mean, device=image.device).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, device=image.device).view(-1, 1, 1)
+        return (image - mean) / std
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Raw values from a normalised (..., C, H, W) tensor."""

@@ -23,13 +23,6 @@ from synthsat.metrics.consistency import SegmentationConsistency
 from synthsat.metrics.frechet import FrechetDistance, pooled_features
 
 
-def normalize(images: Tensor, normalizer: Normalizer) -> Tensor:
-    """``(images - mean) / std`` per band of a ``(B, C, H, W)`` batch of raw values."""
-    mean = torch.as_tensor(normalizer.mean).view(1, -1, 1, 1)
-    std = torch.as_tensor(normalizer.std).view(1, -1, 1, 1)
-    return (images - mean) / std
-
-
 @dataclass
 class Segmenter:
     """A segmentation model trained on real imagery, as the metrics use it.
@@ -124,7 +117,7 @@ class SegmenterMetrics:
     ) -> Tensor | None:
         """Score the predictions of raw ``images`` against ``masks``; their pooled features
         (None without an encoder)."""
-        images = normalize(images, self.segmenter.normalizer)
+        images = self.segmenter.normalizer.normalize(images)
         features = []
         for start in range(0, images.shape[0], self.batch_size):
             batch = slice(start, start + self.batch_size)
