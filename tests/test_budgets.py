@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_generator_overrides, tiny_segmentation_overrides
+from conftest import compose_job, tiny_generator_overrides, tiny_segmentation_overrides
 from hydra import compose, initialize_config_dir
 
 from synthsat.errors import USER_ERRORS, BudgetNotMet
@@ -83,16 +83,15 @@ def test_the_step_budget_governs_when_the_cap_is_not_reached(
 def test_a_time_cap_that_cuts_a_segmentation_run_fails_it(toy_root: Path, tmp_path: Path) -> None:
     from synthsat.train_segmentation import train
 
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train_segmentation",
-            overrides=[
-                *tiny_segmentation_overrides(toy_root, tmp_path, "seg"),
-                "trainer.max_steps=6",
-                "trainer.max_time=00:00:00:01",
-                SLOW,
-            ],
-        )
+    cfg = compose_job(
+        "train_segmentation",
+        [
+            *tiny_segmentation_overrides(toy_root, tmp_path, "seg"),
+            "trainer.max_steps=6",
+            "trainer.max_time=00:00:00:01",
+            SLOW,
+        ],
+    )
     with pytest.raises(BudgetNotMet, match="of trainer.max_steps=6: the step budget was not met"):
         train(cfg)
     assert not (tmp_path / "seg" / "metrics.json").exists()

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import TOY_METADATA, tiny_checkpoints
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from conftest import TOY_METADATA, compose_toy, tiny_checkpoints
+from hydra import initialize_config_dir
 
 from synthsat.errors import CheckpointError
 from synthsat.tasks.checkpoints import AtomicCheckpointIO, load_task, read_checkpoint
@@ -58,21 +57,6 @@ def test_the_payload_is_real(own: dict[str, Path], tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def _compose(job: str, toy_root: Path, tmp_path: Path, *extra: str) -> DictConfig:
-    overrides = [
-        f"paths.root={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.output_dir={tmp_path / 'run'}",
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        "data.num_workers=0",
-        *extra,
-    ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(job, overrides=overrides)
-
-
 #: job -> (the setting that takes the checkpoint, its kind, other settings the job needs).
 ENTRY_POINTS: dict[str, tuple[str, str, list[str]]] = {
     "synthesize": ("ckpt", "generator", ["logger=none", "chip_size=32"]),
@@ -95,7 +79,7 @@ def test_a_checkpoint_that_runs_code_is_refused_by_every_job(
     key, kind, extra = ENTRY_POINTS[job]
     marker = tmp_path / "marker"
     evil = poisoned(own[kind], tmp_path / "evil.ckpt", marker)
-    cfg = _compose(job, toy_root, tmp_path, f"{key}={evil}", *extra)
+    cfg = compose_toy(job, toy_root, tmp_path, f"{key}={evil}", *extra)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     module = __import__(f"synthsat.{job}", fromlist=["main"])
     with pytest.raises(SystemExit) as exit_info:
@@ -158,7 +142,7 @@ def test_a_bad_resume_checkpoint_is_one_line_before_the_data(
         ckpt.write_bytes(data[: len(data) // 2])
     elif case == "generator":
         ckpt.write_bytes(own["generator"].read_bytes())
-    cfg = _compose("train_segmentation", user, tmp_path, "logger=none", f"ckpt_path={ckpt}")
+    cfg = compose_toy("train_segmentation", user, tmp_path, "logger=none", f"ckpt_path={ckpt}")
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main.__wrapped__(cfg)
@@ -194,7 +178,7 @@ def test_the_pipeline_stages_refuse_it_too(
     from synthsat.stages import StageFailed, run_stage
 
     data = [f"data.source.root={toy_root}", "data.source.tiles=4", "data.source.size=128"]
-    cfg = _compose(
+    cfg = compose_toy(
         "pipeline", toy_root, tmp_path,
         "pipeline.lambdas=[0.0]", "pipeline.ratios=[0.0]", "pipeline.logger=none",
         "pipeline.data_overrides=[" + ",".join(f'"{o}"' for o in data) + "]",

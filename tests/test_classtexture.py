@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from hydra import compose, initialize_config_dir
+from conftest import RECORD_HEAD, assert_on_toy_masks, compose_synthesize
 from hydra.errors import ConfigCompositionException
 from rasterio.transform import from_origin
 
@@ -24,7 +24,6 @@ from synthsat.synthesis.classtexture import (
 )
 from synthsat.synthesize import run
 
-REPO = Path(__file__).resolve().parents[1]
 A = (10, 120, 250)
 B = (200, 30, 60)
 
@@ -189,26 +188,9 @@ def test_synthesizer_streams_what_synthesize_mask_makes(tmp_path: Path) -> None:
         assert np.array_equal(dst.read_masks(1) > 0, mask != 0)  # ignore pixels hidden
 
 
-def _compose(toy_root: Path, tmp_path: Path, *extra: str) -> object:
-    overrides = [
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.num_workers=0",
-        f"paths.root={tmp_path}",
-        f"paths.output_dir={tmp_path / 'run'}",
-        "trainer=cpu",
-        "logger=none",
-        *extra,
-    ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="synthesize", overrides=overrides)
-
-
 def test_command_with_class_textures(toy_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "texture"
-    cfg = _compose(
+    cfg = compose_synthesize(
         toy_root,
         tmp_path,
         "method=classtexture",
@@ -222,18 +204,7 @@ def test_command_with_class_textures(toy_root: Path, tmp_path: Path) -> None:
     assert names == ["tile_000_s0.tif", "tile_000_s1.tif", "tile_001_s0.tif", "tile_001_s1.tif"]
     assert (result["tiles_written"], result["tiles_skipped"]) == (4, 0)
     assert result["out_dir"] == str(out)
-    for name in names:
-        mask = toy_root / "masks" / f"{name[:8]}.tif"
-        with rasterio.open(out / name) as dst, rasterio.open(mask) as src:
-            assert (dst.crs, dst.transform, dst.width, dst.height) == (
-                src.crs,
-                src.transform,
-                src.width,
-                src.height,
-            )
-            assert dst.count == 4 and dst.dtypes[0] == "uint8"
-            assert dst.descriptions == ("red", "green", "blue", "nir")
-            assert [c.name for c in dst.colorinterp] == ["red", "green", "blue", "undefined"]
+    assert_on_toy_masks(out, names, toy_root)
     with rasterio.open(out / names[0]) as a, rasterio.open(out / names[1]) as b:
         assert not np.array_equal(a.read(), b.read())  # samples differ
     manifest = json.loads((out / "manifest.json").read_text())["outputs"]
@@ -255,14 +226,14 @@ def test_command_with_class_textures(toy_root: Path, tmp_path: Path) -> None:
 
 def test_generator_method_still_needs_a_checkpoint(toy_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="method=generator needs"):
-        run(_compose(toy_root, tmp_path))  # type: ignore[arg-type]
+        run(compose_synthesize(toy_root, tmp_path))
     # refused as the config is composed (synthsat/schemas.py), naming the key
     for bad, key in (("method=gan", "method"), ("classtexture.purity=0", "classtexture.purity")):
         with pytest.raises(ConfigCompositionException) as err:
-            _compose(toy_root, tmp_path, "method=classtexture", bad)
+            compose_synthesize(toy_root, tmp_path, "method=classtexture", bad)
         assert f"full_key: {key}\n" in str(err.value.__cause__)
     with pytest.raises(ConfigCompositionException, match="classtexture.per_class=2.5"):
-        _compose(toy_root, tmp_path, "method=classtexture", "classtexture.per_class=2.5")
+        compose_synthesize(toy_root, tmp_path, "method=classtexture", "classtexture.per_class=2.5")
     assert not (tmp_path / "run").exists()  # refused before the run starts
 
 
@@ -274,20 +245,8 @@ def test_record_fields_and_order() -> None:
     assert isinstance(synth, SynthesizerBase)
     (request,) = make_requests([("m", Path("m.tif"), None)], "out", 1, seed=9)
     record = synth.record(request)
-    assert list(record) == [
-        "tile",
-        "sample",
-        "source_mask",
-        "source_image",
-        "seed",
-        "tile_seed",
-        "chip_size",
-        "overlap",
-        "generator",
-        "checkpoint",
-        "lambda_div",
-        "texture",
-    ]
+    fields = ["chip_size", "overlap", "generator", "checkpoint", "lambda_div", "texture"]
+    assert list(record) == [*RECORD_HEAD, *fields]
     assert {k: record[k] for k in list(record)[6:]} == {
         "chip_size": bank.patch_size,
         "overlap": bank.patch_size // 2,

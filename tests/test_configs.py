@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import TOY_METADATA
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
@@ -42,14 +43,9 @@ GROUPS = tuple(
 )
 #: Data metadata as a datamodule's ``metadata()`` gives it (the toy world's classes).
 METADATA: dict[str, Any] = {
+    **TOY_METADATA,
     "classes": ["no-data", "water", "tree", "low", "barren", "impervious", "road"],
-    "bands": 4,
     "band_names": ["red", "green", "blue", "nir"],
-    "rgb_bands": [0, 1, 2],
-    "ignore_index": 0,
-    "scored_classes": [1, 2, 3, 4, 5, 6],
-    "mean": [90.0, 100.0, 80.0, 120.0],
-    "std": [40.0, 35.0, 30.0, 45.0],
     "scale": 1.0,
 }
 

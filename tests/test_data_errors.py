@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,15 +62,18 @@ def setup_dm(root: Path, tmp_path: Path, bands: int = 4, **src: object) -> LandC
     return dm
 
 
-def test_size_mismatch(tmp_path: Path) -> None:
-    geo_pair(tmp_path / "d", mask_shape=(40, 39))
-    with pytest.raises(DataError, match=r"t0\.tif.*40x40 px.*39x40"):
-        setup_dm(tmp_path / "d", tmp_path)
-
-
-def test_crs_mismatch(tmp_path: Path) -> None:
-    geo_pair(tmp_path / "d", mask_epsg=32617)
-    with pytest.raises(DataError, match=r"t0\.tif.*CRS"):
+@pytest.mark.parametrize(
+    ("pair", "match"),
+    [
+        ({"mask_shape": (40, 39)}, r"t0\.tif.*40x40 px.*39x40"),
+        ({"mask_epsg": 32617}, r"t0\.tif.*CRS"),
+        ({"mask_value": 9}, r"masks/t0\.tif.*value\(s\) \[9\] outside the class"),
+    ],
+    ids=["size_mismatch", "crs_mismatch", "mask_values_outside_class_list"],
+)
+def test_a_bad_pair_is_named(pair: dict[str, Any], match: str, tmp_path: Path) -> None:
+    geo_pair(tmp_path / "d", **pair)
+    with pytest.raises(DataError, match=match):
         setup_dm(tmp_path / "d", tmp_path)
 
 
@@ -77,12 +81,6 @@ def test_misaligned_grids(tmp_path: Path) -> None:
     geo_pair(tmp_path / "d")
     write_tif(tmp_path / "d" / "masks" / "t0.tif", np.ones((1, 40, 40), np.uint8), x0=5.0)
     with pytest.raises(DataError, match="not aligned"):
-        setup_dm(tmp_path / "d", tmp_path)
-
-
-def test_mask_values_outside_class_list(tmp_path: Path) -> None:
-    geo_pair(tmp_path / "d", mask_value=9)
-    with pytest.raises(DataError, match=r"masks/t0\.tif.*value\(s\) \[9\] outside the class"):
         setup_dm(tmp_path / "d", tmp_path)
 
 

@@ -150,15 +150,7 @@ def check_stats(dm: LandCoverDataModule, raw: Raw, train: list[str]) -> tuple[np
 
 
 def test_toyworld_source_samples(toy_root: Path, tmp_path: Path) -> None:
-    dm = toy_datamodule(
-        toy_root,
-        tmp_path / "cache",
-        ignore_index=0,
-        patch_size=64,
-        batch_size=4,
-        eval_chip_size=64,
-        eval_batch_size=4,
-    )
+    dm = toy_datamodule(toy_root, tmp_path / "cache", eval_chip_size=64, eval_batch_size=4)
     raw = read_raw(toy_root)
     train = json.loads((toy_root / "splits.json").read_text())["train"]
     mean, std = check_stats(dm, raw, train)

@@ -20,15 +20,7 @@ from synthsat.metrics.segmentation import SegmentationScores, evaluate_model
 
 @pytest.fixture()
 def dm(toy_root: Path, tmp_path: Path) -> LandCoverDataModule:
-    module = toy_datamodule(
-        toy_root,
-        tmp_path / "cache",
-        ignore_index=0,
-        patch_size=64,
-        batch_size=4,
-        eval_chip_size=128,
-    )
-    return module
+    return toy_datamodule(toy_root, tmp_path / "cache")
 
 
 def test_dihedral_group_keeps_image_and_mask_aligned() -> None:
@@ -73,14 +65,7 @@ def test_normalisation_uses_training_statistics(dm: LandCoverDataModule) -> None
 
 
 def test_configured_normalisation(toy_root: Path, tmp_path: Path) -> None:
-    dm = toy_datamodule(
-        toy_root,
-        tmp_path / "c",
-        ignore_index=0,
-        patch_size=64,
-        mean=[10, 20, 30, 40],
-        std=[2, 2, 2, 2],
-    )
+    dm = toy_datamodule(toy_root, tmp_path / "c", mean=[10, 20, 30, 40], std=[2, 2, 2, 2])
     tile = dm.tiles["test"][0]
     sample = dm.eval_dataset("test")[0]
     expected = (np.asarray(tile.image[1, :5, :5], np.float32) - 20) / 2
@@ -111,9 +96,7 @@ def test_cache_is_reused_and_invalidated(dm: LandCoverDataModule, tmp_path: Path
 
 
 def test_val_patches_mode_is_fixed(toy_root: Path, tmp_path: Path) -> None:
-    dm = toy_datamodule(
-        toy_root, tmp_path / "c", ignore_index=0, patch_size=32, val_mode="patches", val_patches=5
-    )
+    dm = toy_datamodule(toy_root, tmp_path / "c", patch_size=32, val_mode="patches", val_patches=5)
     a = [dm.eval_dataset("val")[i]["image"] for i in range(5)]
     b = [dm.eval_dataset("val")[i]["image"] for i in range(5)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))

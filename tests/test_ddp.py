@@ -260,6 +260,7 @@ def test_segmentation_tests_every_chip_once_on_two_processes(
 ) -> None:
     """Both ranks train on patches of their own; the test chips are split between the
     ranks, each chip once, and the test scores are those of one process on all chips."""
+    from conftest import quiet_trainer
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -286,13 +287,7 @@ def test_segmentation_tests_every_chip_once_on_two_processes(
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     task = SegmentationTask.load_from_checkpoint(metrics["checkpoint"], map_location="cpu")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(accelerator="cpu", devices=1)
     trainer.test(task, datamodule=datamodule, verbose=False)
     single = task.test_results
     assert metrics["miou"] == pytest.approx(single["miou"], abs=1e-6)

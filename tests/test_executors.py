@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import submitit
+from conftest import REPO, STAND_IN_HEAD, modules_on_path
 
 from synthsat.errors import ConfigError
 from synthsat.executors import (
@@ -31,12 +32,10 @@ from synthsat.executors import (
 from synthsat.slurm import sbatch_lines, slurm_parameters
 from synthsat.stages import Stage, StageFailed
 
-REPO = Path(__file__).resolve().parents[1]
-
-TIMED = """\
-import os, sys, time
-from pathlib import Path
-out = Path(next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.run.dir=")))
+TIMED = (
+    STAND_IN_HEAD
+    + """\
+import os, time
 args = dict(a.split("=", 1) for a in sys.argv[1:] if not a.startswith("hydra."))
 start = time.time()
 time.sleep(float(args.get("sleep", 0)))
@@ -44,14 +43,12 @@ time.sleep(float(args.get("sleep", 0)))
 print("threads", os.environ.get("SYNTHSAT_THREADS"))
 sys.exit(int(args.get("exit", 0)))
 """
+)
 
 
 @pytest.fixture()
 def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    folder = tmp_path / "jobs"
-    folder.mkdir()
-    (folder / "timed_job.py").write_text(TIMED)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(REPO)]))
+    modules_on_path(tmp_path / "jobs", monkeypatch, {"timed_job": TIMED}, REPO)
     return "timed_job"
 
 

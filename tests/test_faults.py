@@ -20,10 +20,16 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TOY_METADATA, tiny_checkpoints, tiny_generator_overrides
+from conftest import (
+    TOY_METADATA,
+    compose_toy,
+    make_datamodule,
+    tiny_checkpoints,
+    tiny_generator_overrides,
+)
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from synthsat import evaluate as evaluate_job
 from synthsat.data import DataError, ToyWorldSource, toyworld
@@ -51,21 +57,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 CLASSES = list(toyworld.CLASSES)
 METADATA = TOY_METADATA
-
-
-def _compose(job: str, toy_root: Path, tmp_path: Path, *extra: str) -> DictConfig:
-    overrides = [
-        f"paths.root={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.output_dir={tmp_path / 'run'}",
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        "data.num_workers=0",
-        *extra,
-    ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(job, overrides=overrides)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +115,7 @@ def test_output_inside_the_data_folder_is_refused(
         if job == "synthesize"
         else ["logger=none", f"paths.output_dir={inside / 'run'}"]
     )
-    cfg = _compose(job, toy_root, tmp_path, *extra)
+    cfg = compose_toy(job, toy_root, tmp_path, *extra)
     module = __import__(f"synthsat.{job}", fromlist=["x"])
     entry = module.run if job == "synthesize" else module.train
     with pytest.raises(ConfigError, match=r"is inside the input data folder data\.source\.root"):
@@ -137,7 +128,7 @@ def test_pipeline_results_inside_the_data_folder_are_refused(
 ) -> None:
     from synthsat.runtime import check_outputs
 
-    cfg = _compose(
+    cfg = compose_toy(
         "pipeline", toy_root, tmp_path, "experiment=demo", f"pipeline.results_dir={toy_root}"
     )
     with pytest.raises(ConfigError, match="pipeline.results_dir"):
@@ -149,7 +140,7 @@ def test_segmentation_checkpoint_given_to_synthesize(
     toy_root: Path, tmp_path: Path, checkpoints: dict[str, Path]
 ) -> None:
     ckpt = checkpoints["segmentation"]
-    cfg = _compose("synthesize", toy_root, tmp_path, f"ckpt={ckpt}", "logger=none")
+    cfg = compose_toy("synthesize", toy_root, tmp_path, f"ckpt={ckpt}", "logger=none")
     with pytest.raises(CheckpointError) as info:
         synthesize(cfg)
     assert str(info.value) == (
@@ -161,7 +152,7 @@ def test_generator_checkpoint_given_to_evaluate(
     toy_root: Path, tmp_path: Path, checkpoints: dict[str, Path]
 ) -> None:
     ckpt = checkpoints["generator"]
-    cfg = _compose("evaluate", toy_root, tmp_path, f"ckpt={ckpt}")
+    cfg = compose_toy("evaluate", toy_root, tmp_path, f"ckpt={ckpt}")
     with pytest.raises(CheckpointError) as info:
         evaluate_job.evaluate(cfg)
     assert str(info.value) == (
@@ -177,12 +168,12 @@ def test_empty_and_truncated_checkpoints(
     with pytest.raises(
         CheckpointError, match=r"^ckpt=.*empty\.ckpt: the file is empty \(0 bytes\)"
     ):
-        synthesize(_compose("synthesize", toy_root, tmp_path, f"ckpt={empty}", "logger=none"))
+        synthesize(compose_toy("synthesize", toy_root, tmp_path, f"ckpt={empty}", "logger=none"))
     data = checkpoints["segmentation"].read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"^ckpt=.*cut\.ckpt: the file is corrupt"):
-        evaluate_job.evaluate(_compose("evaluate", toy_root, tmp_path, f"ckpt={cut}"))
+        evaluate_job.evaluate(compose_toy("evaluate", toy_root, tmp_path, f"ckpt={cut}"))
 
 
 # -- disk full while saving a checkpoint ---------------------------------------------------
@@ -242,7 +233,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
 def test_trainers_save_checkpoints_atomically(toy_root: Path, tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
-    cfg = _compose("train_segmentation", toy_root, tmp_path, "logger=none")
+    cfg = compose_toy("train_segmentation", toy_root, tmp_path, "logger=none")
     trainer = instantiate(cfg.trainer, logger=False)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
@@ -278,7 +269,7 @@ def test_full_error_and_traceback_still_show_the_trace(
     empty = tmp_path / "empty.ckpt"
     empty.touch()
     extra = ["traceback=true"] if how == "traceback" else []
-    cfg = _compose("evaluate", toy_root, tmp_path, f"ckpt={empty}", *extra)
+    cfg = compose_toy("evaluate", toy_root, tmp_path, f"ckpt={empty}", *extra)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     if how == "HYDRA_FULL_ERROR":
         monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
@@ -315,7 +306,7 @@ def test_settings_are_checked_before_any_data_is_read(
     user.mkdir()
     (user / "notes.txt").write_text("mine")
     extra = {"synthesize": ["chip_size=64", "ckpt=x.ckpt"], "pipeline": ["experiment=demo"]}
-    cfg = _compose(job, user, tmp_path, override, *extra.get(job, []))
+    cfg = compose_toy(job, user, tmp_path, override, *extra.get(job, []))
     with pytest.raises(ConfigError, match=rf"^{key}="):
         prepare_run(cfg)
     assert not (tmp_path / "run").exists()
@@ -326,10 +317,10 @@ def test_negative_lambda_div_stops_train_generator_before_data(tmp_path: Path) -
     user.mkdir()
     (user / "notes.txt").write_text("mine")
     with pytest.raises(ConfigCompositionException, match="generator.lambda_div=-1") as err:
-        _compose("train_generator", user, tmp_path, "logger=none", "generator.lambda_div=-1")
+        compose_toy("train_generator", user, tmp_path, "logger=none", "generator.lambda_div=-1")
     assert "is not a number >= 0\n    full_key: generator.lambda_div" in str(err.value.__cause__)
     # the same config built without the schema: refused before the data is read
-    cfg = OmegaConf.create(OmegaConf.to_container(_compose("train_generator", user, tmp_path)))
+    cfg = OmegaConf.create(OmegaConf.to_container(compose_toy("train_generator", user, tmp_path)))
     cfg.generator.lambda_div = -1
     cfg.logger = None
     with pytest.raises(ConfigError, match=r"generator\.lambda_div=-1(\.0)?: must be a number >= 0"):
@@ -357,20 +348,9 @@ def _float_world(root: Path, nan_rows: int = 0, nodata: float | None = None) -> 
 
 
 def _datamodule(root: Path, tmp_path: Path, **kw: Any) -> Any:
-    from synthsat.data import LandCoverDataModule
-
-    dm = LandCoverDataModule(
-        ToyWorldSource(root, tiles=3, size=64),
-        classes=CLASSES,
-        bands=4,
-        ignore_index=0,
-        patch_size=32,
-        num_workers=0,
-        cache_dir=tmp_path / "cache",
-        **kw,
-    )
-    dm.setup()
-    return dm
+    source = ToyWorldSource(root, tiles=3, size=64)
+    args = dict(classes=CLASSES, bands=4, ignore_index=0, patch_size=32, **kw)
+    return make_datamodule(source, tmp_path / "cache", **args)
 
 
 def _valid_stats(path: Path, rows: slice) -> tuple[Any, Any]:
@@ -516,24 +496,15 @@ def _colour_dm(root: Path, tmp_path: Path, colour_map: dict[str, int] | None = N
     gives it (a ``DictConfig`` with string keys)."""
     from omegaconf import OmegaConf
 
-    from synthsat.data import ImageFolderSource, LandCoverDataModule
+    from synthsat.data import ImageFolderSource
 
     source = ImageFolderSource(
         root,
         splits={"train": ["a"], "val": ["b"], "test": ["c"]},
         colour_map=None if colour_map is None else OmegaConf.create(colour_map),
     )
-    dm = LandCoverDataModule(
-        source,
-        classes=list("BLRVWU"),
-        bands=3,
-        ignore_index=255,
-        patch_size=16,
-        num_workers=0,
-        cache_dir=tmp_path / "cache",
-    )
-    dm.setup()
-    return dm
+    args = dict(classes=list("BLRVWU"), bands=3, ignore_index=255, patch_size=16)
+    return make_datamodule(source, tmp_path / "cache", **args)
 
 
 def _rgb(classes: np.ndarray) -> np.ndarray:

@@ -11,10 +11,10 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_GENERATOR, tiny_generator_cfg
+from conftest import TINY_GENERATOR, quiet_trainer, tiny_generator_cfg, toy_datamodule
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from synthsat.data import LandCoverDataModule, ToyWorldSource
+from synthsat.data import LandCoverDataModule
 from synthsat.data.toyworld import CLASSES
 from synthsat.errors import USER_ERRORS, NonFiniteLoss
 from synthsat.tasks.generator import GeneratorTask
@@ -26,22 +26,14 @@ TINY: dict[str, Any] = TINY_GENERATOR
 
 @pytest.fixture()
 def datamodule(toy_root: Path, tmp_path: Path) -> LandCoverDataModule:
-    dm = LandCoverDataModule(
-        ToyWorldSource(toy_root, tiles=4, size=128),
-        classes=list(CLASSES),
-        bands=4,
-        ignore_index=0,
+    return toy_datamodule(
+        toy_root,
+        tmp_path / "cache",
         patch_size=32,
-        batch_size=4,
         patches_per_epoch=200,
         val_mode="patches",
         val_patches=4,
-        cache_dir=tmp_path / "cache",
-        num_workers=0,
-        eval_chip_size=128,
     )
-    dm.setup("fit")
-    return dm
 
 
 def make_task(dm: LandCoverDataModule, **overrides: Any) -> GeneratorTask:
@@ -51,12 +43,9 @@ def make_task(dm: LandCoverDataModule, **overrides: Any) -> GeneratorTask:
 def fit(
     task: GeneratorTask, dm: LandCoverDataModule, steps: int, tmp_path: Path, **kwargs: Any
 ) -> L.Trainer:
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         max_steps=steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         default_root_dir=tmp_path,
         **{"enable_checkpointing": False, **kwargs},

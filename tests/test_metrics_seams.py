@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import ToyChipGenerator
 from rasterio.transform import from_origin
 from scipy.ndimage import gaussian_filter
 from torch import Tensor, nn
@@ -139,12 +140,10 @@ def test_texture_fixed_in_chip_coordinates_peaks_at_the_step(overlap: int) -> No
 
 
 # -- tiles made by the tile synthesiser --------------------------------------------------
-class ConstantGenerator(nn.Module):
+class ConstantGenerator(ToyChipGenerator):
     """Every chip the same constant (the style): a seamless, flat tile."""
 
-    num_classes = 7
     out_bands = 3
-    chip_size = 32
     z_dim = 3
 
     def generate(self, onehot: Tensor, z: Tensor) -> Tensor:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import toy_datamodule
 from hydra import compose, initialize_config_dir
 from rasterio.transform import Affine
 from torch import Tensor, nn
 
-from synthsat.data import LandCoverDataModule, ToyWorldSource
+from synthsat.data import LandCoverDataModule
 from synthsat.data.cache import resample_image
 from synthsat.data.datasets import Normalizer
 from synthsat.data.errors import DataError
@@ -238,21 +240,6 @@ def test_to_uint8_scales_per_band() -> None:
 
 
 # -- the whole set, and the command ------------------------------------------------------
-def _datamodule(toy_root: Path, cache: Path) -> LandCoverDataModule:
-    dm = LandCoverDataModule(
-        ToyWorldSource(toy_root, tiles=4, size=128),
-        classes=CLASSES,
-        bands=4,
-        ignore_index=0,
-        patch_size=64,
-        batch_size=4,
-        cache_dir=cache,
-        eval_chip_size=128,
-    )
-    dm.setup()
-    return dm
-
-
 def _write_samples(
     dm: LandCoverDataModule,
     out: Path,
@@ -319,19 +306,20 @@ def _segmenter(dm: LandCoverDataModule) -> Segmenter:
     return Segmenter(model, Normalizer(dm.normalizer.mean, dm.normalizer.std), model.encoder)
 
 
-def test_perfect_synthetic_set_scores_zero_distance(toy_root: Path, tmp_path: Path) -> None:
-    dm = _datamodule(toy_root, tmp_path / "cache")
-    _write_samples(dm, tmp_path / "synth", [0.0, 0.0])
-    m = synthetic_metrics(
-        dm.tiles["train"],
-        tmp_path / "synth",
-        dm.metadata(),
-        _segmenter(dm),
-        chip_size=64,
-        max_chips=6,
-        fid={"enabled": True, "kid_subsets": 3},
-        fid_extractor=TinyFeatures(),
+def _shifted_metrics(dm: LandCoverDataModule, out: Path, offsets: list[float], **kw: Any) -> dict:
+    """The metrics of shifted copies of the training tiles (:func:`_write_samples` of
+    ``offsets`` into ``out``), segmented by :func:`_segmenter`, on at most 6 chips of 64 px."""
+    _write_samples(dm, out, offsets)
+    segmenter = _segmenter(dm)
+    return synthetic_metrics(
+        dm.tiles["train"], out, dm.metadata(), segmenter, chip_size=64, max_chips=6, **kw
     )
+
+
+def test_perfect_synthetic_set_scores_zero_distance(toy_root: Path, tmp_path: Path) -> None:
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
+    fid = {"enabled": True, "kid_subsets": 3}
+    m = _shifted_metrics(dm, tmp_path / "synth", [0.0, 0.0], fid=fid, fid_extractor=TinyFeatures())
     assert m["spectral_w1"] == pytest.approx(0, abs=1e-12)
     assert m["diversity_l1"] == 0 and m["diversity_ms_ssim"] == pytest.approx(0, abs=1e-5)
     assert m["consistency_miou"] == pytest.approx(m["real_miou"])
@@ -355,7 +343,7 @@ def _tag_grid(path: Path, chip_size: int, overlap: int) -> None:
 
 
 def test_seam_metrics_on_the_samples_chip_grid(toy_root: Path, tmp_path: Path) -> None:
-    dm = _datamodule(toy_root, tmp_path / "cache")
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
     tiles, out = dm.tiles["train"], tmp_path / "synth"
 
     def metrics() -> dict:
@@ -397,37 +385,22 @@ def test_seam_metrics_on_the_samples_chip_grid(toy_root: Path, tmp_path: Path) -
 
 
 def test_shifted_samples_show_in_every_metric(toy_root: Path, tmp_path: Path) -> None:
-    dm = _datamodule(toy_root, tmp_path / "cache")
-    _write_samples(dm, tmp_path / "synth", [0.0, 30.0])
-    m = synthetic_metrics(
-        dm.tiles["train"],
-        tmp_path / "synth",
-        dm.metadata(),
-        _segmenter(dm),
-        chip_size=64,
-        max_chips=6,
-        fid={"enabled": False},
-    )
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
+    m = _shifted_metrics(dm, tmp_path / "synth", [0.0, 30.0], fid={"enabled": False})
     assert m["spectral_w1"] > 0 and m["diversity_l1"] > 0 and m["diversity_ms_ssim"] > 0
     assert m["domain_fd"] > 0
     assert m["fid"] is None and "disabled" in m["info"]["fid_note"]
     # one sample per tile: no diversity, the rest still there
     for path in (tmp_path / "synth").glob("*_s1.tif"):
         path.unlink()
-    m = synthetic_metrics(
-        dm.tiles["train"],
-        tmp_path / "synth",
-        dm.metadata(),
-        None,
-        chip_size=64,
-        fid={"enabled": False},
-    )
+    synth, off = tmp_path / "synth", {"enabled": False}
+    m = synthetic_metrics(dm.tiles["train"], synth, dm.metadata(), None, chip_size=64, fid=off)
     assert m["diversity_l1"] is None and m["consistency_miou"] is None
     assert m["spectral_w1"] == pytest.approx(0, abs=1e-12)
 
 
 def test_bad_synthetic_inputs_are_named(toy_root: Path, tmp_path: Path) -> None:
-    dm = _datamodule(toy_root, tmp_path / "cache")
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
     with pytest.raises(DataError, match="does not exist"):
         find_samples(tmp_path / "missing", ["tile_000"])
     (tmp_path / "other").mkdir()
@@ -464,7 +437,7 @@ def test_bad_synthetic_inputs_are_named(toy_root: Path, tmp_path: Path) -> None:
 def test_command_writes_metrics_json(
     toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dm = _datamodule(toy_root, tmp_path / "cache")
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
     _write_samples(dm, tmp_path / "synth", [0.0, 10.0], grid={"chip_size": 32, "overlap": 8})
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no weights there
     run_dir = tmp_path / "run"
@@ -506,21 +479,16 @@ def test_real_segmentation_checkpoint_is_wired_in(toy_root: Path, tmp_path: Path
     from synthsat.evaluate_synthetic import load_segmenter
     from synthsat.tasks.segmentation import SegmentationTask
 
-    dm = _datamodule(toy_root, tmp_path / "cache")
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
     task = SegmentationTask(metadata=dm.metadata(), backbone="resnet18", encoder_depth=3)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(task)
     trainer.save_checkpoint(tmp_path / "seg.ckpt")
     segmenter = load_segmenter(tmp_path / "seg.ckpt", dm.metadata(), torch.device("cpu"))
     _write_samples(dm, tmp_path / "synth", [0.0, 0.0])
+    tiles, synth = dm.tiles["train"], tmp_path / "synth"
     m = synthetic_metrics(
-        dm.tiles["train"],
-        tmp_path / "synth",
-        dm.metadata(),
-        segmenter,
-        chip_size=64,
-        max_chips=3,
-        fid={"enabled": False},
+        tiles, synth, dm.metadata(), segmenter, chip_size=64, max_chips=3, fid={"enabled": False}
     )
     assert m["consistency_miou"] == pytest.approx(m["real_miou"])
     assert m["domain_fd"] == pytest.approx(0, abs=1e-6)
@@ -568,7 +536,7 @@ def _shifted_set_metrics(
 def test_known_shift_gives_known_values(toy_root: Path, tmp_path: Path) -> None:
     """Sample 0 copies each real tile, sample 1 adds 10 to band 0 (no clipping: the toy
     world's band 0 stays below 245). Every metric then has a closed-form value."""
-    dm = _datamodule(toy_root, tmp_path / "cache")
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
     tiles, norm = dm.tiles["train"], dm.normalizer
     assert norm is not None and max(int(t.image[0].max()) for t in tiles) <= 245
     model, m = _shifted_set_metrics(dm, tiles, tmp_path / "synth", [0, 1, 2])
@@ -919,7 +887,7 @@ def test_fid_extractor_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
 def test_whole_set_result_layout(toy_root: Path, tmp_path: Path) -> None:
     """Every key of the result, its info and details, on a set with a tile left out."""
-    dm = _datamodule(toy_root, tmp_path / "cache")
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
     tiles = dm.tiles["train"] + dm.tiles["val"]
     fid = {"enabled": True, "kid_subsets": 2, "kid_subset_size": 4, "bands": [2, 1, 0]}
     with pytest.warns(UserWarning, match="4 of 4 sample\\(s\\) record no chip_size / overlap"):
@@ -972,28 +940,20 @@ def test_whole_set_result_layout(toy_root: Path, tmp_path: Path) -> None:
                 chip = pair[:, :, r : r + 64, c : c + 64] / 255
                 expected.append(ms_ssim_diversity(chip))
     assert m["diversity_ms_ssim"] == pytest.approx(np.mean(expected), rel=1e-5)
+
+    def with_bands(bands: list[int]) -> dict:
+        settings = {**fid, "bands": bands}
+        synth = tmp_path / "synth"
+        return synthetic_metrics(
+            tiles, synth, dm.metadata(), chip_size=64, fid=settings, fid_extractor=ChannelMeans()
+        )
+
     with pytest.raises(
         ValueError, match=r"^FID/KID compare 3-band composites; fid.bands=\[0, 1\]$"
     ):
-        synthetic_metrics(
-            tiles,
-            tmp_path / "synth",
-            dm.metadata(),
-            None,
-            chip_size=64,
-            fid={**fid, "bands": [0, 1]},
-            fid_extractor=ChannelMeans(),
-        )
+        with_bands([0, 1])
     with pytest.raises(ValueError, match=r"^fid.bands=\[0, 1, 4\] but the imagery has 4 bands$"):
-        synthetic_metrics(
-            tiles,
-            tmp_path / "synth",
-            dm.metadata(),
-            None,
-            chip_size=64,
-            fid={**fid, "bands": [0, 1, 4]},
-            fid_extractor=ChannelMeans(),
-        )
+        with_bands([0, 1, 4])
 
 
 def test_inception_extractor_is_built_from_the_local_file(
@@ -1116,7 +1076,7 @@ def test_a_source_on_another_grid_is_compared_on_the_datas_grid(
     the same images resampled beforehand to the masks' grid score; on data at scale 0.5
     it is the real tile itself (distance 0); seams are measured on the grid it was
     written on, the real tile brought to that grid."""
-    dm = _datamodule(toy_root, tmp_path / "cache")
+    dm = toy_datamodule(toy_root, tmp_path / "cache")
     tiles = dm.tiles["train"]
     written = _half_grid_samples(dm, tmp_path / "half", [0.0, 20.0])
     reference = tmp_path / "native"
@@ -1145,18 +1105,9 @@ def test_a_source_on_another_grid_is_compared_on_the_datas_grid(
     assert half["spectral_w1"] > 0 and half["info"]["tiles"] == 2
 
     # data at scale 0.5: the real tiles are on the samples' grid; sample 0 is the real tile
-    small = LandCoverDataModule(
-        ToyWorldSource(toy_root, tiles=4, size=128),
-        classes=CLASSES,
-        bands=4,
-        ignore_index=0,
-        patch_size=32,
-        batch_size=4,
-        cache_dir=tmp_path / "cache_half",
-        eval_chip_size=64,
-        scale=0.5,
+    small = toy_datamodule(
+        toy_root, tmp_path / "cache_half", patch_size=32, eval_chip_size=64, scale=0.5
     )
-    small.setup()
     assert all(t.shape == (64, 64) for t in small.tiles["train"])
     _half_grid_samples(small, tmp_path / "half0", [0.0])
     assert metrics(tmp_path / "half0", small)["spectral_w1"] == 0

@@ -10,8 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import segmentation_multirun, tiny_generator_overrides
-from hydra import compose, initialize_config_dir
+from conftest import (
+    compose_job,
+    segmentation_multirun,
+    tiny_generator_overrides,
+    tiny_segmentation_overrides,
+    toy_run_overrides,
+)
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -26,8 +31,6 @@ from synthsat.data.synthetic_tiles import (
 )
 from synthsat.errors import ConfigError
 from synthsat.runtime import user_errors, validate_config
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 #: The folders of a study's synthesis stage, as the pipeline names them.
 GAN0 = "synthesis/lambda0-aaaa/tiles"
@@ -148,33 +151,13 @@ def test_resolve_mix_replaces_the_root_by_the_folder(study: Path) -> None:
 
 
 def _data(toy_root: Path, tmp_path: Path, run: str) -> list[str]:
-    return [
-        f"paths.root={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.output_dir={tmp_path / run}",
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        "data.num_workers=0",
-        "data.eval_chip_size=128",
-    ]
+    return [*toy_run_overrides(toy_root, tmp_path, run), "data.eval_chip_size=128"]
 
 
 def _compose(toy_root: Path, tmp_path: Path, *overrides: str, name: str = "train_segmentation"):
     """A tiny ``train_segmentation`` run on the toy world into ``tmp_path / "run"``."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(
-            name,
-            overrides=[
-                *_data(toy_root, tmp_path, "run"),
-                "segmentation=tiny",
-                "logger=none",
-                "data.patch_size=64",
-                "data.patches_per_epoch=240",
-                "seed=0",
-                *overrides,
-            ],
-        )
+    tiny = tiny_segmentation_overrides(toy_root, tmp_path, "run")
+    return compose_job(name, [*tiny, "seed=0", *overrides])
 
 
 def test_config_rejects_a_negative_lambda(toy_root: Path, tmp_path: Path) -> None:
@@ -236,11 +219,10 @@ def test_train_segmentation_main_uses_the_lambda_folder_and_returns_the_miou(
     # evaluate's main returns the mIoU it scores (the same test tile, the same weights)
     from synthsat.evaluate import main as evaluate_main
 
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        ecfg = compose(
-            "evaluate",
-            overrides=[*_data(toy_root, tmp_path, "eval"), f"ckpt={saved['checkpoint']}"],
-        )
+    ecfg = compose_job(
+        "evaluate",
+        [*_data(toy_root, tmp_path, "eval"), f"ckpt={saved['checkpoint']}"],
+    )
     assert evaluate_main(ecfg) == pytest.approx(miou)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["miou"] == evaluate_main(
         ecfg
@@ -270,16 +252,15 @@ def test_train_generator_main_returns_the_best_monitored_score(
 ) -> None:
     from synthsat.train_generator import main
 
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train_generator",
-            overrides=[
-                *tiny_generator_overrides(toy_root, tmp_path, "gen"),
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                "callbacks.samples.every_n_steps=0",
-                "trainer.max_steps=2",
-            ],
-        )
+    cfg = compose_job(
+        "train_generator",
+        [
+            *tiny_generator_overrides(toy_root, tmp_path, "gen"),
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            "callbacks.samples.every_n_steps=0",
+            "trainer.max_steps=2",
+        ],
+    )
     score = main(cfg)
     saved = json.loads((tmp_path / "gen" / "metrics.json").read_text())
     assert saved["monitor"] == "val/score"

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import toy_datamodule
 from torch.utils.data import Dataset
 
-from synthsat.data import DataError, LandCoverDataModule, ToyWorldSource
+from synthsat.data import DataError, LandCoverDataModule
 from synthsat.data.mixing import (
     MixedPatchDataset,
     build_mixed_dataset,
     load_synthetic_tiles,
 )
 from synthsat.data.synthetic_tiles import find_synthetic
-from synthsat.data.toyworld import CLASSES
 
 
 def _mix(dm: LandCoverDataModule, mix_cfg: dict) -> Dataset:
@@ -29,19 +29,8 @@ SYNTHETIC_VALUE = 200  # synthetic tiles are constant, so synthetic patches are 
 
 
 def _datamodule(root: Path, tmp_path: Path, **kwargs) -> LandCoverDataModule:
-    return LandCoverDataModule(
-        ToyWorldSource(root, tiles=4, size=128),
-        classes=list(CLASSES),
-        bands=4,
-        ignore_index=0,
-        patch_size=32,
-        batch_size=4,
-        cache_dir=tmp_path / "cache",
-        num_workers=0,
-        eval_chip_size=128,
-        augment=False,
-        **kwargs,
-    )
+    """A datamodule over the toy world (32 px patches, no augmentation), not set up."""
+    return toy_datamodule(root, tmp_path / "cache", False, patch_size=32, augment=False, **kwargs)
 
 
 def _write_synthetic(

@@ -6,30 +6,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from hydra import compose, initialize_config_dir
+from conftest import compose_job, write_geotiff
 from rasterio.transform import from_origin
 
 from synthsat.train_segmentation import train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 RAW_CODES = {5: 0, 11: 1, 22: 2}  # raw mask code -> class (background, water, field)
 
 
 def _write(path: Path, data: np.ndarray, x0: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs="EPSG:32633",
-        transform=from_origin(x0, 5_000_000, 0.5, 0.5),
-    ) as dst:
-        dst.write(data)
+    write_geotiff(path, data, "EPSG:32633", from_origin(x0, 5_000_000, 0.5, 0.5))
 
 
 def _own_rasters(root: Path) -> dict[str, np.ndarray]:
@@ -64,27 +50,26 @@ def test_train_segmentation_on_own_rasters(tmp_path: Path) -> None:
     """
     root = tmp_path / "mydata"
     masks = _own_rasters(root)
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train_segmentation",
-            overrides=[
-                "data=rasters",
-                f"data.source.root={root}",
-                "data.bands=3",
-                "data.classes=[background,water,field]",
-                "data.source.label_map={5:0,11:1,22:2}",
-                "data.num_workers=0",
-                "data.patch_size=32",
-                "data.batch_size=4",
-                "data.patches_per_epoch=8",
-                "data.eval_chip_size=64",
-                "segmentation=tiny",
-                "logger=none",
-                "trainer.max_steps=2",
-                f"paths.root={tmp_path}",
-                f"paths.output_dir={tmp_path / 'run'}",
-            ],
-        )
+    cfg = compose_job(
+        "train_segmentation",
+        [
+            "data=rasters",
+            f"data.source.root={root}",
+            "data.bands=3",
+            "data.classes=[background,water,field]",
+            "data.source.label_map={5:0,11:1,22:2}",
+            "data.num_workers=0",
+            "data.patch_size=32",
+            "data.batch_size=4",
+            "data.patches_per_epoch=8",
+            "data.eval_chip_size=64",
+            "segmentation=tiny",
+            "logger=none",
+            "trainer.max_steps=2",
+            f"paths.root={tmp_path}",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ],
+    )
     metrics = train(cfg)
     assert metrics["steps"] == 2
     assert metrics["classes"] == ["background", "water", "field"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tomllib
 import zipfile
@@ -12,11 +11,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from conftest import JOBS
+from conftest import JOBS, REPO, run_ok
 
 import synthsat
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
@@ -65,16 +63,8 @@ def test_every_console_script_composes_its_config_from_another_directory(
 
 def test_console_script_runs_from_another_directory(tmp_path: Path) -> None:
     """The real script file, in a subprocess whose working directory is not the repo."""
-    proc = subprocess.run(
-        [str(BIN / "synthsat-train-segmentation"), "--cfg", "job", "mix.ratio=0.25"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    command = [str(BIN / "synthsat-train-segmentation"), "--cfg", "job", "mix.ratio=0.25"]
+    proc = run_ok(command, timeout=120, cwd=tmp_path, env=_env())
     assert "task_name: train_segmentation\n" in proc.stdout
     assert "  ratio: 0.25\n" in proc.stdout
 
@@ -106,16 +96,12 @@ def test_wheel_ships_the_configs_and_finds_them(tmp_path: Path) -> None:
     shutil.copytree(REPO / "conf", src / "conf", ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    proc = subprocess.run(
+    proc = run_ok(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
         + ["-q", "-w", str(tmp_path / "dist"), str(src)],
-        env=_env(),
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
+        env=_env(),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "absent from the `packages` configuration" not in proc.stderr
     (wheel,) = (tmp_path / "dist").glob("synthsat-*.whl")
     with zipfile.ZipFile(wheel) as zf:
@@ -134,13 +120,10 @@ def test_wheel_ships_the_configs_and_finds_them(tmp_path: Path) -> None:
     }
     assert code <= names and "synthsat/py.typed" in names
     assert "synthsat-train-segmentation = synthsat.train_segmentation:main" in entry_text
-    found = subprocess.run(
+    found = run_ok(
         [sys.executable, "-c", "import synthsat; print(synthsat.config_dir())"],
+        timeout=60,
         cwd=tmp_path,
         env=dict(_env(), PYTHONPATH=str(tmp_path / "site")),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
     )
     assert Path(found.stdout.strip()) == tmp_path / "site" / "synthsat" / "conf"

@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from conftest import modules_on_path, pipeline_config, toy_pipeline_overrides
 
 import synthsat.plan as plan
 from synthsat.pipeline import run_study
 from synthsat.stages import Stage, StageFailed, run_stage
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 FAILING = """\
 import sys
@@ -38,11 +35,8 @@ with open(Path(__file__).with_name("ran.txt"), "a") as f:
 @pytest.fixture()
 def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Stand-in stage modules on the stage processes' PYTHONPATH; stages use them."""
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    (jobs / "failing_job.py").write_text(FAILING)
-    (jobs / "recording_job.py").write_text(RECORDING)
-    monkeypatch.setenv("PYTHONPATH", str(jobs))
+    modules = {"failing_job": FAILING, "recording_job": RECORDING}
+    jobs = modules_on_path(tmp_path / "jobs", monkeypatch, modules)
     real_make_stage = plan.make_stage
 
     def make_stage(*args: Any, **kwargs: Any) -> Stage:
@@ -61,27 +55,15 @@ def test_failing_stage_is_named_not_done_and_stops_the_study(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    data = ["data.source.tiles=4", "data.source.size=128", "data.num_workers=0"]
     overrides = [
-        f"paths.root={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"data.source.root={toy_root}",
-        *data,
+        *toy_pipeline_overrides(toy_root, tmp_path),
         "pipeline.lambdas=[0.0,2.0]",
         "pipeline.ratios=[0.0,1.0]",
         "pipeline.jobs=1",
         "pipeline.logger=none",
-        "pipeline.data_overrides=["
-        + ",".join(f'"{o}"' for o in [f"data.source.root={toy_root}", *data])
-        + "]",
     ]
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("pipeline", overrides=overrides, return_hydra_config=True)
-        hydra_config = HydraConfig.instance()
-        monkeypatch.setattr(hydra_config, "cfg", hydra_config.cfg)  # restored afterwards
-        hydra_config.set_config(cfg)  # as @hydra.main does (the stages read its choices)
-        with pytest.raises(StageFailed) as failed:
-            run_study(cfg)
+    with pipeline_config(monkeypatch, overrides) as cfg, pytest.raises(StageFailed) as failed:
+        run_study(cfg)
 
     results = tmp_path / "results" / "default"
     (gen_dir,) = (results / "generator").iterdir()

@@ -18,11 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import REPO, STAND_IN_HEAD, modules_on_path, wait_for
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,12 +40,10 @@ from synthsat.stages import (
     stage_command,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
-JOB = """\
-import os, subprocess, sys, time
-from pathlib import Path
-out = Path(next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.run.dir=")))
+JOB = (
+    STAND_IN_HEAD
+    + """\
+import os, subprocess, time
 worker = subprocess.Popen(["sleep", "120"])  # e.g. a data loader worker
 (out / "pids.part").write_text(f"{os.getpid()} {worker.pid}")
 os.replace(out / "pids.part", out / "pids")
@@ -56,6 +55,7 @@ worker.kill()
 worker.wait()
 (out / "metrics.json").write_text("{}")  # a training job's last write
 """
+)
 
 RUNNER = """\
 import sys
@@ -82,14 +82,6 @@ def stages(jobs: int) -> list[Stage]:
 
 
 STAGE = stages(1)[0]
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -128,12 +120,8 @@ class StandIns:
 def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIns]:
     """The stand-in job and the runner script; stage processes find the job (and the
     runner synthsat) on PYTHONPATH. Ends whatever stand-in processes remain."""
-    folder = tmp_path / "jobs"
-    folder.mkdir()
-    (folder / "waiting_job.py").write_text(JOB)
-    (folder / "runner.py").write_text(RUNNER)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(REPO)]))
-    started = StandIns(folder)
+    modules = {"waiting_job": JOB, "runner": RUNNER}
+    started = StandIns(modules_on_path(tmp_path / "jobs", monkeypatch, modules, REPO))
     yield started
     for pid, start in started.started:  # only processes this test started (same start time)
         if pid_running(pid, start):

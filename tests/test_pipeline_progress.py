@@ -9,23 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from conftest import STAND_IN_HEAD, modules_on_path, pipeline_config, toy_pipeline_overrides
 
 import synthsat.pipeline as pipeline
 import synthsat.plan as plan
 from synthsat.stages import Progress, Stage, eta_seconds, format_duration, run_stage
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 # A stand-in stage module: writes the metrics.json a segmentation stage would (the
 # pipeline reads the real-only run's checkpoint from it) and exits at once.
-STAND_IN = """\
-import sys
-from pathlib import Path
-out = Path([a for a in sys.argv if a.startswith("hydra.run.dir=")][0].split("=", 1)[1])
+STAND_IN = (
+    STAND_IN_HEAD
+    + """\
 (out / "metrics.json").write_text('{"checkpoint": null}')
 """
+)
 
 
 def test_eta_is_mean_time_of_the_kind_times_stages_left_over_jobs() -> None:
@@ -68,10 +65,7 @@ def test_progress_tags_count_started_and_finished_stages() -> None:
 @pytest.fixture()
 def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A stand-in stage module on the stage processes' PYTHONPATH."""
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    (jobs / "stand_in_job.py").write_text(STAND_IN)
-    monkeypatch.setenv("PYTHONPATH", str(jobs))
+    modules_on_path(tmp_path / "jobs", monkeypatch, {"stand_in_job": STAND_IN})
     return "stand_in_job"
 
 
@@ -111,27 +105,16 @@ def test_a_study_counts_every_stage_it_runs(
     monkeypatch.setattr(plan, "make_stage", make_stage)
     monkeypatch.setattr("synthsat.figures.sample_grid", lambda *a: None)
     monkeypatch.setattr(pipeline, "summarise", lambda results, **k: results / "timing.json")
-    data = ["data.source.tiles=4", "data.source.size=128", "data.num_workers=0"]
     overrides = [
-        f"paths.root={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"data.source.root={toy_root}",
-        *data,
+        *toy_pipeline_overrides(toy_root, tmp_path),
         "pipeline.lambdas=[0.0]",
         "pipeline.controls=[classtexture]",
         "pipeline.ratios=[0.0,1.0]",
         "pipeline.seeds=[0,1]",
         "pipeline.jobs=2",
         "pipeline.logger=none",
-        "pipeline.data_overrides=["
-        + ",".join(f'"{o}"' for o in [f"data.source.root={toy_root}", *data])
-        + "]",
     ]
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("pipeline", overrides=overrides, return_hydra_config=True)
-        hydra_config = HydraConfig.instance()
-        monkeypatch.setattr(hydra_config, "cfg", hydra_config.cfg)  # restored afterwards
-        hydra_config.set_config(cfg)  # as @hydra.main does (the stages read its choices)
+    with pipeline_config(monkeypatch, overrides) as cfg:
         pipeline.run_study(cfg)
     # 1 generator + 2 synthesis + 2 seeds x (real-only + 2 sources) segmentation + 2 metrics
     lines = [line for line in capsys.readouterr().out.splitlines() if "[pipeline] " in line]

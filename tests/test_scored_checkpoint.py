@@ -11,12 +11,10 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_segmentation_overrides
-from hydra import compose, initialize_config_dir
+from conftest import compose_job, tiny_segmentation_overrides
 
 from synthsat.train_segmentation import train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 STEPS, EVERY = 6, 3  # validations at steps 3 and 6
 
 
@@ -35,20 +33,19 @@ class SpoilFinalWeights(L.Callback):
 
 def _run(toy_root: Path, tmp_path: Path, test_ckpt: str) -> dict[str, Any]:
     run = tmp_path / test_ckpt
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train_segmentation",
-            overrides=[
-                *tiny_segmentation_overrides(toy_root, tmp_path, test_ckpt),
-                "data.batch_size=8",
-                f"trainer.max_steps={STEPS}",
-                f"trainer.val_check_interval={EVERY}",
-                "trainer.check_val_every_n_epoch=null",
-                "+callbacks.spoil._target_=test_scored_checkpoint.SpoilFinalWeights",
-                f"test_ckpt={test_ckpt}",
-                "seed=0",
-            ],
-        )
+    cfg = compose_job(
+        "train_segmentation",
+        [
+            *tiny_segmentation_overrides(toy_root, tmp_path, test_ckpt),
+            "data.batch_size=8",
+            f"trainer.max_steps={STEPS}",
+            f"trainer.val_check_interval={EVERY}",
+            "trainer.check_val_every_n_epoch=null",
+            "+callbacks.spoil._target_=test_scored_checkpoint.SpoilFinalWeights",
+            f"test_ckpt={test_ckpt}",
+            "seed=0",
+        ],
+    )
     train(cfg)
     return json.loads((run / "metrics.json").read_text())
 

@@ -9,6 +9,7 @@ from typing import Any
 import huggingface_hub.constants as hf_constants
 import pytest
 import torch
+from conftest import save_task as _save_task
 
 from synthsat.models.segmentation import EncoderWeightsError, build_unet
 from synthsat.tasks.segmentation import (
@@ -30,22 +31,6 @@ METADATA = {
     "std": [2.0, 2.0, 2.0, 2.0],
 }
 TINY = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
-
-
-def _save_task(task: SegmentationTask, path: Path) -> Path:
-    """``task`` saved as Lightning saves a checkpoint (no training), at ``path``."""
-    import lightning as L
-
-    trainer = L.Trainer(
-        max_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
 
 
 def test_unet_shapes_any_band_count() -> None:

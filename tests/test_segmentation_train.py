@@ -8,33 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import real_as_synthetic, segmentation_multirun
-from hydra import compose, initialize_config_dir
+from conftest import compose_job, real_as_synthetic, segmentation_multirun, toy_run_overrides
 from omegaconf import DictConfig
 
 from synthsat.evaluate import evaluate
 from synthsat.metrics.segmentation import scores_from_confusion
 from synthsat.train_segmentation import train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _compose(name: str, toy_root: Path, tmp_path: Path, run: str, *overrides: str) -> DictConfig:
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(
-            name,
-            overrides=[
-                f"paths.root={tmp_path}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"paths.output_dir={tmp_path / run}",
-                f"data.source.root={toy_root}",
-                "data.source.tiles=4",
-                "data.source.size=128",
-                "data.num_workers=0",
-                "data.eval_chip_size=128",
-                *overrides,
-            ],
-        )
+    run_overrides = toy_run_overrides(toy_root, tmp_path, run)
+    return compose_job(name, [*run_overrides, "data.eval_chip_size=128", *overrides])
 
 
 def _majority_scores(toy_root: Path, tmp_path: Path, classes: int, scored: list[int]) -> dict:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import submitit
 import torch
-from conftest import tiny_generator_overrides
+from conftest import REPO, modules_on_path, tiny_generator_overrides, wait_for
 from submitit.core.job_environment import SignalHandler
 from submitit.slurm.slurm import SlurmJobEnvironment
 
@@ -32,7 +32,6 @@ from synthsat.locks import Holder, LockHeld, host_name
 from synthsat.stage_job import StageJob
 from synthsat.stages import LOCK_NAME, Stage
 
-REPO = Path(__file__).resolve().parents[1]
 BUDGET = 6
 
 #: A callback that makes each training step last ``SLOW_STEP_S`` seconds (0: as it is).
@@ -58,24 +57,11 @@ with stopped_on_signal(also=stop_running):
 """
 
 
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 240.0) -> None:
-    """Wait for ``condition`` (a signal from the process); ``seconds`` only bounds a failure."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture()
 def on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder on the stage processes' PYTHONPATH (with the slow-steps callback)."""
-    folder = tmp_path / "jobs"
-    folder.mkdir()
-    (folder / "slow_steps.py").write_text(SLOW)
-    (folder / "runner.py").write_text(RUNNER)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(REPO)]))
-    return folder
+    modules = {"slow_steps": SLOW, "runner": RUNNER}
+    return modules_on_path(tmp_path / "jobs", monkeypatch, modules, REPO)
 
 
 def segmentation_stage(toy_root: Path, tmp_path: Path) -> Stage:
@@ -143,7 +129,7 @@ def test_sigterm_mid_fit_leaves_the_stage_undone_and_the_rerun_trains_to_its_bud
         text=True,
     )
     try:
-        wait_for(last.exists, "the stage's first last.ckpt (it is training)")
+        wait_for(last.exists, "the stage's first last.ckpt (it is training)", 240.0)
         runner.send_signal(signal.SIGTERM)
         _, stderr = runner.communicate(timeout=120)
     finally:

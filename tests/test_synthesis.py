@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import RECORD_HEAD, write_geotiff
 from rasterio.transform import from_origin
 from torch import Tensor, nn
 
@@ -111,22 +112,9 @@ def _read(path: Path) -> np.ndarray:
         return src.read()
 
 
-def _write_raster(path: Path, data: np.ndarray, transform: object = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_raster(path: Path, data: np.ndarray, transform: Any = None) -> Path:
     data = data if data.ndim == 3 else data[None]
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs="EPSG:32618",
-        transform=transform or from_origin(500000, 4000000, 2, 2),
-    ) as dst:
-        dst.write(data)
-    return path
+    return write_geotiff(path, data, "EPSG:32618", transform or from_origin(500000, 4000000, 2, 2))
 
 
 def test_output_georeference_matches_the_mask(toy_root: Path, tmp_path: Path) -> None:
@@ -782,12 +770,7 @@ def test_gan_provenance_fields_and_order(toy_root: Path) -> None:
     (request,) = make_requests(_toy(toy_root)[:1], "out", 1, seed=3)
     record = synth.record(request)
     assert list(record) == [
-        "tile",
-        "sample",
-        "source_mask",
-        "source_image",
-        "seed",
-        "tile_seed",
+        *RECORD_HEAD,
         "style",
         "style_scope",
         "chip_size",

@@ -5,36 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import rasterio
-from hydra import compose, initialize_config_dir
+from conftest import TOY_METADATA, assert_on_toy_masks, compose_synthesize, save_task
 
-from synthsat.data import DataError, toyworld
+from synthsat.data import DataError
 from synthsat.synthesis import load_chip_generator
 from synthsat.synthesize import run
 from synthsat.tasks.generator import GeneratorTask
-
-REPO = Path(__file__).resolve().parents[1]
-CLASSES = list(toyworld.CLASSES)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-init GeneratorTask for the toy world, saved by a Lightning Trainer."""
-    data = {
-        "classes": CLASSES,
-        "bands": 4,
-        "band_names": ["r", "g", "b", "n"],
-        "rgb_bands": [0, 1, 2],
-        "ignore_index": 0,
-        "scored_classes": [1, 2, 3, 4, 5, 6],
-        "mean": [90.0, 100.0, 80.0, 120.0],
-        "std": [40.0, 35.0, 30.0, 45.0],
-    }
     task = GeneratorTask(
-        data=data,
+        data=dict(TOY_METADATA),
         patch_size=32,
         ngf=8,
         z_dim=8,
@@ -47,28 +33,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         n_layers=2,
         lambda_div=2.0,
     )
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(task)
-    path = tmp_path_factory.mktemp("ckpt") / "generator.ckpt"
-    trainer.save_checkpoint(path)
-    return path
-
-
-def _compose(toy_root: Path, tmp_path: Path, *extra: str) -> object:
-    overrides = [
-        f"data.source.root={toy_root}",
-        "data.source.tiles=4",
-        "data.source.size=128",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.num_workers=0",
-        f"paths.root={tmp_path}",
-        f"paths.output_dir={tmp_path / 'run'}",
-        "trainer=cpu",
-        "logger=none",
-        *extra,
-    ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="synthesize", overrides=overrides)
+    return save_task(task, tmp_path_factory.mktemp("ckpt") / "generator.ckpt")
 
 
 def test_adapter_reads_the_checkpoint(checkpoint: Path) -> None:
@@ -81,7 +46,7 @@ def test_command_synthesises_georeferenced_tiles(
     checkpoint: Path, toy_root: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "synthetic"
-    cfg = _compose(
+    cfg = compose_synthesize(
         toy_root,
         tmp_path,
         f"ckpt={checkpoint}",
@@ -96,19 +61,7 @@ def test_command_synthesises_georeferenced_tiles(
     assert names == ["tile_003_s0.tif", "tile_003_s1.tif"]
     assert (result["tiles_written"], result["tiles_skipped"]) == (2, 0)
     assert result["out_dir"] == str(out) and result["seconds"] > 0
-    for name in names:
-        mask = toy_root / "masks" / f"{name[:8]}.tif"
-        with rasterio.open(out / name) as dst, rasterio.open(mask) as src:
-            assert (dst.crs, dst.transform, dst.width, dst.height) == (
-                src.crs,
-                src.transform,
-                src.width,
-                src.height,
-            )
-            assert dst.count == 4 and dst.dtypes[0] == "uint8"
-            # data.band_names / rgb_bands of conf/data/toyworld.yaml; NIR is not alpha
-            assert dst.descriptions == ("red", "green", "blue", "nir")
-            assert [c.name for c in dst.colorinterp] == ["red", "green", "blue", "undefined"]
+    assert_on_toy_masks(out, names, toy_root)
     manifest = json.loads((out / "manifest.json").read_text())["outputs"]
     assert [m["path"] for m in manifest] == names
     assert {m["checkpoint"] for m in manifest} == {str(checkpoint.resolve())}
@@ -124,7 +77,7 @@ def test_command_synthesises_georeferenced_tiles(
     # a fresh run with the same seed reproduces the tiles bit for bit
     out2 = tmp_path / "again"
     run(
-        _compose(
+        compose_synthesize(
             toy_root,
             tmp_path,
             f"ckpt={checkpoint}",
@@ -142,10 +95,10 @@ def test_command_synthesises_georeferenced_tiles(
 
 def test_command_rejects_bad_input(checkpoint: Path, toy_root: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        run(_compose(toy_root, tmp_path, f"ckpt={tmp_path / 'missing.ckpt'}"))  # type: ignore[arg-type]
+        run(compose_synthesize(toy_root, tmp_path, f"ckpt={tmp_path / 'missing.ckpt'}"))
     with pytest.raises(DataError, match="7 classes"):
         run(
-            _compose(
+            compose_synthesize(
                 toy_root,
                 tmp_path,
                 f"ckpt={checkpoint}",  # type: ignore[arg-type]
@@ -159,12 +112,13 @@ def test_command_synthesises_only_the_tiles_asked_for(
     checkpoint: Path, toy_root: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "some"
-    run(_compose(toy_root, tmp_path, f"ckpt={checkpoint}", f"out={out}", "tiles=[tile_001]"))  # type: ignore[arg-type]
+    settings = (f"ckpt={checkpoint}", f"out={out}")
+    run(compose_synthesize(toy_root, tmp_path, *settings, "tiles=[tile_001]"))
     assert sorted(p.name for p in out.glob("*.tif")) == ["tile_001_s0.tif"]
     manifest = json.loads((out / "manifest.json").read_text())["outputs"]
     assert manifest[0]["overlap"] == 16  # half of the 32 px chip by default
     with pytest.raises(DataError, match="tile_009"):
-        run(_compose(toy_root, tmp_path, f"ckpt={checkpoint}", f"out={out}", "tiles=[tile_009]"))  # type: ignore[arg-type]
+        run(compose_synthesize(toy_root, tmp_path, *settings, "tiles=[tile_009]"))
 
 
 def test_out_with_a_tilde_is_one_folder(
@@ -176,7 +130,9 @@ def test_out_with_a_tilde_is_one_folder(
     work.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(work)
-    cfg = _compose(toy_root, tmp_path, f"ckpt={checkpoint}", 'out="~/x"', "tiles=[tile_001]")
+    cfg = compose_synthesize(
+        toy_root, tmp_path, f"ckpt={checkpoint}", 'out="~/x"', "tiles=[tile_001]"
+    )
     result = run(cfg)  # type: ignore[arg-type]
     assert result["out_dir"] == str(home / "x")
     assert sorted(p.name for p in (home / "x").glob("*.tif")) == ["tile_001_s0.tif"]

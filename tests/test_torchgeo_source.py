@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_job, make_datamodule, toy_datamodule
 from hydra.utils import instantiate
 from rasterio.transform import from_origin
 from torchgeo.datasets import NonGeoDataset, RasterDataset
@@ -18,7 +18,6 @@ from synthsat.data import DataError, LandCoverDataModule
 from synthsat.data.raster_io import raster_info
 from synthsat.data.torchgeo_source import MaskRasters, TorchGeoSource, compact
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CRS = "EPSG:32618"
 #: tile name -> (height, width, west, north): distinct, far-apart origins on a 2 m grid
 TILES = {"a": (20, 24, 300000.0, 4300000.0), "b": (18, 16, 310000.0, 4300000.0)}
@@ -62,27 +61,25 @@ def write_tiles(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def datamodule(source: TorchGeoSource, cache: Path, classes: int = 3) -> LandCoverDataModule:
-    dm = LandCoverDataModule(
-        source,
-        classes=[f"c{i}" for i in range(classes)],
-        bands=3,
-        ignore_index=0,
-        patch_size=8,
-        num_workers=0,
-        eval_chip_size=32,
-        cache_dir=cache,
+    names = [f"c{i}" for i in range(classes)]
+    return make_datamodule(
+        source, cache, classes=names, bands=3, ignore_index=0, patch_size=8, eval_chip_size=32
     )
-    dm.setup()
-    return dm
+
+
+def raster_source(tmp_path: Path, **kwargs: Any) -> TorchGeoSource:
+    """The :func:`write_tiles` pairs in ``tmp_path / "rasters"`` as a RasterDataset pair,
+    exported to ``tmp_path / "export"``."""
+    rasters = tmp_path / "rasters"
+    return TorchGeoSource(
+        tmp_path / "export", image=Images(paths=rasters), mask=Masks(paths=rasters), **kwargs
+    )
 
 
 def test_raster_dataset_pair_is_cached_pixel_for_pixel(tmp_path: Path) -> None:
     pixels = write_tiles(tmp_path / "rasters")
-    source = TorchGeoSource(
-        tmp_path / "export",
-        image=Images(paths=tmp_path / "rasters"),
-        mask=Masks(paths=tmp_path / "rasters"),
-        splits={"train": ["img_a"], "val": ["img_b"], "test": ["img_c"]},
+    source = raster_source(
+        tmp_path, splits={"train": ["img_a"], "val": ["img_b"], "test": ["img_c"]}
     )
     dm = datamodule(source, tmp_path / "cache")
     geo = Images(paths=tmp_path / "rasters") & Masks(paths=tmp_path / "rasters")
@@ -107,12 +104,7 @@ def test_raster_dataset_pair_is_cached_pixel_for_pixel(tmp_path: Path) -> None:
 
 def test_tile_size_cuts_footprints(tmp_path: Path) -> None:
     pixels = write_tiles(tmp_path / "rasters")
-    source = TorchGeoSource(
-        tmp_path / "export",
-        image=Images(paths=tmp_path / "rasters"),
-        mask=Masks(paths=tmp_path / "rasters"),
-        tile_size=16,
-    )
+    source = raster_source(tmp_path, tile_size=16)
     pairs = {p.name: p for p in source.all_pairs()}
     # a (20 x 24) -> 16 x 16, 16 x 8, 4 x 16, 4 x 8; b (18 x 16) -> 2; c (16 x 16) whole
     assert sorted(pairs) == [f"img_a_{k:03d}" for k in range(4)] + [
@@ -217,24 +209,21 @@ def test_compact_is_lossless() -> None:
 def test_data_torchgeo_config_reads_the_toy_world(toy_root: Path, tmp_path: Path) -> None:
     """``data=torchgeo`` (the toy world through torchgeo) caches the tiles that
     ``data=toyworld`` does, pixel for pixel, split for split."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train_segmentation",
-            overrides=[
-                "data=torchgeo",
-                f"paths.root={tmp_path}",
-                f"paths.data_dir={toy_root.parent}",
-                f"data.source.image.paths={toy_root / 'images'}",
-                f"data.source.mask.paths={toy_root / 'masks'}",
-                f"data.source.splits={toy_root / 'splits.json'}",
-                "data.num_workers=0",
-            ],
-        )
+    cfg = compose_job(
+        "train_segmentation",
+        [
+            "data=torchgeo",
+            f"paths.root={tmp_path}",
+            f"paths.data_dir={toy_root.parent}",
+            f"data.source.image.paths={toy_root / 'images'}",
+            f"data.source.mask.paths={toy_root / 'masks'}",
+            f"data.source.splits={toy_root / 'splits.json'}",
+            "data.num_workers=0",
+        ],
+    )
     dm = instantiate(cfg.data)
     assert isinstance(dm.source, TorchGeoSource)
     dm.setup()
-    from conftest import toy_datamodule
-
     toy = toy_datamodule(toy_root, tmp_path / "toy_cache")
     for split in ("train", "val", "test"):
         assert [t.name for t in dm.tiles[split]] == [t.name for t in toy.tiles[split]]

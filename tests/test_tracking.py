@@ -12,8 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import compose_job, tiny_generator_overrides
-from hydra import compose, initialize_config_dir
+from conftest import (
+    REPO,
+    compose_job,
+    tiny_generator_overrides,
+    toy_data_overrides,
+    toy_synthesize_overrides,
+)
 from PIL import Image
 from test_mix_lambda import GAN2, _tile_folder
 from wandb_offline import logged_images, offline_runs, read_run
@@ -27,9 +32,6 @@ from synthsat.tracking import (
     wandb_mode,
     wandb_settings,
 )
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-REPO = CONF.parent
 
 
 def test_wandb_mode_offline_by_default_and_the_environment_wins(
@@ -107,18 +109,17 @@ def test_offline_false_goes_online_and_names_come_from_the_run(
     offline flag stays False: it would set WANDB_MODE for the rest of the process); a
     name set in the config wins over the run's."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train_segmentation",
-            overrides=[
-                f"paths.root={tmp_path}",
-                f"paths.output_dir={tmp_path / 'run'}",
-                "logger=wandb",
-                "logger.wandb.offline=false",
-                "logger.wandb.tags=[mine]",
-                "mix.ratio=0.5",
-            ],
-        )
+    cfg = compose_job(
+        "train_segmentation",
+        [
+            f"paths.root={tmp_path}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            "logger=wandb",
+            "logger.wandb.offline=false",
+            "logger.wandb.tags=[mine]",
+            "mix.ratio=0.5",
+        ],
+    )
     run = {"name": "seg r0.5 s0", "tags": ["seg"], "config": {"lambda_div": None}}
     settings = wandb_settings(cfg, cfg.logger.wandb, run)
     assert (settings["offline"], settings["mode"]) == (False, "online")
@@ -156,11 +157,7 @@ def test_segmentation_multirun_logs_one_named_run_per_job(toy_root: Path, tmp_pa
             f"hydra.sweep.dir={sweep}",
             f"paths.root={tmp_path}",
             f"paths.cache_dir={tmp_path / 'cache'}",
-            f"data.source.root={toy_root}",
-            "data.source.tiles=4",
-            "data.source.size=128",
-            "data.num_workers=0",
-            "data.eval_chip_size=128",
+            *toy_data_overrides(toy_root),
             "segmentation=tiny",
             "trainer.max_steps=2",
             "data.patch_size=64",
@@ -233,20 +230,19 @@ def test_generator_run_logs_sample_grids_at_start_intervals_and_end(
     overrides = [
         o for o in tiny_generator_overrides(toy_root, tmp_path, "gen") if o != "logger=none"
     ]
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train_generator",
-            overrides=[
-                *overrides,
-                "generator.nef=4",
-                "generator.num_D=1",
-                "logger=wandb",
-                "trainer.max_steps=3",
-                "callbacks.samples.every_n_steps=2",
-                "callbacks.samples.rows=2",
-                "callbacks.samples.samples=1",
-            ],
-        )
+    cfg = compose_job(
+        "train_generator",
+        [
+            *overrides,
+            "generator.nef=4",
+            "generator.num_D=1",
+            "logger=wandb",
+            "trainer.max_steps=3",
+            "callbacks.samples.every_n_steps=2",
+            "callbacks.samples.rows=2",
+            "callbacks.samples.samples=1",
+        ],
+    )
     try:
         train(cfg)
     finally:
@@ -277,26 +273,18 @@ def test_synthesis_run_logs_throughput_and_previews(
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "run" / "tiles"
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "synthesize",
-            overrides=[
-                f"data.source.root={toy_root}",
-                "data.source.tiles=4",
-                "data.source.size=128",
-                f"data.cache_dir={tmp_path / 'cache'}",
-                "data.num_workers=0",
-                f"paths.root={tmp_path}",
-                f"paths.output_dir={tmp_path / 'run'}",
-                "trainer=cpu",
-                "logger=wandb",
-                "experiment_name=toy",
-                "method=classtexture",
-                f"out={out}",
-                "seed=3",
-                "classtexture.patch_size=32",
-            ],
-        )
+    cfg = compose_job(
+        "synthesize",
+        [
+            *toy_synthesize_overrides(toy_root, tmp_path),
+            "logger=wandb",
+            "experiment_name=toy",
+            "method=classtexture",
+            f"out={out}",
+            "seed=3",
+            "classtexture.patch_size=32",
+        ],
+    )
     try:
         result = synthesize(cfg)
     finally:

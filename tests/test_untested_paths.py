@@ -13,9 +13,16 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_GENERATOR, toy_datamodule
-from hydra import compose, initialize_config_dir
-from torch import Tensor, nn
+from conftest import (
+    TINY_GENERATOR,
+    ToyChipGenerator,
+    compose_job,
+    quiet_trainer,
+    save_task,
+    toy_datamodule,
+    toy_run_overrides,
+)
+from torch import Tensor
 
 from synthsat.data import DataError, toyworld
 from synthsat.evaluate import evaluate
@@ -24,7 +31,6 @@ from synthsat.synthesis.predict import TaskChipGenerator
 from synthsat.tasks.generator import GeneratorTask
 from synthsat.tasks.segmentation import SegmentationTask
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CLASSES = list(toyworld.CLASSES)
 
 
@@ -42,16 +48,7 @@ def _segmentation_checkpoint(path: Path, bands: int, classes: list[str]) -> Path
         "std": [30.0] * bands,
     }
     task = SegmentationTask(metadata=metadata, encoder_depth=3, decoder_channels=[32, 16, 8])
-    trainer = L.Trainer(
-        max_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
+    return save_task(task, path)
 
 
 @pytest.mark.parametrize(
@@ -68,21 +65,10 @@ def test_evaluate_refuses_a_checkpoint_for_other_data(
     """The toy world has 4 bands and 7 classes; a checkpoint trained on 3 bands, or on
     3 classes, is refused with one message naming both sides, before any scoring."""
     ckpt = _segmentation_checkpoint(tmp_path / "model.ckpt", bands, classes)
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "evaluate",
-            overrides=[
-                f"paths.root={tmp_path}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"paths.output_dir={tmp_path / 'eval'}",
-                f"data.source.root={toy_root}",
-                "data.source.tiles=4",
-                "data.source.size=128",
-                "data.num_workers=0",
-                f"ckpt={ckpt}",
-                "device=cpu",
-            ],
-        )
+    cfg = compose_job(
+        "evaluate",
+        [*toy_run_overrides(toy_root, tmp_path, "eval"), f"ckpt={ckpt}", "device=cpu"],
+    )
     with pytest.raises(DataError) as refused:
         evaluate(cfg)
     assert str(refused.value) == (
@@ -120,12 +106,9 @@ def test_generator_without_encoder_trains_and_samples_random_codes(
         p.numel() for p in task.generator.parameters()
     )
 
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         max_steps=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         default_root_dir=tmp_path,
@@ -170,12 +153,10 @@ def test_generator_without_encoder_trains_and_samples_random_codes(
 
 
 # -- the warning for a kept output made with other settings ---------------------------------
-class StyleGenerator(nn.Module):
+class StyleGenerator(ToyChipGenerator):
     """A stand-in chip generator: class colours shifted by the style code."""
 
-    num_classes = 7
     out_bands = 4
-    chip_size = 32
     z_dim = 4
     has_encoder = False
 
