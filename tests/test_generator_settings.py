@@ -119,3 +119,54 @@ def test_the_optimisers_settings() -> None:
     assert {id(p) for g in opt_g.param_groups for p in g["params"]} == {
         id(p) for p in no_vae.generator.parameters()
     }
+
+
+class _Zeros(torch.nn.Module):
+    """A generator stand-in that draws zeros: the validation scores are then the real
+    images' own statistics."""
+
+    noise_dim = 0
+    output_scale = 1.0
+
+    def forward(self, onehot: torch.Tensor, z: torch.Tensor, noise: Any = None) -> torch.Tensor:
+        b, _, h, w = onehot.shape
+        return torch.zeros(b, 4, h, w)
+
+
+def _validation_logs(use_vae: bool) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    task = GeneratorTask(META, 32, **{**TINY_GENERATOR, "use_vae": use_vae})
+    task.generator = _Zeros()
+    logged: dict[str, float] = {}
+    task.log = lambda name, value, **kw: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
+    image = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(2, 8, 8, dtype=torch.long)
+    mask[0, :4] = 1
+    mask[1, 0, 0] = 2  # a class of one pixel
+    task.validation_step({"image": image, "mask": mask}, 0)
+    return logged, image, mask
+
+
+def test_validation_scores_by_hand() -> None:
+    """class_spectra_l1: the mean |real - fake| of the per-class band means over the classes
+    present; l1_rec: the mean |reconstruction - real|; score: l1_rec with an encoder."""
+    logged, image, mask = _validation_logs(use_vae=False)
+    means = [image.permute(1, 0, 2, 3)[:, mask == k].mean(1) for k in range(3)]
+    spectra = torch.cat(means).abs().mean().item()
+    assert set(logged) == {"val/class_spectra_l1", "val/score"}
+    assert logged["val/class_spectra_l1"] == pytest.approx(spectra, rel=1e-5)
+    assert logged["val/score"] == logged["val/class_spectra_l1"]
+    logged, image, _ = _validation_logs(use_vae=True)
+    assert logged["val/class_spectra_l1"] == pytest.approx(spectra, rel=1e-5)
+    assert logged["val/l1_rec"] == pytest.approx(image.abs().mean().item(), rel=1e-5)
+    assert logged["val/score"] == logged["val/l1_rec"]
+
+
+def test_codes_and_noise_without_an_encoder() -> None:
+    task = GeneratorTask(META, 32, **{**TINY_GENERATOR, "use_vae": False})
+    torch.manual_seed(0)
+    z1, z2, mu, logvar = task._style_codes(torch.zeros(3, 4, 32, 32))
+    assert z1.shape == z2.shape == (3, 8) and mu is None and logvar is None
+    assert not torch.equal(z1, z2)
+    assert task.sample_noise(3, 32, 32) is None  # the SPADE generator draws no noise
+    mask = torch.tensor([[[0, 2], [1, 2]]])
+    assert task.onehot(mask)[0, :, 1, 1].tolist() == [0.0, 0.0, 1.0]
