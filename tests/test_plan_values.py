@@ -239,3 +239,13 @@ def test_the_real_only_checkpoint_is_the_first_at_the_largest_budget(tmp_path: P
     assert real_only_checkpoint(runs[1:2], outs[1:2]) is None
     (tmp_path / "2" / "metrics.json").write_text("{}")
     assert real_only_checkpoint(runs, outs) is None  # a run that wrote no checkpoint
+
+
+def test_a_plan_without_stages_has_an_empty_graph(tmp_path: Path) -> None:
+    """Waves that are not there count as empty (a plan before it is composed, or a
+    study without syntheses): no stage, nothing to wait for."""
+    assert StudyPlan(tmp_path).graph() == ([], {})
+    real = {"ratio": 0.0, "mode": "replace", "copies": 0, "lambda_div": None, "generator": None}
+    seg = Stage("segmentation", "r0-replace-seed0", "m", [], {**real, "seed": 0})
+    plan = StudyPlan(tmp_path, {"segmentation": [seg]}, runs=[{**real, "seed": 0}])
+    assert plan.graph() == ([seg], {})
