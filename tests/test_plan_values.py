@@ -249,3 +249,19 @@ def test_a_plan_without_stages_has_an_empty_graph(tmp_path: Path) -> None:
     seg = Stage("segmentation", "r0-replace-seed0", "m", [], {**real, "seed": 0})
     plan = StudyPlan(tmp_path, {"segmentation": [seg]}, runs=[{**real, "seed": 0}])
     assert plan.graph() == ([seg], {})
+
+
+def test_a_rendering_of_new_layouts_needs_its_lambdas_generator_and_the_layouts(
+    tmp_path: Path,
+) -> None:
+    gens = [Stage("generator", f"lambda{x}", "m", [], {"lambda_div": float(x)}) for x in (0, 2)]
+    made = Stage("layouts", "recombine", "m", [], {"layouts": "recombine"})
+    render = Stage(
+        "synthesis", "lambda2-recombine", "m", [], {"lambda_div": 2.0, "layouts": "recombine"}
+    )
+    plan = StudyPlan(tmp_path, {"generator": gens, "layouts": [made], "synthesis": [render]})
+    stages, needs = plan.graph()
+    assert stages == [*gens, made, render]
+    assert needs == {3: [gens[1].directory(tmp_path), made.directory(tmp_path)]}
+    alone = StudyPlan(tmp_path, {"layouts": [made], "synthesis": [render]})
+    assert alone.graph()[1] == {1: [made.directory(tmp_path)]}  # no generator in the plan
