@@ -73,6 +73,49 @@ def scored_record(
     return {**record, "scored": "last", "scored_step": final_step, "scored_val_miou": last}
 
 
+def checkpoint_to_test(test_ckpt: str, best_path: str) -> str | None:
+    """The checkpoint the test loads: the best one with ``test_ckpt=best`` when one was
+    written, else None (the weights fit ended with, those of ``last.ckpt``).
+
+    Args:
+        test_ckpt: the job's ``test_ckpt`` (``best`` or ``last``).
+        best_path: the best checkpoint's path ("" when none was written).
+    """
+    return best_path if test_ckpt == "best" and best_path else None
+
+
+def recorded_checkpoint(tested: str | None, last: Path | None) -> str | None:
+    """The ``checkpoint`` of ``metrics.json``: the absolute path of the tested checkpoint
+    or, when the final weights were tested, of ``last.ckpt`` (None when it was not written).
+
+    Args:
+        tested: what :func:`checkpoint_to_test` chose.
+        last: the final checkpoint :func:`~synthsat.runtime.save_final_checkpoint` wrote.
+    """
+    ckpt = tested if tested is not None else (str(last) if last is not None else None)
+    return str(Path(ckpt).resolve()) if ckpt else None
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """The line the job prints: test mIoU, per-class IoU, accuracy, steps, fit time and
+    where ``metrics.json`` is."""
+    iou = ", ".join(
+        f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in metrics["iou"].items()
+    )
+    return (
+        f"test mIoU {metrics['miou']:.4f} (per class: {iou}); pixel accuracy "
+        f"{metrics['pixel_accuracy']:.4f}; {metrics['steps']} steps in "
+        f"{metrics['fit_time_s']:.0f} s -> {metrics['run_dir']}/metrics.json"
+    )
+
+
+def objective(metrics: dict[str, Any]) -> float:
+    """A sweeper's objective: the validation mIoU of the tested checkpoint
+    (``scored_val_miou``; nan when no validation ran), never a test score."""
+    value = metrics.get("scored_val_miou")
+    return float("nan") if value is None else float(value)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test on the real test tiles and write ``metrics.json``; returns its content."""
     out = prepare_run(cfg)
@@ -95,13 +138,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # the curve as fit left it (testing a checkpoint restores the callbacks' saved state)
     curve = next((c for c in trainer.callbacks if isinstance(c, ValidationCurve)), None)
     points = list(curve.curve) if curve is not None else []
-    ckpt = None
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-    if cfg.get("test_ckpt", "best") == "best" and best:
-        ckpt = best
+    ckpt = checkpoint_to_test(str(cfg.get("test_ckpt", "best")), best or "")
     trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-    if ckpt is None:  # tested the final weights: those of last.ckpt, when it was written
-        ckpt = str(last) if last is not None else None
     metrics = {
         **scores_record("test", task.test_results, datamodule),
         "segmentation": config_choice("segmentation"),
@@ -111,7 +150,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "synthetic_source": source,
         **fit_record(cfg, trainer, fit_time),
         "wall_time_s": round(time.perf_counter() - start, 1),
-        "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
+        "checkpoint": recorded_checkpoint(ckpt, last),
         **scored_record(
             str(cfg.get("test_ckpt", "best")), best or "", int(trainer.global_step), points
         ),
@@ -130,16 +169,8 @@ def main(cfg: DictConfig) -> float:
         chooses on validation data and never on the test tiles.
     """
     metrics = train(cfg)
-    iou = ", ".join(
-        f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in metrics["iou"].items()
-    )
-    print(
-        f"test mIoU {metrics['miou']:.4f} (per class: {iou}); pixel accuracy "
-        f"{metrics['pixel_accuracy']:.4f}; {metrics['steps']} steps in "
-        f"{metrics['fit_time_s']:.0f} s -> {metrics['run_dir']}/metrics.json"
-    )
-    value = metrics.get("scored_val_miou")
-    return float("nan") if value is None else float(value)
+    print(summary(metrics))
+    return objective(metrics)
 
 
 if __name__ == "__main__":

@@ -279,6 +279,24 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_mutmut_stats_in_subprocesses() -> Iterator[None]:
+    """mutmut's stats run (``MUTANT_UNDER_TEST=stats``) records which tests reach which
+    mutated function; a job a test starts in a subprocess cannot record (mutmut reads its
+    config from the working directory, a test's tmp_path) and would fail. The variable is
+    taken out of the environment the subprocesses inherit: they run the original code, and
+    this process keeps recording (mutmut holds the mode in its own state too). Mutant runs
+    (``MUTANT_UNDER_TEST=<mutant>``) keep it: their subprocesses run the mutant."""
+    import os
+
+    mode = os.environ.get("MUTANT_UNDER_TEST")
+    if mode == "stats":
+        del os.environ["MUTANT_UNDER_TEST"]
+    yield
+    if mode == "stats":
+        os.environ["MUTANT_UNDER_TEST"] = mode
+
+
 @pytest.fixture(scope="session")
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-tile, 128 px toy world (2 train, 1 val, 1 test)."""

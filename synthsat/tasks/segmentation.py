@@ -119,7 +119,7 @@ def _deprecated(old: str, value: Any, new: str) -> Any:
                 f"SegmentationTask({old}=...) is deprecated: use torchgeo's name {new}= "
                 f"(in conf/segmentation: `{new}: ...` instead of `{old}: ...`)"
             )
-        warnings.warn(message, FutureWarning, stacklevel=3)
+        warnings.warn(message, FutureWarning, stacklevel=4)  # past task_arguments, __init__
     return value
 
 
@@ -253,6 +253,86 @@ def pretrained(weights: bool | str | None, backbone: str) -> tuple[str | None, A
     return None, get_weight(weights).get_state_dict(progress=True)
 
 
+def task_arguments(
+    *,
+    model: Any,
+    backbone: str,
+    weights: Any,
+    in_channels: int | None,
+    task: str,
+    num_classes: int | None,
+    loss: str,
+    class_weights: Any,
+    ignore_index: int | None,
+    patience: int,
+    metadata: Any,
+    decoder_channels: Any,
+    scheduler: str,
+    encoder_name: str | None,
+    encoder_weights: str | None,
+    lr_patience: int | None,
+) -> dict[str, Any]:
+    """:class:`SegmentationTask`'s arguments checked and made plain: the deprecated names
+    folded into torchgeo's, containers made plain (so checkpoints load with
+    ``torch.load(weights_only=True)``), a weight enum made its name, and ``in_channels``,
+    ``num_classes`` and ``ignore_index`` taken from (and checked against) the metadata.
+
+    Returns:
+        ``model``, ``backbone``, ``weights``, ``in_channels``, ``num_classes``,
+        ``class_weights``, ``ignore_index``, ``patience``, ``metadata`` and
+        ``decoder_channels`` as the task saves them.
+
+    Raises:
+        ValueError: a model, task, scheduler or loss this task does not offer, class
+            weights with a loss other than ``ce``, or metadata that lacks a key or
+            disagrees with ``in_channels`` / ``num_classes`` / ``ignore_index``.
+    """
+    if isinstance(model, Mapping):  # the signature before torchgeo's: metadata first
+        model, metadata = "unet", _deprecated("metadata", model, "metadata")
+    if encoder_name is not None:
+        backbone = _deprecated("encoder_name", encoder_name, "backbone")
+    if encoder_weights is not None:
+        weights = _deprecated("encoder_weights", encoder_weights, "weights")
+    if lr_patience is not None:
+        patience = _deprecated("lr_patience", lr_patience, "patience")
+    if model not in MODELS:
+        raise ValueError(f"SegmentationTask builds a U-Net: model='{model}', expected 'unet'")
+    if task != "multiclass":
+        raise ValueError(f"SegmentationTask is multiclass: task='{task}'")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler '{scheduler}', expected one of {SCHEDULERS}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown segmentation loss '{loss}', expected one of {LOSSES}")
+    metadata = plain(metadata, deep=True)
+    if isinstance(class_weights, torch.Tensor):
+        class_weights = class_weights.tolist()
+    class_weights = plain(class_weights, deep=True)
+    if class_weights is not None and loss != "ce":
+        raise ValueError(f"class_weights weigh the cross-entropy (loss=ce), not loss={loss}")
+    if metadata is not None:
+        missing = [k for k in METADATA_KEYS if k not in metadata]
+        if missing:
+            raise ValueError(
+                f"SegmentationTask metadata lacks {missing}; pass the datamodule's "
+                "metadata(), or none (read from the trainer's datamodule)"
+            )
+        in_channels = _agree("in_channels", in_channels, int(metadata["bands"]))
+        num_classes = _agree("num_classes", num_classes, len(metadata["classes"]))
+        ignore_index = _agree("ignore_index", ignore_index, metadata["ignore_index"])
+    return {
+        "model": model,
+        "backbone": backbone,
+        "weights": _plain_weights(weights),
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "class_weights": class_weights,
+        "ignore_index": ignore_index,
+        "patience": patience,
+        "metadata": metadata,
+        "decoder_channels": plain(decoder_channels, deep=True),
+    }
+
+
 class SegmentationTask(RankRandomStreams, SemanticSegmentationTask):
     """Semantic segmentation with a U-Net, Adam and ReduceLROnPlateau on validation loss.
 
@@ -340,43 +420,31 @@ class SegmentationTask(RankRandomStreams, SemanticSegmentationTask):
         encoder_name: str | None = None,
         encoder_weights: str | None = None,
         lr_patience: int | None = None,
-    ) -> None:
-        if isinstance(model, Mapping):  # the signature before torchgeo's: metadata first
-            model, metadata = "unet", _deprecated("metadata", model, "metadata")
-        if encoder_name is not None:
-            backbone = _deprecated("encoder_name", encoder_name, "backbone")
-        if encoder_weights is not None:
-            weights = _deprecated("encoder_weights", encoder_weights, "weights")
-        if lr_patience is not None:
-            patience = _deprecated("lr_patience", lr_patience, "patience")
-        if model not in MODELS:
-            raise ValueError(f"SegmentationTask builds a U-Net: model='{model}', expected 'unet'")
-        if task != "multiclass":
-            raise ValueError(f"SegmentationTask is multiclass: task='{task}'")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler '{scheduler}', expected one of {SCHEDULERS}")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown segmentation loss '{loss}', expected one of {LOSSES}")
-        # plain containers, so checkpoints load with torch.load(weights_only=True); the
-        # hyperparameters are these locals as they are when torchgeo saves them below
-        metadata = plain(metadata, deep=True)
-        decoder_channels = plain(decoder_channels, deep=True)
-        if isinstance(class_weights, torch.Tensor):
-            class_weights = class_weights.tolist()
-        class_weights = plain(class_weights, deep=True)
-        if class_weights is not None and loss != "ce":
-            raise ValueError(f"class_weights weigh the cross-entropy (loss=ce), not loss={loss}")
-        weights = _plain_weights(weights)
-        if metadata is not None:
-            missing = [k for k in METADATA_KEYS if k not in metadata]
-            if missing:
-                raise ValueError(
-                    f"SegmentationTask metadata lacks {missing}; pass the datamodule's "
-                    "metadata(), or none (read from the trainer's datamodule)"
-                )
-            in_channels = _agree("in_channels", in_channels, int(metadata["bands"]))
-            num_classes = _agree("num_classes", num_classes, len(metadata["classes"]))
-            ignore_index = _agree("ignore_index", ignore_index, metadata["ignore_index"])
+    ) -> None:  # pragma: no mutate block (torchgeo saves the hyperparameters from this frame)
+        args = task_arguments(
+            model=model,
+            backbone=backbone,
+            weights=weights,
+            in_channels=in_channels,
+            task=task,
+            num_classes=num_classes,
+            loss=loss,
+            class_weights=class_weights,
+            ignore_index=ignore_index,
+            patience=patience,
+            metadata=metadata,
+            decoder_channels=decoder_channels,
+            scheduler=scheduler,
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            lr_patience=lr_patience,
+        )
+        # the hyperparameters are these locals as they are when torchgeo saves them below
+        model, backbone, weights = args["model"], args["backbone"], args["weights"]
+        in_channels, num_classes = args["in_channels"], args["num_classes"]
+        class_weights, ignore_index = args["class_weights"], args["ignore_index"]
+        patience, metadata = args["patience"], args["metadata"]
+        decoder_channels = args["decoder_channels"]
         super().__init__(
             model=model,  # type: ignore[arg-type]
             backbone=backbone,
