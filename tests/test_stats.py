@@ -224,3 +224,17 @@ def test_bootstrap_ci_computes_in_float64_whatever_the_input_dtype() -> None:
     as64 = [float(v) for v in values]
     assert bootstrap_ci(values, seed=1, n_boot=50) == bootstrap_ci(as64, seed=1, n_boot=50)
     assert bootstrap_ci(list(values), seed=2) == bootstrap_ci(as64, seed=2)
+
+
+def test_compare_paired_intervals_at_the_level_asked() -> None:
+    """level=0.9: t_{0.95, 2} = 2.919986 instead of t_{0.975, 2} = 4.302653."""
+    c = compare_paired(ARM, BASELINE, level=0.9)
+    half = 2.919986 * 0.0251661 / np.sqrt(3)
+    assert (c.ci_low, c.ci_high) == pytest.approx((0.0166667 - half, 0.0166667 + half), abs=1e-6)
+    d = [0.01 * (s % 3) for s in range(MIN_BOOTSTRAP_N)]
+    ten = compare_paired(
+        {s: 0.5 + v for s, v in enumerate(d)}, {s: 0.5 for s in range(10)}, level=0.5, n_boot=300
+    )
+    assert (ten.boot_low, ten.boot_high) == pytest.approx(
+        bootstrap_ci(d, level=0.5, n_boot=300), abs=1e-12
+    )
