@@ -238,3 +238,17 @@ def test_compare_paired_intervals_at_the_level_asked() -> None:
     assert (ten.boot_low, ten.boot_high) == pytest.approx(
         bootstrap_ci(d, level=0.5, n_boot=300), abs=1e-12
     )
+
+
+def test_compare_paired_draws_the_bootstrap_with_its_seed() -> None:
+    d = [0.01 * (s % 4) - 0.01 for s in range(MIN_BOOTSTRAP_N)]
+    arm, base = {s: 0.5 + v for s, v in enumerate(d)}, {s: 0.5 for s in range(10)}
+    diffs = list(paired_differences(arm, base).values())
+    seeded = compare_paired(arm, base, n_boot=30, seed=7)
+    assert (seeded.boot_low, seeded.boot_high) == bootstrap_ci(diffs, n_boot=30, seed=7)
+    assert (seeded.boot_low, seeded.boot_high) != bootstrap_ci(diffs, n_boot=30, seed=0)
+
+
+def test_compare_paired_std_of_two_seeds() -> None:
+    c = compare_paired({0: 0.6, 1: 0.4}, {0: 0.5, 1: 0.5})
+    assert c.std == pytest.approx(np.sqrt(0.02), abs=1e-12)  # ddof 1 from two seeds on
