@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from synthsat.report_arms import (
@@ -32,6 +33,8 @@ def test_mean_and_sample_std() -> None:
     mean, std = mean_std([1.0, 4.0])
     assert (mean, std) == (2.5, pytest.approx(math.sqrt(4.5)))  # ddof 1, not 1.5
     assert mean_std([0.7]) == (0.7, 0.0)
+    as32 = np.array([0.1, 0.2, 0.7], dtype=np.float32)  # computed in float64
+    assert mean_std(as32) == mean_std([float(v) for v in as32])
 
 
 @pytest.mark.parametrize(
