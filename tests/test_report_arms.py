@@ -124,6 +124,11 @@ def test_run_params_take_the_source_from_the_tiles_manifest() -> None:
     control = {**params, "generator": "classtexture", "lambda_div": 0.5}
     got = run_params(_rec(control, {"generator": "classtexture", "lambda_div": 0.1}))
     assert got["generator"] == "classtexture" and got["lambda_div"] is None
+    # a record without a generator (or with "") gets the manifest's: None for the GAN
+    got = run_params(_rec({"ratio": 0.5, "seed": 0}, {"generator": "gan", "lambda_div": 1.0}))
+    assert got == {"ratio": 0.5, "seed": 0, "generator": None, "lambda_div": 1.0}
+    got = run_params(_rec({**params, "generator": ""}, {"generator": "gan"}))
+    assert got["generator"] is None
     # no manifest, or one that names no generator: the record as it is
     assert run_params(_rec(params)) == params
     assert run_params(_rec(params, {"lambda_div": 3.0})) == params
