@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -87,10 +88,7 @@ def bootstrap_ci(
     import scipy
     from scipy import stats  # scipy: loaded when an interval is computed
 
-    generator = np.random.default_rng(seed)
-    # scipy >= 1.15 takes the generator as `rng` (`random_state` before)
-    newer = tuple(int(p) for p in scipy.__version__.split(".")[:2]) >= (1, 15)
-    draws = {"rng": generator} if newer else {"random_state": generator}
+    draws = generator_argument(scipy.__version__, np.random.default_rng(seed))
     result = stats.bootstrap(
         (arr,),
         np.mean,
@@ -103,6 +101,23 @@ def bootstrap_ci(
     )
     interval = result.confidence_interval
     return float(interval.low), float(interval.high)
+
+
+def generator_argument(scipy_version: str, generator: np.random.Generator) -> dict[str, Any]:
+    """The keyword that hands ``generator`` to ``scipy.stats.bootstrap``.
+
+    scipy 1.15 renamed it from ``random_state`` to ``rng``.
+
+    Args:
+        scipy_version: scipy's ``__version__`` (only major and minor are read, so a
+            pre-release such as ``1.15.0rc1`` counts as 1.15).
+        generator: The generator that draws the resamples.
+
+    Returns:
+        ``{"rng": generator}`` from scipy 1.15 on, else ``{"random_state": generator}``.
+    """
+    major, minor = (int(p) for p in scipy_version.split(".")[:2])
+    return {"rng": generator} if (major, minor) >= (1, 15) else {"random_state": generator}
 
 
 def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:

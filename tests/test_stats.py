@@ -10,6 +10,7 @@ from synthsat.stats import (
     PairedComparison,
     bootstrap_ci,
     compare_paired,
+    generator_argument,
     paired_differences,
     t_interval,
 )
@@ -29,7 +30,7 @@ def test_paired_differences_over_the_common_seeds() -> None:
 
 
 def test_paired_differences_need_a_common_seed() -> None:
-    with pytest.raises(ValueError, match="no seed in common"):
+    with pytest.raises(ValueError, match=r"^no seed in common: arm has \[0\], baseline has \[1\]$"):
         paired_differences({0: 0.5}, {1: 0.5})
     with pytest.raises(ValueError, match="no seed in common"):
         paired_differences({}, BASELINE)
@@ -84,10 +85,10 @@ def test_bootstrap_ci_is_reproducible_and_seeded() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"values": []}, "at least one value"),
-        ({"values": [1.0, 2.0], "level": 1.0}, "level"),
-        ({"values": [1.0, 2.0], "level": 0.0}, "level"),
-        ({"values": [1.0, 2.0], "n_boot": 0}, "n_boot"),
+        ({"values": []}, r"^bootstrap_ci needs at least one value$"),
+        ({"values": [1.0, 2.0], "level": 1.0}, r"^level must lie in \(0, 1\), got 1.0$"),
+        ({"values": [1.0, 2.0], "level": 0.0}, r"^level must lie in \(0, 1\), got 0.0$"),
+        ({"values": [1.0, 2.0], "n_boot": 0}, r"^n_boot must be at least 1, got 0$"),
     ],
 )
 def test_bootstrap_ci_rejects_bad_arguments(kwargs: dict, match: str) -> None:
@@ -132,10 +133,15 @@ def test_t_interval_known_quantiles() -> None:
     assert t_interval([0.3] * 4) == pytest.approx((0.3, 0.3))
     low, high = t_interval([7.0])
     assert np.isnan(low) and np.isnan(high)
-    with pytest.raises(ValueError, match="at least one value"):
+    with pytest.raises(ValueError, match=r"^t_interval needs at least one value$"):
         t_interval([])
-    with pytest.raises(ValueError, match="level"):
+    with pytest.raises(ValueError, match=r"^level must lie in \(0, 1\), got 1.0$"):
         t_interval([1.0, 2.0], level=1.0)
+    with pytest.raises(ValueError, match=r"^level must lie in \(0, 1\), got 0.0$"):
+        t_interval([1.0, 2.0], level=0.0)
+    # computed in float64: float32 input gives its float64 values' interval
+    as32 = np.array([0.1, 0.2, 0.7], dtype=np.float32)
+    assert t_interval(as32) == t_interval([float(v) for v in as32])
 
 
 def test_t_interval_covers_the_mean_95_percent_of_the_time() -> None:
@@ -185,3 +191,64 @@ def test_bootstrap_ci_is_scipys_percentile_bootstrap(monkeypatch: pytest.MonkeyP
         0.95,
     )
     assert (low, high) == pytest.approx((-0.0045, 0.0261666667), abs=1e-9)
+    # one vectorised call over the resamples' axis (a Python call per resample is 10 000
+    # calls), the seeded generator handed over under scipy's name for it
+    assert kwargs["vectorized"] is True and kwargs["axis"] == -1
+    assert set(kwargs) >= {"rng"} and "random_state" not in kwargs
+
+
+@pytest.mark.parametrize(
+    ("version", "keyword"),
+    [
+        ("1.14.1", "random_state"),
+        ("1.9.3", "random_state"),
+        ("0.19.0", "random_state"),
+        ("1.15.0", "rng"),
+        ("1.15.0rc1", "rng"),  # a pre-release: only major and minor are read
+        ("1.16.2", "rng"),
+        ("2.0.0", "rng"),
+        ("2.3", "rng"),
+    ],
+)
+def test_the_generator_keyword_follows_scipys_version(version: str, keyword: str) -> None:
+    """scipy 1.15 renamed bootstrap's ``random_state`` to ``rng``."""
+    generator = np.random.default_rng(0)
+    draws = generator_argument(version, generator)
+    assert list(draws) == [keyword] and draws[keyword] is generator
+
+
+def test_bootstrap_ci_computes_in_float64_whatever_the_input_dtype() -> None:
+    """float32 values give the interval of their float64 values (float32 resample means
+    would round differently)."""
+    values = np.array([0.1, 0.2, 0.3, 0.7, 1.1], dtype=np.float32)
+    as64 = [float(v) for v in values]
+    assert bootstrap_ci(values, seed=1, n_boot=50) == bootstrap_ci(as64, seed=1, n_boot=50)
+    assert bootstrap_ci(list(values), seed=2) == bootstrap_ci(as64, seed=2)
+
+
+def test_compare_paired_intervals_at_the_level_asked() -> None:
+    """level=0.9: t_{0.95, 2} = 2.919986 instead of t_{0.975, 2} = 4.302653."""
+    c = compare_paired(ARM, BASELINE, level=0.9)
+    half = 2.919986 * 0.0251661 / np.sqrt(3)
+    assert (c.ci_low, c.ci_high) == pytest.approx((0.0166667 - half, 0.0166667 + half), abs=1e-6)
+    d = [0.01 * (s % 3) for s in range(MIN_BOOTSTRAP_N)]
+    ten = compare_paired(
+        {s: 0.5 + v for s, v in enumerate(d)}, {s: 0.5 for s in range(10)}, level=0.5, n_boot=300
+    )
+    assert (ten.boot_low, ten.boot_high) == pytest.approx(
+        bootstrap_ci(d, level=0.5, n_boot=300), abs=1e-12
+    )
+
+
+def test_compare_paired_draws_the_bootstrap_with_its_seed() -> None:
+    d = [0.01 * (s % 4) - 0.01 for s in range(MIN_BOOTSTRAP_N)]
+    arm, base = {s: 0.5 + v for s, v in enumerate(d)}, {s: 0.5 for s in range(10)}
+    diffs = list(paired_differences(arm, base).values())
+    seeded = compare_paired(arm, base, n_boot=30, seed=7)
+    assert (seeded.boot_low, seeded.boot_high) == bootstrap_ci(diffs, n_boot=30, seed=7)
+    assert (seeded.boot_low, seeded.boot_high) != bootstrap_ci(diffs, n_boot=30, seed=0)
+
+
+def test_compare_paired_std_of_two_seeds() -> None:
+    c = compare_paired({0: 0.6, 1: 0.4}, {0: 0.5, 1: 0.5})
+    assert c.std == pytest.approx(np.sqrt(0.02), abs=1e-12)  # ddof 1 from two seeds on
