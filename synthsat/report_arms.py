@@ -117,7 +117,10 @@ def run_params(rec: dict[str, Any]) -> dict[str, Any]:
             f"{source_label(params)!r}, but the tiles' manifest says "
             f"{source_label({'generator': generator, 'lambda_div': lam})!r}"
         )
-    params.update(generator=generator, lambda_div=None if generator else lam or recorded)
+    if generator:
+        params.update(generator=generator, lambda_div=None)
+    else:  # the manifest's lambda (0.0 too), else the record's
+        params.update(generator=None, lambda_div=lam if lam is not None else recorded)
     return params
 
 

@@ -117,6 +117,9 @@ def test_run_params_take_the_source_from_the_tiles_manifest() -> None:
     # a manifest without lambda keeps the record's
     got = run_params(_rec({**params, "lambda_div": 2.0}, {"generator": "gan"}))
     assert got["lambda_div"] == 2.0 and got["generator"] is None
+    # the manifest's lambda 0 is a lambda, not "unknown": the run is the lambda 0 arm
+    got = run_params(_rec(params, {"generator": "gan", "lambda_div": 0.0}))
+    assert got["lambda_div"] == 0.0 and source_label(got) == "lambda_div = 0"
     # both say the same lambda
     got = run_params(_rec({**params, "lambda_div": 2}, {"generator": "gan", "lambda_div": 2.0}))
     assert got["lambda_div"] == 2.0
