@@ -296,15 +296,27 @@ def test_read_checkpoint_messages(tmp_path: Path) -> None:
         f"ckpt={tmp_path / 'cut.ckpt'}: the file is corrupt or truncated (RuntimeError); "
         "evaluate needs a segmentation checkpoint"
     )
-    (tmp_path / "junk.ckpt").write_bytes(b"garbage")  # torch calls it a refusal
+    # not a pickle at all: torch words it as a refusal ("Unsupported operand"), it is junk
+    (tmp_path / "junk.ckpt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(tmp_path / "junk.ckpt", "segmentation", "evaluate")
     assert str(err.value) == (
-        f"ckpt={tmp_path / 'junk.ckpt'}: refused: it holds objects other than tensors and "
-        "plain values, which loading with weights_only=True does not allow (it could run "
-        "code); evaluate needs a segmentation checkpoint"
+        f"ckpt={tmp_path / 'junk.ckpt'}: the file is corrupt or truncated (UnpicklingError); "
+        "evaluate needs a segmentation checkpoint"
     )
-    assert err.value.__cause__ is None and err.value.__suppress_context__
+    # a garbled file of torch's legacy format: its loader fails an assert
+    import pickle
+
+    from torch.serialization import MAGIC_NUMBER, PROTOCOL_VERSION
+
+    legacy = [MAGIC_NUMBER, PROTOCOL_VERSION, {}, {"a": 1}, ["k"]]
+    (tmp_path / "legacy.ckpt").write_bytes(b"".join(pickle.dumps(o, protocol=2) for o in legacy))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(tmp_path / "legacy.ckpt", "segmentation", "evaluate")
+    assert str(err.value) == (
+        f"ckpt={tmp_path / 'legacy.ckpt'}: the file is corrupt or truncated (AssertionError); "
+        "evaluate needs a segmentation checkpoint"
+    )
 
 
 def test_an_unpickling_error_that_is_no_refusal_is_corruption(
@@ -325,7 +337,7 @@ def test_an_unpickling_error_that_is_no_refusal_is_corruption(
         "evaluate needs a segmentation checkpoint"
     )
     assert isinstance(err.value.__cause__, pickle.UnpicklingError)
-    for error in (EOFError("eof"), ValueError("v")):
+    for error in (EOFError("eof"), ValueError("v"), KeyError("k"), IndexError("i")):
 
         def fails(*args: Any, error: Exception = error, **kwargs: Any) -> Any:
             raise error

@@ -215,12 +215,27 @@ def _refused(err: Exception) -> str:
     return found.group(1).strip() if found else "objects other than tensors and plain values"
 
 
+#: What torch's loaders raise on a cut or garbled file (the legacy, pre-zip format's
+#: loader reads a few pickles and checks them with asserts and dict look-ups).
+_CORRUPT = (
+    EOFError,
+    RuntimeError,
+    zipfile.BadZipFile,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AssertionError,
+)
+
+
 def _load_weights_only(path: Path, where: str, what: str) -> Any:
     """``torch.load(path, weights_only=True)``; read errors as one-line CheckpointErrors."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if _REFUSED not in str(err):
+        # "Unsupported operand": not a pickle at all (text, random bytes), not a refused one
+        if _REFUSED not in str(err) or "Unsupported operand" in str(err):
             raise CheckpointError(
                 f"{where}: the file is corrupt or truncated ({type(err).__name__}); {what}"
             ) from err
@@ -228,7 +243,7 @@ def _load_weights_only(path: Path, where: str, what: str) -> Any:
             f"{where}: refused: it holds {_refused(err)}, which loading with "
             f"weights_only=True does not allow (it could run code); {what}"
         ) from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as err:
+    except _CORRUPT as err:
         raise CheckpointError(
             f"{where}: the file is corrupt or truncated ({type(err).__name__}); {what}"
         ) from err
