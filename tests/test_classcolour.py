@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from test_classtexture import _compose, _write_mask
+from conftest import compose_synthesize
+from test_classtexture import _write_mask
 
 from synthsat.synthesis import ClassTextureSynthesizer, make_requests
 from synthsat.synthesis.classcolour import ClassColours, colour_rows
@@ -91,7 +92,7 @@ def test_the_synthesizer_writes_painted_tiles(tmp_path: Path) -> None:
 
 def test_command_with_class_colours(toy_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "colour"
-    cfg = _compose(toy_root, tmp_path, "method=classcolour", f"out={out}", "seed=1")
+    cfg = compose_synthesize(toy_root, tmp_path, "method=classcolour", f"out={out}", "seed=1")
     result = run(cfg)  # type: ignore[arg-type]
     assert (result["tiles_written"], result["tiles_skipped"]) == (2, 0)
     manifest = json.loads((out / "manifest.json").read_text())["outputs"]
