@@ -353,16 +353,18 @@ def save_task(task: L.LightningModule, path: Path) -> Path:
     return path
 
 
-def write_geotiff(path: Path, data: np.ndarray, crs: str, transform: Affine) -> Path:
+def write_geotiff(
+    path: Path, data: np.ndarray, crs: Any, transform: Affine, nodata: float | None = None
+) -> Path:
     """``data`` (bands x height x width) written as a GeoTIFF at ``path`` (its folder made)
-    in ``crs`` on the grid ``transform``."""
+    in ``crs`` on the grid ``transform``, with ``nodata`` if given."""
     import rasterio
 
     path.parent.mkdir(parents=True, exist_ok=True)
     bands, height, width = data.shape
     with rasterio.open(
         path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype,
-        crs=crs, transform=transform,
+        crs=crs, transform=transform, nodata=nodata,
     ) as dst:  # fmt: skip
         dst.write(data)
     return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
+from conftest import write_geotiff
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
@@ -33,21 +33,8 @@ from synthsat.data.tiles import TilePair
 
 def _tif(path: Path, array: np.ndarray, pixel: float = 1.0, nodata: float | None = None) -> Path:
     """A GeoTIFF of ``array`` (C, H, W) with ``pixel``-metre pixels from (0, 1000)."""
-    count, h, w = array.shape
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=w,
-        height=h,
-        count=count,
-        dtype=array.dtype,
-        crs=CRS.from_epsg(32618),
-        transform=from_origin(0, 1000, pixel, pixel),
-        nodata=nodata,
-    ) as dst:
-        dst.write(array)
-    return path
+    transform = from_origin(0, 1000, pixel, pixel)
+    return write_geotiff(path, array, CRS.from_epsg(32618), transform, nodata)
 
 
 def _pair(tmp_path: Path, image: np.ndarray, mask: np.ndarray, **kw: object) -> TilePair:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rasterio
+from conftest import write_geotiff
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -19,20 +19,7 @@ CLASSES = ["a", "b", "c"]
 
 
 def write_tif(path: Path, array: np.ndarray, epsg: int = 32618, x0: float = 0.0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count, h, w = array.shape
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=w,
-        height=h,
-        count=count,
-        dtype=array.dtype,
-        crs=CRS.from_epsg(epsg),
-        transform=from_origin(x0, 1000, 1, 1),
-    ) as dst:
-        dst.write(array)
+    write_geotiff(path, array, CRS.from_epsg(epsg), from_origin(x0, 1000, 1, 1))
 
 
 def geo_pair(
