@@ -44,6 +44,9 @@ class Stage:
     overrides: list[str]
     params: dict[str, Any] = field(default_factory=dict)
     config: str = ""
+    #: :attr:`config` as stage keys wrote it before commit a3b8a58 (:func:`legacy_config`;
+    #: empty: the same), so stages finished then are still found (:meth:`directory`)
+    legacy_config: str = ""
     #: the composed config that :attr:`config` dumps, where :func:`make_stage` made it
     #: (not pickled: a stage's job does not need it)
     composed: Any = field(default=None, repr=False, compare=False)
@@ -60,16 +63,52 @@ class Stage:
 
     @property
     def key(self) -> str:
-        """Hash of what determines the stage's outputs: module, overrides and config."""
-        blob = json.dumps([self.module, self.overrides, self.config], sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+        """Hash of what determines the stage's outputs: module, overrides and config, as
+        they are (absolute paths included; the folder's name is :meth:`key_in`'s)."""
+        return _hash(self.module, self.overrides, self.config)
+
+    def key_in(self, results: Path) -> str:
+        """:attr:`key` with the study's ``results`` folder written as
+        :data:`RESULTS_TOKEN` wherever the overrides and config name it (an upstream
+        stage's checkpoint or tiles): a study keys its stages alike wherever its results
+        lie, so finished stages copied to another checkout or machine are skipped there."""
+        root = str(results)
+        overrides = [o.replace(root, RESULTS_TOKEN) for o in self.overrides]
+        return _hash(self.module, overrides, self.config.replace(root, RESULTS_TOKEN))
+
+    def legacy_keys(self) -> list[str]:
+        """The keys earlier studies named this stage's folder by: :attr:`key` (absolute
+        paths in it) and, where it differs, the same over :attr:`legacy_config`."""
+        keys = [self.key]
+        if self.legacy_config and self.legacy_config != self.config:
+            keys.append(_hash(self.module, self.overrides, self.legacy_config))
+        return keys
 
     def directory(self, results: Path) -> Path:
-        """Where the stage writes (named by label and hash)."""
-        return results / self.kind / f"{self.label}-{self.key}"
+        """Where the stage writes: ``<results>/<kind>/<label>-<key>`` with the key of
+        :meth:`key_in`. A stage finished under one of its :meth:`legacy_keys` (a study
+        run before keys left the results folder out) is found there instead and so
+        skipped; one begun there but never finished starts again under the new name."""
+        out = results / self.kind / f"{self.label}-{self.key_in(results)}"
+        if (out / "done.json").exists():
+            return out
+        for key in self.legacy_keys():
+            old = results / self.kind / f"{self.label}-{key}"
+            if (old / "done.json").exists():
+                return old
+        return out
+
+
+def _hash(module: str, overrides: list[str], config: str) -> str:
+    """The first 10 hex digits of the SHA-1 of a stage's module, overrides and config."""
+    blob = json.dumps([module, overrides, config], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 _ABSENT = object()
+
+#: How a stage's folder name writes the study's results folder (:meth:`Stage.key_in`).
+RESULTS_TOKEN = "${results}"
 
 #: Keys added to a job's config after studies were run, left out of a stage's composed
 #: config (so of its key) while they hold this value: the stages of a study that does not
@@ -89,6 +128,20 @@ RENAMED_KEYS: dict[str, str] = {
     "segmentation.weights": "encoder_weights",
     "segmentation.patience": "lr_patience",
 }
+
+
+#: How job configs differed before commit a3b8a58 (2026-12-07), the form the stages of
+#: studies run then were keyed in (:func:`legacy_config`): ``paths.shared_dir`` did not
+#: follow ``SYNTHSAT_SHARED``, the traceback switch was named ``debug`` (77e2069) and
+#: ``synthesize`` had no ``scale`` (05f9c2c). None of them changes a job's outputs.
+LEGACY_VALUES: dict[str, tuple[Any, Any]] = {
+    "paths.shared_dir": (
+        "${oc.env:SYNTHSAT_SHARED,${paths.root}/../shared/data}",
+        "${paths.root}/../shared/data",
+    ),
+}
+LEGACY_RENAMED: dict[str, str] = {"traceback": "debug"}
+LEGACY_UNSET: dict[str, Any] = {"scale": None}
 
 
 #: The compose cache of :func:`compose_cache` while one is open: composed configs by
@@ -181,8 +234,6 @@ def composed_config(module: str, overrides: list[str]) -> str:
 def _composed(module: str, overrides: list[str]) -> tuple[str, DictConfig]:
     """:func:`composed_config`, and the config it dumps (:data:`UNSET_KEYS` left in,
     :data:`RENAMED_KEYS` under their new names)."""
-    from omegaconf._utils import get_omega_conf_dumper
-
     cfg = _compose(module.rsplit(".", 1)[-1], overrides)
     # OmegaConf.to_yaml's own steps, with the unset keys taken out of the plain copy and
     # the renamed keys put back under their old names
@@ -209,22 +260,48 @@ def _composed(module: str, overrides: list[str]) -> tuple[str, DictConfig]:
             node[parents[-1]] = renamed_node
         else:
             plain = renamed_node
-    text = yaml.dump(
+    return _dump(plain), cfg
+
+
+def _dump(plain: Any) -> str:
+    """``OmegaConf.to_yaml``'s dump of a plain copy of a config."""
+    from omegaconf._utils import get_omega_conf_dumper
+
+    return yaml.dump(
         plain,
         default_flow_style=False,
         allow_unicode=True,
         sort_keys=False,
         Dumper=get_omega_conf_dumper(),
     )
-    return text, cfg
+
+
+def legacy_config(config: str) -> str:
+    """A stage's :attr:`~Stage.config` as it was written before commit a3b8a58: the
+    :data:`LEGACY_VALUES` at their old values, :data:`LEGACY_RENAMED` keys under their
+    old names (in place), :data:`LEGACY_UNSET` keys at their unset value left out."""
+    plain = yaml.safe_load(config) or {}
+    for key, (new, old) in LEGACY_VALUES.items():
+        *parents, last = key.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(last, _ABSENT) == new:
+            node[last] = old
+    for key, value in LEGACY_UNSET.items():
+        if plain.get(key, _ABSENT) == value:
+            del plain[key]
+    plain = {LEGACY_RENAMED.get(k, k): v for k, v in plain.items()}
+    return _dump(plain)
 
 
 def make_stage(
     kind: str, label: str, module: str, overrides: list[str], params: dict[str, Any]
 ) -> Stage:
-    """A stage whose key covers its composed config (so preset edits rerun it)."""
+    """A stage whose key covers its composed config (so preset edits rerun it), with the
+    config's :func:`legacy_config` for the folders of stages finished before."""
     config, cfg = _composed(module, overrides)
-    return Stage(kind, label, module, overrides, params, config, cfg)
+    return Stage(kind, label, module, overrides, params, config, legacy_config(config), cfg)
 
 
 #: The job modules that resume from ``ckpt_path``, and where their last checkpoint is.
