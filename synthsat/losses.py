@@ -124,6 +124,61 @@ def class_statistics_loss(fake: Tensor, real: Tensor, onehot: Tensor, eps: float
     return ((mf - mr).abs() + (sf - sr).abs())[present].mean()
 
 
+def class_texture_loss(
+    fake: Tensor, real: Tensor, onehot: Tensor, scales: Sequence[int] = (1, 2)
+) -> Tensor:
+    """L1 between per-image, per-class texture statistics of two images, at ``scales``.
+
+    Beyond :func:`class_statistics_loss`'s band mean and std: at each scale ``s`` (the
+    images average-pooled by ``s``, the masks taken every ``s``-th pixel), for every image
+    and every class present, the mean absolute horizontal and vertical difference of each
+    band (the class's high-frequency energy at that scale, a two-band summary of its
+    spectrum) and the covariance of the bands (its colour correlation, a Gram term of
+    the centred bands) are compared between ``fake`` and ``real``. Only pixels whose
+    neighbour (right, below) is of the same class count, so class borders add nothing.
+
+    Args:
+        fake: generated images (B, C, H, W).
+        real: real images of the same masks (B, C, H, W).
+        onehot: one-hot masks (B, K, H, W); all-zero (ignored) pixels do not count.
+        scales: pooling factors (each >= 1 and smaller than the image).
+
+    Returns:
+        the mean over scales of the mean |difference| over present (image, class,
+        statistic); 0 where no class is present.
+    """
+    total = fake.new_zeros(())
+    for s in scales:
+        f = F.avg_pool2d(fake, s) if s > 1 else fake
+        r = F.avg_pool2d(real, s) if s > 1 else real
+        m = onehot[:, :, s // 2 :: s, s // 2 :: s][:, :, : f.shape[2], : f.shape[3]]
+        total = total + _texture_gap(f, r, m)
+    return total / len(scales)
+
+
+def _texture_gap(fake: Tensor, real: Tensor, onehot: Tensor) -> Tensor:
+    """:func:`class_texture_loss` at one scale."""
+    right = onehot[..., :, :-1] * onehot[..., :, 1:]  # the pixel and its right neighbour
+    below = onehot[..., :-1, :] * onehot[..., 1:, :]
+    counts = onehot.sum(dim=(2, 3))
+    present = counts > 0
+    if not bool(present.any()):
+        return fake.new_zeros(())
+
+    def stats(x: Tensor) -> Tensor:
+        dx = (x[..., :, 1:] - x[..., :, :-1]).abs()
+        dy = (x[..., 1:, :] - x[..., :-1, :]).abs()
+        gx = torch.einsum("bkhw,bchw->bkc", right, dx) / right.sum((2, 3)).clamp(min=1)[..., None]
+        gy = torch.einsum("bkhw,bchw->bkc", below, dy) / below.sum((2, 3)).clamp(min=1)[..., None]
+        w = onehot / counts.clamp(min=1)[:, :, None, None]
+        mean = torch.einsum("bkhw,bchw->bkc", w, x)
+        second = torch.einsum("bkhw,bchw,bdhw->bkcd", w, x, x)
+        cov = second - mean[..., :, None] * mean[..., None, :]
+        return torch.cat([gx, gy, cov.flatten(2)], dim=2)
+
+    return (stats(fake) - stats(real)).abs()[present].mean()
+
+
 def balanced_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     """Class-balanced per-pixel cross-entropy (OASIS, Sushko et al. 2021).
 
