@@ -96,10 +96,35 @@ def test_the_adversary_of_each_kind_gets_its_settings() -> None:
     assert (first.in_channels, first.out_channels) == (4 + 3, 8)  # image and one-hot mask
     oasis = _adversary("oasis", 4, META, 8, 3, 2, 2.5, 7.0)
     assert isinstance(oasis, OASISAdversary)
-    assert (oasis.ignore_index, oasis.lambda_labelmix) == (0, 7.0)
+    assert (oasis.ignore_index, oasis.lambda_labelmix, oasis.lambda_feat) == (0, 7.0, 2.5)
     assert len(oasis.net.down) == 2 and oasis.net.num_classes == 3  # n_layers stages
     first = next(m for m in oasis.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert (first.in_channels, first.out_channels) == (4, 8)
+
+
+def test_oasis_feature_matching_compares_the_first_fake_with_the_real_image() -> None:
+    """lambda_feat on the OASIS adversary: g_feat is the L1 between the U-Net decoder
+    stages of the first fake and of the real image (0 when they are the same image), with
+    its weight; lambda_feat 0 adds no term and runs no real image through the net."""
+    torch.manual_seed(0)
+    adversary = OASISAdversary(4, 3, 0, 8, 2, 0.0, lambda_feat=2.5).eval()  # spectral norm fixed
+    image = torch.randn(2, 4, 16, 16)
+    mask = torch.randint(1, 3, (2, 16, 16))
+    onehot = torch.nn.functional.one_hot(mask, 3).permute(0, 3, 1, 2).float()
+    other = torch.randn(2, 4, 16, 16)
+    terms, weights = adversary.generator_terms(image, onehot, mask, [image.clone(), other])
+    assert weights["g_feat"] == 2.5 and terms["g_feat"].item() == pytest.approx(0.0, abs=1e-6)
+    terms, _ = adversary.generator_terms(image, onehot, mask, [other, image.clone()])
+    feats = adversary.net.features(torch.cat([other, image]))
+    expected = sum(
+        torch.nn.functional.l1_loss(f[:2], f[2:]) for f in feats[:-1]
+    )  # decoder stages, not the logits
+    assert terms["g_feat"].item() == pytest.approx(float(expected), rel=1e-5)
+    off = OASISAdversary(4, 3, 0, 8, 2, 0.0).eval()
+    off.load_state_dict(adversary.state_dict())
+    plain, plain_weights = off.generator_terms(image, onehot, mask, [other, image.clone()])
+    assert set(plain) == {"g_gan"} and plain_weights == {"g_gan": 1.0}
+    assert plain["g_gan"].item() == pytest.approx(terms["g_gan"].item(), rel=1e-5)
 
 
 def test_the_optimisers_settings() -> None:

@@ -60,6 +60,12 @@ class SegmentationDiscriminator(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         """Per-pixel logits (B, K + 1, H, W) of normalised images (B, C, H, W)."""
+        return self.features(image)[-1]
+
+    def features(self, image: Tensor) -> list[Tensor]:
+        """The decoder stages' activations, coarse to fine, then the logits (last): the
+        features that feature matching compares (:func:`~synthsat.losses.feature_matching_loss`
+        takes them as one scale)."""
         f = 2**self.n_layers
         if image.shape[-2] % f or image.shape[-1] % f:
             raise ValueError(f"image size {tuple(image.shape[-2:])} must be a multiple of {f}")
@@ -69,6 +75,8 @@ class SegmentationDiscriminator(nn.Module):
             x = F.avg_pool2d(block(x), 2)
             skips.append(x)
         x = self.bottom(x)
+        out = []
         for block, skip in zip(self.up, reversed(skips)):
             x = F.interpolate(block(torch.cat([x, skip], dim=1)), scale_factor=2, mode="nearest")
-        return self.head(F.leaky_relu(x, 0.2))
+            out.append(x)
+        return [*out, self.head(F.leaky_relu(x, 0.2))]

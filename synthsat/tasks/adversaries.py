@@ -100,6 +100,8 @@ class OASISAdversary(nn.Module):
         ndf: channels of the discriminator's first stage.
         n_layers: down-sampling stages of the U-Net.
         lambda_labelmix: weight of the LabelMix consistency loss (0: off).
+        lambda_feat: weight of feature matching on the U-Net's decoder stages (not in
+            OASIS; 0: off): the first fake's features against the real image's.
     """
 
     def __init__(
@@ -110,21 +112,32 @@ class OASISAdversary(nn.Module):
         ndf: int,
         n_layers: int,
         lambda_labelmix: float,
+        lambda_feat: float = 0.0,
     ) -> None:
         super().__init__()
         self.net = SegmentationDiscriminator(bands, num_classes, ndf, n_layers)
         self.ignore_index = ignore_index
         self.lambda_labelmix = lambda_labelmix
+        self.lambda_feat = lambda_feat
 
     def generator_terms(
         self, image: Tensor, onehot: Tensor, mask: Tensor, fakes: Sequence[Tensor]
     ) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """Every fake pixel should be segmented as its (real) class: balanced CE."""
-        logits = self.net(torch.cat(list(fakes))).chunk(len(fakes))
+        """Every fake pixel should be segmented as its (real) class: balanced CE; with
+        ``lambda_feat``, feature matching of the first fake to the real image."""
+        batch = [*fakes, image] if self.lambda_feat > 0 else list(fakes)
+        feats = [f.chunk(len(batch)) for f in self.net.features(torch.cat(batch))]
+        logits = feats[-1][: len(fakes)]
         loss = torch.stack(
             [balanced_cross_entropy(lg, mask, self.ignore_index) for lg in logits]
         ).mean()
-        return {"g_gan": loss}, {"g_gan": 1.0}
+        terms, weights = {"g_gan": loss}, {"g_gan": 1.0}
+        if self.lambda_feat > 0:
+            real = [[f[-1] for f in feats]]
+            first = [[f[0] for f in feats]]
+            terms["g_feat"] = feature_matching_loss(real, first)
+            weights["g_feat"] = self.lambda_feat
+        return terms, weights
 
     def discriminator_loss(
         self, image: Tensor, onehot: Tensor, mask: Tensor, fakes: Sequence[Tensor]

@@ -86,7 +86,7 @@ def _adversary(
     if kind == "patch":
         return PatchAdversary(bands, num_classes, ndf, num_D, n_layers, lambda_feat)
     return OASISAdversary(
-        bands, num_classes, int(data["ignore_index"]), ndf, n_layers, lambda_labelmix
+        bands, num_classes, int(data["ignore_index"]), ndf, n_layers, lambda_labelmix, lambda_feat
     )
 
 
@@ -114,7 +114,7 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         num_D: discriminator scales.
         n_layers: stride-2 layers per discriminator (``oasis``: U-Net stages).
         lambda_gan: weight of the hinge GAN loss.
-        lambda_feat: weight of discriminator feature matching (``patch`` only).
+        lambda_feat: weight of discriminator feature matching (``oasis``: decoder stages).
         lambda_labelmix: weight of the LabelMix consistency loss (``oasis`` only).
         lambda_kld: weight of the KL term (with ``use_vae``).
         lambda_vgg: weight of the VGG-19 perceptual loss (needs cached ImageNet weights).
