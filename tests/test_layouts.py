@@ -80,6 +80,33 @@ def test_mosaic_roads_are_one_whole_network() -> None:
     assert max(pieces) > 1
 
 
+def test_crop_layouts_get_another_crops_road_network() -> None:
+    """crop_roads: a crop's own road cross is filled in and another crop's laid over it;
+    changed_share is the exact share of pixels that differ from the crop it was cut from.
+    Training masks whose crosses sit at different places make the two differ."""
+    masks = _training()
+    for k, m in enumerate(masks):  # move each tile's cross: rows / columns 10k + 20
+        m[m == ROAD] = 0
+        m[10 * k + 20 : 10 * k + 24, :] = ROAD
+        m[:, 10 * k + 20 : 10 * k + 24] = ROAD
+    settings = RecombineSettings(mosaic=0.0, pastes=0, road_classes=(ROAD,))
+    maker = Recombiner(masks, 5, None, settings)
+    plain = Recombiner(
+        masks, 5, None, RecombineSettings(**{**settings.__dict__, "crop_roads": False})
+    )
+    moved = 0
+    for i in range(8):
+        layout, info = maker.layout(4, i, (48, 48))
+        crop, plain_info = plain.layout(4, i, (48, 48))  # the same crop, its own roads
+        assert info["base"] == "crop" and info["roads"] and not plain_info["roads"]
+        assert plain_info["changed_share"] == 0.0
+        assert info["changed_share"] == pytest.approx(float((layout != crop).mean()), abs=1e-6)
+        assert class_components(layout, ROAD)[1] == 1  # one whole network
+        assert ((layout == ROAD) | (crop == ROAD) | (layout == crop)).all()  # only roads moved
+        moved += info["changed_share"] > 0.05
+    assert moved >= 4
+
+
 def test_pastes_respect_training_neighbours_and_spare_roads() -> None:
     settings = RecombineSettings(
         mosaic=0.0, pastes=30, rare_share=0.05, min_area=4, road_classes=(ROAD,)
@@ -87,7 +114,8 @@ def test_pastes_respect_training_neighbours_and_spare_roads() -> None:
     maker = Recombiner(_training(), 5, None, settings)
     assert maker.rare == [3]
     assert maker.neighbours[3] == frozenset({1, 3})
-    base = Recombiner(_training(), 5, None, RecombineSettings(mosaic=0.0, pastes=0))
+    no_pastes = RecombineSettings(mosaic=0.0, pastes=0, road_classes=(ROAD,))
+    base = Recombiner(_training(), 5, None, no_pastes)  # the same crops and road networks
     more = 0
     for i in range(8):
         layout, info = maker.layout(2, i, (48, 48))

@@ -10,7 +10,10 @@ Each layout is built in three steps, all drawn from one seeded generator:
    the nearest non-road class of their quadrant, and the road network of *one* crop
    (another random crop, same transforms) is laid over it whole, so roads stay the
    connected networks of a real tile (clipped only by the layout's border, like a real
-   tile's), never dead ends at a quadrant seam;
+   tile's), never dead ends at a quadrant seam. With ``crop_roads`` a crop base gets the
+   same: its own roads filled in, another crop's network laid over it, so that a crop
+   layout is not the training crop it was cut from (without it, 13 of 20 Dubai crop
+   layouts were within 5 % of a training crop, 7 within 1 %);
 3. **copy-paste of rare classes**: ``pastes`` times, a component (a 4-connected
    polygon, :mod:`~synthsat.layouts.components`) of a rare class (under ``rare_share``
    of the labelled training pixels) is taken from a training mask, flipped / turned,
@@ -21,7 +24,9 @@ Each layout is built in three steps, all drawn from one seeded generator:
    (it did not touch its tile's border), so no road is ever clipped by a paste. A paste
    that finds no such place in ``tries`` positions is skipped.
 
-The same seed and index give the same bytes (:meth:`Recombiner.layout`).
+Each layout records ``changed_share``: the share of its pixels that differ from its base
+before steps 2 and 3 (a crop layout's exact distance to the training crop it was cut
+from). The same seed and index give the same bytes (:meth:`Recombiner.layout`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class RecombineSettings:
         context_share: a class borders another when that class holds at least this share
             of its 4-neighbour pairs with other classes in the training masks.
         road_classes: classes whose networks are kept whole.
+        crop_roads: a crop base's roads are replaced by another crop's network too (else
+            only a mosaic's).
     """
 
     mosaic: float = 0.5
@@ -68,6 +75,7 @@ class RecombineSettings:
     tries: int = 50
     context_share: float = 0.01
     road_classes: tuple[int, ...] = field(default_factory=tuple)
+    crop_roads: bool = True
 
     def check(self) -> None:
         """Raises ValueError naming the first setting out of range
@@ -145,8 +153,9 @@ class Recombiner:
 
         Returns:
             the mask (the training masks' dtype) and what made it: ``base`` (``crop`` or
-            ``mosaic``), ``roads`` (the road network was laid over a mosaic) and
-            ``pasted`` (class -> components pasted).
+            ``mosaic``), ``roads`` (another crop's road network was laid over the base),
+            ``pasted`` (class -> components pasted) and ``changed_share`` (the share of
+            pixels that differ from the base).
 
         Raises:
             ValueError: no training mask is as large as ``shape`` (or a quadrant of it).
@@ -166,8 +175,10 @@ class Recombiner:
                 f"orientation (mask sizes (H, W): {sizes[:5]})"
             )
         info: dict[str, Any] = {"base": "mosaic" if use_mosaic else "crop", "roads": False}
-        if use_mosaic and self.roads:
-            laid = self._lay_roads(rng, base)
+        source = base.copy()
+        if self.roads and (use_mosaic or s.crop_roads):
+            regions = quadrants(base.shape) if use_mosaic else [(slice(None), slice(None))]
+            laid = self._lay_roads(rng, base, regions)
             info["roads"] = laid is not base
             base = laid
         pasted: dict[str, int] = {}
@@ -179,16 +190,20 @@ class Recombiner:
             if self._paste(rng, base, comp):
                 pasted[str(cls)] = pasted.get(str(cls), 0) + 1
         info["pasted"] = dict(sorted(pasted.items()))
+        info["changed_share"] = round(float((base != source).mean()), 6)
         return base, info
 
-    def _lay_roads(self, rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
+    def _lay_roads(
+        self, rng: np.random.Generator, base: np.ndarray, regions: list[tuple[slice, slice]]
+    ) -> np.ndarray:
         """``base`` with its road pixels filled from the nearest non-road pixel of their
-        quadrant and one crop's whole road network laid over it."""
+        region (a mosaic's quadrants, or the whole crop) and one crop's whole road
+        network laid over it."""
         network = random_piece(rng, self.masks, base.shape, self.settings.rotate)
         if network is None:  # no mask as large as the layout: its quadrants' roads stay
             return base
         out = base.copy()
-        for rows, cols in quadrants(base.shape):
+        for rows, cols in regions:
             part = out[rows, cols]
             road = np.isin(part, self.roads)
             if road.any() and not road.all():
