@@ -249,6 +249,7 @@ class GeneratorSchema:
     lambda_kld: float = number(0.0)
     lambda_vgg: float = number(0.0)
     lambda_stats: float = number(0.0)
+    lambda_texture: float = number(0.0)
     lambda_div: float = number(0.0)
     tau: float | None = number(0.0, optional=True)
     lr_g: float = number(0.0, open_low=True)

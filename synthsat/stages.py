@@ -118,6 +118,7 @@ UNSET_KEYS: dict[str, Any] = {
     "segmentation.model": "unet",
     "segmentation.class_weights": None,
     "segmentation.ignore_index": None,
+    "generator.lambda_texture": 0.0,
 }
 
 #: Keys renamed after studies were run (new name -> the name stage keys were computed

@@ -8,7 +8,6 @@ import pickle
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,8 +110,8 @@ def _pipeline(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_paper_dry_run_prints_its_plan_and_device_hours_in_seconds(tmp_path: Path) -> None:
     """All 237 stages of ``experiment=paper``: the plan is the first thing printed (the
-    config only with Hydra's ``--cfg``), with device hours from ``pipeline.estimate``."""
-    t0 = time.perf_counter()
+    config only with Hydra's ``--cfg``), with device hours from ``pipeline.estimate``.
+    How long it takes is measured by ``benchmarks/dry_run.py``, not here."""
     proc = _pipeline(
         tmp_path,
         "pipeline.estimate.device=made-up",
@@ -121,7 +120,6 @@ def test_the_paper_dry_run_prints_its_plan_and_device_hours_in_seconds(tmp_path:
         "pipeline.estimate.stage_s.synthesis=600",
         "pipeline.estimate.stage_s.synthetic_metrics=60",
     )
-    seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if not line.startswith("Seed set")]
     assert lines[0].startswith("[dry run] 237 jobs in 4 waves on the local executor")
@@ -130,7 +128,6 @@ def test_the_paper_dry_run_prints_its_plan_and_device_hours_in_seconds(tmp_path:
     assert "  device time: 4.2 h (30000 steps x 0.5 s (pipeline.estimate, made-up)" in lines[2]
     total = (30000 * 0.5 + 6 * 600 + 21_900_000 * 0.01 + 6 * 60) / 3600
     assert lines[-1] == f"total: 237 jobs, {total:.1f} device hours"
-    assert seconds < 90, f"the dry run took {seconds:.0f} s (2 min 29 s before the fix)"
 
 
 def test_the_dry_run_prints_the_config_only_with_cfg(tmp_path: Path) -> None:

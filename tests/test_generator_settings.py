@@ -42,6 +42,7 @@ def test_the_defaults_are_the_papers() -> None:
         "lambda_kld": 0.05,
         "lambda_vgg": 0.0,
         "lambda_stats": 0.0,
+        "lambda_texture": 0.0,
         "lambda_div": 0.0,
         "tau": None,
         "lr_g": 1e-4,
@@ -51,6 +52,7 @@ def test_the_defaults_are_the_papers() -> None:
         "ema": False,
         "ema_decay": 0.999,
     }
+    assert list(task.hparams)[:3] == ["data", "patch_size", "z_dim"]  # the signature's order
     assert task.hparams.data == META
     assert task.generator_ema is None and task.encoder is not None
     assert isinstance(task.discriminator, PatchAdversary)

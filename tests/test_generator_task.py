@@ -432,9 +432,13 @@ KNOBS = {
     "g_feat": "lambda_feat",
     "g_kld": "lambda_kld",
     "g_stats": "lambda_stats",
+    "g_texture": "lambda_texture",
     "g_div": "lambda_div",
 }
-BASE = {"lambda_gan": 1.5, "lambda_feat": 2.0, "lambda_kld": 0.5, "lambda_stats": 0.3}
+BASE = {
+    "lambda_gan": 1.5, "lambda_feat": 2.0, "lambda_kld": 0.5, "lambda_stats": 0.3,
+    "lambda_texture": 0.4,
+}  # fmt: skip
 
 
 def _generator_losses(
@@ -463,7 +467,7 @@ def test_every_generator_loss_term_is_weighted_by_its_own_knob(
         raised, raised_terms = _generator_losses(datamodule, batch, **{knob: knobs[knob] + 1})
         assert raised_terms == pytest.approx(terms, rel=1e-6), knob
         assert raised - total == pytest.approx(terms[term], rel=1e-4, abs=1e-6), knob
-    for knob in ("lambda_feat", "lambda_kld", "lambda_stats"):
+    for knob in ("lambda_feat", "lambda_kld", "lambda_stats", "lambda_texture"):
         _, dropped = _generator_losses(datamodule, batch, **{knob: 0.0})
         assert set(dropped) == set(KNOBS) - {next(t for t, k in KNOBS.items() if k == knob)}
 

@@ -24,7 +24,13 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from synthsat.losses import VGGPerceptualLoss, class_statistics_loss, diversity_loss, kl_loss
+from synthsat.losses import (
+    VGGPerceptualLoss,
+    class_statistics_loss,
+    class_texture_loss,
+    diversity_loss,
+    kl_loss,
+)
 from synthsat.models.encoder import StyleEncoder
 from synthsat.models.spade import SPADEGenerator, mask_to_onehot
 from synthsat.tasks.adversaries import KINDS, OASISAdversary, PatchAdversary
@@ -120,6 +126,8 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         lambda_vgg: weight of the VGG-19 perceptual loss (needs cached ImageNet weights).
         lambda_stats: weight of the class-statistics loss (per-class band mean and std of
             the first fake vs the real image; 0: off, as in the papers).
+        lambda_texture: weight of the class-texture loss (per-class gradient energy and band
+            covariance at two scales, :func:`~synthsat.losses.class_texture_loss`; 0: off).
         lambda_div: weight of the DSGAN diversity loss (0 disables it).
         tau: clamp of the diversity ratio (None: unbounded).
         lr_g: generator (and encoder) learning rate.
@@ -151,6 +159,7 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         lambda_kld: float = 0.05,
         lambda_vgg: float = 0.0,
         lambda_stats: float = 0.0,
+        lambda_texture: float = 0.0,
         lambda_div: float = 0.0,
         tau: float | None = None,
         lr_g: float = 1e-4,
@@ -166,34 +175,8 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         betas = list(plain(betas))
         net = net_config(net, legacy)
         _check_settings(data, discriminator, lambda_div, ema_decay, d_steps_per_g)
-        self.save_hyperparameters(
-            {
-                "data": data,
-                "patch_size": patch_size,
-                "z_dim": z_dim,
-                "net": net,
-                "discriminator": discriminator,
-                "use_vae": use_vae,
-                "nef": nef,
-                "ndf": ndf,
-                "num_D": num_D,
-                "n_layers": n_layers,
-                "lambda_gan": lambda_gan,
-                "lambda_feat": lambda_feat,
-                "lambda_labelmix": lambda_labelmix,
-                "lambda_kld": lambda_kld,
-                "lambda_vgg": lambda_vgg,
-                "lambda_stats": lambda_stats,
-                "lambda_div": lambda_div,
-                "tau": tau,
-                "lr_g": lr_g,
-                "lr_d": lr_d,
-                "betas": betas,
-                "d_steps_per_g": d_steps_per_g,
-                "ema": ema,
-                "ema_decay": ema_decay,
-            }
-        )
+        legacy = {}  # folded into net: the saved hyperparameters are the signature's
+        self.save_hyperparameters(ignore=["legacy"])
         self.automatic_optimization = False
         self._build_networks()
 
@@ -346,6 +329,9 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         if hp.get("lambda_stats", 0.0) > 0:
             terms["g_stats"] = class_statistics_loss(fakes[0], image, onehot)
             weights["g_stats"] = hp.lambda_stats
+        if hp.get("lambda_texture", 0.0) > 0:
+            terms["g_texture"] = class_texture_loss(fakes[0], image, onehot)
+            weights["g_texture"] = hp.lambda_texture
         if hp.lambda_div > 0:
             # Measured on outputs / output_scale, i.e. in the [-1, 1] range of the original
             # SPADE/DSGAN images, so that lambda_div means what it means in the paper. On raw
