@@ -6,7 +6,7 @@ types, ranges and choices. Each is a dataclass registered in Hydra's ConfigStore
 YAML (``- schema/mix@mix`` after ``_self_`` in ``conf/train_segmentation.yaml``). Every
 field defaults to ``???``: merged after the YAML, a schema keeps the YAML's values and key
 order and swaps each value's node for a typed one, so the composed config (and with it a
-pipeline stage's hash, :mod:`synthsat.stages`) is unchanged, while any later value (an
+pipeline stage's hash, :mod:`synthsat.study.stages`) is unchanged, while any later value (an
 experiment, a command-line override, a pipeline stage's override) is checked as it is
 merged::
 
@@ -16,7 +16,7 @@ merged::
         full_key: mix.mode
 
 That happens before the job's module runs any code of its own, so before any data is read
-(:func:`synthsat.runtime.validate_config` still checks what depends on several keys).
+(:func:`synthsat.jobs.runtime.validate_config` still checks what depends on several keys).
 
 Schemas: ``mix`` (train_segmentation), ``generator`` and its ``net`` (train_generator),
 ``segmentation`` (train_segmentation), ``synthesize`` (the job's top-level keys and

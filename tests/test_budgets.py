@@ -50,7 +50,7 @@ def test_a_time_cap_that_cuts_the_step_budget_fails_the_generator(
 ) -> None:
     """max_time 1 s, max_steps 5, steps of >= 1.2 s: BudgetNotMet names both settings and
     the step reached; no metrics.json (the stage is not done), last.ckpt kept to resume."""
-    from synthsat.train_generator import train
+    from synthsat.jobs.train_generator import train
 
     cfg = _generator(
         toy_root, tmp_path, "trainer.max_steps=5", "trainer.max_time=00:00:00:01", SLOW
@@ -72,7 +72,7 @@ def test_the_step_budget_governs_when_the_cap_is_not_reached(
     toy_root: Path, tmp_path: Path
 ) -> None:
     """The same job with a cap of an hour trains its 3 steps and records the budget."""
-    from synthsat.train_generator import train
+    from synthsat.jobs.train_generator import train
 
     metrics = train(
         _generator(toy_root, tmp_path, "trainer.max_steps=3", "trainer.max_time=00:01:00:00")
@@ -81,7 +81,7 @@ def test_the_step_budget_governs_when_the_cap_is_not_reached(
 
 
 def test_a_time_cap_that_cuts_a_segmentation_run_fails_it(toy_root: Path, tmp_path: Path) -> None:
-    from synthsat.train_segmentation import train
+    from synthsat.jobs.train_segmentation import train
 
     cfg = compose_job(
         "train_segmentation",

@@ -145,7 +145,7 @@ def test_a_bad_resume_checkpoint_is_one_line_before_the_data(
 ) -> None:
     """``train_segmentation ckpt_path=`` an empty, cut, wrong-kind or missing file: one
     line and exit 2, before any data is read (the data folder here is not a toy world)."""
-    from synthsat.train_segmentation import main
+    from synthsat.jobs.train_segmentation import main
 
     user = tmp_path / "mydata"  # reading data here would be a DataError
     user.mkdir()
@@ -190,8 +190,8 @@ def test_the_pipeline_stages_refuse_it_too(
     (the generator stage's ``last.ckpt``, the real-only run's): each fails naming the file
     and ``weights_only``, and the marker never appears. (A training stage resumes with
     ``ckpt_path``: refused as in the test above.)"""
-    from synthsat.plan import study_plan
-    from synthsat.stages import StageFailed, run_stage
+    from synthsat.study.plan import study_plan
+    from synthsat.study.stages import StageFailed, run_stage
 
     data = [f"data.source.root={toy_root}", "data.source.tiles=4", "data.source.size=128"]
     cfg = compose_toy(

@@ -14,7 +14,7 @@ from test_classtexture import _write_mask
 
 from synthsat.synthesis import ClassTextureSynthesizer, make_requests
 from synthsat.synthesis.classcolour import ClassColours, colour_rows
-from synthsat.synthesize import run
+from synthsat.jobs.synthesize import run
 
 
 def _known_tiles() -> list[tuple[np.ndarray, np.ndarray]]:

@@ -22,7 +22,7 @@ from synthsat.synthesis.classtexture import (
     dihedral_offsets,
     synthesize_mask,
 )
-from synthsat.synthesize import run
+from synthsat.jobs.synthesize import run
 
 A = (10, 120, 250)
 B = (200, 30, 60)

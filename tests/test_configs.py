@@ -128,7 +128,7 @@ def test_every_experiment_composes_with_every_job(job: str, experiment: str, roo
 
 
 def _stage_overrides(pipeline: DictConfig, data: str) -> dict[str, list[str]]:
-    """Each stage job's overrides as :mod:`synthsat.pipeline` passes them."""
+    """Each stage job's overrides as :mod:`synthsat.jobs.pipeline` passes them."""
     common = [f"data={data}", *pipeline.data_overrides]
     stages = {
         "train_generator": [*pipeline.generator_overrides, "generator.lambda_div=2.0"],
@@ -248,7 +248,7 @@ def test_logger_presets(preset: str, root: Path) -> None:
 
 @pytest.mark.parametrize("job", ["train_generator", "train_segmentation"])
 def test_job_callbacks_instantiate(job: str, root: Path) -> None:
-    from synthsat.runtime import build_callbacks
+    from synthsat.jobs.runtime import build_callbacks
 
     cfg = _compose(job, root)
     callbacks = build_callbacks(cfg)
@@ -396,7 +396,8 @@ def test_schema_values_stay_plain_and_edges_pass(root: Path) -> None:
 
 def test_schema_choices_are_the_codes() -> None:
     """The schemas' choices (kept in a torch-free module) are those the code accepts."""
-    from synthsat import schemas, synthesize
+    from synthsat import schemas
+    from synthsat.jobs import synthesize
     from synthsat.data import mixing
     from synthsat.models import spade
     from synthsat.synthesis import gan_synthesizer

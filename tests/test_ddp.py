@@ -161,7 +161,7 @@ def test_only_rank_zero_writes_the_run_records(
     from lightning.fabric.utilities.rank_zero import rank_zero_only
     from omegaconf import OmegaConf
 
-    from synthsat.runtime import finish_run, prepare_run
+    from synthsat.jobs.runtime import finish_run, prepare_run
 
     cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path / "run")}, "seed": None})
     monkeypatch.setattr(rank_zero_only, "rank", 1)
@@ -305,7 +305,7 @@ def test_synthesis_writes_every_tile_once_on_two_processes(toy_root: Path, tmp_p
     from hydra import compose, initialize_config_dir
 
     from synthsat.data import toyworld
-    from synthsat.synthesize import run as synthesize
+    from synthsat.jobs.synthesize import run as synthesize
     from synthsat.tasks.generator import GeneratorTask
 
     data = {

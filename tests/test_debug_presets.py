@@ -46,7 +46,7 @@ def test_an_unknown_debug_preset_fails_as_the_config_is_composed(job: str) -> No
 def test_debug_fdr_runs_a_segmentation_job_on_the_toy_world(toy_root: Path, tmp_path: Path) -> None:
     """One training batch, one validation and one test batch: the run's budget checks and
     final checkpoint go through, and metrics.json says it took 1 step."""
-    from synthsat.train_segmentation import train
+    from synthsat.jobs.train_segmentation import train
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(
@@ -60,7 +60,7 @@ def test_debug_fdr_runs_a_segmentation_job_on_the_toy_world(toy_root: Path, tmp_
 
 
 def test_debug_fdr_runs_a_generator_job_on_the_toy_world(toy_root: Path, tmp_path: Path) -> None:
-    from synthsat.train_generator import train
+    from synthsat.jobs.train_generator import train
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(

@@ -1,4 +1,4 @@
-"""Stages as submitit jobs (:mod:`synthsat.executors`): a wave on the local executor runs
+"""Stages as submitit jobs (:mod:`synthsat.study.executors`): a wave on the local executor runs
 each stage once, at most ``jobs`` at once, in order; a failure stops new stages and
 waits for running ones; the debug executor runs stages in this process; a SLURM wave is
 one job array with the ``slurm`` group's sbatch parameters (checked with a stand-in
@@ -23,14 +23,14 @@ import submitit
 from conftest import REPO, STAND_IN_HEAD, modules_on_path
 
 from synthsat.errors import ConfigError
-from synthsat.executors import (
+from synthsat.study.executors import (
     DetachedLocalExecutor,
     StageJob,
     make_executor,
     run_wave,
 )
-from synthsat.slurm import sbatch_lines, slurm_parameters
-from synthsat.stages import Stage, StageFailed
+from synthsat.study.slurm import sbatch_lines, slurm_parameters
+from synthsat.study.stages import Stage, StageFailed
 
 TIMED = (
     STAND_IN_HEAD
@@ -167,7 +167,7 @@ def test_a_slurm_wave_goes_out_as_one_job_array(
     stages = [timed(i) for i in range(3)]
     executor = make_executor("slurm", results / ".submitit", SLURM, "segmentation")
     assert isinstance(executor, submitit.SlurmExecutor)
-    from synthsat.executors import _submit
+    from synthsat.study.executors import _submit
 
     outs = [stage.directory(results) for stage in stages]
     flights = _submit(executor, stages, outs, [0, 1, 2], results, {"SYNTHSAT_THREADS": "4"}, None)
@@ -249,7 +249,7 @@ def test_the_study_plan_of_the_paper_preset_on_slurm(tmp_path: Path) -> None:
 def test_the_estimate_of_a_wave(tmp_path: Path) -> None:
     """Time budgets, step budgets (an epoch bound where there is no max_steps), stage
     times, and step times measured on a study's finished stages."""
-    from synthsat.dry_run import Measured, estimate_wave, measured_times
+    from synthsat.study.dry_run import Measured, estimate_wave, measured_times
 
     def stage(config: str, label: str = "a") -> Stage:
         return Stage("segmentation", label, "m", [], {}, config)
@@ -350,7 +350,7 @@ def hydra_conf() -> Iterator[None]:
 def _study(tmp_path: Path, experiment: str, data: str, *extra: str) -> tuple[Any, Any]:
     from hydra import compose
 
-    from synthsat.plan import study_plan
+    from synthsat.study.plan import study_plan
 
     overrides = [
         f"experiment={experiment}",
@@ -370,8 +370,8 @@ def test_a_cpu_study_on_slurm_asks_for_cpus_and_uses_them(
     stages' torch threads are the CPUs asked for; the dry run says so per wave."""
     from omegaconf import OmegaConf
 
-    from synthsat.dry_run import describe_plan
-    from synthsat.slurm import stage_device, wave_devices, wave_resources
+    from synthsat.study.dry_run import describe_plan
+    from synthsat.study.slurm import stage_device, wave_devices, wave_resources
 
     cfg, plan = _study(
         tmp_path, "dubai", "dubai", "pipeline.seeds=[0]", "pipeline.ratios=[0.0,1.0]"
@@ -399,8 +399,8 @@ def test_a_cpu_study_on_slurm_asks_for_cpus_and_uses_them(
 def test_a_gpu_study_on_slurm_still_asks_for_a_gpu(tmp_path: Path, hydra_conf: None) -> None:
     """``experiment=paper``: training asks for a GPU; synthesis and the synthetic metrics
     (accelerator / device auto) follow the study onto GPUs; threads are the job's own."""
-    from synthsat.dry_run import describe_plan
-    from synthsat.slurm import wave_devices, wave_resources
+    from synthsat.study.dry_run import describe_plan
+    from synthsat.study.slurm import wave_devices, wave_resources
 
     cfg, plan = _study(
         tmp_path,
@@ -432,7 +432,7 @@ def test_a_cpu_wave_goes_out_without_a_gpu(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     results = tmp_path / "results"
     executor = make_executor("slurm", results / ".submitit", SLURM, "segmentation", "cpu")
-    from synthsat.executors import _submit
+    from synthsat.study.executors import _submit
 
     stages = [timed(0)]
     _submit(executor, stages, [stages[0].directory(results)], [0], results, {}, None)

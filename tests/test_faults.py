@@ -31,13 +31,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from synthsat import evaluate as evaluate_job
+from synthsat.jobs import evaluate as evaluate_job
 from synthsat.data import DataError, ToyWorldSource, toyworld
 from synthsat.errors import CheckpointError, ConfigError
-from synthsat.synthesize import run as synthesize
+from synthsat.jobs.synthesize import run as synthesize
 from synthsat.tasks.checkpoints import AtomicCheckpointIO
 from synthsat.tasks.segmentation import SegmentationTask
-from synthsat.train_generator import train as train_generator
+from synthsat.jobs.train_generator import train as train_generator
 
 
 class MeanEncoderGenerator(torch.nn.Module):
@@ -126,7 +126,7 @@ def test_output_inside_the_data_folder_is_refused(
 def test_pipeline_results_inside_the_data_folder_are_refused(
     toy_root: Path, tmp_path: Path
 ) -> None:
-    from synthsat.runtime import check_outputs
+    from synthsat.jobs.runtime import check_outputs
 
     cfg = compose_toy(
         "pipeline", toy_root, tmp_path, "experiment=demo", f"pipeline.results_dir={toy_root}"
@@ -300,7 +300,7 @@ def test_full_error_and_traceback_still_show_the_trace(
 def test_settings_are_checked_before_any_data_is_read(
     job: str, override: str, key: str, tmp_path: Path
 ) -> None:
-    from synthsat.runtime import prepare_run
+    from synthsat.jobs.runtime import prepare_run
 
     user = tmp_path / "mydata"  # a data read here would be a DataError (not a toy world)
     user.mkdir()
@@ -648,7 +648,7 @@ def test_a_bad_colour_map_prints_one_line(
     InstantiationException) still prints one line and exits 2."""
     from omegaconf import open_dict
 
-    from synthsat import train_segmentation
+    from synthsat.jobs import train_segmentation
 
     root = _colour_world(tmp_path / "rgb", {n: _rgb(INDICES) for n in "abc"})
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

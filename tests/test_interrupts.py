@@ -1,6 +1,6 @@
 """A SIGTERM stops fit with the step reached on its exception, wherever it lands (in a
 training step or between validation batches), and the job exits 143 naming that step
-(:mod:`synthsat.interrupts`, :class:`synthsat.callbacks.StopOnSigterm`)."""
+(:mod:`synthsat.jobs.interrupts`, :class:`synthsat.callbacks.StopOnSigterm`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from synthsat.callbacks import StopOnSigterm
-from synthsat.interrupts import INTERRUPTED_EXIT, exit_status
+from synthsat.jobs.interrupts import INTERRUPTED_EXIT, exit_status
 
 
 class SigtermAt(L.Callback):
@@ -114,7 +114,7 @@ def test_last_ckpt_follows_every_validation(tmp_path: Path, resumable: bool) -> 
     from lightning.pytorch.callbacks import ModelCheckpoint
     from omegaconf import OmegaConf
 
-    from synthsat.runtime import build_callbacks
+    from synthsat.jobs.runtime import build_callbacks
 
     target = "lightning.pytorch.callbacks.ModelCheckpoint"
     settings = {"dirpath": str(tmp_path), "save_last": True, "save_top_k": 1}

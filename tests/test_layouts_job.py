@@ -70,7 +70,7 @@ def test_recombine_writes_a_data_folder_synthesize_reads(toy_root: Path, tmp_pat
     for name in ("layout_00000", "layout_00002"):
         first = reader.read(out / "masks" / f"{name}.tif")
         np.testing.assert_array_equal(first, reader.read(again / "masks" / f"{name}.tif"))
-    from synthsat.synthesize import run as synthesize
+    from synthsat.jobs.synthesize import run as synthesize
 
     ckpt = tiny_checkpoints(tmp_path)["generator"]
     words = shlex.split(record["synthesize"])  # the printed command, as a shell splits it

@@ -23,7 +23,7 @@ from synthsat.data.errors import DataError
 from synthsat.data.raster_io import read_raster
 from synthsat.data.synthetic_tiles import PROVENANCE_TAG, find_samples
 from synthsat.data.toyworld import CLASSES
-from synthsat.evaluate_synthetic import run
+from synthsat.jobs.evaluate_synthetic import run
 from synthsat.metrics.consistency import consistency_miou
 from synthsat.metrics.diversity import ms_ssim_betas, ms_ssim_diversity, pairwise_l1
 from synthsat.metrics.fidelity import (
@@ -476,7 +476,7 @@ def test_command_writes_metrics_json(
 def test_real_segmentation_checkpoint_is_wired_in(toy_root: Path, tmp_path: Path) -> None:
     import lightning as L
 
-    from synthsat.evaluate_synthetic import load_segmenter
+    from synthsat.jobs.evaluate_synthetic import load_segmenter
     from synthsat.tasks.segmentation import SegmentationTask
 
     dm = toy_datamodule(toy_root, tmp_path / "cache")

@@ -30,7 +30,7 @@ from synthsat.data.synthetic_tiles import (
     write_manifest,
 )
 from synthsat.errors import ConfigError
-from synthsat.runtime import user_errors, validate_config
+from synthsat.jobs.runtime import user_errors, validate_config
 
 #: The folders of a study's synthesis stage, as the pipeline names them.
 GAN0 = "synthesis/lambda0-aaaa/tiles"
@@ -184,7 +184,7 @@ def test_train_segmentation_main_uses_the_lambda_folder_and_returns_the_miou(
     trains on the lambda-2 tiles (all patches synthetic), records that folder, and
     ``main`` returns the validation mIoU of the tested checkpoint that metrics.json
     holds (the objective of a sweep: never the test score)."""
-    from synthsat.train_segmentation import main
+    from synthsat.jobs.train_segmentation import main
 
     cfg = _compose(
         toy_root,
@@ -217,7 +217,7 @@ def test_train_segmentation_main_uses_the_lambda_folder_and_returns_the_miou(
     assert f"test mIoU {miou:.4f}" in capsys.readouterr().out
 
     # evaluate's main returns the mIoU it scores (the same test tile, the same weights)
-    from synthsat.evaluate import main as evaluate_main
+    from synthsat.jobs.evaluate import main as evaluate_main
 
     ecfg = compose_job(
         "evaluate",
@@ -232,7 +232,7 @@ def test_train_segmentation_main_uses_the_lambda_folder_and_returns_the_miou(
 def test_a_lambda_without_its_folder_stops_main_with_one_line(
     study: Path, toy_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from synthsat.train_segmentation import main
+    from synthsat.jobs.train_segmentation import main
 
     cfg = _compose(
         toy_root, tmp_path, "mix.ratio=1", "mix.lambda_div=6", f"mix.source={study / 'synthesis'}"
@@ -250,7 +250,7 @@ def test_a_lambda_without_its_folder_stops_main_with_one_line(
 def test_train_generator_main_returns_the_best_monitored_score(
     toy_root: Path, tmp_path: Path
 ) -> None:
-    from synthsat.train_generator import main
+    from synthsat.jobs.train_generator import main
 
     cfg = compose_job(
         "train_generator",

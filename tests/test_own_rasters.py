@@ -9,7 +9,7 @@ import numpy as np
 from conftest import compose_job, write_geotiff
 from rasterio.transform import from_origin
 
-from synthsat.train_segmentation import train
+from synthsat.jobs.train_segmentation import train
 
 RAW_CODES = {5: 0, 11: 1, 22: 2}  # raw mask code -> class (background, water, field)
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from conftest import modules_on_path, pipeline_config, toy_pipeline_overrides
 
-import synthsat.plan as plan
-from synthsat.pipeline import run_study
-from synthsat.stages import Stage, StageFailed, run_stage
+import synthsat.study.plan as plan
+from synthsat.jobs.pipeline import run_study
+from synthsat.study.stages import Stage, StageFailed, run_stage
 
 FAILING = """\
 import sys

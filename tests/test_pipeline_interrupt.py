@@ -5,7 +5,7 @@ before ``done.json`` resumes from its ``last.ckpt``.
 Stages here run a stand-in job module (a script on the stage processes' PYTHONPATH)
 that starts a worker process of its own, records both pids and waits until a
 ``finish`` file appears in its directory; the runner is a small script calling
-:func:`~synthsat.stages.run_stage` as the pipeline does. Every process a test starts
+:func:`~synthsat.study.stages.run_stage` as the pipeline does. Every process a test starts
 is ended by the test.
 """
 
@@ -27,10 +27,10 @@ from conftest import REPO, STAND_IN_HEAD, modules_on_path, wait_for
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from synthsat import processes
+from synthsat.study import processes
 from synthsat.locks import Holder, LockHeld, host_name, pid_running, process_start
-from synthsat.runtime import user_errors
-from synthsat.stages import (
+from synthsat.jobs.runtime import user_errors
+from synthsat.study.stages import (
     LOCK_NAME,
     RESUMABLE,
     Stage,
@@ -60,9 +60,9 @@ worker.wait()
 RUNNER = """\
 import sys
 from pathlib import Path
-from synthsat.executors import make_executor, run_wave, stop_running
-from synthsat.processes import stopped_on_signal
-from synthsat.stages import Stage, run_stage
+from synthsat.study.executors import make_executor, run_wave, stop_running
+from synthsat.study.processes import stopped_on_signal
+from synthsat.study.stages import Stage, run_stage
 results, grace, jobs, mode = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 stages = [Stage("generator", f"lambda{i}", "waiting_job", ["a=1", f"b={i}"], {})
           for i in range(jobs)]
@@ -223,7 +223,7 @@ def test_kill_9_of_a_pipeline_on_the_local_executor_leaves_its_jobs_to_finish(
 ) -> None:
     """The stage's submitit job outlives the pipeline: a rerun refuses the stage while it
     runs (before submitting anything), and the job itself marks the stage done."""
-    from synthsat.executors import make_executor, run_wave
+    from synthsat.study.executors import make_executor, run_wave
 
     results = tmp_path / "results"
     out = STAGE.directory(results)

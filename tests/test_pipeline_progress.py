@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from conftest import STAND_IN_HEAD, modules_on_path, pipeline_config, toy_pipeline_overrides
 
-import synthsat.pipeline as pipeline
-import synthsat.plan as plan
-from synthsat.stages import Progress, Stage, eta_seconds, format_duration, run_stage
+import synthsat.jobs.pipeline as pipeline
+import synthsat.study.plan as plan
+from synthsat.study.stages import Progress, Stage, eta_seconds, format_duration, run_stage
 
 # A stand-in stage module: writes the metrics.json a segmentation stage would (the
 # pipeline reads the real-only run's checkpoint from it) and exits at once.

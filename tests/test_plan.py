@@ -1,4 +1,4 @@
-"""The study's plan as data (:mod:`synthsat.plan`): which runs a study makes at which step
+"""The study's plan as data (:mod:`synthsat.study.plan`): which runs a study makes at which step
 budgets, what each stage is given, and which stages each one waits for."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from synthsat import plan as plan_module
-from synthsat.plan import (
+from synthsat.study import plan as plan_module
+from synthsat.study.plan import (
     StudyPlan,
     is_real_only,
     seg_label,
     segmentation_runs,
     segmentation_stage,
 )
-from synthsat.stages import Stage
+from synthsat.study.stages import Stage
 
 
 def _pipeline(**kw: Any) -> Any:
@@ -132,7 +132,7 @@ def test_every_arm_gets_its_own_source_checkpoint_and_seed(tmp_path: Path) -> No
     run has its seed, ratio and mode, in its overrides and in its composed config."""
     from hydra import compose, initialize_config_dir
 
-    from synthsat.plan import study_plan
+    from synthsat.study.plan import study_plan
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(str(conf), version_base="1.3"):

@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 
 from synthsat import config_dir
 from synthsat.errors import ConfigError
-from synthsat.plan import StudyPlan, is_real_only, seg_label, study_plan
+from synthsat.study.plan import StudyPlan, is_real_only, seg_label, study_plan
 from synthsat.report import read_summary, summarise
-from synthsat.report_arms import run_source, source_label, source_rank
+from synthsat.report.arms import run_source, source_label, source_rank
 
 STUDY = [
     "pipeline.lambdas=[0.0,2.0]",
@@ -162,7 +162,7 @@ def test_bad_settings(tmp_path: Path, toy_root: Path, override: str, message: st
 
 
 def test_the_dry_run_lists_them(tmp_path: Path, toy_root: Path) -> None:
-    from synthsat.dry_run import describe_plan
+    from synthsat.study.dry_run import describe_plan
 
     plan = _plan(tmp_path, toy_root, "pipeline.seeds=[3]", "pipeline.layouts=[recombine]")
     text = describe_plan(plan, "local", {})

@@ -1,4 +1,4 @@
-"""The values :mod:`synthsat.plan` decides, pinned without composing a stage: labels and
+"""The values :mod:`synthsat.study.plan` decides, pinned without composing a stage: labels and
 source names, the overrides each stage is given, the stage counts, the synthetic-metric
 stages and the real-only checkpoint the metrics score with."""
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from synthsat import plan as plan_module
+from synthsat.study import plan as plan_module
 from synthsat.errors import ConfigError
-from synthsat.plan import (
+from synthsat.study.plan import (
     StudyPlan,
     control_stage,
     is_real_only,
@@ -28,7 +28,7 @@ from synthsat.plan import (
     source_name,
     synthetic_stages,
 )
-from synthsat.stages import Stage
+from synthsat.study.stages import Stage
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from synthsat.report_arms import (
+from synthsat.report.arms import (
     BASELINE,
     CI_LEVEL,
     by_seed,
@@ -25,7 +25,7 @@ from synthsat.report_arms import (
     source_rank,
     summary_rows,
 )
-from synthsat.stats import compare_paired
+from synthsat.report.stats import compare_paired
 
 
 def test_mean_and_sample_std() -> None:

@@ -16,13 +16,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-import synthsat.callbacks as callbacks
+import synthsat.callbacks.progress as progress_module
 from synthsat import config_dir
 from synthsat.callbacks import ProgressLog
 from synthsat.data.errors import DataError
 from synthsat.errors import ConfigError
 from synthsat.figures import colorize_mask, palette, percentile_limits, rgb_composite
-from synthsat.runtime import (
+from synthsat.jobs.runtime import (
     build_callbacks,
     build_trainer,
     check_checkpoint_data,
@@ -97,7 +97,7 @@ def test_progress_log_lines_without_a_bar(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ticks = iter([100.0, 110.0, 125.0, 130.0])  # train start, step 50, step 100, restart
-    monkeypatch.setattr(callbacks, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(progress_module, "_clock", lambda: next(ticks))
     metrics = {"train/loss_step": torch.tensor(0.25), "train/loss_epoch": torch.tensor(0.5)}
     trainer = SimpleNamespace(
         global_step=0,
@@ -257,7 +257,7 @@ def test_the_bar_label_and_which_bar_a_job_gets() -> None:
     import lightning as L
 
     from synthsat.callbacks import StepRichProgressBar, train_description
-    from synthsat.runtime import build_trainer
+    from synthsat.jobs.runtime import build_trainer
 
     def trainer(max_steps: int, max_epochs: int | None) -> object:
         return SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs, current_epoch=3)

@@ -28,8 +28,8 @@ from synthsat.data.synthetic_tiles import read_provenance
 from synthsat.data.tiles import TilePair
 from synthsat.errors import ConfigError
 from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_requests
-from synthsat.synthesize import run
-from synthsat.train_generator import train
+from synthsat.jobs.synthesize import run
+from synthsat.jobs.train_generator import train
 
 
 def _generator_cfg(toy_root: Path, tmp_path: Path, *extra: str) -> Any:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import compose_job, tiny_segmentation_overrides
 
-from synthsat.train_segmentation import train
+from synthsat.jobs.train_segmentation import train
 
 STEPS, EVERY = 6, 3  # validations at steps 3 and 6
 

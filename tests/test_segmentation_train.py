@@ -11,9 +11,9 @@ import torch
 from conftest import compose_job, real_as_synthetic, segmentation_multirun, toy_run_overrides
 from omegaconf import DictConfig
 
-from synthsat.evaluate import evaluate
+from synthsat.jobs.evaluate import evaluate
 from synthsat.metrics.segmentation import scores_from_confusion
-from synthsat.train_segmentation import train
+from synthsat.jobs.train_segmentation import train
 
 
 def _compose(name: str, toy_root: Path, tmp_path: Path, run: str, *overrides: str) -> DictConfig:
@@ -167,7 +167,7 @@ def test_a_non_finite_loss_stops_training_with_one_line(
     """A band standard deviation of 1e-45 (float32's smallest) makes every normalised
     patch inf, so the first loss is NaN: training stops there with one line, exit 2 (it
     trained on NaN to a score of 0 and exit 0)."""
-    from synthsat.train_segmentation import main
+    from synthsat.jobs.train_segmentation import main
 
     std = "[" + ",".join(["1e-45"] * 4) + "]"
     cfg = _compose(

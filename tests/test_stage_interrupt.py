@@ -26,11 +26,11 @@ from conftest import REPO, modules_on_path, tiny_generator_overrides, wait_for
 from submitit.core.job_environment import SignalHandler
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from synthsat import processes
-from synthsat.executors import make_executor, run_wave
+from synthsat.study import processes
+from synthsat.study.executors import make_executor, run_wave
 from synthsat.locks import Holder, LockHeld, host_name
-from synthsat.stage_job import StageJob
-from synthsat.stages import LOCK_NAME, Stage
+from synthsat.study.stage_job import StageJob
+from synthsat.study.stages import LOCK_NAME, Stage
 
 BUDGET = 6
 
@@ -47,9 +47,9 @@ class SlowSteps(L.Callback):
 RUNNER = """\
 import json, sys
 from pathlib import Path
-from synthsat.executors import make_executor, run_wave, stop_running
-from synthsat.processes import stopped_on_signal
-from synthsat.stages import Stage
+from synthsat.study.executors import make_executor, run_wave, stop_running
+from synthsat.study.processes import stopped_on_signal
+from synthsat.study.stages import Stage
 results = Path(sys.argv[1])
 stage = Stage(**json.loads(sys.argv[2]))
 with stopped_on_signal(also=stop_running):
@@ -232,7 +232,7 @@ def test_a_preempted_stage_job_is_requeued_to_resume(
 def test_a_job_that_did_not_finish_is_never_done(tmp_path: Path) -> None:
     """The runner's own check, whatever the job says: stopped by a signal, or a training
     job exiting 0 without its ``metrics.json`` of this run."""
-    from synthsat.stages import unfinished
+    from synthsat.study.stages import unfinished
 
     train = Stage("segmentation", "run0", "synthsat.train_segmentation", [], {})
     other = Stage("synthesis", "s0", "synthsat.synthesize", [], {})
@@ -264,7 +264,7 @@ def test_lightnings_sigterm_stop_exits_143_with_one_line(
     from lightning.pytorch.utilities.exceptions import SIGTERMException
     from omegaconf import OmegaConf
 
-    from synthsat.runtime import user_errors
+    from synthsat.jobs.runtime import user_errors
 
     @user_errors
     def main(cfg: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthsat.stats import (
+from synthsat.report.stats import (
     MIN_BOOTSTRAP_N,
     PairedComparison,
     bootstrap_ci,

@@ -12,7 +12,7 @@ from conftest import TOY_METADATA, assert_on_toy_masks, compose_synthesize, save
 
 from synthsat.data import DataError
 from synthsat.synthesis import load_chip_generator
-from synthsat.synthesize import run
+from synthsat.jobs.synthesize import run
 from synthsat.tasks.generator import GeneratorTask
 
 

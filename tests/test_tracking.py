@@ -224,7 +224,7 @@ def test_generator_run_logs_sample_grids_at_start_intervals_and_end(
 ) -> None:
     """3 steps, a grid every 2: grids at steps 1 (start), 2 and 3 (end), in the run
     folder and as W&B images of the run ``gen λ0 s0``."""
-    from synthsat.train_generator import train
+    from synthsat.jobs.train_generator import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [
@@ -269,7 +269,7 @@ def test_synthesis_run_logs_throughput_and_previews(
     """A classtexture synthesis of the 2 training masks (128 px, 1 sample each): the run
     ``synth classtexture s3`` logs 2 tiles, 0.032768 Mpx, its seconds and rate, and 2
     previews."""
-    from synthsat.synthesize import run as synthesize
+    from synthsat.jobs.synthesize import run as synthesize
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "run" / "tiles"
@@ -317,7 +317,7 @@ def test_report_logs_the_summary_table_to_a_report_run(
     ``<results>/report/wandb``, numbers as numbers, empty cells as None."""
     from omegaconf import OmegaConf
 
-    from synthsat.pipeline import _cell, track_report
+    from synthsat.jobs.pipeline import _cell, track_report
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     results = tmp_path / "results" / "toy"

@@ -1,4 +1,4 @@
-"""What ``synthsat.train_segmentation`` decides, without a training: the W&B run of a job,
+"""What ``synthsat.jobs.train_segmentation`` decides, without a training: the W&B run of a job,
 which checkpoint the test loads and ``metrics.json`` records, the printed line and a
 sweeper's objective (the training itself is tested end to end in test_segmentation_train)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from synthsat.train_segmentation import (
+from synthsat.jobs.train_segmentation import (
     checkpoint_to_test,
     objective,
     recorded_checkpoint,

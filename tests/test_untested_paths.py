@@ -25,7 +25,7 @@ from conftest import (
 from torch import Tensor
 
 from synthsat.data import DataError, toyworld
-from synthsat.evaluate import evaluate
+from synthsat.jobs.evaluate import evaluate
 from synthsat.synthesis import TileSynthesizer, make_requests, read_provenance, run_synthesis
 from synthsat.synthesis.predict import TaskChipGenerator
 from synthsat.tasks.generator import GeneratorTask

@@ -48,7 +48,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from synthsat.evaluate_synthetic import load_segmenter  # noqa: E402
+from synthsat.jobs.evaluate_synthetic import load_segmenter  # noqa: E402
 from synthsat.figures import colorize_mask  # noqa: E402
 from synthsat.metrics.chips import chip_side, select_chips  # noqa: E402
 from synthsat.metrics.frechet import feature_frechet_distance  # noqa: E402

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from synthsat.report import NOT_IN_CSV, load_stages, read_summary, runs_table
-from synthsat.report_arms import summary_rows
-from synthsat.report_curve import curve_table
-from synthsat.report_plots import plot_curve
+from synthsat.report.arms import summary_rows
+from synthsat.report.curve import curve_table
+from synthsat.report.plots import plot_curve
 
 
 def run_key(row: dict[str, Any]) -> tuple[str, str, int, int]:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.atomic import write_text
 from synthsat.errors import ConfigError
-from synthsat.runtime import user_errors
+from synthsat.jobs.runtime import user_errors
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ``layouts`` (their count), ``metrics`` (the metrics file or None) and ``seconds``."""
     from synthsat.layouts.training import read_training_masks, road_classes
     from synthsat.layouts.writer import check_out, write_layouts
-    from synthsat.runtime import prepare_run
+    from synthsat.jobs.runtime import prepare_run
 
     start = time.perf_counter()
     method = str(cfg.method)

@@ -8,7 +8,7 @@
   draws what the uninterrupted run would have drawn.
 * :class:`ResumableCheckpoint` — Lightning's ``ModelCheckpoint`` with ``last.ckpt``
   refreshed after every validation (the jobs' ``ModelCheckpoint`` is upgraded to it by
-  :func:`synthsat.runtime.build_callbacks`), so an interrupted run resumes from its last
+  :func:`synthsat.jobs.runtime.build_callbacks`), so an interrupted run resumes from its last
   validation, not from its last *best* one.
 * :func:`load_task` — loads a task checkpoint, turning a missing, empty, corrupt or
   wrong-kind file into a :class:`~synthsat.errors.CheckpointError` of one line
