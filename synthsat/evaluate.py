@@ -1,4 +1,4 @@
-"""``python -m synthsat.evaluate``: the job lives in :mod:`synthsat.jobs.evaluate`.
+"""``python -m synthsat.evaluate`` runs the job :mod:`synthsat.jobs.evaluate`.
 
 This name stays for users' commands and for the study's stages, whose keys hash it
 (:class:`synthsat.study.stages.Stage`). Imported, it is that module itself.

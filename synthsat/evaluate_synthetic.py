@@ -1,4 +1,4 @@
-"""``python -m synthsat.evaluate_synthetic``: the job lives in :mod:`synthsat.jobs.evaluate_synthetic`.
+"""``python -m synthsat.evaluate_synthetic`` runs the job :mod:`synthsat.jobs.evaluate_synthetic`.
 
 This name stays for users' commands and for the study's stages, whose keys hash it
 (:class:`synthsat.study.stages.Stage`). Imported, it is that module itself.

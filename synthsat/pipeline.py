@@ -1,4 +1,4 @@
-"""``python -m synthsat.pipeline``: the job lives in :mod:`synthsat.jobs.pipeline`.
+"""``python -m synthsat.pipeline`` runs the job :mod:`synthsat.jobs.pipeline`.
 
 This name stays for users' commands and for the study's stages, whose keys hash it
 (:class:`synthsat.study.stages.Stage`). Imported, it is that module itself.

@@ -1,4 +1,4 @@
-"""``python -m synthsat.synthesize``: the job lives in :mod:`synthsat.jobs.synthesize`.
+"""``python -m synthsat.synthesize`` runs the job :mod:`synthsat.jobs.synthesize`.
 
 This name stays for users' commands and for the study's stages, whose keys hash it
 (:class:`synthsat.study.stages.Stage`). Imported, it is that module itself.

@@ -1,4 +1,4 @@
-"""``python -m synthsat.train_generator``: the job lives in :mod:`synthsat.jobs.train_generator`.
+"""``python -m synthsat.train_generator`` runs the job :mod:`synthsat.jobs.train_generator`.
 
 This name stays for users' commands and for the study's stages, whose keys hash it
 (:class:`synthsat.study.stages.Stage`). Imported, it is that module itself.

@@ -1,4 +1,4 @@
-"""``python -m synthsat.train_segmentation``: the job lives in :mod:`synthsat.jobs.train_segmentation`.
+"""``python -m synthsat.train_segmentation`` runs the job :mod:`synthsat.jobs.train_segmentation`.
 
 This name stays for users' commands and for the study's stages, whose keys hash it
 (:class:`synthsat.study.stages.Stage`). Imported, it is that module itself.

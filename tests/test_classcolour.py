@@ -12,9 +12,9 @@ import rasterio
 from conftest import compose_synthesize
 from test_classtexture import _write_mask
 
+from synthsat.jobs.synthesize import run
 from synthsat.synthesis import ClassTextureSynthesizer, make_requests
 from synthsat.synthesis.classcolour import ClassColours, colour_rows
-from synthsat.jobs.synthesize import run
 
 
 def _known_tiles() -> list[tuple[np.ndarray, np.ndarray]]:

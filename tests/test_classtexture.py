@@ -14,6 +14,7 @@ from hydra.errors import ConfigCompositionException
 from rasterio.transform import from_origin
 
 from synthsat.errors import ConfigError
+from synthsat.jobs.synthesize import run
 from synthsat.synthesis import make_requests
 from synthsat.synthesis.classtexture import (
     ClassTextureSynthesizer,
@@ -22,7 +23,6 @@ from synthsat.synthesis.classtexture import (
     dihedral_offsets,
     synthesize_mask,
 )
-from synthsat.jobs.synthesize import run
 
 A = (10, 120, 250)
 B = (200, 30, 60)

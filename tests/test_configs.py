@@ -397,8 +397,8 @@ def test_schema_values_stay_plain_and_edges_pass(root: Path) -> None:
 def test_schema_choices_are_the_codes() -> None:
     """The schemas' choices (kept in a torch-free module) are those the code accepts."""
     from synthsat import schemas
-    from synthsat.jobs import synthesize
     from synthsat.data import mixing
+    from synthsat.jobs import synthesize
     from synthsat.models import spade
     from synthsat.synthesis import gan_synthesizer
     from synthsat.tasks import adversaries, segmentation

@@ -31,13 +31,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from synthsat.jobs import evaluate as evaluate_job
 from synthsat.data import DataError, ToyWorldSource, toyworld
 from synthsat.errors import CheckpointError, ConfigError
+from synthsat.jobs import evaluate as evaluate_job
 from synthsat.jobs.synthesize import run as synthesize
+from synthsat.jobs.train_generator import train as train_generator
 from synthsat.tasks.checkpoints import AtomicCheckpointIO
 from synthsat.tasks.segmentation import SegmentationTask
-from synthsat.jobs.train_generator import train as train_generator
 
 
 class MeanEncoderGenerator(torch.nn.Module):

@@ -17,8 +17,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from synthsat.data import LandCoverDataModule
 from synthsat.data.toyworld import CLASSES
 from synthsat.errors import USER_ERRORS, NonFiniteLoss
-from synthsat.tasks.generator import GeneratorTask
 from synthsat.jobs.train_generator import train
+from synthsat.tasks.generator import GeneratorTask
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY: dict[str, Any] = TINY_GENERATOR

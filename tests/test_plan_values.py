@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from synthsat.study import plan as plan_module
 from synthsat.errors import ConfigError
+from synthsat.study import plan as plan_module
 from synthsat.study.plan import (
     StudyPlan,
     control_stage,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from synthsat.jobs.train_segmentation import scored_record
 from synthsat.report import summarise
 from synthsat.report.arms import end_of_curve, summary_rows
 from synthsat.report.curve import paired_by_budget, plateau_budget, plateau_key
-from synthsat.jobs.train_segmentation import scored_record
 
 #: (ratio, lambda) -> budget -> validation mIoU of seeds 0, 1, 2. Real-only gains 0.05
 #: from 360 to 720 and 0.02 from 720 to 1440, then 0.005; the mix gains 0.03, 0.011 then

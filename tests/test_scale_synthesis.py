@@ -27,9 +27,9 @@ from synthsat.data.raster_io import read_raster
 from synthsat.data.synthetic_tiles import read_provenance
 from synthsat.data.tiles import TilePair
 from synthsat.errors import ConfigError
-from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_requests
 from synthsat.jobs.synthesize import run
 from synthsat.jobs.train_generator import train
+from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_requests
 
 
 def _generator_cfg(toy_root: Path, tmp_path: Path, *extra: str) -> Any:

@@ -12,8 +12,8 @@ from conftest import compose_job, real_as_synthetic, segmentation_multirun, toy_
 from omegaconf import DictConfig
 
 from synthsat.jobs.evaluate import evaluate
-from synthsat.metrics.segmentation import scores_from_confusion
 from synthsat.jobs.train_segmentation import train
+from synthsat.metrics.segmentation import scores_from_confusion
 
 
 def _compose(name: str, toy_root: Path, tmp_path: Path, run: str, *overrides: str) -> DictConfig:

@@ -26,9 +26,9 @@ from conftest import REPO, modules_on_path, tiny_generator_overrides, wait_for
 from submitit.core.job_environment import SignalHandler
 from submitit.slurm.slurm import SlurmJobEnvironment
 
+from synthsat.locks import Holder, LockHeld, host_name
 from synthsat.study import processes
 from synthsat.study.executors import make_executor, run_wave
-from synthsat.locks import Holder, LockHeld, host_name
 from synthsat.study.stage_job import StageJob
 from synthsat.study.stages import LOCK_NAME, Stage
 

@@ -11,8 +11,8 @@ import rasterio
 from conftest import TOY_METADATA, assert_on_toy_masks, compose_synthesize, save_task
 
 from synthsat.data import DataError
-from synthsat.synthesis import load_chip_generator
 from synthsat.jobs.synthesize import run
+from synthsat.synthesis import load_chip_generator
 from synthsat.tasks.generator import GeneratorTask
 
 

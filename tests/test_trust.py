@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 
 from synthsat.atomic import atomic_path, remove_abandoned, temp_owner
 from synthsat.errors import ConfigError
-from synthsat.locks import host_tag
 from synthsat.jobs.runtime import check_outputs
+from synthsat.locks import host_tag
 from synthsat.synthesis.writer import remove_stale_temps
 from synthsat.tasks.checkpoints import AtomicCheckpointIO
 

@@ -48,8 +48,8 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from synthsat.jobs.evaluate_synthetic import load_segmenter  # noqa: E402
 from synthsat.figures import colorize_mask  # noqa: E402
+from synthsat.jobs.evaluate_synthetic import load_segmenter  # noqa: E402
 from synthsat.metrics.chips import chip_side, select_chips  # noqa: E402
 from synthsat.metrics.frechet import feature_frechet_distance  # noqa: E402
 from synthsat.metrics.memorisation import memorisation_ratio  # noqa: E402

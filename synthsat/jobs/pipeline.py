@@ -42,13 +42,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthsat import config_dir
 from synthsat.data import DataError
+from synthsat.jobs.output_checks import check_outputs
+from synthsat.jobs.runtime import prepare_run, user_errors, validate_config
+from synthsat.report import summarise
 from synthsat.study.dry_run import describe_plan
 from synthsat.study.executors import check_executor, make_executor, run_wave, stop_running
-from synthsat.jobs.output_checks import check_outputs
 from synthsat.study.plan import real_only_checkpoint, study_plan
 from synthsat.study.processes import stopped_on_signal
-from synthsat.report import summarise
-from synthsat.jobs.runtime import prepare_run, user_errors, validate_config
 from synthsat.study.slurm import wave_devices, wave_resources
 from synthsat.study.stages import Progress, Stage, record_timing, stage_threads
 from synthsat.tracking import job_config, log_report_run

@@ -90,9 +90,9 @@ def synthesize_command(cfg: DictConfig, out: Path) -> str:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Make ``cfg.n`` layouts with ``cfg.method`` into ``cfg.out``; returns ``out_dir``,
     ``layouts`` (their count), ``metrics`` (the metrics file or None) and ``seconds``."""
+    from synthsat.jobs.runtime import prepare_run
     from synthsat.layouts.training import read_training_masks, road_classes
     from synthsat.layouts.writer import check_out, write_layouts
-    from synthsat.jobs.runtime import prepare_run
 
     start = time.perf_counter()
     method = str(cfg.method)

@@ -5,7 +5,8 @@ Each stage goes out as one submitit job whose function,
 lock and writes its ``done.json`` (:func:`~synthsat.study.stages.run_stage`): the job itself
 owns the stage, wherever it runs, so a killed pipeline leaves a job that finishes its
 stage and a lock that stops a rerun from starting it twice; a preempted SLURM job is
-requeued (see :mod:`synthsat.study.stage_job`). :func:`run_wave` runs one wave of independent stages:
+requeued (see :mod:`synthsat.study.stage_job`). :func:`run_wave` runs one wave of independent
+stages:
 
 * ``local`` — submitit's :class:`~submitit.LocalExecutor`, one process per stage on this
   machine, at most ``pipeline.jobs`` at once (the study's threads shared among them);
@@ -37,9 +38,9 @@ from typing import Any
 
 import submitit
 
-from synthsat.study import processes
 from synthsat.errors import ConfigError
 from synthsat.locks import FileLock, Holder, LockHeld, is_this_host, pid_running
+from synthsat.study import processes
 from synthsat.study.slurm import slurm_parameters
 from synthsat.study.stage_job import StageJob
 from synthsat.study.stages import (

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthsat.study import processes
 from synthsat.locks import LockHeld
+from synthsat.study import processes
 from synthsat.study.stages import Stage, StageFailed, run_stage
 
 

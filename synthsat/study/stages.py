@@ -29,9 +29,9 @@ import yaml
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from synthsat.study import processes
 from synthsat.atomic import write_text
 from synthsat.locks import FileLock
+from synthsat.study import processes
 
 
 @dataclass
