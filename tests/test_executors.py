@@ -167,7 +167,7 @@ def test_a_slurm_wave_goes_out_as_one_job_array(
     stages = [timed(i) for i in range(3)]
     executor = make_executor("slurm", results / ".submitit", SLURM, "segmentation")
     assert isinstance(executor, submitit.SlurmExecutor)
-    from synthsat.study.executors import _submit
+    from synthsat.study.waves import _submit
 
     outs = [stage.directory(results) for stage in stages]
     flights = _submit(executor, stages, outs, [0, 1, 2], results, {"SYNTHSAT_THREADS": "4"}, None)
@@ -432,7 +432,7 @@ def test_a_cpu_wave_goes_out_without_a_gpu(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     results = tmp_path / "results"
     executor = make_executor("slurm", results / ".submitit", SLURM, "segmentation", "cpu")
-    from synthsat.study.executors import _submit
+    from synthsat.study.waves import _submit
 
     stages = [timed(0)]
     _submit(executor, stages, [stages[0].directory(results)], [0], results, {}, None)

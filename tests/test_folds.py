@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from synthsat import config_dir
-from synthsat.study.plan import seg_label, study_plan
+from synthsat.study.grid import seg_label
+from synthsat.study.plan import study_plan
 
 FOLDS = ("dubai_folds", "dubai_folds_test4", "dubai_folds_test5")
 GROUPS = {f"tile{g}" for g in range(1, 9)}

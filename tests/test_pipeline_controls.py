@@ -12,7 +12,7 @@ from pathlib import Path
 
 from test_pipeline import _list
 
-from synthsat.study.plan import seg_label
+from synthsat.study.grid import seg_label
 
 
 def test_control_generator_study(tmp_path: Path) -> None:

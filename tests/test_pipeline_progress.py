@@ -13,7 +13,8 @@ from conftest import STAND_IN_HEAD, modules_on_path, pipeline_config, toy_pipeli
 
 import synthsat.jobs.pipeline as pipeline
 import synthsat.study.plan as plan
-from synthsat.study.stages import Progress, Stage, eta_seconds, format_duration, run_stage
+from synthsat.study.progress import Progress, eta_seconds, format_duration
+from synthsat.study.stages import Stage, run_stage
 
 # A stand-in stage module: writes the metrics.json a segmentation stage would (the
 # pipeline reads the real-only run's checkpoint from it) and exits at once.

@@ -10,13 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from synthsat.study import plan as plan_module
-from synthsat.study.plan import (
-    StudyPlan,
-    is_real_only,
-    seg_label,
-    segmentation_runs,
-    segmentation_stage,
-)
+from synthsat.study.grid import is_real_only, seg_label, segmentation_runs
+from synthsat.study.plan import StudyPlan, segmentation_stage
 from synthsat.study.stages import Stage
 
 

@@ -20,7 +20,8 @@ from synthsat import config_dir
 from synthsat.errors import ConfigError
 from synthsat.report import read_summary, summarise
 from synthsat.report.arms import run_source, source_label, source_rank
-from synthsat.study.plan import StudyPlan, is_real_only, seg_label, study_plan
+from synthsat.study.grid import is_real_only, seg_label
+from synthsat.study.plan import StudyPlan, study_plan
 
 STUDY = [
     "pipeline.lambdas=[0.0,2.0]",

@@ -13,19 +13,21 @@ from omegaconf import OmegaConf
 
 from synthsat.errors import ConfigError
 from synthsat.study import plan as plan_module
-from synthsat.study.plan import (
-    StudyPlan,
-    control_stage,
+from synthsat.study.grid import (
     is_real_only,
     layout_lambdas,
     layout_methods,
     layout_sources,
-    layouts_stage,
-    real_only_checkpoint,
     seg_label,
     segmentation_runs,
-    segmentation_stage,
     source_name,
+)
+from synthsat.study.plan import (
+    StudyPlan,
+    control_stage,
+    layouts_stage,
+    real_only_checkpoint,
+    segmentation_stage,
     synthetic_stages,
 )
 from synthsat.study.stages import Stage

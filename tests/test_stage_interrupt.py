@@ -179,7 +179,7 @@ def test_a_stage_taken_by_a_pipeline_started_at_the_same_instant_stops_with_one_
     """Both pipelines found the stage free; the other's job took the lock first: this
     pipeline's job finds it held and the pipeline raises :class:`LockHeld` (printed as
     one line, exit 2, by ``user_errors``), not a ``StageFailed`` with a traceback."""
-    monkeypatch.setattr("synthsat.executors._check_lock", lambda stage, out: None)
+    monkeypatch.setattr("synthsat.study.waves._check_lock", lambda stage, out: None)
     results = tmp_path / "results"
     stage = Stage("generator", "lambda0", "no_such_job_module", ["a=1"], {})
     out = stage.directory(results)

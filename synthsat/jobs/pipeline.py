@@ -23,7 +23,7 @@ A stage's directory is named after its parameters and a hash of its composed con
 continues where it stopped, and editing a preset file reruns the stages it changes.
 Every stage line is numbered ``[k/N]`` (N: the run's stages, skipped ones included),
 and each finished stage's line ends with the estimated time left
-(:class:`~synthsat.study.stages.Progress`).
+(:class:`~synthsat.study.progress.Progress`).
 An interrupted training stage resumes from its ``last.ckpt``; a stage whose job still
 runs (its ``stage.lock`` names a live process) stops the rerun; Ctrl-C or SIGTERM stops
 the running stages with the pipeline (:func:`~synthsat.study.executors.stop_running`).
@@ -49,8 +49,9 @@ from synthsat.study.dry_run import describe_plan
 from synthsat.study.executors import check_executor, make_executor, run_wave, stop_running
 from synthsat.study.plan import real_only_checkpoint, study_plan
 from synthsat.study.processes import stopped_on_signal
+from synthsat.study.progress import Progress
 from synthsat.study.slurm import wave_devices, wave_resources
-from synthsat.study.stages import Progress, Stage, record_timing, stage_threads
+from synthsat.study.stages import Stage, record_timing, stage_threads
 from synthsat.tracking import job_config, log_report_run
 
 __all__ = [

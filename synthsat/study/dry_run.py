@@ -18,13 +18,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from synthsat.study.compose import compose_cache
 from synthsat.study.plan import (
     PENDING_CHECKPOINT,
     WAVES,
     StudyPlan,
     real_only_checkpoint,
 )
-from synthsat.study.stages import Stage, compose_cache
+from synthsat.study.stages import Stage
 
 #: The benchmark that measures a kind's step (or stage) time.
 BENCHMARKS = {

@@ -5,33 +5,39 @@ A stage's directory is named after its parameters and a hash of its composed con
 ``done.json`` there marks it finished, so a rerun skips it; while its job runs, a
 ``stage.lock`` there keeps a second run from starting it again; a training stage
 interrupted before ``done.json`` resumes from its ``checkpoints/last.ckpt``.
-:mod:`synthsat.study.plan` composes the study's stages; :mod:`synthsat.study.executors` runs each as
-a submitit job calling :func:`run_stage`; a :class:`Progress` numbers them ``[k/N]``
-and estimates the time left (:func:`eta_seconds`).
+The config is composed by :mod:`synthsat.study.compose`; :mod:`synthsat.study.plan`
+composes the study's stages; :mod:`synthsat.study.executors` runs each as a submitit job
+calling :func:`run_stage`; a :class:`~synthsat.study.progress.Progress` numbers them
+``[k/N]`` and estimates the time left.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from synthsat.atomic import write_text
 from synthsat.locks import FileLock
 from synthsat.study import processes
+
+# composed configs (re-exported: the names were this module's before the split)
+from synthsat.study.compose import (  # noqa: F401
+    RENAMED_KEYS,
+    UNSET_KEYS,
+    _composed,
+    compose_cache,
+    composed_config,
+    legacy_config,
+)
+from synthsat.study.progress import Progress, say
 
 
 @dataclass
@@ -105,195 +111,8 @@ def _hash(module: str, overrides: list[str], config: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-_ABSENT = object()
-
 #: How a stage's folder name writes the study's results folder (:meth:`Stage.key_in`).
 RESULTS_TOKEN = "${results}"
-
-#: Keys added to a job's config after studies were run, left out of a stage's composed
-#: config (so of its key) while they hold this value: the stages of a study that does not
-#: use them keep their keys (and their finished runs), e.g. ``mix.layouts``.
-UNSET_KEYS: dict[str, Any] = {
-    "mix.layouts": None,
-    "segmentation.model": "unet",
-    "segmentation.class_weights": None,
-    "segmentation.ignore_index": None,
-    "generator.lambda_texture": 0.0,
-}
-
-#: Keys renamed after studies were run (new name -> the name stage keys were computed
-#: with): a stage's key is computed with the old name in its place, so finished stages keep
-#: their keys, e.g. the segmentation presets' torchgeo names (``backbone`` was ``encoder_name``).
-RENAMED_KEYS: dict[str, str] = {
-    "segmentation.backbone": "encoder_name",
-    "segmentation.weights": "encoder_weights",
-    "segmentation.patience": "lr_patience",
-}
-
-
-#: How job configs differed before commit a3b8a58 (2026-12-07), the form the stages of
-#: studies run then were keyed in (:func:`legacy_config`): ``paths.shared_dir`` did not
-#: follow ``SYNTHSAT_SHARED``, the traceback switch was named ``debug`` (77e2069) and
-#: ``synthesize`` had no ``scale`` (05f9c2c). None of them changes a job's outputs.
-LEGACY_VALUES: dict[str, tuple[Any, Any]] = {
-    "paths.shared_dir": (
-        "${oc.env:SYNTHSAT_SHARED,${paths.root}/../shared/data}",
-        "${paths.root}/../shared/data",
-    ),
-}
-LEGACY_RENAMED: dict[str, str] = {"traceback": "debug"}
-LEGACY_UNSET: dict[str, Any] = {"scale": None}
-
-
-#: The compose cache of :func:`compose_cache` while one is open: composed configs by
-#: (config name, overrides), parsed overrides, and whether a name is a config group.
-_CACHE: dict[str, dict[Any, Any]] | None = None
-
-
-@contextmanager
-def compose_cache() -> Iterator[None]:
-    """While open, :func:`composed_config` composes each distinct head of overrides once:
-    a study's stages of a kind differ only in plain value overrides at the end (seed,
-    mix settings), which are applied to a copy of the head's config as Hydra applies
-    them (after the defaults, in order). The configs are those of a full compose, so
-    stage keys do not change; the cache is dropped on closing (a config file edited
-    later is read again)."""
-    global _CACHE
-    outer = _CACHE
-    _CACHE = {"configs": {}, "parsed": {}, "groups": {}} if outer is None else outer
-    try:
-        yield
-    finally:
-        _CACHE = outer
-
-
-def _parsed(overrides: list[str], cache: dict[str, dict[Any, Any]]) -> list[Any]:
-    """Hydra's parse of each of ``overrides`` (its ``Override``), once per string."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = cache["parsed"]
-    new = [o for o in dict.fromkeys(overrides) if o not in parsed]
-    if new:
-        parsed.update(zip(new, OverridesParser.create().parse_overrides(overrides=new)))
-    return [parsed[o] for o in overrides]
-
-
-def _value_tail(overrides: list[Any], groups: dict[str, bool]) -> int:
-    """Where the plain value overrides at the end of the parsed ``overrides`` start (an
-    index; ``len(overrides)`` without any): overrides of keys that are not config groups,
-    without a package, not of ``hydra``, not sweeps and not of dicts (as Hydra tells
-    config overrides from group choices)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    repo = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
-    start = len(overrides)
-    for override in reversed(overrides):
-        key = override.key_or_group
-        if key not in groups:
-            groups[key] = repo.group_exists(key)
-        if (
-            groups[key]
-            or override.is_sweep_override()
-            or override.is_hydra_override()
-            or override.package is not None
-            or isinstance(override.value(), dict)
-        ):
-            break
-        start -= 1
-    return start
-
-
-def _compose(config_name: str, overrides: list[str]) -> DictConfig:
-    """Hydra's compose of ``config_name`` with ``overrides``, through the open
-    :func:`compose_cache` (a copy of the cached config of the overrides' head with the
-    plain value overrides of their tail applied, by Hydra's own function), else plain."""
-    if _CACHE is None:
-        return compose(config_name=config_name, overrides=overrides)
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    parsed = _parsed(overrides, _CACHE)
-    cut = _value_tail(parsed, _CACHE["groups"])
-    head = (config_name, tuple(overrides[:cut]))
-    if head not in _CACHE["configs"]:
-        _CACHE["configs"][head] = compose(config_name=config_name, overrides=list(head[1]))
-    cfg = copy.deepcopy(_CACHE["configs"][head])
-    ConfigLoaderImpl._apply_overrides_to_config(parsed[cut:], cfg)
-    return cfg
-
-
-def composed_config(module: str, overrides: list[str]) -> str:
-    """The job's config (``conf/<job>.yaml`` with ``overrides``), uninterpolated, as YAML,
-    without the :data:`UNSET_KEYS` that hold their unset value and with the
-    :data:`RENAMED_KEYS` under their old names (in place).
-
-    Needs an initialised Hydra (inside the pipeline's ``@hydra.main``); the job's config
-    file is named after the module's last part (``synthsat.train_generator``).
-    """
-    return _composed(module, overrides)[0]
-
-
-def _composed(module: str, overrides: list[str]) -> tuple[str, DictConfig]:
-    """:func:`composed_config`, and the config it dumps (:data:`UNSET_KEYS` left in,
-    :data:`RENAMED_KEYS` under their new names)."""
-    cfg = _compose(module.rsplit(".", 1)[-1], overrides)
-    # OmegaConf.to_yaml's own steps, with the unset keys taken out of the plain copy and
-    # the renamed keys put back under their old names
-    plain = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    for key, value in UNSET_KEYS.items():
-        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) != value:
-            continue
-        *parents, last = key.split(".")
-        node: Any = plain
-        for part in parents:
-            node = node[part]
-        del node[last]
-    for key in RENAMED_KEYS:
-        found = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
-        if found is _ABSENT:
-            continue
-        *parents, last = key.split(".")
-        node = plain
-        for part in parents[:-1]:
-            node = node[part]
-        parent = node[parents[-1]] if parents else node
-        renamed_node = {RENAMED_KEYS[key] if k == last else k: v for k, v in parent.items()}
-        if parents:
-            node[parents[-1]] = renamed_node
-        else:
-            plain = renamed_node
-    return _dump(plain), cfg
-
-
-def _dump(plain: Any) -> str:
-    """``OmegaConf.to_yaml``'s dump of a plain copy of a config."""
-    from omegaconf._utils import get_omega_conf_dumper
-
-    return yaml.dump(
-        plain,
-        default_flow_style=False,
-        allow_unicode=True,
-        sort_keys=False,
-        Dumper=get_omega_conf_dumper(),
-    )
-
-
-def legacy_config(config: str) -> str:
-    """A stage's :attr:`~Stage.config` as it was written before commit a3b8a58: the
-    :data:`LEGACY_VALUES` at their old values, :data:`LEGACY_RENAMED` keys under their
-    old names (in place), :data:`LEGACY_UNSET` keys at their unset value left out."""
-    plain = yaml.safe_load(config) or {}
-    for key, (new, old) in LEGACY_VALUES.items():
-        *parents, last = key.split(".")
-        node = plain
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(last, _ABSENT) == new:
-            node[last] = old
-    for key, value in LEGACY_UNSET.items():
-        if plain.get(key, _ABSENT) == value:
-            del plain[key]
-    plain = {LEGACY_RENAMED.get(k, k): v for k, v in plain.items()}
-    return _dump(plain)
 
 
 def make_stage(
@@ -328,126 +147,6 @@ def stage_command(stage: Stage, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", stage.module, *stage.overrides, f"hydra.run.dir={out}"]
     ckpt = resume_checkpoint(stage.module, out)
     return cmd if ckpt is None else [*cmd, f"ckpt_path={ckpt}"]
-
-
-_SAY_LOCK = threading.Lock()
-
-
-def say(message: str) -> None:
-    """Print one whole line, also when stages run side by side in threads."""
-    with _SAY_LOCK:
-        sys.stdout.write(message + "\n")
-        sys.stdout.flush()
-
-
-def format_duration(seconds: float) -> str:
-    """``42 s``, ``3 min 20 s`` or ``2 h 05 min`` (rounded to whole seconds / minutes)."""
-    s = round(max(0.0, seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    m = round(s / 60)
-    return f"{m // 60} h {m % 60:02d} min"
-
-
-def eta_seconds(
-    totals: Mapping[str, int],
-    finished: Mapping[str, int],
-    seconds: Mapping[str, Sequence[float]],
-    jobs: int,
-) -> tuple[float, dict[str, int]]:
-    """Estimated time until every stage is finished, from the durations of finished ones.
-
-    For each kind of stage: the mean duration of the stages of that kind that ran to
-    completion in this pipeline run (skipped stages took no time and do not count),
-    times the stages of that kind not finished yet (running ones count whole), divided
-    by the jobs that can run them side by side (``min(jobs, left)``); the kinds' times
-    are added (the study runs its kinds one phase after another). A kind with stages
-    left but none timed yet has no estimate: it is returned apart, as its count of
-    stages left, and not in the seconds.
-
-    Args:
-        totals: stages of the pipeline run per kind (skipped ones included).
-        finished: stages finished (run or skipped) so far per kind.
-        seconds: durations of the stages run to completion so far, per kind.
-        jobs: stages run side by side (``pipeline.jobs``).
-
-    Returns:
-        ``(seconds, untimed)``: the estimate, and ``{kind: stages left}`` of the kinds
-        without one.
-    """
-    eta = 0.0
-    untimed: dict[str, int] = {}
-    for kind, total in totals.items():
-        left = total - finished.get(kind, 0)
-        if left <= 0:
-            continue
-        done = seconds.get(kind) or []
-        if not done:
-            untimed[kind] = left
-            continue
-        eta += sum(done) / len(done) * left / min(max(1, jobs), left)
-    return eta, untimed
-
-
-class Progress:
-    """Numbers a pipeline run's stages ``[k/N]`` and estimates the time left; thread-safe.
-
-    ``N`` is every stage of the run (skipped ones included). A ``run`` or ``skip`` line
-    shows ``k`` = stages started so far (a skipped stage counts as started and
-    finished), a ``done`` line ``k`` = stages finished so far, followed by the ETA of
-    :func:`eta_seconds`.
-
-    Args:
-        totals: stages of the pipeline run per kind.
-        jobs: stages run side by side.
-    """
-
-    def __init__(self, totals: Mapping[str, int], jobs: int = 1) -> None:
-        self.totals = dict(totals)
-        self.total = sum(self.totals.values())
-        self.jobs = max(1, int(jobs))
-        self.started = 0
-        self.finished: dict[str, int] = {}
-        self.seconds: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def tag(self, k: int) -> str:
-        """``[k/N]``."""
-        return f"[{k}/{self.total}]"
-
-    def start(self) -> str:
-        """Count a stage that starts running; its tag."""
-        with self._lock:
-            self.started += 1
-            return self.tag(self.started)
-
-    def skip(self, kind: str) -> str:
-        """Count a stage skipped as done (started and finished at once); its tag."""
-        with self._lock:
-            self.started += 1
-            self.finished[kind] = self.finished.get(kind, 0) + 1
-            return self.tag(self.started)
-
-    def finish(self, kind: str, seconds: float) -> str:
-        """Count a stage that ran for ``seconds``; its tag and the ETA, e.g.
-        ``[3/8]; ETA 2 min 30 s (5 stages left)``."""
-        with self._lock:
-            self.finished[kind] = self.finished.get(kind, 0) + 1
-            self.seconds.setdefault(kind, []).append(float(seconds))
-            eta, untimed = eta_seconds(self.totals, self.finished, self.seconds, self.jobs)
-            done = sum(self.finished.values())
-        left = self.total - done
-        # stages of a kind not timed yet add an unknown time: the ETA is a lower bound
-        if not untimed:
-            estimate = format_duration(eta)
-        else:
-            estimate = f"over {format_duration(eta)}" if eta > 0 else "not known yet"
-        line = f"{self.tag(done)}; ETA {estimate} ({left} stage{'s' * (left != 1)} left"
-        if untimed:
-            line += "; not timed yet: " + ", ".join(f"{n} {k}" for k, n in untimed.items())
-        return line + ")"
 
 
 class StageFailed(RuntimeError):
