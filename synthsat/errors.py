@@ -2,7 +2,7 @@
 a training that diverged.
 
 Entry points print these as one or two lines with exit code 2 (see
-:func:`synthsat.jobs.runtime.user_errors`); anything else is a bug and keeps its traceback.
+:func:`synthsat.jobs.user_errors.user_errors`); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from synthsat.data.synthetic_tiles import (
     write_manifest,
 )
 from synthsat.errors import ConfigError
-from synthsat.jobs.runtime import user_errors, validate_config
+from synthsat.jobs.runtime import validate_config
+from synthsat.jobs.user_errors import user_errors
 
 #: The folders of a study's synthesis stage, as the pipeline names them.
 GAN0 = "synthesis/lambda0-aaaa/tiles"

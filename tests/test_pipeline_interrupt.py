@@ -27,7 +27,7 @@ from conftest import REPO, STAND_IN_HEAD, modules_on_path, wait_for
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from synthsat.jobs.runtime import user_errors
+from synthsat.jobs.user_errors import user_errors
 from synthsat.locks import Holder, LockHeld, host_name, pid_running, process_start
 from synthsat.study import processes
 from synthsat.study.stages import (

@@ -264,7 +264,7 @@ def test_lightnings_sigterm_stop_exits_143_with_one_line(
     from lightning.pytorch.utilities.exceptions import SIGTERMException
     from omegaconf import OmegaConf
 
-    from synthsat.jobs.runtime import user_errors
+    from synthsat.jobs.user_errors import user_errors
 
     @user_errors
     def main(cfg: object) -> None:

@@ -24,8 +24,8 @@ from synthsat.jobs.runtime import (
     prepare_run,
     resolve_device,
     scores_record,
-    user_errors,
 )
+from synthsat.jobs.user_errors import user_errors
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.data.errors import DataError
 from synthsat.data.synthetic_tiles import describe_source
-from synthsat.jobs.runtime import check_checkpoint_data, prepare_run, resolve_device, user_errors
+from synthsat.jobs.runtime import check_checkpoint_data, prepare_run, resolve_device
+from synthsat.jobs.user_errors import user_errors
 from synthsat.tracking import build_loggers, run_info, source_params
 
 if TYPE_CHECKING:  # torch loads when the job runs, after Hydra's checks

@@ -10,7 +10,7 @@ that for a finished job and record the stage done at whatever step it reached. H
   (not at the epoch's end, which the grace period may not reach);
 * :func:`exit_status` turns Lightning's exception into the exit status of a process
   killed by SIGTERM (:data:`INTERRUPTED_EXIT`, 143) with one line on stderr, in every
-  entry point (:func:`synthsat.jobs.runtime.user_errors`), so the stage is not done and its
+  entry point (:func:`synthsat.jobs.user_errors.user_errors`), so the stage is not done and its
   rerun resumes from ``last.ckpt`` (:func:`synthsat.study.stages.resume_checkpoint`).
 
 Legitimate early ends — early stopping, ``trainer.max_time``, ``max_epochs`` — end

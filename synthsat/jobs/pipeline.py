@@ -43,7 +43,8 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.data import DataError
 from synthsat.jobs.output_checks import check_outputs
-from synthsat.jobs.runtime import prepare_run, user_errors, validate_config
+from synthsat.jobs.runtime import prepare_run, validate_config
+from synthsat.jobs.user_errors import user_errors
 from synthsat.report import summarise
 from synthsat.study.dry_run import describe_plan
 from synthsat.study.executors import check_executor, make_executor, run_wave, stop_running

@@ -21,7 +21,8 @@ from synthsat import config_dir, schemas
 from synthsat.data import DataError
 from synthsat.data.synthetic_tiles import describe_source, output_name
 from synthsat.errors import ConfigError
-from synthsat.jobs.runtime import build_trainer, prepare_run, user_errors
+from synthsat.jobs.runtime import build_trainer, prepare_run
+from synthsat.jobs.user_errors import user_errors
 from synthsat.tracking import build_loggers, log_images, run_info, source_params
 
 if TYPE_CHECKING:  # torch and Lightning load when the job runs, after Hydra's checks

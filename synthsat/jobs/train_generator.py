@@ -28,8 +28,8 @@ from synthsat.jobs.runtime import (
     prepare_run,
     resume_path,
     save_final_checkpoint,
-    user_errors,
 )
+from synthsat.jobs.user_errors import user_errors
 from synthsat.tracking import run_info
 
 

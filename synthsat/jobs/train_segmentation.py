@@ -31,8 +31,8 @@ from synthsat.jobs.runtime import (
     resume_path,
     save_final_checkpoint,
     scores_record,
-    user_errors,
 )
+from synthsat.jobs.user_errors import user_errors
 from synthsat.tracking import run_info, source_params
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from synthsat import config_dir
 from synthsat.atomic import write_text
 from synthsat.errors import ConfigError
-from synthsat.jobs.runtime import user_errors
+from synthsat.jobs.user_errors import user_errors
 
 log = logging.getLogger(__name__)
 
