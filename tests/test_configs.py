@@ -401,7 +401,8 @@ def test_schema_choices_are_the_codes() -> None:
     from synthsat.jobs import synthesize
     from synthsat.models import spade
     from synthsat.synthesis import gan_synthesizer
-    from synthsat.tasks import adversaries, segmentation
+    from synthsat.tasks import adversaries
+    from synthsat.tasks import segmentation_setup as segmentation
 
     assert mixing.MODES is schemas.MIX_MODES  # imported from the schemas: one list
     assert adversaries.KINDS is schemas.DISCRIMINATORS

@@ -12,13 +12,8 @@ import torch
 from conftest import save_task as _save_task
 
 from synthsat.models.segmentation import EncoderWeightsError, build_unet
-from synthsat.tasks.segmentation import (
-    DEPRECATED,
-    LOSSES,
-    SegmentationTask,
-    build_loss,
-    datamodule_metadata,
-)
+from synthsat.tasks.segmentation import SegmentationTask
+from synthsat.tasks.segmentation_setup import DEPRECATED, LOSSES, build_loss, datamodule_metadata
 
 METADATA = {
     "classes": ["no-data", "water", "land"],

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from synthsat.tasks.segmentation import (
-    SegmentationTask,
+from synthsat.tasks.segmentation import SegmentationTask
+from synthsat.tasks.segmentation_setup import (
     _classes_of,
     _plain_weights,
     build_loss,

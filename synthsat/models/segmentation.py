@@ -8,13 +8,18 @@ is accepted only when the weights are already in the local Hugging Face cache
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
 from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
 from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
 from torch import nn
+
+from synthsat.data.cache import scaled_shape
 
 WEIGHT_FILES = ("config.json", "model.safetensors")
 
@@ -172,3 +177,31 @@ def drop_unused_stage_keys(
     saved by checkpoints from before they were dropped); a new dict, the order kept."""
     heads = tuple(f"{p}." for p in prefixes)
     return {k: v for k, v in state_dict.items() if not k.startswith(heads)}
+
+
+def native_logits(
+    network: nn.Module, x: torch.Tensor, scale: float, multiple: int, channels_last: bool
+) -> torch.Tensor:
+    """Logits (B, K, H, W) of ``network`` on normalised images ``x`` (B, C, H, W) of any
+    size, at their native resolution.
+
+    A network trained at ``scale`` < 1 (``data.scale``) sees the images area-resampled by
+    that factor, and its logits are resized back (bilinear) to (H, W). Images are padded at
+    the bottom-right (reflect, or replicate for tiny ones) to a multiple of ``multiple``
+    (``2 ** encoder_depth``) and the logits cropped back.
+    """
+    native = x.shape[-2:]
+    if scale != 1:
+        size = scaled_shape(int(native[0]), int(native[1]), scale)
+        x = F.interpolate(x, size=size, mode="area")
+    h, w = x.shape[-2:]
+    ph, pw = math.ceil(h / multiple) * multiple - h, math.ceil(w / multiple) * multiple - w
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    logits = network(x)[..., :h, :w]
+    if scale != 1:
+        logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
+    return logits
