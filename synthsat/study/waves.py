@@ -53,7 +53,7 @@ def run_wave(
     executor runs them one by one in this process.
 
     Args:
-        executor: from :func:`make_executor`.
+        executor: from :func:`~synthsat.study.executors.make_executor`.
         stages: the wave's stages (none depends on another).
         results: the study's results directory.
         jobs: stages at once on the local executor (``pipeline.jobs``).
