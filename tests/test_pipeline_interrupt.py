@@ -282,7 +282,7 @@ def test_run_stage_says_it_resumes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("synthsat.stages.RESUMABLE", frozenset({"waiting_job"}))
+    monkeypatch.setattr("synthsat.study.stages.RESUMABLE", frozenset({"waiting_job"}))
     results = tmp_path / "results"
     out = STAGE.directory(results)
     ckpt = out / "checkpoints" / "last.ckpt"
