@@ -48,7 +48,7 @@ def test_every_console_script_composes_its_config_from_another_directory(
     )
     for job in JOBS:
         ep = scripts["synthsat-" + job.replace("_", "-")]
-        assert ep.value == f"synthsat.jobs.{job}:main"
+        assert ep.value == f"synthsat.{job}:main"
         monkeypatch.setattr(sys, "argv", [ep.name, "--cfg", "job", "seed=7"])
         ep.load()()
         out = capsys.readouterr().out
@@ -119,7 +119,7 @@ def test_wheel_ships_the_configs_and_finds_them(tmp_path: Path) -> None:
         f"synthsat/{p.relative_to(REPO / 'synthsat')}" for p in (REPO / "synthsat").rglob("*.py")
     }
     assert code <= names and "synthsat/py.typed" in names
-    assert "synthsat-train-segmentation = synthsat.jobs.train_segmentation:main" in entry_text
+    assert "synthsat-train-segmentation = synthsat.train_segmentation:main" in entry_text
     found = run_ok(
         [sys.executable, "-c", "import synthsat; print(synthsat.config_dir())"],
         timeout=60,
