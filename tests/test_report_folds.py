@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import t
 
-from synthsat.report_folds import across_folds, fold_rows, main, paired_by_fold
+from synthsat.report.folds import across_folds, fold_rows, main, paired_by_fold
 
 COLUMNS = ["lambda_div", "generator", "ratio", "mode", "copies", "seed", "label", "miou",
            "val_miou", "steps"]  # fmt: skip
