@@ -53,7 +53,6 @@ from synthsat.jobs.evaluate_synthetic import load_segmenter  # noqa: E402
 from synthsat.metrics.chips import chip_side, select_chips  # noqa: E402
 from synthsat.metrics.frechet import feature_frechet_distance  # noqa: E402
 from synthsat.metrics.memorisation import memorisation_ratio  # noqa: E402
-from synthsat.metrics.segmenter import normalize  # noqa: E402
 from synthsat.metrics.synthetic import synthetic_metrics  # noqa: E402
 from synthsat.synthesis import TileSynthesizer, load_chip_generator, make_requests  # noqa: E402
 
@@ -126,7 +125,7 @@ def chip_features(segmenter: Any, images: list[np.ndarray], normalizer: Any) -> 
     feats = []
     for i in range(0, len(images), 8):
         batch = torch.from_numpy(np.stack(images[i : i + 8]).astype(np.float32))
-        _, pooled = segmenter.predict(normalize(batch, normalizer))
+        _, pooled = segmenter.predict(normalizer.normalize(batch))
         feats.append(pooled.cpu())
     return torch.cat(feats)
 
