@@ -117,10 +117,11 @@ def test_oasis_feature_matching_compares_the_first_fake_with_the_real_image() ->
     terms, weights = adversary.generator_terms(image, onehot, mask, [image.clone(), other])
     assert weights["g_feat"] == 2.5 and terms["g_feat"].item() == pytest.approx(0.0, abs=1e-6)
     terms, _ = adversary.generator_terms(image, onehot, mask, [other, image.clone()])
-    feats = adversary.net.features(torch.cat([other, image]))
-    expected = sum(
-        torch.nn.functional.l1_loss(f[:2], f[2:]) for f in feats[:-1]
-    )  # decoder stages, not the logits
+    with torch.no_grad():
+        feats = adversary.net.features(torch.cat([other, image]))
+        expected = sum(
+            torch.nn.functional.l1_loss(f[:2], f[2:]) for f in feats[:-1]
+        )  # decoder stages, not the logits
     assert terms["g_feat"].item() == pytest.approx(float(expected), rel=1e-5)
     off = OASISAdversary(4, 3, 0, 8, 2, 0.0).eval()
     off.load_state_dict(adversary.state_dict())
