@@ -267,3 +267,23 @@ def test_a_rendering_of_new_layouts_needs_its_lambdas_generator_and_the_layouts(
     assert needs == {3: [gens[1].directory(tmp_path), made.directory(tmp_path)]}
     alone = StudyPlan(tmp_path, {"layouts": [made], "synthesis": [render]})
     assert alone.graph()[1] == {1: [made.directory(tmp_path)]}  # no generator in the plan
+
+
+def test_with_data_overrides_is_the_one_merge_of_the_studys_data_settings() -> None:
+    from omegaconf import OmegaConf
+
+    from synthsat.study.grid import with_data_overrides
+
+    cfg = OmegaConf.create(
+        {
+            "data": {"source": {"root": "/a", "splits": None}, "scale": 1.0},
+            "pipeline": {"data_overrides": ["data.source.root=/b", "data.scale=0.25"]},
+        }
+    )
+    merged = with_data_overrides(cfg)
+    assert (merged.data.source.root, merged.data.scale) == ("/b", 0.25)
+    assert cfg.data.source.root == "/a"  # the study's own config is untouched
+    plain = OmegaConf.create({"data": {"scale": 1.0}})
+    assert with_data_overrides(plain) is plain  # no pipeline: nothing merged
+    plain.pipeline = {"data_overrides": []}
+    assert with_data_overrides(plain) is plain

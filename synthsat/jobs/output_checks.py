@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from synthsat.errors import ConfigError
+from synthsat.study.grid import with_data_overrides
 
 
 def _paths(cfg: DictConfig, keys: tuple[str, ...]) -> list[tuple[str, Path]]:
@@ -40,10 +41,8 @@ def check_outputs(cfg: DictConfig) -> None:
         ConfigError: naming both keys and folders.
     """
     inputs = _paths(cfg, INPUT_KEYS)
-    data = OmegaConf.select(cfg, "pipeline.data_overrides", default=None)
-    if data:
-        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist([str(d) for d in data]))
-        inputs += _paths(merged, ("data.source.root",))  # type: ignore[arg-type]
+    if OmegaConf.select(cfg, "pipeline.data_overrides", default=None):
+        inputs += _paths(with_data_overrides(cfg), ("data.source.root",))
     for out_key, out in _paths(cfg, OUTPUT_KEYS):
         for in_key, folder in inputs:
             if out == folder or folder in out.parents:

@@ -38,7 +38,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from synthsat import config_dir
 from synthsat.data import DataError
@@ -48,6 +48,7 @@ from synthsat.jobs.user_errors import user_errors
 from synthsat.report import summarise
 from synthsat.study.dry_run import describe_plan
 from synthsat.study.executors import check_executor, make_executor, run_wave, stop_running
+from synthsat.study.grid import with_data_overrides
 from synthsat.study.plan import real_only_checkpoint, study_plan
 from synthsat.study.processes import stopped_on_signal
 from synthsat.study.progress import Progress
@@ -73,8 +74,7 @@ def data_choice() -> str:
 def check_data(cfg: DictConfig) -> Any:
     """Build the study's datamodule once: fails fast, with the source's own message,
     when the data is missing or bad, before any stage starts."""
-    data_cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(cfg.pipeline.data_overrides)))
-    datamodule = instantiate(data_cfg.data)
+    datamodule = instantiate(with_data_overrides(cfg).data)
     try:
         datamodule.prepare_data()
         datamodule.setup("fit")

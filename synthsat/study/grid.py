@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def _fmt(x: float) -> str:
@@ -151,3 +151,14 @@ def layout_sources(p: DictConfig) -> list[tuple[str, float]]:
 def is_real_only(params: Mapping[str, Any]) -> bool:
     """Whether a segmentation run trains on real imagery alone (it needs no synthesis)."""
     return float(params["ratio"]) == 0 and params["mode"] == "replace"
+
+
+def with_data_overrides(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the study's ``pipeline.data_overrides`` applied (the data its stages
+    read); ``cfg`` itself where there are none (or no ``pipeline``): the one place that
+    merges them (the pipeline's data check, the output-folder check, the rendering of
+    new layouts)."""
+    overrides = OmegaConf.select(cfg, "pipeline.data_overrides", default=None)
+    if not overrides:
+        return cfg
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist([str(o) for o in overrides]))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from synthsat.study.compose import compose_cache
 
@@ -40,6 +40,7 @@ from synthsat.study.grid import (  # noqa: F401
     seg_label,
     segmentation_runs,
     source_name,
+    with_data_overrides,
 )
 from synthsat.study.stages import Stage, make_stage
 
@@ -112,7 +113,7 @@ def render_data_overrides(cfg: DictConfig, layouts: Path) -> list[str]:
     from synthsat.layouts.job import render_overrides
 
     p = cfg.pipeline
-    data = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(p.data_overrides))).data
+    data = with_data_overrides(cfg).data
     rest = [
         o for o in p.data_overrides if not str(o).startswith(("data=", "data.source.", "~data."))
     ]
