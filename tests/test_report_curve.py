@@ -217,3 +217,19 @@ def test_the_plateau_compares_the_curves_level_not_the_best_of_more_noisy_valida
     for r in rows:
         r["val_end"] = None if r["steps"] in (360, 720) else r["val_end"] or r["val_miou"] - 0.01
     assert plateau_budget(rows) == 1440
+
+
+def test_plateau_sentence_tells_one_cap_from_not_reached() -> None:
+    """A study at one cap cannot be judged by the doubling rule; budgets a doubling apart
+    without a plateau are 'not reached'; a plateau is named with its budget."""
+    from synthsat.report.curve import plateau_sentence
+
+    one_cap = [{"steps": 11520}, {"steps": 11520}]
+    assert "**not judged here**" in plateau_sentence("r", None, one_cap)
+    assert "(11520)" in plateau_sentence("r", None, one_cap)
+    close = [{"steps": 1000}, {"steps": 1500}]  # no budget has its double beside it
+    assert "**not judged here**" in plateau_sentence("r", None, close)
+    doubled = [{"steps": 720}, {"steps": 1440}]
+    reached = plateau_sentence("r", None, doubled)
+    assert reached == "Plateau (r): **not reached** within these budgets."
+    assert plateau_sentence("r", 720, doubled) == "Plateau (r): **720 steps**."

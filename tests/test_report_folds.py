@@ -96,3 +96,26 @@ def test_a_budget_no_run_has_is_refused(tmp_path: Path) -> None:
         ValueError, match=r"no run at steps=999 \(the fold's budgets: \[1440, 11520\]\)"
     ):
         fold_rows(rows, 999)
+
+
+def test_arm_against_arm_is_the_first_minus_the_second_by_seed(tmp_path: Path) -> None:
+    """The GAN arm minus the control, paired by seed in each fold and across folds."""
+    f8 = _summary(tmp_path / "f8.csv", [0.60, 0.62, 0.61], [0.62, 0.63, 0.64], [0.55, 0.56, 0.57])
+    f4 = _summary(tmp_path / "f4.csv", [0.50, 0.52, 0.54], [0.49, 0.52, 0.53], [0.45, 0.47, 0.50])
+    out = main(["--fold", f"test 8={f8}", "--fold", f"test 4={f4}", "--steps", "11520",
+                "--out", str(tmp_path / "out")])  # fmt: skip
+    with open(out / "folds.csv", newline="") as f:
+        by = {(r["arm"], r["metric"], r["fold"]): r for r in csv.DictReader(f)}
+    pair = "50% synthetic, lambda_div = 0 − 50% synthetic, classcolour"
+    d8 = np.array([0.07, 0.07, 0.07])  # 0.62-0.55, 0.63-0.56, 0.64-0.57
+    d4 = np.array([0.04, 0.05, 0.03])
+    assert float(by[(pair, "test", "test 8")]["mean_diff"]) == pytest.approx(0.07)
+    assert float(by[(pair, "test", "test 4")]["mean_diff"]) == pytest.approx(0.04)
+    half = t.ppf(0.975, 2) * d4.std(ddof=1) / np.sqrt(3)
+    assert float(by[(pair, "test", "test 4")]["low"]) == pytest.approx(0.04 - half)
+    assert by[(pair, "test", "test 4")]["improved"] == "3"
+    assert float(by[(pair, "test", "all")]["mean_diff"]) == pytest.approx((d8.mean() + 0.04) / 2)
+    assert float(by[(pair, "val", "test 8")]["mean_diff"]) == pytest.approx(0.07)
+    assert not any(r[0].startswith("50% synthetic, classcolour −") for r in by)  # one direction
+    text = (out / "folds.md").read_text()
+    assert "## Arm against arm" in text and f"| {pair} | test | test 4 | 3 |" in text

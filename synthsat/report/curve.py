@@ -185,10 +185,21 @@ def curve_table(rows: list[dict[str, Any]]) -> list[str]:
         f"the smallest budget at which doubling the steps raises no arm's mean validation "
         f"mIoU ({which}) by {PLATEAU_GAIN} or more"
     )
-    lines += [
-        "",
-        f"Plateau ({rule}): **{plateau} steps**."
-        if plateau is not None
-        else f"Plateau ({rule}): **not reached** within these budgets.",
-    ]
+    lines += ["", plateau_sentence(rule, plateau, rows)]
     return lines
+
+
+def plateau_sentence(rule: str, plateau: int | None, rows: list[dict[str, Any]]) -> str:
+    """What the plateau rule says of ``rows``: the budget, not reached, or, where no budget
+    has a doubled one after it (e.g. a study at one cap), that the rule cannot judge it."""
+    if plateau is not None:
+        return f"Plateau ({rule}): **{plateau} steps**."
+    budgets = sorted({int(r["steps"]) for r in rows if r.get("steps") is not None})
+    if not any(n >= 2 * b for b in budgets for n in budgets):
+        shown = ", ".join(str(b) for b in budgets)
+        return (
+            f"Plateau ({rule}): **not judged here**: no budget of this study ({shown}) has "
+            "its double beside it. Whether the runs reached their plateau is for the early "
+            "stopping and the cap to show (each run's stopped and best steps)."
+        )
+    return f"Plateau ({rule}): **not reached** within these budgets."

@@ -80,18 +80,28 @@ def fold_rows(rows: Sequence[dict[str, Any]], steps: int | None) -> list[dict[st
     return kept
 
 
-def fold_comparisons(rows: Sequence[dict[str, Any]], key: str) -> dict[ArmKey, PairedComparison]:
-    """Every arm but real-only against real-only on score ``key``, paired by seed (arms
-    without a seed in common, or a fold without real-only runs: left out)."""
+def _baseline(groups: Mapping[ArmKey, list[dict[str, Any]]], base: ArmKey | None) -> Any:
+    """The runs of the arm compared against: ``base``, or real-only where it is None."""
+    if base is not None:
+        return groups.get(base)
+    return next((g for (label, _), g in groups.items() if label == BASELINE), None)
+
+
+def fold_comparisons(
+    rows: Sequence[dict[str, Any]], key: str, base: ArmKey | None = None
+) -> dict[ArmKey, PairedComparison]:
+    """Every other arm against ``base`` (None: real-only) on score ``key``, paired by
+    seed (real-only is never compared against; arms without a seed in common, or a fold
+    without the base's runs: left out)."""
     groups = group_arms(list(rows))
-    base = next((g for (label, _), g in groups.items() if label == BASELINE), None)
-    if base is None:
+    base_runs = _baseline(groups, base)
+    if base_runs is None:
         return {}
-    baseline = by_seed(base, key)
+    baseline = by_seed(base_runs, key)
     out = {}
     for arm, group in groups.items():
         scores = by_seed(group, key)
-        if arm[0] != BASELINE and set(scores) & set(baseline):
+        if arm[0] != BASELINE and arm != base and set(scores) & set(baseline):
             out[arm] = compare_paired(scores, baseline, CI_LEVEL)
     return out
 
@@ -126,17 +136,20 @@ def across_folds(
 
 
 def paired_by_fold(
-    folds: Mapping[str, Sequence[dict[str, Any]]], arm: ArmKey, key: str
+    folds: Mapping[str, Sequence[dict[str, Any]]],
+    arm: ArmKey,
+    key: str,
+    base: ArmKey | None = None,
 ) -> dict[str, dict[int, float]]:
-    """``arm``'s paired differences from real-only on ``key``, by seed, in each fold
-    that ran both (folds without the arm left out)."""
+    """``arm``'s paired differences from ``base`` (None: real-only) on ``key``, by seed,
+    in each fold that ran both (folds without either left out)."""
     out = {}
     for name, rows in folds.items():
         groups = group_arms(list(rows))
-        base = next((g for (label, _), g in groups.items() if label == BASELINE), None)
-        if base is None or arm not in groups:
+        base_runs = _baseline(groups, base)
+        if base_runs is None or arm not in groups:
             continue
-        baseline, scores = by_seed(base, key), by_seed(groups[arm], key)
+        baseline, scores = by_seed(base_runs, key), by_seed(groups[arm], key)
         common = sorted(set(scores) & set(baseline))
         if common:
             out[name] = {s: scores[s] - baseline[s] for s in common}
@@ -151,9 +164,57 @@ def _arm_name(arm: ArmKey) -> str:
     return f"{arm[0]}, {arm[1]}" if arm[1] else arm[0]
 
 
+def _comparison_rows(
+    folds: Mapping[str, Sequence[dict[str, Any]]], arm: ArmKey, base: ArmKey | None
+) -> tuple[list[str], list[dict]]:
+    """The table lines and CSV rows of ``arm`` against ``base`` (None: real-only), each
+    metric in each fold, then across folds."""
+    name = _arm_name(arm) if base is None else f"{_arm_name(arm)} − {_arm_name(base)}"
+    lines: list[str] = []
+    csv_rows: list[dict] = []
+    for metric, key in METRICS.items():
+        for fold, rows in folds.items():
+            c = fold_comparisons(rows, key, base).get(arm)
+            if c is None:
+                continue
+            lines.append(
+                f"| {name} | {metric} | {fold} | {c.n_paired} | "
+                f"{c.mean:.3f} ± {c.std:.3f} | {_f(c.mean_diff)} "
+                f"[{_f(c.ci_low)}, {_f(c.ci_high)}] | {c.n_improved}/{c.n_paired} |"
+            )
+            csv_rows.append({
+                "arm": name, "metric": metric, "fold": fold, "n": c.n_paired,
+                "mean_diff": c.mean_diff, "low": c.ci_low, "high": c.ci_high,
+                "improved": c.n_improved, "interval": "paired t over seeds",
+            })  # fmt: skip
+        diffs = paired_by_fold(folds, arm, key, base)
+        if not diffs:
+            continue
+        a = across_folds(diffs)
+        lines.append(
+            f"| {name} | {metric} | **all {len(a.folds)} folds** | "
+            f"{len(a.pairs)} | | **{_f(a.mean)}** [{_f(a.low)}, {_f(a.high)}] over folds; "
+            f"[{_f(a.pooled_low)}, {_f(a.pooled_high)}] over pairs | "
+            f"{a.folds_improved}/{len(a.folds)} folds, {a.pairs_improved}/{len(a.pairs)} |"
+        )
+        csv_rows.append({
+            "arm": name, "metric": metric, "fold": "all", "n": len(a.pairs),
+            "mean_diff": a.mean, "low": a.low, "high": a.high,
+            "improved": a.folds_improved, "interval": "t over fold means",
+        })  # fmt: skip
+    return lines, csv_rows
+
+
+_HEADER = [
+    "| arm | metric | fold | n | arm mean ± std | Δ [95 % CI] | improved |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
 def folds_report(folds: Mapping[str, Sequence[dict[str, Any]]]) -> tuple[list[str], list[dict]]:
-    """The markdown lines of the fold report and its CSV rows (one per arm, fold and
-    metric, plus the across-fold rows)."""
+    """The markdown lines of the fold report and its CSV rows: every arm against
+    real-only, then every pair of the other arms (the earlier arm minus the later, e.g.
+    the GAN minus a control), each in each fold and across folds."""
     lines = ["# The headline comparison over folds", ""]
     lines += [
         f"Paired differences from real-only (arm minus real-only, same seed). Within a fold: "
@@ -162,42 +223,30 @@ def folds_report(folds: Mapping[str, Sequence[dict[str, Any]]]) -> tuple[list[st
         "of freedom; the fold is the unit of replication), then the paired t interval over "
         "all fold × seed pairs (these scenes only).",
         "",
-        "| arm | metric | fold | n | arm mean ± std | Δ [95 % CI] | improved |",
-        "|---|---|---|---|---|---|---|",
+        *_HEADER,
     ]
     csv_rows: list[dict] = []
     arms = [a for rows in folds.values() for a in group_arms(list(rows)) if a[0] != BASELINE]
-    for arm in dict.fromkeys(arms):
-        for metric, key in METRICS.items():
-            for name, rows in folds.items():
-                c = fold_comparisons(rows, key).get(arm)
-                if c is None:
-                    continue
-                lines.append(
-                    f"| {_arm_name(arm)} | {metric} | {name} | {c.n_paired} | "
-                    f"{c.mean:.3f} ± {c.std:.3f} | {_f(c.mean_diff)} "
-                    f"[{_f(c.ci_low)}, {_f(c.ci_high)}] | {c.n_improved}/{c.n_paired} |"
-                )
-                csv_rows.append({
-                    "arm": _arm_name(arm), "metric": metric, "fold": name, "n": c.n_paired,
-                    "mean_diff": c.mean_diff, "low": c.ci_low, "high": c.ci_high,
-                    "improved": c.n_improved, "interval": "paired t over seeds",
-                })  # fmt: skip
-            diffs = paired_by_fold(folds, arm, key)
-            if not diffs:
-                continue
-            a = across_folds(diffs)
-            lines.append(
-                f"| {_arm_name(arm)} | {metric} | **all {len(a.folds)} folds** | "
-                f"{len(a.pairs)} | | **{_f(a.mean)}** [{_f(a.low)}, {_f(a.high)}] over folds; "
-                f"[{_f(a.pooled_low)}, {_f(a.pooled_high)}] over pairs | "
-                f"{a.folds_improved}/{len(a.folds)} folds, {a.pairs_improved}/{len(a.pairs)} |"
-            )
-            csv_rows.append({
-                "arm": _arm_name(arm), "metric": metric, "fold": "all", "n": len(a.pairs),
-                "mean_diff": a.mean, "low": a.low, "high": a.high,
-                "improved": a.folds_improved, "interval": "t over fold means",
-            })  # fmt: skip
+    arms = list(dict.fromkeys(arms))
+    for arm in arms:
+        more, rows = _comparison_rows(folds, arm, None)
+        lines += more
+        csv_rows += rows
+    pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1 :]]
+    if pairs:
+        lines += [
+            "",
+            "## Arm against arm",
+            "",
+            "The same intervals for one arm minus another (same fold, same seed; the "
+            "arm mean is the first arm's).",
+            "",
+            *_HEADER,
+        ]
+    for arm, base in pairs:
+        more, rows = _comparison_rows(folds, arm, base)
+        lines += more
+        csv_rows += rows
     return lines, csv_rows
 
 
