@@ -36,12 +36,13 @@ composes a config.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, ValidationError
 
 # the value nodes (re-exported: they were this module's before the split)
 from synthsat.config_nodes import (  # noqa: F401
@@ -285,3 +286,79 @@ def register() -> None:
     store = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         store.store(group="schema", name=name, node=node())
+
+
+# -- the same rules for a config composed without the schemas ------------------------------
+#: The schemas of the config packages they type, for :func:`schema_violation`.
+PACKAGED: dict[str, type] = {
+    "mix": MixSchema,
+    "generator": GeneratorSchema,
+    "segmentation": SegmentationSchema,
+    "trainer": TrainerSchema,
+    "data": DataSchema,
+}
+#: Top-level keys whose rule a schema of a job's top level holds (top-level schemas are
+#: per job, and their keys' names are not unique across jobs: only these are checked).
+TOP_LEVEL: dict[str, type] = {
+    "samples": SynthesizeSchema,
+    "chip_size": SynthesizeSchema,
+    "overlap": SynthesizeSchema,
+}
+
+
+@functools.cache
+def _typed(schema: type) -> DictConfig:
+    """``schema`` as a typed config (its value nodes carry the rules; only read)."""
+    return OmegaConf.structured(schema)
+
+
+def _refused(schema: type, name: str, value: Any) -> str | None:
+    """The rule of ``schema``'s field ``name`` that ``value`` breaks, in words (e.g. ``must
+    be a number >= 0``); None where it keeps the rule or the field has none."""
+    node = _typed(schema)._get_node(name)
+    if not isinstance(node, NumberNode | WholeNode | ChoiceNode):
+        return None
+    try:
+        node.validate_and_convert(value)
+    except ValidationError as err:
+        return "must be " + str(err).split(" is not ", 1)[-1].split("\n", 1)[0]
+    return None
+
+
+def _section_violation(schema: type, values: Any, prefix: str) -> tuple[str, Any, str] | None:
+    """The first value of ``values`` (one package of a config) that ``schema`` refuses."""
+    for f in fields(schema):
+        value = OmegaConf.select(values, f.name, default=None, throw_on_missing=False)
+        if value is None:
+            continue
+        key = f"{prefix}.{f.name}"
+        if f.name == "net" and isinstance(value, DictConfig | dict):
+            found = _section_violation(GeneratorNetSchema, value, key)
+        else:
+            rule = _refused(schema, f.name, value)
+            found = (key, value, rule) if rule else None
+        if found:
+            return found
+    return None
+
+
+def schema_violation(cfg: Any) -> tuple[str, Any, str] | None:
+    """The first setting of ``cfg`` that its schema refuses, as (key, value, rule), or None.
+
+    Hydra checks a composed config against the schemas as it merges (see the module); this
+    applies the same rules, from the same fields, to a config made without them (e.g. with
+    ``OmegaConf.create``), for :func:`synthsat.jobs.runtime.validate_config`.
+    """
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    for package, schema in PACKAGED.items():
+        section = OmegaConf.select(cfg, package, default=None, throw_on_missing=False)
+        if isinstance(section, DictConfig):
+            found = _section_violation(schema, section, package)
+            if found:
+                return found
+    for key, schema in TOP_LEVEL.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        rule = None if value is None else _refused(schema, key, value)
+        if rule:
+            return key, value, rule
+    return None

@@ -464,3 +464,56 @@ def test_schemas_do_not_change_the_composed_configs(root: Path, tmp_path: Path) 
     finally:
         restore_gh_from_backup(backup)
     assert untyped == typed
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("mix.lambda_div=-1", "mix.lambda_div=-1: must be a number >= 0"),
+        ("mix.mode=replce", "mix.mode=replce: must be one of: replace, add"),
+        ("mix.copies=0", "mix.copies=0: must be a whole number >= 1"),
+        ("mix.ratio=1.5", "mix.ratio=1.5: must be a number in [0, 1]"),
+        ("generator.ema_decay=2", "generator.ema_decay=2: must be a number in [0, 1]"),
+        ("generator.net.norm=group", "generator.net.norm=group: must be one of: batch, instance"),
+        ("segmentation.loss=dice", "segmentation.loss=dice: must be one of: ce, jaccard, focal"),
+        (
+            "trainer.max_steps=0",
+            "trainer.max_steps=0: must be a whole number >= 1 (or -1: no limit)",
+        ),
+        ("data.scale=0", "data.scale=0: must be a number in (0, 1]"),
+        ("samples=0", "samples=0: must be a whole number >= 1"),
+        ("overlap=-1", "overlap=-1: must be a whole number >= 0"),
+    ],
+)
+def test_a_config_made_without_the_schemas_is_held_to_their_rules(
+    override: str, message: str
+) -> None:
+    """validate_config applies the schemas' own rules to a config that never went through
+    Hydra's compose (the same words as the compose error, after 'must be')."""
+    from synthsat.errors import ConfigError
+    from synthsat.jobs.runtime import validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(OmegaConf.from_dotlist([override]))
+    assert str(err.value) == message
+
+
+def test_validate_config_has_no_rules_of_its_own_for_schema_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One owner: narrow the schema's rule and validate_config follows it."""
+    from synthsat import schemas
+    from synthsat.config_nodes import number
+    from synthsat.errors import ConfigError
+    from synthsat.jobs.runtime import validate_config
+
+    plain = OmegaConf.create({"mix": {"ratio": 0.75, "mode": "replace"}})
+    validate_config(plain)
+
+    @dataclasses.dataclass
+    class HalfMix(schemas.MixSchema):
+        ratio: float = number(0.0, 0.5)
+
+    monkeypatch.setitem(schemas.PACKAGED, "mix", HalfMix)
+    with pytest.raises(ConfigError, match=r"^mix\.ratio=0\.75: must be a number in \[0, 0\.5\]$"):
+        validate_config(plain)

@@ -23,7 +23,7 @@ from synthsat.jobs.output_checks import check_outputs
 
 # re-exported: the names were this module's before the split
 from synthsat.jobs.user_errors import shared_data_hint, user_errors  # noqa: F401
-from synthsat.schemas import MIX_MODES
+from synthsat.schemas import schema_violation
 from synthsat.tracking import build_loggers, keep_tool_dirs
 
 if TYPE_CHECKING:  # Lightning and torch load when a job runs, after Hydra checked its config
@@ -351,22 +351,20 @@ def _positive_int(v: Any) -> bool:
 def validate_config(cfg: DictConfig) -> None:
     """Check ranges, choices and types of the settings, before any data is read.
 
+    The rules of single keys are the schemas' (:mod:`synthsat.schemas`, applied here by
+    :func:`~synthsat.schemas.schema_violation` to a config composed without them); this
+    adds the pipeline's lists, which have no schema, and the rules that join two keys.
+
     Raises:
         ConfigError: naming the key, its value and the rule.
     """
-    non_negative = "must be a number >= 0"
-    unit = "must be a number in [0, 1]"
-    _check(cfg, "generator.lambda_div", lambda v: float(v) >= 0, non_negative)
-    _check(cfg, "pipeline.lambdas", lambda v: float(v) >= 0, non_negative)
-    _check(cfg, "mix.ratio", lambda v: 0 <= float(v) <= 1, unit)
-    _check(cfg, "mix.lambda_div", lambda v: float(v) >= 0, non_negative)
-    _check(cfg, "pipeline.ratios", lambda v: 0 <= float(v) <= 1, unit)
-    _check(cfg, "generator.ema_decay", lambda v: 0 <= float(v) <= 1, unit)
-    _check(cfg, "mix.mode", lambda v: v in MIX_MODES, f"must be one of {', '.join(MIX_MODES)}")
-    _check(cfg, "mix.copies", _positive_int, "must be a whole number >= 1")
+    found = schema_violation(cfg)
+    if found:
+        key, value, rule = found
+        raise ConfigError(f"{key}={value}: {rule}")
+    _check(cfg, "pipeline.lambdas", lambda v: float(v) >= 0, "must be a number >= 0")
+    _check(cfg, "pipeline.ratios", lambda v: 0 <= float(v) <= 1, "must be a number in [0, 1]")
     _check(cfg, "pipeline.steps", _positive_int, "must be whole numbers >= 1 (step budgets)")
-    for key in ("data.patch_size", "generator.patch_size", "data.eval_chip_size", "samples"):
-        _check(cfg, key, _positive_int, "must be a whole number >= 1")
     generator_patch = OmegaConf.select(cfg, "generator.patch_size", default=None)
     if generator_patch is not None:  # train_generator: one patch size, the generator's
         _check(
@@ -379,7 +377,6 @@ def validate_config(cfg: DictConfig) -> None:
     from synthsat.data.cache import NONFINITE
 
     _check(cfg, "data.on_nonfinite", lambda v: v in NONFINITE, f"must be one of {NONFINITE}")
-    _check(cfg, "chip_size", _positive_int, "must be a whole number >= 1 (or null)")
     chip = OmegaConf.select(cfg, "chip_size", default=None, throw_on_missing=False)
     if chip is not None:
         _check(
@@ -388,5 +385,3 @@ def validate_config(cfg: DictConfig) -> None:
             lambda v: 0 <= int(v) < int(chip) and int(v) == float(v),
             f"must be a whole number of pixels in [0, chip_size={chip})",
         )
-    else:
-        _check(cfg, "overlap", lambda v: int(v) >= 0, "must be a whole number of pixels >= 0")
