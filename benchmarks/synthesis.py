@@ -186,7 +186,7 @@ def build_generator(preset: str = "cpu") -> Any:
         "ignore_index": IGNORE,
     }
     torch.manual_seed(0)
-    return TaskChipGenerator(GeneratorTask(data=data, **cfg))
+    return TaskChipGenerator(GeneratorTask(metadata=data, **cfg))
 
 
 def request(mask: Path, output: Path) -> Any:

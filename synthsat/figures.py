@@ -164,7 +164,7 @@ def generator_grid(
 
     from synthsat.data.datasets import Normalizer
 
-    data = task.hparams.data
+    data = task.hparams.metadata
     n = min(rows, batch["image"].shape[0])
     image = batch["image"][:n].to(task.device)
     mask = batch["mask"][:n].to(task.device)

@@ -324,7 +324,7 @@ def tiny_checkpoints(root: Path) -> dict[str, Path]:
     from synthsat.tasks.segmentation import SegmentationTask
 
     generator = GeneratorTask(
-        data=TOY_METADATA, patch_size=32, z_dim=8,
+        metadata=TOY_METADATA, patch_size=32, z_dim=8,
         net=dict(ngf=4, start_size=4, max_mult=2, spade_hidden=8),
         nef=4, ndf=4, num_D=1, n_layers=2,
     )  # fmt: skip

@@ -26,7 +26,7 @@ META: dict[str, Any] = {
 
 def test_the_defaults_are_the_papers() -> None:
     task = GeneratorTask(META, 32, 8, net=TINY_GENERATOR["net"])
-    hp = {k: v for k, v in task.hparams.items() if k not in ("data", "net")}
+    hp = {k: v for k, v in task.hparams.items() if k not in ("metadata", "net")}
     assert hp == {
         "patch_size": 32,
         "z_dim": 8,
@@ -52,8 +52,8 @@ def test_the_defaults_are_the_papers() -> None:
         "ema": False,
         "ema_decay": 0.999,
     }
-    assert list(task.hparams)[:3] == ["data", "patch_size", "z_dim"]  # the signature's order
-    assert task.hparams.data == META
+    assert list(task.hparams)[:3] == ["metadata", "patch_size", "z_dim"]  # the signature's
+    assert task.hparams.metadata == META
     assert task.generator_ema is None and task.encoder is not None
     assert isinstance(task.discriminator, PatchAdversary)
     assert task.discriminator.lambda_feat == 10.0
@@ -198,3 +198,39 @@ def test_codes_and_noise_without_an_encoder() -> None:
     assert task.sample_noise(3, 32, 32) is None  # the SPADE generator draws no noise
     mask = torch.tensor([[[0, 2], [1, 2]]])
     assert task.onehot(mask)[0, :, 1, 1].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_the_old_name_of_the_metadata_is_accepted_and_saved_as_metadata() -> None:
+    """Checkpoints written before the rename hold the metadata as ``data``: a task built
+    from those settings stores it as ``metadata``, like SegmentationTask."""
+    task = GeneratorTask(data=META, patch_size=32, z_dim=8, net=TINY_GENERATOR["net"])
+    assert task.hparams.metadata == META and "data" not in task.hparams
+    same = GeneratorTask(META, 32, 8, net=TINY_GENERATOR["net"], data=dict(META))
+    assert same.hparams.metadata == META
+    with pytest.raises(TypeError, match="^GeneratorTask got metadata and its old name data"):
+        GeneratorTask(META, 32, 8, data={**META, "bands": 3})
+    with pytest.raises(TypeError, match="^GeneratorTask needs metadata, patch_size and z_dim$"):
+        GeneratorTask(patch_size=32, z_dim=8)
+    with pytest.raises(TypeError, match="^GeneratorTask needs metadata, patch_size and z_dim$"):
+        GeneratorTask(META, z_dim=8)
+
+
+def test_a_checkpoint_of_the_old_name_loads(tmp_path: Any) -> None:
+    """A generator checkpoint whose hyperparameters name the metadata ``data`` is found to
+    be a generator's and loads (weights only), with its metadata under the new name."""
+    from conftest import save_task
+
+    from synthsat.tasks.checkpoints import checkpoint_kind, load_task
+    from synthsat.tasks.hparams import checkpoint_metadata
+
+    path = save_task(GeneratorTask(META, 32, **TINY_GENERATOR), tmp_path / "new.ckpt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    hp = state["hyper_parameters"]
+    hp["data"] = hp.pop("metadata")
+    torch.save(state, tmp_path / "old.ckpt")
+    assert checkpoint_kind(state) == "generator" and checkpoint_metadata(hp) == META
+    old = load_task(tmp_path / "old.ckpt", "generator", "synthesize")
+    assert old.hparams.metadata == META and "data" not in old.hparams
+    new = load_task(path, "generator", "synthesize")
+    for a, b in zip(old.state_dict().values(), new.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -190,8 +190,8 @@ def test_entry_point_checkpoints_samples_and_resume(toy_root: Path, tmp_path: Pa
 
     task = GeneratorTask.load_from_checkpoint(last, map_location="cpu")
     assert task.hparams.patch_size == 32
-    assert task.hparams.data["classes"] == list(CLASSES)
-    assert task.hparams.data["bands"] == 4 and len(task.hparams.data["mean"]) == 4
+    assert task.hparams.metadata["classes"] == list(CLASSES)
+    assert task.hparams.metadata["bands"] == 4 and len(task.hparams.metadata["mean"]) == 4
     assert task.generator_ema is not None and task.inference_generator() is task.generator_ema
 
     resumed = Path(

@@ -69,7 +69,7 @@ def test_generator_trains_on_the_scaled_cache(
         patch = datasets[0][i]["mask"].numpy()
         assert any(np.array_equal(patch, v) for m in scaled for v in _dihedral(m))
     state = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=False)
-    assert state["hyper_parameters"]["data"]["scale"] == 0.25
+    assert state["hyper_parameters"]["metadata"]["scale"] == 0.25
     masks = {p.parent.name.rsplit("-", 1)[0]: p for p in (tmp_path / "cache").glob("*/mask.npy")}
     assert sorted(masks) == ["tile_000", "tile_001", "tile_002", "tile_003"]
     for name, path in masks.items():
@@ -228,7 +228,7 @@ def _generator_checkpoint(path: Path, scale: float | None) -> Path:
     data = dict(TOY_METADATA) if scale is None else {**TOY_METADATA, "scale": scale}
     torch.manual_seed(0)
     task = GeneratorTask(
-        data=data, patch_size=32, z_dim=8,
+        metadata=data, patch_size=32, z_dim=8,
         net=dict(ngf=4, start_size=4, max_mult=2, spade_hidden=8),
         nef=4, ndf=4, num_D=1, n_layers=2,
     )  # fmt: skip

@@ -20,7 +20,7 @@ from synthsat.tasks.generator import GeneratorTask
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-init GeneratorTask for the toy world, saved by a Lightning Trainer."""
     task = GeneratorTask(
-        data=dict(TOY_METADATA),
+        metadata=dict(TOY_METADATA),
         patch_size=32,
         ngf=8,
         z_dim=8,

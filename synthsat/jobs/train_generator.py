@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    task = instantiate(cfg.generator, data=datamodule.metadata(), _convert_="all")
+    task = instantiate(cfg.generator, metadata=datamodule.metadata(), _convert_="all")
     lambda_div = float(cfg.generator.get("lambda_div", 0.0))
     run = run_info(cfg, "gen", {"lambda_div": lambda_div, "seed": cfg.get("seed")})
     trainer = build_trainer(cfg, run=run)

@@ -37,6 +37,7 @@ from synthsat.locks import is_this_host
 from synthsat.synthesis.requests import TileRequest
 from synthsat.synthesis.synthesizer import Synthesizer
 from synthsat.synthesis.writer import busy_owner, busy_writer, remove_stale_temps
+from synthsat.tasks.hparams import checkpoint_metadata
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class TaskChipGenerator(nn.Module):
     def __init__(self, task: Any) -> None:
         super().__init__()
         hp = task.hparams
-        self.data: dict[str, Any] = dict(hp["data"])
+        self.data: dict[str, Any] = dict(checkpoint_metadata(hp))
         self.num_classes = len(self.data["classes"])
         self.out_bands = int(self.data["bands"])
         self.chip_size = int(hp["patch_size"])

@@ -193,7 +193,7 @@ def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
     hp = checkpoint.get("hyper_parameters") or {}
     if "metadata" in hp and ("backbone" in hp or "encoder_name" in hp):
         return "segmentation"
-    if "data" in hp and "z_dim" in hp:
+    if ("metadata" in hp or "data" in hp) and "z_dim" in hp:  # "data": before the rename
         return "generator"
     return None
 

@@ -40,6 +40,7 @@ from synthsat.tasks.hparams import (
     DEFAULT_NET,
     LEGACY_NET_KEYS,
     LEGACY_SAMPLE_KEYS,
+    legacy_metadata,
     net_config,
     plain,
 )
@@ -103,10 +104,13 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
     :class:`~synthsat.callbacks.GeneratorSamples` callback.
 
     Args:
-        data: the datamodule's :meth:`~synthsat.data.LandCoverDataModule.metadata`
+        metadata: the datamodule's :meth:`~synthsat.data.LandCoverDataModule.metadata`
             (classes, bands, rgb_bands, mean, std, ignore_index, ...), stored in the
-            checkpoint so that downstream jobs can interpret the outputs.
+            checkpoint so that downstream jobs can interpret the outputs (the key
+            :class:`~synthsat.tasks.segmentation.SegmentationTask` stores it under too;
+            checkpoints written before stored it as ``data``, still accepted).
         patch_size: training patch side in pixels (the network's depth follows from it).
+            Required, like ``metadata`` and ``z_dim``.
         z_dim: style code length (of the generator, the style encoder and ``sample_z``).
         net: the generator network's config: ``_target_`` (default
             :class:`~synthsat.models.spade.SPADEGenerator`) and its settings (``ngf``,
@@ -136,16 +140,17 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         d_steps_per_g: discriminator steps per generator step.
         ema: keep an exponential moving average of the generator for inference.
         ema_decay: EMA decay (warmed up as ``min(decay, (1 + n) / (10 + n))``).
-        **legacy: the flat settings of checkpoints written before ``net`` existed
-            (:data:`LEGACY_NET_KEYS`, folded into ``net``; :data:`LEGACY_SAMPLE_KEYS`,
-            ignored), so that old checkpoints load.
+        **legacy: the settings of checkpoints written before: ``data`` (now ``metadata``)
+            and the flat settings from before ``net`` existed (:data:`LEGACY_NET_KEYS`,
+            folded into ``net``; :data:`LEGACY_SAMPLE_KEYS`, ignored), so that old
+            checkpoints load.
     """
 
     def __init__(
         self,
-        data: Mapping[str, Any],
-        patch_size: int,
-        z_dim: int,
+        metadata: Mapping[str, Any] | None = None,
+        patch_size: int | None = None,
+        z_dim: int | None = None,
         net: Mapping[str, Any] | None = None,
         discriminator: str = "patch",
         use_vae: bool = True,
@@ -171,11 +176,13 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         **legacy: Any,
     ) -> None:
         super().__init__()
-        data = dict(plain(data))
+        metadata = dict(plain(legacy_metadata(metadata, legacy)))
         betas = list(plain(betas))
         net = net_config(net, legacy)
-        _check_settings(data, discriminator, lambda_div, ema_decay, d_steps_per_g)
-        legacy = {}  # folded into net: the saved hyperparameters are the signature's
+        if patch_size is None or z_dim is None:
+            raise TypeError("GeneratorTask needs metadata, patch_size and z_dim")
+        _check_settings(metadata, discriminator, lambda_div, ema_decay, d_steps_per_g)
+        legacy = {}  # folded in above: the saved hyperparameters are the signature's
         self.save_hyperparameters(ignore=["legacy"])
         self.automatic_optimization = False
         self._build_networks()
@@ -184,7 +191,7 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         """The generator (and its EMA copy), style encoder and discriminator of the
         saved hyperparameters."""
         hp = self.hparams
-        data = hp["data"]
+        data = hp["metadata"]
         self.num_classes = len(data["classes"])
         self.bands = int(data["bands"])
         self.generator: SPADEGenerator = instantiate(
@@ -275,7 +282,7 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
     def on_fit_start(self) -> None:
         """Build the VGG perceptual loss when it is enabled (fails early without weights)."""
         if self.hparams.lambda_vgg > 0 and not self._vgg:
-            self._vgg.append(VGGPerceptualLoss(self.hparams.data["rgb_bands"]).to(self.device))
+            self._vgg.append(VGGPerceptualLoss(self.hparams.metadata["rgb_bands"]).to(self.device))
 
     # -- losses ----------------------------------------------------------------------------------
     def _style_codes(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:

@@ -65,3 +65,30 @@ def net_config(net: Mapping[str, Any] | None, legacy: Mapping[str, Any]) -> dict
     config = {"_target_": DEFAULT_NET, **dict(plain(net) or {})}
     config.update({k: plain(v) for k, v in legacy.items() if k in LEGACY_NET_KEYS})
     return config
+
+
+#: The key under which checkpoints written before stored the generator's data metadata.
+LEGACY_METADATA_KEY = "data"
+
+
+def legacy_metadata(metadata: Mapping[str, Any] | None, legacy: dict[str, Any]) -> Any:
+    """The generator's data metadata: ``metadata``, or, from a checkpoint written before,
+    ``legacy``'s ``data`` (removed from ``legacy`` either way).
+
+    Raises:
+        TypeError: neither is given, or both and they differ.
+    """
+    old = legacy.pop(LEGACY_METADATA_KEY, None)
+    if metadata is None and old is None:
+        raise TypeError("GeneratorTask needs metadata, patch_size and z_dim")
+    if metadata is not None and old is not None and plain(old, deep=True) != plain(
+        metadata, deep=True
+    ):
+        raise TypeError("GeneratorTask got metadata and its old name data, with different values")
+    return metadata if metadata is not None else old
+
+
+def checkpoint_metadata(hparams: Mapping[str, Any]) -> Any:
+    """A checkpoint's data metadata, under ``metadata`` or the generator's old ``data``."""
+    found = hparams.get("metadata")
+    return found if found is not None else hparams.get(LEGACY_METADATA_KEY)
