@@ -81,8 +81,10 @@ def legacy_metadata(metadata: Mapping[str, Any] | None, legacy: dict[str, Any]) 
     old = legacy.pop(LEGACY_METADATA_KEY, None)
     if metadata is None and old is None:
         raise TypeError("GeneratorTask needs metadata, patch_size and z_dim")
-    if metadata is not None and old is not None and plain(old, deep=True) != plain(
-        metadata, deep=True
+    if (
+        metadata is not None
+        and old is not None
+        and plain(old, deep=True) != plain(metadata, deep=True)
     ):
         raise TypeError("GeneratorTask got metadata and its old name data, with different values")
     return metadata if metadata is not None else old
