@@ -34,6 +34,17 @@ def _summary(path: Path, base: list[float], mix: list[float], colour: list[float
     return path
 
 
+def _two_folds(tmp_path: Path) -> tuple[Path, dict[tuple[str, str, str], dict[str, str]]]:
+    """The fold report of two folds (test 8, test 4) written under ``tmp_path / "out"``,
+    and its CSV rows by (arm, metric, fold)."""
+    f8 = _summary(tmp_path / "f8.csv", [0.60, 0.62, 0.61], [0.62, 0.63, 0.64], [0.55, 0.56, 0.57])
+    f4 = _summary(tmp_path / "f4.csv", [0.50, 0.52, 0.54], [0.49, 0.52, 0.53], [0.45, 0.47, 0.50])
+    out = main(["--fold", f"test 8={f8}", "--fold", f"test 4={f4}", "--steps", "11520",
+                "--out", str(tmp_path / "out")])  # fmt: skip
+    with open(out / "folds.csv", newline="") as f:
+        return out, {(r["arm"], r["metric"], r["fold"]): r for r in csv.DictReader(f)}
+
+
 def test_across_folds_is_the_t_interval_over_fold_means() -> None:
     per_fold = {"a": {0: 0.01, 1: 0.03}, "b": {0: -0.02, 1: 0.0}, "c": {0: 0.05, 1: 0.07}}
     a = across_folds(per_fold)
@@ -58,13 +69,7 @@ def test_one_fold_has_no_interval_across_folds() -> None:
 
 
 def test_the_report_pairs_each_arm_with_real_only_in_each_fold(tmp_path: Path) -> None:
-    f8 = _summary(tmp_path / "f8.csv", [0.60, 0.62, 0.61], [0.62, 0.63, 0.64], [0.55, 0.56, 0.57])
-    f4 = _summary(tmp_path / "f4.csv", [0.50, 0.52, 0.54], [0.49, 0.52, 0.53], [0.45, 0.47, 0.50])
-    out = main(["--fold", f"test 8={f8}", "--fold", f"test 4={f4}", "--steps", "11520",
-                "--out", str(tmp_path / "out")])  # fmt: skip
-    with open(out / "folds.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    by = {(r["arm"], r["metric"], r["fold"]): r for r in rows}
+    out, by = _two_folds(tmp_path)
     mix = "50% synthetic, lambda_div = 0"
     assert float(by[(mix, "test", "test 8")]["mean_diff"]) == pytest.approx(0.02)
     assert float(by[(mix, "test", "test 4")]["mean_diff"]) == pytest.approx(-0.02 / 3)
@@ -100,12 +105,7 @@ def test_a_budget_no_run_has_is_refused(tmp_path: Path) -> None:
 
 def test_arm_against_arm_is_the_first_minus_the_second_by_seed(tmp_path: Path) -> None:
     """The GAN arm minus the control, paired by seed in each fold and across folds."""
-    f8 = _summary(tmp_path / "f8.csv", [0.60, 0.62, 0.61], [0.62, 0.63, 0.64], [0.55, 0.56, 0.57])
-    f4 = _summary(tmp_path / "f4.csv", [0.50, 0.52, 0.54], [0.49, 0.52, 0.53], [0.45, 0.47, 0.50])
-    out = main(["--fold", f"test 8={f8}", "--fold", f"test 4={f4}", "--steps", "11520",
-                "--out", str(tmp_path / "out")])  # fmt: skip
-    with open(out / "folds.csv", newline="") as f:
-        by = {(r["arm"], r["metric"], r["fold"]): r for r in csv.DictReader(f)}
+    out, by = _two_folds(tmp_path)
     pair = "50% synthetic, lambda_div = 0 − 50% synthetic, classcolour"
     d8 = np.array([0.07, 0.07, 0.07])  # 0.62-0.55, 0.63-0.56, 0.64-0.57
     d4 = np.array([0.04, 0.05, 0.03])
