@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -332,8 +332,9 @@ def _section_violation(schema: type, values: Any, prefix: str) -> tuple[str, Any
         if value is None:
             continue
         key = f"{prefix}.{f.name}"
-        if f.name == "net" and isinstance(value, DictConfig | dict):
-            found = _section_violation(GeneratorNetSchema, value, key)
+        nested = f.default_factory  # a nested schema (e.g. the generator's net)
+        if is_dataclass(nested) and isinstance(value, DictConfig):
+            found = _section_violation(nested, value, key)  # type: ignore[arg-type]
         else:
             rule = _refused(schema, f.name, value)
             found = (key, value, rule) if rule else None

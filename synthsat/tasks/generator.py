@@ -176,11 +176,12 @@ class GeneratorTask(GANTrainingMixin, RankRandomStreams, L.LightningModule):
         **legacy: Any,
     ) -> None:
         super().__init__()
-        metadata = dict(plain(legacy_metadata(metadata, legacy)))
+        metadata = legacy_metadata(metadata, legacy)
+        if metadata is None or patch_size is None or z_dim is None:
+            raise TypeError("GeneratorTask needs metadata, patch_size and z_dim")
+        metadata = dict(plain(metadata))
         betas = list(plain(betas))
         net = net_config(net, legacy)
-        if patch_size is None or z_dim is None:
-            raise TypeError("GeneratorTask needs metadata, patch_size and z_dim")
         _check_settings(metadata, discriminator, lambda_div, ema_decay, d_steps_per_g)
         legacy = {}  # folded in above: the saved hyperparameters are the signature's
         self.save_hyperparameters(ignore=["legacy"])

@@ -73,21 +73,17 @@ LEGACY_METADATA_KEY = "data"
 
 def legacy_metadata(metadata: Mapping[str, Any] | None, legacy: dict[str, Any]) -> Any:
     """The generator's data metadata: ``metadata``, or, from a checkpoint written before,
-    ``legacy``'s ``data`` (removed from ``legacy`` either way).
+    ``legacy``'s ``data`` (removed from ``legacy`` either way); None without either.
 
     Raises:
-        TypeError: neither is given, or both and they differ.
+        TypeError: both are given, with different values.
     """
     old = legacy.pop(LEGACY_METADATA_KEY, None)
-    if metadata is None and old is None:
-        raise TypeError("GeneratorTask needs metadata, patch_size and z_dim")
-    if (
-        metadata is not None
-        and old is not None
-        and plain(old, deep=True) != plain(metadata, deep=True)
-    ):
+    if metadata is None:
+        return old
+    if old is not None and plain(old, deep=True) != plain(metadata, deep=True):
         raise TypeError("GeneratorTask got metadata and its old name data, with different values")
-    return metadata if metadata is not None else old
+    return metadata
 
 
 def checkpoint_metadata(hparams: Mapping[str, Any]) -> Any:
